@@ -1,0 +1,370 @@
+// Package config holds dab's settings: one table of settings, each read from an
+// environment variable and overridable by a flag of the same meaning, then
+// validated with errors that name the variable and say what to do.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Checksum modes for uploads to S3.
+const (
+	// ChecksumSHA256 sends each object's SHA-256 to S3 (x-amz-checksum-sha256)
+	// so the store verifies the bytes it receives.
+	ChecksumSHA256 = "sha256"
+	// ChecksumOff sends no checksum headers, for S3-compatible stores that
+	// reject them; dab still records the SHA-256 in object metadata and
+	// verifies size and metadata after the upload.
+	ChecksumOff = "off"
+)
+
+// Config is the effective configuration of one dab process.
+type Config struct {
+	// RedisURL locates the Redis that holds the queues, asset records and
+	// ledger. Default redis://127.0.0.1:6379/0.
+	RedisURL string
+	// KeyPrefix starts every Redis key dab owns (asynq's own keys start with
+	// "asynq:"). Default "dab:".
+	KeyPrefix string
+	// DataDir holds the spool and local state. Default ./dab-data.
+	DataDir string
+	// Concurrency is the number of tasks one worker runs at once. Default 2x CPUs, at least 4.
+	Concurrency int
+	// ShutdownTimeout bounds how long a stopping worker waits for running
+	// tasks before handing them back to the queue. Default 25s.
+	ShutdownTimeout time.Duration
+
+	S3 S3
+	// Sources says where each setting's value came from (default, env, flag,
+	// dev), keyed by environment variable name; `dab config` prints it.
+	Sources map[string]string
+}
+
+// S3 holds the object store settings.
+type S3 struct {
+	Bucket          string
+	Region          string
+	AccessKeyID     string
+	SecretAccessKey string
+	SessionToken    string
+	// Endpoint is an S3-compatible endpoint URL; empty means AWS.
+	Endpoint  string
+	PathStyle bool
+	// ChecksumMode is ChecksumSHA256 or ChecksumOff.
+	ChecksumMode string
+	// MultipartThreshold: objects of this size or larger go multipart. Default 16 MiB.
+	MultipartThreshold int64
+	// PartSize of multipart uploads. Default 8 MiB, at least 5 MiB.
+	PartSize int64
+	// PartConcurrency is the number of parts of one object uploaded at once. Default 4.
+	PartConcurrency int
+}
+
+// Setting describes one configurable value.
+type Setting struct {
+	Env     string
+	Flag    string
+	Default string
+	Usage   string
+	Secret  bool
+	get     func(*Config) string
+	set     func(*Config, string) error
+}
+
+// Settings lists every setting in the order `dab config` and the README show them.
+func Settings() []Setting {
+	return []Setting{
+		{Env: "DAB_REDIS_URL", Flag: "redis-url", Default: "redis://127.0.0.1:6379/0",
+			Usage: "Redis URL (redis:// or rediss://, user:password@ allowed)", Secret: true,
+			get: func(c *Config) string { return c.RedisURL }, set: func(c *Config, v string) error { c.RedisURL = v; return nil }},
+		{Env: "DAB_KEY_PREFIX", Flag: "key-prefix", Default: "dab:",
+			Usage: "prefix of every Redis key dab owns",
+			get:   func(c *Config) string { return c.KeyPrefix }, set: func(c *Config, v string) error { c.KeyPrefix = v; return nil }},
+		{Env: "DAB_DATA_DIR", Flag: "data-dir", Default: "./dab-data",
+			Usage: "folder for the spool and local state",
+			get:   func(c *Config) string { return c.DataDir }, set: func(c *Config, v string) error { c.DataDir = v; return nil }},
+		{Env: "DAB_CONCURRENCY", Flag: "concurrency", Default: strconv.Itoa(defaultConcurrency()),
+			Usage: "tasks one worker runs at once",
+			get:   func(c *Config) string { return strconv.Itoa(c.Concurrency) }, set: intSetter(func(c *Config) *int { return &c.Concurrency })},
+		{Env: "DAB_SHUTDOWN_TIMEOUT", Flag: "shutdown-timeout", Default: "25s",
+			Usage: "how long a stopping worker waits for running tasks before handing them back",
+			get:   func(c *Config) string { return c.ShutdownTimeout.String() }, set: durationSetter(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
+		{Env: "AWS_S3_BUCKET", Flag: "bucket", Default: "",
+			Usage: "S3 bucket that holds the assets",
+			get:   func(c *Config) string { return c.S3.Bucket }, set: func(c *Config, v string) error { c.S3.Bucket = v; return nil }},
+		{Env: "AWS_REGION", Flag: "region", Default: "",
+			Usage: "AWS region (AWS_DEFAULT_REGION is read too); us-east-1 when unset and an endpoint is given",
+			get:   func(c *Config) string { return c.S3.Region }, set: func(c *Config, v string) error { c.S3.Region = v; return nil }},
+		{Env: "AWS_ACCESS_KEY_ID", Flag: "aws-access-key-id", Default: "",
+			Usage: "access key; when unset the AWS default chain (profiles, SSO, instance role) is used",
+			get:   func(c *Config) string { return c.S3.AccessKeyID }, set: func(c *Config, v string) error { c.S3.AccessKeyID = v; return nil }},
+		{Env: "AWS_SECRET_ACCESS_KEY", Flag: "aws-secret-access-key", Default: "", Secret: true,
+			Usage: "secret key that goes with AWS_ACCESS_KEY_ID",
+			get:   func(c *Config) string { return c.S3.SecretAccessKey }, set: func(c *Config, v string) error { c.S3.SecretAccessKey = v; return nil }},
+		{Env: "AWS_SESSION_TOKEN", Flag: "aws-session-token", Default: "", Secret: true,
+			Usage: "session token of temporary credentials",
+			get:   func(c *Config) string { return c.S3.SessionToken }, set: func(c *Config, v string) error { c.S3.SessionToken = v; return nil }},
+		{Env: "AWS_ENDPOINT_URL_S3", Flag: "s3-endpoint", Default: "",
+			Usage: "URL of an S3-compatible store; empty for AWS S3",
+			get:   func(c *Config) string { return c.S3.Endpoint }, set: func(c *Config, v string) error { c.S3.Endpoint = v; return nil }},
+		{Env: "DAB_S3_PATH_STYLE", Flag: "s3-path-style", Default: "false",
+			Usage: "path-style bucket addressing (true for most S3-compatible stores)",
+			get:   func(c *Config) string { return strconv.FormatBool(c.S3.PathStyle) }, set: boolSetter(func(c *Config) *bool { return &c.S3.PathStyle })},
+		{Env: "DAB_S3_CHECKSUM", Flag: "s3-checksum", Default: ChecksumSHA256,
+			Usage: "sha256 (the store verifies each upload) or off (for stores that reject checksum headers)",
+			get:   func(c *Config) string { return c.S3.ChecksumMode }, set: func(c *Config, v string) error { c.S3.ChecksumMode = v; return nil }},
+		{Env: "DAB_MULTIPART_THRESHOLD", Flag: "multipart-threshold", Default: "16MiB",
+			Usage: "objects this size or larger upload in parts",
+			get:   func(c *Config) string { return FormatBytes(c.S3.MultipartThreshold) }, set: bytesSetter(func(c *Config) *int64 { return &c.S3.MultipartThreshold })},
+		{Env: "DAB_PART_SIZE", Flag: "part-size", Default: "8MiB",
+			Usage: "size of one part of a multipart upload (at least 5MiB)",
+			get:   func(c *Config) string { return FormatBytes(c.S3.PartSize) }, set: bytesSetter(func(c *Config) *int64 { return &c.S3.PartSize })},
+		{Env: "DAB_PART_CONCURRENCY", Flag: "part-concurrency", Default: "4",
+			Usage: "parts of one object uploaded at once",
+			get:   func(c *Config) string { return strconv.Itoa(c.S3.PartConcurrency) }, set: intSetter(func(c *Config) *int { return &c.S3.PartConcurrency })},
+	}
+}
+
+func defaultConcurrency() int { return max(4, 2*runtime.NumCPU()) }
+
+func intSetter(field func(*Config) *int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", v)
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
+func boolSetter(field func(*Config) *bool) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", v)
+		}
+		*field(c) = b
+		return nil
+	}
+}
+
+func durationSetter(field func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%q is not a duration such as 30s or 2m", v)
+		}
+		*field(c) = d
+		return nil
+	}
+}
+
+func bytesSetter(field func(*Config) *int64) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := ParseBytes(v)
+		if err != nil {
+			return err
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
+// Loader reads settings from the environment and from flags registered on a FlagSet.
+type Loader struct {
+	cfg    Config
+	errs   []error
+	getenv func(string) string
+}
+
+// NewLoader starts from the defaults and applies the environment (getenv is
+// os.Getenv in production; tests pass their own).
+func NewLoader(getenv func(string) string) *Loader {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	l := &Loader{getenv: getenv, cfg: Config{Sources: map[string]string{}}}
+	for _, s := range Settings() {
+		if err := s.set(&l.cfg, s.Default); err != nil {
+			panic(fmt.Sprintf("config: default of %s: %v", s.Env, err)) // a programming error
+		}
+		l.cfg.Sources[s.Env] = "default"
+		v := getenv(s.Env)
+		if v == "" && s.Env == "AWS_REGION" {
+			v = getenv("AWS_DEFAULT_REGION")
+		}
+		if v == "" {
+			continue
+		}
+		if err := s.set(&l.cfg, v); err != nil {
+			l.errs = append(l.errs, fmt.Errorf("%s: %w", s.Env, err))
+			continue
+		}
+		l.cfg.Sources[s.Env] = "env"
+	}
+	return l
+}
+
+// RegisterFlags adds one flag per setting to fs; a flag given on the command
+// line wins over the environment.
+func (l *Loader) RegisterFlags(fs *flag.FlagSet) {
+	for _, s := range Settings() {
+		fs.Func(s.Flag, fmt.Sprintf("%s (env %s, default %q)", s.Usage, s.Env, s.Default), func(v string) error {
+			if err := s.set(&l.cfg, v); err != nil {
+				return fmt.Errorf("--%s: %w", s.Flag, err)
+			}
+			l.cfg.Sources[s.Env] = "flag"
+			return nil
+		})
+	}
+}
+
+// Load returns the configuration after validation.
+func (l *Loader) Load() (*Config, error) {
+	cfg := l.cfg
+	cfg.Sources = make(map[string]string, len(l.cfg.Sources))
+	for k, v := range l.cfg.Sources {
+		cfg.Sources[k] = v
+	}
+	errs := append([]error(nil), l.errs...)
+	errs = append(errs, cfg.validate()...)
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("configuration: %w", errors.Join(errs...))
+	}
+	return &cfg, nil
+}
+
+// Explicit reports whether the setting of env was given by the environment or a flag.
+func (c *Config) Explicit(env string) bool {
+	s := c.Sources[env]
+	return s == "env" || s == "flag"
+}
+
+var bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+
+// ValidateBucketName checks S3's bucket naming rules.
+func ValidateBucketName(b string) error {
+	if !bucketName.MatchString(b) || strings.Contains(b, "..") {
+		return fmt.Errorf("%q is not a valid S3 bucket name: use 3-63 lower-case letters, digits, '.' and '-', starting and ending with a letter or digit", b)
+	}
+	return nil
+}
+
+func (c *Config) validate() []error {
+	var errs []error
+	bad := func(env, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{env}, args...)...))
+	}
+	if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+		bad("DAB_REDIS_URL", "%q is not a redis:// or rediss:// URL (example: redis://127.0.0.1:6379/0)", RedactURL(c.RedisURL))
+	} else if _, err := redis.ParseURL(c.RedisURL); err != nil {
+		bad("DAB_REDIS_URL", "%v", redactErr(err, c.RedisURL))
+	}
+	if c.KeyPrefix == "" || strings.ContainsAny(c.KeyPrefix, "{} \t\n") {
+		bad("DAB_KEY_PREFIX", "%q must be non-empty and contain no spaces or braces (braces are Redis Cluster hash tags dab sets itself)", c.KeyPrefix)
+	}
+	if strings.TrimSpace(c.DataDir) == "" {
+		bad("DAB_DATA_DIR", "is empty: give a folder for the spool, such as ./dab-data")
+	}
+	if c.Concurrency < 1 || c.Concurrency > 10000 {
+		bad("DAB_CONCURRENCY", "%d is out of range: use 1 to 10000", c.Concurrency)
+	}
+	if c.ShutdownTimeout < time.Second {
+		bad("DAB_SHUTDOWN_TIMEOUT", "%s is too short: use at least 1s", c.ShutdownTimeout)
+	}
+	if c.S3.Bucket != "" {
+		if err := ValidateBucketName(c.S3.Bucket); err != nil {
+			bad("AWS_S3_BUCKET", "%v", err)
+		}
+	}
+	if c.S3.Endpoint != "" {
+		if u, err := url.Parse(c.S3.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("AWS_ENDPOINT_URL_S3", "%q is not an http:// or https:// URL", c.S3.Endpoint)
+		}
+	}
+	if (c.S3.AccessKeyID == "") != (c.S3.SecretAccessKey == "") {
+		bad("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together (or neither, to use the AWS default credential chain)")
+	}
+	if c.S3.ChecksumMode != ChecksumSHA256 && c.S3.ChecksumMode != ChecksumOff {
+		bad("DAB_S3_CHECKSUM", "%q is not one of sha256, off", c.S3.ChecksumMode)
+	}
+	const minPart = 5 << 20
+	if c.S3.PartSize < minPart || c.S3.PartSize > 5<<30 {
+		bad("DAB_PART_SIZE", "%s is out of range: S3 parts are 5MiB to 5GiB", FormatBytes(c.S3.PartSize))
+	}
+	if c.S3.MultipartThreshold < c.S3.PartSize {
+		bad("DAB_MULTIPART_THRESHOLD", "%s is smaller than DAB_PART_SIZE %s: use at least the part size", FormatBytes(c.S3.MultipartThreshold), FormatBytes(c.S3.PartSize))
+	}
+	if c.S3.PartConcurrency < 1 || c.S3.PartConcurrency > 64 {
+		bad("DAB_PART_CONCURRENCY", "%d is out of range: use 1 to 64", c.S3.PartConcurrency)
+	}
+	return errs
+}
+
+// RequireS3 checks what a role that talks to S3 needs beyond validate.
+func (c *Config) RequireS3() error {
+	if c.S3.Bucket == "" {
+		return errors.New("AWS_S3_BUCKET is not set: name the bucket that holds the assets (or run `dab dev`, which starts a local store)")
+	}
+	return nil
+}
+
+// Line is one row of `dab config`.
+type Line struct {
+	Env, Flag, Value, Source string
+}
+
+// Effective lists every setting with its value, secrets masked.
+func (c *Config) Effective() []Line {
+	var out []Line
+	for _, s := range Settings() {
+		v := s.get(c)
+		switch {
+		case s.Env == "DAB_REDIS_URL":
+			v = RedactURL(v)
+		case s.Secret && v != "":
+			v = Mask(v)
+		}
+		out = append(out, Line{Env: s.Env, Flag: "--" + s.Flag, Value: v, Source: c.Sources[s.Env]})
+	}
+	return out
+}
+
+// Mask hides a secret, keeping enough to tell two secrets apart by length only.
+func Mask(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "****** (" + strconv.Itoa(len(s)) + " chars)"
+}
+
+// RedactURL removes the password from a URL so it can be printed or logged.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<unparseable URL>"
+	}
+	return u.Redacted()
+}
+
+func redactErr(err error, secret string) string {
+	msg := err.Error()
+	if u, perr := url.Parse(secret); perr == nil && u.User != nil {
+		if p, ok := u.User.Password(); ok && p != "" {
+			msg = strings.ReplaceAll(msg, p, "xxxxx")
+		}
+	}
+	return msg
+}

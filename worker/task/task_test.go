@@ -1,0 +1,73 @@
+package task
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/hibiken/asynq"
+)
+
+const goodID = "019ad5f0c2a1b2c3d4e5f6a7b8c9"
+
+func TestNewUploadIsDeterministic(t *testing.T) {
+	t.Parallel()
+	id := goodID
+	a, err := NewUpload(UploadPayload{SpoolID: id, Type: "cyoa", Key: "cyoa/NODE_a.png"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Type() != TypeUpload {
+		t.Fatalf("type = %q", a.Type())
+	}
+	p, err := DecodeUpload(a.Payload())
+	if err != nil || p.SpoolID != id || p.Key != "cyoa/NODE_a.png" {
+		t.Fatalf("round trip = %+v, %v", p, err)
+	}
+	if UploadTaskID(id) != "upload-"+id {
+		t.Fatalf("task id = %q", UploadTaskID(id))
+	}
+}
+
+func TestDecodeUploadErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, payload, want string
+	}{
+		{"not json", `nope`, "not the JSON object"},
+		{"array", `[1]`, "not the JSON object"},
+		{"no id", `{}`, "no spool_id"},
+		{"traversal", `{"spool_id":"../../etc"}`, "not a spool entry ID"},
+		{"upper", `{"spool_id":"019AD5F0C2A1B2C3D4E5F6A7B8C9"}`, "not a spool entry ID"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := DecodeUpload([]byte(tt.payload))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+			if !errors.Is(err, asynq.SkipRetry) || !errors.Is(err, ErrBadPayload) {
+				t.Fatalf("err = %v does not wrap SkipRetry and ErrBadPayload", err)
+			}
+		})
+	}
+}
+
+func FuzzDecodeUpload(f *testing.F) {
+	f.Add([]byte(`{"spool_id":"019ad5f0c2a1b2c3d4e5f6a7b8c9"}`))
+	f.Add([]byte(`{"spool_id":1}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := DecodeUpload(b)
+		if err != nil {
+			if !errors.Is(err, asynq.SkipRetry) {
+				t.Fatalf("decode error %v is retryable", err)
+			}
+			return
+		}
+		if !spoolIDPattern.MatchString(p.SpoolID) {
+			t.Fatalf("accepted bad spool id %q", p.SpoolID)
+		}
+	})
+}
