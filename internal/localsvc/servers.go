@@ -1,0 +1,117 @@
+package localsvc
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+)
+
+// Redis is a redis-server child process.
+type Redis struct {
+	process
+	Dir string
+}
+
+// RedisOptions configure StartRedis.
+type RedisOptions struct {
+	// Dir holds the server's data (AOF) and log. Required.
+	Dir string
+	// Port to listen on (127.0.0.1); 0 picks a free one.
+	Port int
+	// AOF turns on the append-only file with fsync every second, so a
+	// restart keeps the data.
+	AOF bool
+}
+
+// StartRedis starts redis-server and waits until it answers PING.
+func StartRedis(o RedisOptions) (*Redis, error) {
+	bin, err := FindBinary("redis-server", RedisInstallHint)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(o.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("localsvc: %w", err)
+	}
+	if o.Port == 0 {
+		if o.Port, err = FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	aof := "no"
+	if o.AOF {
+		aof = "yes"
+	}
+	args := []string{
+		"--bind", "127.0.0.1", "--port", strconv.Itoa(o.Port), "--dir", o.Dir,
+		"--save", "", "--appendonly", aof, "--appendfsync", "everysec",
+		"--protected-mode", "yes", "--daemonize", "no",
+	}
+	r := &Redis{Dir: o.Dir, process: process{
+		name: "redis-server", bin: bin, args: args, port: o.Port,
+		log: filepath.Join(o.Dir, "redis.log"), ready: redisReady,
+	}}
+	if err := r.start(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Addr is host:port.
+func (r *Redis) Addr() string { return r.addr() }
+
+// URL is the redis:// URL of database 0.
+func (r *Redis) URL() string { return "redis://" + r.addr() + "/0" }
+
+// S3 is a versitygw child process serving a folder as an S3-compatible store.
+type S3 struct {
+	process
+	Dir       string
+	AccessKey string
+	SecretKey string
+}
+
+// S3Options configure StartS3.
+type S3Options struct {
+	// Dir holds the buckets (one folder each) and the log. Its filesystem
+	// needs extended attributes (ext4, xfs, tmpfs).
+	Dir string
+	// Port to listen on (127.0.0.1); 0 picks a free one.
+	Port                 int
+	AccessKey, SecretKey string
+}
+
+// StartS3 starts versitygw with the posix backend.
+func StartS3(o S3Options) (*S3, error) {
+	bin, err := FindBinary("versitygw", VersitygwInstallHint)
+	if err != nil {
+		return nil, err
+	}
+	data := filepath.Join(o.Dir, "buckets")
+	if err := os.MkdirAll(data, 0o750); err != nil {
+		return nil, fmt.Errorf("localsvc: %w", err)
+	}
+	if o.Port == 0 {
+		if o.Port, err = FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	args := []string{
+		"--port", "127.0.0.1:" + strconv.Itoa(o.Port), "--quiet",
+		"posix", data,
+	}
+	s := &S3{Dir: o.Dir, AccessKey: o.AccessKey, SecretKey: o.SecretKey, process: process{
+		name: "versitygw", bin: bin, args: args, port: o.Port,
+		log: filepath.Join(o.Dir, "versitygw.log"), ready: dialReady,
+		// Keys go through the environment, not the command line that every
+		// user of the machine can read in the process list.
+		env: []string{"ROOT_ACCESS_KEY_ID=" + o.AccessKey, "ROOT_SECRET_ACCESS_KEY=" + o.SecretKey},
+	}}
+	if err := s.start(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Endpoint is the store's http:// URL.
+func (s *S3) Endpoint() string { return "http://" + s.addr() }

@@ -1,0 +1,332 @@
+// Package storage puts spool files into S3 (or an S3-compatible store) without
+// ever overwriting an object: uploads are conditional (If-None-Match: *), carry
+// the file's SHA-256 and are verified after they finish. An existing object
+// with the same SHA-256 is an idempotent success; with another SHA-256 it is
+// ErrConflict.
+package storage
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	tm "github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
+	tmtypes "github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager/types"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/dab-assets/dab/internal/config"
+)
+
+// MetaSHA256 is the object metadata key (x-amz-meta-sha256) holding the
+// hex SHA-256 of the object's bytes.
+const MetaSHA256 = "sha256"
+
+// S3API is the narrow set of S3 calls dab makes. The transfer manager needs
+// its own set (which includes GetObject and ListObjectsV2); the rest are the
+// calls this package makes directly. *s3.Client implements it.
+type S3API interface {
+	tm.S3APIClient
+	DeleteObject(context.Context, *s3.DeleteObjectInput, ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
+}
+
+// Store uploads to one bucket.
+type Store struct {
+	api    S3API
+	bucket string
+	cfg    config.S3
+	tm     *tm.Client
+}
+
+// NewClient builds an S3 client from dab's settings and the AWS SDK's default
+// credential chain (env, shared profiles, SSO, instance or task roles).
+func NewClient(ctx context.Context, c config.S3) (*s3.Client, error) {
+	opts := []func(*awsconfig.LoadOptions) error{
+		// dab sends the checksums it wants itself (see Put); the SDK's default
+		// CRC32 headers are refused by some S3-compatible stores.
+		awsconfig.WithRequestChecksumCalculation(aws.RequestChecksumCalculationWhenRequired),
+		awsconfig.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired),
+	}
+	if c.Region != "" {
+		opts = append(opts, awsconfig.WithRegion(c.Region))
+	}
+	if c.AccessKeyID != "" {
+		opts = append(opts, awsconfig.WithCredentialsProvider(
+			credentials.NewStaticCredentialsProvider(c.AccessKeyID, c.SecretAccessKey, c.SessionToken)))
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("storage: load AWS configuration: %w", err)
+	}
+	if awsCfg.Region == "" {
+		if c.Endpoint == "" {
+			return nil, errors.New("storage: AWS_REGION is not set: set it (or AWS_DEFAULT_REGION, or a region in your AWS profile) to the bucket's region")
+		}
+		awsCfg.Region = "us-east-1" // S3-compatible stores mostly ignore it, but SigV4 needs one
+	}
+	return s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+		if c.Endpoint != "" {
+			o.BaseEndpoint = aws.String(c.Endpoint)
+		}
+		o.UsePathStyle = c.PathStyle
+	}), nil
+}
+
+// New returns a Store for cfg.Bucket using api.
+func New(api S3API, cfg config.S3) *Store {
+	return &Store{
+		api: api, bucket: cfg.Bucket, cfg: cfg,
+		tm: tm.New(api, func(o *tm.Options) {
+			o.PartSizeBytes = cfg.PartSize
+			o.MultipartUploadThreshold = cfg.MultipartThreshold
+			o.Concurrency = cfg.PartConcurrency
+			o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+			// Abort the multipart upload even when the task's context is gone.
+			o.FailTimeout = 30 * time.Second
+		}),
+	}
+}
+
+// Bucket is the store's bucket.
+func (s *Store) Bucket() string { return s.bucket }
+
+// Check verifies that the bucket exists and the credentials may list it. It
+// uses a GET (ListObjectsV2) rather than HeadBucket because a HEAD error has
+// no body, and the body's code is what tells a wrong secret from a missing bucket.
+func (s *Store) Check(ctx context.Context) error {
+	_, err := s.api.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket), MaxKeys: aws.Int32(1)})
+	return wrap("check", s.bucket, "", err)
+}
+
+// PutInput is one object to store.
+type PutInput struct {
+	Key         string
+	File        *os.File // read from offset 0
+	Size        int64
+	SHA256      string // hex, as recorded in the spool manifest
+	ContentType string
+	Metadata    map[string]string // extra x-amz-meta-* values
+}
+
+// PutResult says where the object is and whether it was there already.
+type PutResult struct {
+	Bucket, Key string
+	Size        int64
+	SHA256      string
+	ETag        string
+	// Existed is true when the object was already in the bucket with the same
+	// content (a re-run, or the same file uploaded twice).
+	Existed bool
+	// Multipart is true when the object went up in parts.
+	Multipart bool
+}
+
+// Put stores in.File under in.Key unless the key exists. It is idempotent:
+// running it again after a success returns Existed=true.
+func (s *Store) Put(ctx context.Context, in PutInput) (PutResult, error) {
+	res := PutResult{Bucket: s.bucket, Key: in.Key, Size: in.Size, SHA256: in.SHA256}
+	meta := map[string]string{MetaSHA256: in.SHA256}
+	for k, v := range in.Metadata {
+		meta[k] = v
+	}
+	var err error
+	if in.Size >= s.cfg.MultipartThreshold {
+		res.Multipart = true
+		// A multipart upload learns that the key exists only at the end, so
+		// look first: re-runs of big uploads must not send gigabytes again.
+		// A HEAD error other than a conflict carries no detail (no body); the
+		// upload below then fails with the store's precise error code.
+		done, herr := s.existing(ctx, in, &res)
+		if errors.Is(herr, ErrConflict) {
+			return res, herr
+		}
+		if herr == nil && done {
+			return res, nil
+		}
+		err = s.putMultipart(ctx, in, meta)
+	} else {
+		err = s.putSingle(ctx, in, meta)
+	}
+	if isPreconditionFailed(err) {
+		done, herr := s.existing(ctx, in, &res)
+		if herr != nil {
+			return res, herr
+		}
+		if done {
+			return res, nil
+		}
+		// The object vanished between the two calls; let the task retry.
+		return res, wrap("put", s.bucket, in.Key, err)
+	}
+	if err != nil {
+		return res, err
+	}
+	return res, s.verify(ctx, in, &res)
+}
+
+// existing compares the object under in.Key (if any) with in. It returns
+// done=true for the same content, ErrConflict for other content, and
+// done=false when there is no object.
+func (s *Store) existing(ctx context.Context, in PutInput, res *PutResult) (bool, error) {
+	out, err := s.api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(in.Key)})
+	if isNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, wrap("head", s.bucket, in.Key, err)
+	}
+	theirs := out.Metadata[MetaSHA256]
+	if theirs == in.SHA256 && aws.ToInt64(out.ContentLength) == in.Size {
+		res.Existed, res.ETag = true, aws.ToString(out.ETag)
+		return true, nil
+	}
+	if theirs == "" {
+		theirs = "unknown (not written by dab)"
+	}
+	return false, &Error{
+		Op: "put", Bucket: s.bucket, Key: in.Key, Code: "Conflict", Status: http.StatusConflict, Permanent: true,
+		Hint: fmt.Sprintf("s3://%s/%s already holds different content (sha256 %s, %d bytes; this file: sha256 %s, %d bytes): dab never overwrites; rename the file or remove the old object first",
+			s.bucket, in.Key, theirs, aws.ToInt64(out.ContentLength), in.SHA256, in.Size),
+		Err: ErrConflict,
+	}
+}
+
+func (s *Store) putSingle(ctx context.Context, in PutInput, meta map[string]string) error {
+	if _, err := in.File.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("storage: rewind %s: %w", in.Key, err)
+	}
+	input := &s3.PutObjectInput{
+		Bucket:        aws.String(s.bucket),
+		Key:           aws.String(in.Key),
+		Body:          in.File,
+		ContentLength: aws.Int64(in.Size),
+		ContentType:   aws.String(in.ContentType),
+		Metadata:      meta,
+		IfNoneMatch:   aws.String("*"),
+	}
+	if s.cfg.ChecksumMode == config.ChecksumSHA256 {
+		// The store hashes what it receives and refuses the object (BadDigest)
+		// unless it matches the hash taken when the file was spooled.
+		raw, err := hex.DecodeString(in.SHA256)
+		if err != nil {
+			return fmt.Errorf("storage: manifest sha256 %q of %s is not hex: %w", in.SHA256, in.Key, err)
+		}
+		input.ChecksumSHA256 = aws.String(base64.StdEncoding.EncodeToString(raw))
+	}
+	_, err := s.api.PutObject(ctx, input)
+	return wrap("put", s.bucket, in.Key, err)
+}
+
+func (s *Store) putMultipart(ctx context.Context, in PutInput, meta map[string]string) error {
+	if _, err := in.File.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("storage: rewind %s: %w", in.Key, err)
+	}
+	// Hash what the transfer manager reads (it reads the body in order) so a
+	// spool file that changed since it was spooled is caught: each part's
+	// checksum only proves the part arrived as read.
+	hr := &hashingReader{r: in.File, h: sha256.New()}
+	input := &tm.UploadObjectInput{
+		Bucket:        aws.String(s.bucket),
+		Key:           aws.String(in.Key),
+		Body:          hr,
+		ContentLength: aws.Int64(in.Size),
+		ContentType:   aws.String(in.ContentType),
+		Metadata:      meta,
+		IfNoneMatch:   aws.String("*"),
+	}
+	if s.cfg.ChecksumMode == config.ChecksumSHA256 {
+		input.ChecksumAlgorithm = tmtypes.ChecksumAlgorithmSha256
+	}
+	_, err := s.tm.UploadObject(ctx, input)
+	if err != nil {
+		return wrap("put", s.bucket, in.Key, err)
+	}
+	if got := hex.EncodeToString(hr.h.Sum(nil)); got != in.SHA256 || hr.n != in.Size {
+		// The object we just created holds bytes that are not the spooled
+		// file's; take it back so the key stays free for the real file.
+		_, derr := s.api.DeleteObject(context.WithoutCancel(ctx), &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(in.Key)})
+		hint := fmt.Sprintf("read %d bytes with sha256 %s, the manifest says %d bytes with sha256 %s: the spool file was modified or damaged; spool the file again", hr.n, got, in.Size, in.SHA256)
+		if derr != nil {
+			hint += fmt.Sprintf("; removing the uploaded object failed too (%v), remove s3://%s/%s by hand", derr, s.bucket, in.Key)
+		}
+		return &Error{Op: "put", Bucket: s.bucket, Key: in.Key, Code: "SpoolChanged", Permanent: true, Hint: hint, Err: ErrChanged}
+	}
+	return nil
+}
+
+// verify checks the stored object's size and recorded SHA-256.
+func (s *Store) verify(ctx context.Context, in PutInput, res *PutResult) error {
+	out, err := s.api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(in.Key)})
+	if err != nil {
+		return wrap("verify", s.bucket, in.Key, err)
+	}
+	if n := aws.ToInt64(out.ContentLength); n != in.Size || out.Metadata[MetaSHA256] != in.SHA256 {
+		return &Error{Op: "verify", Bucket: s.bucket, Key: in.Key, Code: "VerifyFailed",
+			Hint: fmt.Sprintf("stored object has %d bytes and sha256 %q, expected %d bytes and %s", n, out.Metadata[MetaSHA256], in.Size, in.SHA256)}
+	}
+	res.ETag = aws.ToString(out.ETag)
+	return nil
+}
+
+// Get opens an object for reading (used by tests, benchmarks and `dab assets get`).
+func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, int64, error) {
+	out, err := s.api.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)})
+	if err != nil {
+		return nil, 0, wrap("get", s.bucket, key, err)
+	}
+	return out.Body, aws.ToInt64(out.ContentLength), nil
+}
+
+func isNotFound(err error) bool {
+	var nf *s3types.NotFound
+	var nsk *s3types.NoSuchKey
+	if errors.As(err, &nf) || errors.As(err, &nsk) {
+		return true
+	}
+	var se *Error
+	return errors.As(wrap("", "", "", err), &se) && (se.Status == http.StatusNotFound && se.Code != "NoSuchBucket")
+}
+
+func isPreconditionFailed(err error) bool {
+	var se *Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	return se.Status == http.StatusPreconditionFailed || se.Code == "PreconditionFailed" ||
+		// Some stores answer a concurrent conditional write with 409.
+		se.Code == "ConditionalRequestConflict"
+}
+
+type hashingReader struct {
+	r io.Reader
+	h hash.Hash
+	n int64
+}
+
+func (h *hashingReader) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	h.h.Write(p[:n])
+	h.n += int64(n)
+	return n, err
+}
+
+// String describes the store for logs and `dab config`.
+func (s *Store) String() string {
+	ep := s.cfg.Endpoint
+	if ep == "" {
+		ep = "aws"
+	}
+	return "s3://" + s.bucket + " at " + ep + " (checksum " + s.cfg.ChecksumMode + ", multipart from " + strconv.FormatInt(s.cfg.MultipartThreshold, 10) + " bytes)"
+}

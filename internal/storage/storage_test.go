@@ -1,0 +1,190 @@
+package storage_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dab-assets/dab/internal/config"
+	"github.com/dab-assets/dab/internal/harness"
+	"github.com/dab-assets/dab/internal/storage"
+)
+
+// writeFile makes a file of n pseudo-random bytes and returns it with its sha256.
+func writeFile(t *testing.T, n int, seed uint64) (*os.File, string) {
+	t.Helper()
+	b := make([]byte, n)
+	r := rand.New(rand.NewPCG(seed, seed))
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	p := filepath.Join(t.TempDir(), "data")
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	sum := sha256.Sum256(b)
+	return f, hex.EncodeToString(sum[:])
+}
+
+func readBack(t *testing.T, st *storage.Store, key string) []byte {
+	t.Helper()
+	rc, _, err := st.Get(context.Background(), key)
+	if err != nil {
+		t.Fatalf("get %s: %v", key, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestPut(t *testing.T) {
+	t.Parallel()
+	srv := harness.StartS3(t)
+	tests := []struct {
+		name      string
+		size      int
+		multipart bool
+		checksum  string
+	}{
+		{"empty", 0, false, config.ChecksumSHA256},
+		{"small", 4096, false, config.ChecksumSHA256},
+		{"small checksum off", 4096, false, config.ChecksumOff},
+		{"multipart", 11<<20 + 123, true, config.ChecksumSHA256},
+		{"multipart checksum off", 6 << 20, true, config.ChecksumOff},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := srv.Config()
+			c.ChecksumMode = tt.checksum
+			st := storage.New(srv.Client(t, c), c)
+			f, sum := writeFile(t, tt.size, uint64(i))
+			key := "generic/" + strings.ReplaceAll(tt.name, " ", "-") + ".bin"
+			in := storage.PutInput{Key: key, File: f, Size: int64(tt.size), SHA256: sum, ContentType: "application/octet-stream"}
+			res, err := st.Put(context.Background(), in)
+			if err != nil {
+				t.Fatalf("put: %v", err)
+			}
+			if res.Existed || res.Multipart != tt.multipart || res.ETag == "" {
+				t.Fatalf("result = %+v", res)
+			}
+			got := readBack(t, st, key)
+			gs := sha256.Sum256(got)
+			if len(got) != tt.size || hex.EncodeToString(gs[:]) != sum {
+				t.Fatalf("read back %d bytes sha %x, want %d bytes sha %s", len(got), gs, tt.size, sum)
+			}
+			// A second put of the same content is an idempotent success.
+			res2, err := st.Put(context.Background(), in)
+			if err != nil || !res2.Existed {
+				t.Fatalf("second put = %+v, %v; want Existed", res2, err)
+			}
+		})
+	}
+}
+
+func TestPutConflictNeverOverwrites(t *testing.T) {
+	t.Parallel()
+	srv := harness.StartS3(t)
+	st := srv.Store(t)
+	ctx := context.Background()
+	for _, size := range []int{100, 7 << 20} {
+		key := "cyoa/NODE_a-" + hex.EncodeToString([]byte{byte(size)}) + ".png"
+		f1, sum1 := writeFile(t, size, 1)
+		f2, sum2 := writeFile(t, size, 2)
+		if _, err := st.Put(ctx, storage.PutInput{Key: key, File: f1, Size: int64(size), SHA256: sum1}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := st.Put(ctx, storage.PutInput{Key: key, File: f2, Size: int64(size), SHA256: sum2})
+		if !errors.Is(err, storage.ErrConflict) || !storage.IsPermanent(err) {
+			t.Fatalf("size %d: conflicting put error = %v, want permanent ErrConflict", size, err)
+		}
+		if !strings.Contains(err.Error(), "never overwrites") || !strings.Contains(err.Error(), sum1) {
+			t.Fatalf("conflict message %q does not explain", err)
+		}
+		got := readBack(t, st, key)
+		if s := sha256.Sum256(got); hex.EncodeToString(s[:]) != sum1 {
+			t.Fatalf("size %d: object was overwritten", size)
+		}
+	}
+}
+
+func TestPermanentErrors(t *testing.T) {
+	t.Parallel()
+	srv := harness.StartS3(t)
+	tests := []struct {
+		name   string
+		mutate func(*config.S3)
+		code   string
+		hint   string
+	}{
+		{"wrong secret", func(c *config.S3) { c.SecretAccessKey = "wrong-secret" }, "SignatureDoesNotMatch", "AWS_SECRET_ACCESS_KEY"},
+		// AWS says InvalidAccessKeyId; versitygw says XAdminUserNotFound. Both get the same hint.
+		{"unknown access key", func(c *config.S3) { c.AccessKeyID = "nobody" }, "XAdminUserNotFound", "check AWS_ACCESS_KEY_ID"},
+		{"missing bucket", func(c *config.S3) { c.Bucket = "no-such-bucket-here" }, "NoSuchBucket", `"no-such-bucket-here" does not exist`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := srv.Config()
+			tt.mutate(&c)
+			st := storage.New(srv.Client(t, c), c)
+			f, sum := writeFile(t, 10, 3)
+			for _, op := range []string{"check", "put", "put multipart"} {
+				var err error
+				switch op {
+				case "check":
+					err = st.Check(context.Background())
+				case "put":
+					_, err = st.Put(context.Background(), storage.PutInput{Key: "generic/x", File: f, Size: 10, SHA256: sum})
+				case "put multipart":
+					big, bigSum := writeFile(t, 7<<20, 4)
+					_, err = st.Put(context.Background(), storage.PutInput{Key: "generic/big", File: big, Size: 7 << 20, SHA256: bigSum})
+				}
+				var se *storage.Error
+				if !errors.As(err, &se) || !se.Permanent || se.Code != tt.code || !strings.Contains(err.Error(), tt.hint) {
+					t.Fatalf("%s: err = %v, want permanent %s mentioning %q", op, err, tt.code, tt.hint)
+				}
+			}
+		})
+	}
+}
+
+func TestPutDetectsChangedSpoolFile(t *testing.T) {
+	t.Parallel()
+	srv := harness.StartS3(t)
+	st := srv.Store(t)
+	f, _ := writeFile(t, 7<<20, 5)
+	_, otherSum := writeFile(t, 7<<20, 6)
+	// The manifest says otherSum: the file "changed" since it was spooled.
+	_, err := st.Put(context.Background(), storage.PutInput{Key: "generic/changed", File: f, Size: 7 << 20, SHA256: otherSum})
+	if !errors.Is(err, storage.ErrChanged) || !storage.IsPermanent(err) {
+		t.Fatalf("err = %v, want permanent ErrChanged", err)
+	}
+	if _, _, err := st.Get(context.Background(), "generic/changed"); err == nil {
+		t.Fatal("the object with the wrong bytes was left in the bucket")
+	}
+	// Small files: the store itself refuses bytes that do not match the checksum.
+	small, _ := writeFile(t, 100, 7)
+	_, err = st.Put(context.Background(), storage.PutInput{Key: "generic/changed-small", File: small, Size: 100, SHA256: otherSum})
+	if err == nil {
+		t.Fatal("put with a wrong checksum succeeded")
+	}
+	if _, _, err := st.Get(context.Background(), "generic/changed-small"); err == nil {
+		t.Fatal("the store kept an object whose checksum did not match")
+	}
+}
