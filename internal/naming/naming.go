@@ -15,7 +15,7 @@ import (
 
 // ErrInvalid is wrapped by every validation error, so callers can branch on
 // "the input was bad" without parsing messages.
-var ErrInvalid = errors.New("invalid name")
+var ErrInvalid = errors.New("invalid")
 
 // MaxKeyBytes is S3's limit on the length of an object key.
 const MaxKeyBytes = 1024

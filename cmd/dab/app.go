@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/config"
+	"github.com/dab-assets/dab/internal/spool"
+	"github.com/dab-assets/dab/internal/storage"
+)
+
+// app is a parsed command line: configuration, logger and the positional
+// arguments, with helpers that open what a command needs.
+type app struct {
+	*env
+	cfg  *config.Config
+	log  *slog.Logger
+	args []string
+	// dev is the state of the running `dab dev` this command follows, if any.
+	dev *config.DevState
+}
+
+// parse reads flags (anywhere on the line, before or after arguments) and the
+// environment, validates the configuration and follows a running `dab dev`
+// when no Redis, bucket or endpoint was given. extra registers the command's
+// own flags.
+func (e *env) parse(name string, args []string, extra func(fs *flag.FlagSet)) (*app, error) {
+	fs := flag.NewFlagSet("dab "+name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	loader := config.NewLoader(e.getenv)
+	loader.RegisterFlags(fs)
+	logFormat := fs.String("log-format", "json", "log format: json or text")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if extra != nil {
+		extra(fs)
+	}
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	cfg, err := loader.Load()
+	if err != nil {
+		return nil, err
+	}
+	a := &app{env: e, cfg: cfg, args: positional}
+	if a.log, err = newLogger(e, *logFormat, *logLevel); err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if name != "dev" && cfg.UsesDev() {
+		st, err := config.ReadDevState(cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		if st.Running() {
+			cfg.ApplyDev(st)
+			a.dev = st
+		}
+	}
+	return a, nil
+}
+
+func newLogger(e *env, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "json":
+		return slog.New(slog.NewJSONHandler(e.stderr, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(e.stderr, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format %q: use json or text", format)
+	}
+}
+
+// redis opens a client for DAB_REDIS_URL.
+func (a *app) redis() (redis.UniversalClient, error) {
+	opt, err := redis.ParseURL(a.cfg.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("DAB_REDIS_URL: %v", err)
+	}
+	return redis.NewClient(opt), nil
+}
+
+// pingRedis fails with a message that names the URL (password hidden) and the fix.
+func (a *app) pingRedis(ctx context.Context, rdb redis.UniversalClient) error {
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		hint := "start Redis or fix DAB_REDIS_URL"
+		if a.cfg.UsesDev() && a.dev == nil {
+			hint = "start Redis, set DAB_REDIS_URL, or start `dab dev` with the same DAB_DATA_DIR (" + a.cfg.DataDir + ")"
+		}
+		return fmt.Errorf("redis at %s is unreachable: %v: %s", config.RedactURL(a.cfg.RedisURL), err, hint)
+	}
+	return nil
+}
+
+func (a *app) storage(ctx context.Context) (*storage.Store, error) {
+	if err := a.cfg.RequireS3(); err != nil {
+		return nil, err
+	}
+	client, err := storage.NewClient(ctx, a.cfg.S3)
+	if err != nil {
+		return nil, err
+	}
+	return storage.New(client, a.cfg.S3), nil
+}
+
+func (a *app) spool() (*spool.Spool, error) {
+	return spool.Open(filepath.Join(a.cfg.DataDir, "spool"))
+}
+
+func (a *app) assets(rdb redis.UniversalClient) *asset.Store {
+	return asset.NewStore(rdb, a.cfg.KeyPrefix)
+}
+
+func (a *app) asynqClient(rdb redis.UniversalClient) *asynq.Client {
+	return asynq.NewClientFromRedisClient(rdb)
+}

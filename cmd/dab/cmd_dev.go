@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/dab-assets/dab/internal/config"
+	"github.com/dab-assets/dab/internal/localsvc"
+	"github.com/dab-assets/dab/internal/storage"
+)
+
+// devBucket is the bucket `dab dev` creates in its local store.
+const devBucket = "dab-dev"
+
+// runDev runs the whole pipeline on this machine. Without configuration it
+// starts redis-server (AOF on) and versitygw as child processes with their
+// data under DAB_DATA_DIR/dev, or in-process stand-ins when those binaries are
+// missing. A Redis URL or bucket given explicitly is used instead.
+func runDev(ctx context.Context, e *env, args []string) error {
+	a, err := e.parse("dev", args, nil)
+	if err != nil {
+		return err
+	}
+	if len(a.args) > 0 {
+		return fmt.Errorf("%w: dab dev takes no arguments, got %q", errUsage, a.args)
+	}
+	dataDir, err := filepath.Abs(a.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	a.cfg.DataDir = dataDir
+	prev, err := config.ReadDevState(dataDir)
+	if err != nil {
+		return err
+	}
+	if prev.Running() && prev.PID != os.Getpid() {
+		return fmt.Errorf("dab dev already runs as pid %d with data dir %s: stop it, or use another DAB_DATA_DIR", prev.PID, dataDir)
+	}
+	if prev == nil {
+		prev = &config.DevState{}
+	}
+	state := &config.DevState{PID: os.Getpid(), StartedAt: time.Now().UTC()}
+	devDir := config.DevDir(dataDir)
+	var notes []string
+
+	// Redis.
+	if a.cfg.Explicit("DAB_REDIS_URL") {
+		notes = append(notes, "redis:  "+config.RedactURL(a.cfg.RedisURL)+" (from DAB_REDIS_URL)")
+	} else {
+		port := reusePort(prev.RedisPort)
+		r, err := localsvc.StartRedis(localsvc.RedisOptions{Dir: filepath.Join(devDir, "redis"), Port: port, AOF: true})
+		switch {
+		case err == nil:
+			defer r.Stop()
+			a.cfg.RedisURL = r.URL()
+			state.RedisPort, _ = strconv.Atoi(r.Addr()[len("127.0.0.1:"):])
+			notes = append(notes, "redis:  "+r.URL()+" (redis-server, append-only file in "+r.Dir+")")
+		case errors.Is(err, localsvc.ErrNotInstalled):
+			er, eerr := localsvc.StartEmbeddedRedis(port)
+			if eerr != nil {
+				return eerr
+			}
+			defer er.Stop()
+			a.cfg.RedisURL = er.URL()
+			a.log.Warn("dev.redis.embedded", "reason", err.Error(),
+				"warning", "using in-process miniredis: queues and asset records are kept in memory and LOST when dab dev stops; install redis-server for durable data")
+			notes = append(notes, "redis:  "+er.URL()+" (in-process miniredis: NOT durable, install redis-server)")
+		default:
+			return err
+		}
+		state.RedisURL = a.cfg.RedisURL
+	}
+
+	// S3.
+	if a.cfg.Explicit("AWS_S3_BUCKET") {
+		notes = append(notes, "s3:     s3://"+a.cfg.S3.Bucket+" (from AWS_S3_BUCKET)")
+	} else {
+		access, secret := prev.AccessKey, prev.SecretKey
+		if access == "" || secret == "" {
+			access, secret = "dabdev"+randomHex(4), randomHex(20)
+		}
+		port := reusePort(prev.S3Port)
+		s, err := localsvc.StartS3(localsvc.S3Options{Dir: filepath.Join(devDir, "s3"), Port: port, AccessKey: access, SecretKey: secret})
+		var endpoint, where string
+		checksum := config.ChecksumSHA256
+		switch {
+		case err == nil:
+			defer s.Stop()
+			endpoint, where = s.Endpoint(), "versitygw, objects in "+filepath.Join(s.Dir, "buckets", devBucket)
+		case errors.Is(err, localsvc.ErrNotInstalled):
+			es, eerr := localsvc.StartEmbeddedS3(filepath.Join(devDir, "gofakes3"), port)
+			if eerr != nil {
+				return eerr
+			}
+			defer es.Stop()
+			endpoint, where = es.Endpoint(), "in-process gofakes3: no auth, no checksum checks; install versitygw for a real store"
+			checksum = config.ChecksumOff
+			a.log.Warn("dev.s3.embedded", "reason", err.Error(),
+				"warning", "using in-process gofakes3: it checks no signatures or checksums; install versitygw to test against a real S3-compatible store")
+		default:
+			return err
+		}
+		a.cfg.S3 = config.S3{
+			Bucket: devBucket, Region: "us-east-1", Endpoint: endpoint, PathStyle: true,
+			AccessKeyID: access, SecretAccessKey: secret, ChecksumMode: checksum,
+			MultipartThreshold: a.cfg.S3.MultipartThreshold, PartSize: a.cfg.S3.PartSize, PartConcurrency: a.cfg.S3.PartConcurrency,
+		}
+		if err := ensureBucket(ctx, a.cfg.S3); err != nil {
+			return err
+		}
+		state.S3Endpoint, state.Bucket, state.AccessKey, state.SecretKey, state.ChecksumMode = endpoint, devBucket, access, secret, checksum
+		if u, perr := net.ResolveTCPAddr("tcp", endpoint[len("http://"):]); perr == nil {
+			state.S3Port = u.Port
+		}
+		notes = append(notes, "s3:     s3://"+devBucket+" at "+endpoint+" ("+where+")")
+	}
+
+	rdb, err := a.redis()
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	w, err := a.newWorker(ctx, rdb)
+	if err != nil {
+		return err
+	}
+	if err := config.WriteDevState(dataDir, state); err != nil {
+		return err
+	}
+	defer func() {
+		// Keep ports and keys for the next start; mark this process gone.
+		state.PID = 0
+		config.WriteDevState(dataDir, state)
+	}()
+	fmt.Fprintf(a.stdout, "dab dev is running (pid %d)\n  data:   %s\n", os.Getpid(), dataDir)
+	for _, n := range notes {
+		fmt.Fprintln(a.stdout, "  "+n)
+	}
+	fmt.Fprintf(a.stdout, "Try, from this folder or with DAB_DATA_DIR=%s:\n  dab upload FILE --type cyoa\n  dab assets list\nStop with Ctrl-C.\n", dataDir)
+	return w.Run(ctx)
+}
+
+// reusePort returns p when it is free, so `dab dev` keeps its URLs across
+// restarts, and 0 (pick any) otherwise.
+func reusePort(p int) int {
+	if p <= 0 {
+		return 0
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+	if err != nil {
+		return 0
+	}
+	l.Close()
+	return p
+}
+
+func ensureBucket(ctx context.Context, c config.S3) error {
+	client, err := storage.NewClient(ctx, c)
+	if err != nil {
+		return err
+	}
+	_, err = client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(c.Bucket)})
+	var owned *s3types.BucketAlreadyOwnedByYou
+	var exists *s3types.BucketAlreadyExists
+	if err != nil && !errors.As(err, &owned) && !errors.As(err, &exists) {
+		return fmt.Errorf("create bucket %s in the local store: %w", c.Bucket, err)
+	}
+	return nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/dab-assets/dab/internal/config"
+	"github.com/dab-assets/dab/internal/plugin/builtin"
+	"github.com/dab-assets/dab/internal/spool"
+	"github.com/dab-assets/dab/worker/task"
+)
+
+// metaFlag collects repeated --meta key=value flags.
+type metaFlag map[string]string
+
+func (m metaFlag) String() string { return fmt.Sprint(map[string]string(m)) }
+
+func (m metaFlag) Set(v string) error {
+	k, val, ok := strings.Cut(v, "=")
+	if !ok || strings.TrimSpace(k) == "" {
+		return fmt.Errorf("%q is not key=value", v)
+	}
+	m[strings.TrimSpace(k)] = val
+	return nil
+}
+
+// uploadLine is what `dab upload --json` prints per file.
+type uploadLine struct {
+	File    string `json:"file"`
+	TaskID  string `json:"task_id"`
+	SpoolID string `json:"spool_id"`
+	Key     string `json:"s3_key"`
+	Size    int64  `json:"size"`
+	SHA256  string `json:"sha256"`
+	// Filled in with --wait.
+	State   string          `json:"state,omitempty"`
+	Result  json.RawMessage `json:"result,omitempty"`
+	LastErr string          `json:"error,omitempty"`
+}
+
+// runUpload spools each file and queues its upload task.
+func runUpload(ctx context.Context, e *env, args []string) error {
+	var (
+		assetType string
+		folder    string
+		asJSON    bool
+		wait      bool
+		timeout   time.Duration
+		meta      = metaFlag{}
+	)
+	a, err := e.parse("upload", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&assetType, "type", "generic", "asset type (a registered plugin type: generic, cyoa)")
+		fs.StringVar(&folder, "folder", "", "folder below the type folder, kept in the S3 key (for cyoa: the story)")
+		fs.Var(meta, "meta", "metadata key=value for the record (repeatable)")
+		fs.BoolVar(&asJSON, "json", false, "print one JSON object per file")
+		fs.BoolVar(&wait, "wait", false, "wait until each upload finished and print its outcome")
+		fs.DurationVar(&timeout, "timeout", 10*time.Minute, "with --wait: how long to wait per file")
+	})
+	if err != nil {
+		return err
+	}
+	if len(a.args) == 0 {
+		return fmt.Errorf("%w: name at least one file: dab upload FILE... --type TYPE", errUsage)
+	}
+	if err := builtin.Registry().CheckType(assetType); err != nil {
+		return fmt.Errorf("--type: %w", err)
+	}
+	sp, err := a.spool()
+	if err != nil {
+		return err
+	}
+	rdb, err := a.redis()
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	if err := a.pingRedis(ctx, rdb); err != nil {
+		return err
+	}
+	client := a.asynqClient(rdb)
+	defer client.Close()
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+
+	var failed []string
+	for _, file := range a.args {
+		line, err := a.uploadOne(ctx, sp, client, file, assetType, folder, meta)
+		if err == nil && wait {
+			err = waitTask(ctx, insp, line, timeout)
+		}
+		if err != nil {
+			failed = append(failed, file)
+			fmt.Fprintf(a.stderr, "dab upload: %s: %v\n", file, err)
+			if line == nil {
+				continue
+			}
+		}
+		if asJSON {
+			b, _ := json.Marshal(line)
+			fmt.Fprintln(a.stdout, string(b))
+		} else {
+			fmt.Fprintf(a.stdout, "%s\t%s\t%s\t%d bytes\n", line.TaskID, line.Key, line.File, line.Size)
+			if line.State != "" {
+				fmt.Fprintf(a.stdout, "  %s %s%s\n", line.State, string(line.Result), line.LastErr)
+			}
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%d of %d files failed: %s", len(failed), len(a.args), strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+func (a *app) uploadOne(ctx context.Context, sp *spool.Spool, client *asynq.Client, file, assetType, folder string, meta map[string]string) (*uploadLine, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("not a regular file (%s): upload files, not folders or devices", st.Mode().Type())
+	}
+	rel := filepath.Base(file)
+	if folder != "" {
+		rel = strings.Trim(folder, "/") + "/" + rel
+	}
+	in := spool.Input{Type: assetType, Path: rel, Metadata: meta, Source: "cli"}
+	var bar *progressBar
+	if st.Size() >= progressMin && isTerminal(a.stderr) {
+		bar = newProgressBar(a.stderr, filepath.Base(file), st.Size())
+		in.Progress = bar.update
+	}
+	m, err := sp.Put(io.Reader(f), in)
+	if bar != nil {
+		bar.done()
+	}
+	if err != nil {
+		return nil, err
+	}
+	t, err := task.NewUpload(task.UploadPayload{SpoolID: m.ID, Type: m.Type, Key: m.Key()})
+	if err != nil {
+		sp.Remove(m.ID)
+		return nil, err
+	}
+	if _, err := client.EnqueueContext(ctx, t); err != nil && !task.IsAlreadyQueued(err) {
+		// Nothing is lost: the original file is untouched; drop the copy.
+		if rerr := sp.Remove(m.ID); rerr != nil {
+			return nil, fmt.Errorf("queue upload (redis at %s): %w; the spooled copy %s could not be removed either: %v", config.RedactURL(a.cfg.RedisURL), err, m.ID, rerr)
+		}
+		return nil, fmt.Errorf("queue upload (redis at %s): %w; nothing was queued and the file is unchanged: try again", config.RedactURL(a.cfg.RedisURL), err)
+	}
+	a.log.Debug("upload.queued", "task_id", task.UploadTaskID(m.ID), "spool_id", m.ID, "key", m.Key())
+	return &uploadLine{File: file, TaskID: task.UploadTaskID(m.ID), SpoolID: m.ID, Key: m.Key(), Size: m.Size, SHA256: m.SHA256}, nil
+}
+
+// waitTask polls the task until it completes or is archived.
+func waitTask(ctx context.Context, insp *asynq.Inspector, line *uploadLine, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		info, err := insp.GetTaskInfo(task.QueueUploads, line.TaskID)
+		if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+			return fmt.Errorf("follow task %s: %w", line.TaskID, err)
+		}
+		if info != nil {
+			line.State = info.State.String()
+			line.LastErr = info.LastErr
+			switch info.State {
+			case asynq.TaskStateCompleted:
+				line.Result = json.RawMessage(info.Result)
+				line.LastErr = ""
+				return nil
+			case asynq.TaskStateArchived:
+				return fmt.Errorf("task %s failed for good: %s", line.TaskID, info.LastErr)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("task %s still %s after %s (is a worker running? `dab work` or `dab dev`)", line.TaskID, line.State, timeout)
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,136 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/plugin"
+	"github.com/dab-assets/dab/internal/spool"
+	"github.com/dab-assets/dab/internal/storage"
+	"github.com/dab-assets/dab/worker/task"
+)
+
+// UploadResult is written as the upload task's result (visible in the
+// monitor and to clients that follow the task).
+type UploadResult struct {
+	AssetID string `json:"asset_id"`
+	Bucket  string `json:"s3_bucket"`
+	Key     string `json:"s3_key"`
+	SHA256  string `json:"sha256"`
+	// Existed is true when the object or record was there already (a re-run).
+	Existed bool `json:"existed"`
+}
+
+// handleUpload: spool -> S3 -> plugin -> record -> remove spool entry. Every
+// step is idempotent, so a task that runs twice (a crash, a lost lease) ends
+// with one object and one record.
+func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
+	start := time.Now()
+	p, err := task.DecodeUpload(t.Payload())
+	if err != nil {
+		return err
+	}
+	taskID, _ := asynq.GetTaskID(ctx)
+	log := w.log.With("task_id", taskID, "spool_id", p.SpoolID)
+
+	f, m, err := w.deps.Spool.Open(p.SpoolID)
+	if errors.Is(err, spool.ErrNotFound) {
+		// A run that finished removes the entry; if the asset was recorded
+		// from it, this is a re-run of a task that already succeeded.
+		if id, lerr := w.deps.Assets.BySpool(ctx, p.SpoolID); lerr == nil {
+			log.Info("upload.done", "asset_id", id, "rerun", true)
+			return w.writeResult(t, UploadResult{AssetID: id, Existed: true})
+		}
+		return fmt.Errorf("upload: spool entry %s is not in %s: the file was removed, or this worker uses another DAB_DATA_DIR or host than the producer; upload the file again: %w",
+			p.SpoolID, w.deps.Spool.Dir(), asynq.SkipRetry)
+	}
+	if err != nil {
+		return fmt.Errorf("upload: %w", err)
+	}
+	defer f.Close()
+	log = log.With("key", m.Key())
+
+	plug, ok := w.deps.Plugins.Lookup(m.Type)
+	if !ok {
+		return w.fail(taskID, m, "UnknownType",
+			fmt.Errorf("upload: asset type %q has no plugin in this worker (known: %v): run a dab version that knows the type, then re-run the task", m.Type, w.deps.Plugins.Types()))
+	}
+
+	put, err := w.deps.Storage.Put(ctx, storage.PutInput{
+		Key: m.Key(), File: f, Size: m.Size, SHA256: m.SHA256, ContentType: m.ContentType,
+	})
+	if err != nil {
+		var se *storage.Error
+		if errors.As(err, &se) && se.Permanent {
+			return w.fail(taskID, m, se.Code, fmt.Errorf("upload: %w", err))
+		}
+		return fmt.Errorf("upload: %w", err)
+	}
+
+	md := map[string]string{}
+	for k, v := range m.Metadata {
+		md[k] = v
+	}
+	derived, err := plug.Derive(ctx, plugin.Asset{
+		Type: m.Type, Path: m.Path, Name: m.Name, Size: m.Size, SHA256: m.SHA256, ContentType: m.ContentType,
+	})
+	if err != nil {
+		return fmt.Errorf("upload: %s plugin: %w", m.Type, err)
+	}
+	for k, v := range derived {
+		md[k] = v
+	}
+
+	rec, created, err := w.deps.Assets.Put(ctx, asset.Record{
+		Name: m.Name, Type: m.Type, Path: m.Path, S3Bucket: put.Bucket, S3Key: put.Key,
+		Size: m.Size, SHA256: m.SHA256, ContentType: m.ContentType, Metadata: md,
+		TaskID: taskID, SpoolID: m.ID, Source: m.Source,
+	})
+	if errors.Is(err, asset.ErrConflict) {
+		return w.fail(taskID, m, "RecordConflict", fmt.Errorf("upload: %w: the bucket and the records disagree; inspect s3://%s/%s", err, put.Bucket, put.Key))
+	}
+	if err != nil {
+		return fmt.Errorf("upload: %w", err)
+	}
+	if err := w.writeResult(t, UploadResult{AssetID: rec.ID, Bucket: put.Bucket, Key: put.Key, SHA256: m.SHA256, Existed: put.Existed || !created}); err != nil {
+		return err
+	}
+	// Only now, with the object verified and the record committed, may the
+	// spool entry go.
+	if err := w.deps.Spool.Remove(m.ID); err != nil {
+		return fmt.Errorf("upload: %w", err)
+	}
+	log.Info("upload.done", "asset_id", rec.ID, "bytes", m.Size, "multipart", put.Multipart,
+		"existed", put.Existed, "created", created, "duration_ms", time.Since(start).Milliseconds())
+	return nil
+}
+
+// fail marks the spool entry failed (it stays, with the reason beside it) and
+// returns err as a permanent failure: the task is archived at once, and an
+// operator who fixes the cause can re-run it.
+// The error handler logs it (task.failed); fail does not log too.
+func (w *Worker) fail(taskID string, m *spool.Manifest, code string, err error) error {
+	if merr := w.deps.Spool.MarkFailed(m.ID, spool.Failure{Code: code, Message: err.Error(), TaskID: taskID}); merr != nil {
+		err = fmt.Errorf("%w (and marking the spool entry failed: %v)", err, merr)
+	}
+	return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+}
+
+func (w *Worker) writeResult(t *asynq.Task, r UploadResult) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("upload: encode result: %w", err)
+	}
+	if rw := t.ResultWriter(); rw != nil {
+		if _, err := rw.Write(b); err != nil {
+			return fmt.Errorf("upload: write task result: %w", err)
+		}
+	}
+	return nil
+}

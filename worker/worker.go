@@ -1,0 +1,149 @@
+// Package worker runs dab's Asynq server: the task handlers that upload spool
+// entries to S3, run type plugins and record assets. Producers never import
+// this package; they use the task contract in worker/task.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/plugin"
+	"github.com/dab-assets/dab/internal/spool"
+	"github.com/dab-assets/dab/internal/storage"
+	"github.com/dab-assets/dab/worker/task"
+)
+
+// Config tunes the server.
+type Config struct {
+	// Concurrency is the number of tasks run at once (required, > 0).
+	Concurrency int
+	// Queues maps queue names to priorities; default {uploads: 1}.
+	Queues map[string]int
+	// ShutdownTimeout bounds how long Run waits for running tasks after its
+	// context ends; unfinished tasks go back to their queue. Default 25s.
+	ShutdownTimeout time.Duration
+	// Logger receives task outcomes and asynq's own messages; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Deps are the parts the handlers use.
+type Deps struct {
+	Spool   *spool.Spool
+	Storage *storage.Store
+	Assets  *asset.Store
+	Plugins *plugin.Registry
+}
+
+// Worker is one Asynq server with dab's handlers.
+type Worker struct {
+	rdb  redis.UniversalClient
+	srv  *asynq.Server
+	mux  *asynq.ServeMux
+	deps Deps
+	log  *slog.Logger
+}
+
+// New builds a worker; Run starts it.
+func New(rdb redis.UniversalClient, cfg Config, d Deps) (*Worker, error) {
+	if cfg.Concurrency <= 0 {
+		return nil, errors.New("worker: Concurrency must be at least 1")
+	}
+	if d.Spool == nil || d.Storage == nil || d.Assets == nil || d.Plugins == nil {
+		return nil, errors.New("worker: Deps needs Spool, Storage, Assets and Plugins")
+	}
+	if cfg.Queues == nil {
+		cfg.Queues = map[string]int{task.QueueUploads: 1}
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 25 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	w := &Worker{rdb: rdb, deps: d, log: cfg.Logger}
+	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency:     cfg.Concurrency,
+		Queues:          cfg.Queues,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		RetryDelayFunc:  retryDelay,
+		ErrorHandler:    asynq.ErrorHandlerFunc(w.logFailure),
+		Logger:          asynqLogger{cfg.Logger.With("component", "asynq")},
+		LogLevel:        asynq.InfoLevel,
+	})
+	w.mux = asynq.NewServeMux()
+	w.mux.HandleFunc(task.TypeUpload, w.handleUpload)
+	return w, nil
+}
+
+// Handler is the worker's task router (for tests that process tasks directly).
+func (w *Worker) Handler() asynq.Handler { return w.mux }
+
+// Run processes tasks until ctx ends, then shuts down: it stops taking tasks,
+// waits up to ShutdownTimeout for running ones and hands the rest back.
+func (w *Worker) Run(ctx context.Context) error {
+	if err := w.srv.Start(w.mux); err != nil {
+		return fmt.Errorf("worker: start: %w", err)
+	}
+	w.log.Info("worker.started")
+	<-ctx.Done()
+	w.log.Info("worker.stopping")
+	w.srv.Shutdown()
+	w.log.Info("worker.stopped")
+	return nil
+}
+
+// Check verifies that Redis and the bucket are reachable, naming the one
+// that is not and why.
+func Check(ctx context.Context, rdb redis.UniversalClient, redisURL string, st *storage.Store) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	var errs []error
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		errs = append(errs, fmt.Errorf("redis at %s is unreachable: %w: start Redis or fix DAB_REDIS_URL", redisURL, err))
+	}
+	if err := st.Check(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("bucket check failed: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// retryDelay backs off exponentially from 2s to 10 minutes, with jitter so
+// tasks that failed together (an S3 outage) do not retry together.
+func retryDelay(n int, _ error, _ *asynq.Task) time.Duration {
+	const base, ceiling = 2 * time.Second, 10 * time.Minute
+	d := ceiling
+	if n < 20 {
+		d = min(ceiling, base<<n)
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+func (w *Worker) logFailure(ctx context.Context, t *asynq.Task, err error) {
+	id, _ := asynq.GetTaskID(ctx)
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	final := errors.Is(err, asynq.SkipRetry) || retried >= maxRetry
+	level := slog.LevelWarn
+	if final {
+		level = slog.LevelError
+	}
+	w.log.Log(ctx, level, "task.failed", "task_id", id, "task_type", t.Type(),
+		"retried", retried, "max_retry", maxRetry, "archived", final, "error", err.Error())
+}
+
+// asynqLogger routes asynq's messages into slog.
+type asynqLogger struct{ l *slog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...)) }
+func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...)) }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...)) }
+func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...)) }
+func (a asynqLogger) Fatal(args ...any) { a.l.Error(fmt.Sprint(args...)); panic(fmt.Sprint(args...)) }
