@@ -55,6 +55,7 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 	}
 	defer f.Close()
 	log = log.With("key", m.Key())
+	log.Info("upload.started", "bytes", m.Size)
 
 	plug, ok := w.deps.Plugins.Lookup(m.Type)
 	if !ok {

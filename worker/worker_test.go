@@ -1,0 +1,348 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/config"
+	"github.com/dab-assets/dab/internal/harness"
+	"github.com/dab-assets/dab/internal/localsvc"
+	"github.com/dab-assets/dab/internal/plugin/builtin"
+	"github.com/dab-assets/dab/internal/spool"
+	"github.com/dab-assets/dab/internal/storage"
+	"github.com/dab-assets/dab/worker"
+	"github.com/dab-assets/dab/worker/task"
+)
+
+// testBundle holds the real servers and parts of one test.
+type testBundle struct {
+	redis  *localsvc.Redis
+	rdb    *redis.Client
+	s3     *harness.S3
+	spool  *spool.Spool
+	assets *asset.Store
+	client *asynq.Client
+	insp   *asynq.Inspector
+}
+
+func setup(t *testing.T) *testBundle {
+	t.Helper()
+	r := harness.Redis(t)
+	rdb := harness.RedisClient(t, r)
+	sp, err := spool.Open(filepath.Join(t.TempDir(), "spool"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &testBundle{
+		redis: r, rdb: rdb, s3: harness.StartS3(t), spool: sp,
+		assets: asset.NewStore(rdb, "dab:"),
+		client: asynq.NewClientFromRedisClient(rdb),
+		insp:   asynq.NewInspectorFromRedisClient(rdb),
+	}
+	return b
+}
+
+// startWorker runs a worker with the given S3 settings until the test ends.
+func (b *testBundle) startWorker(t *testing.T, c config.S3) {
+	t.Helper()
+	client, err := storage.NewClient(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := worker.New(b.rdb, worker.Config{Concurrency: 4, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, worker.Deps{
+		Spool: b.spool, Storage: storage.New(client, c), Assets: b.assets, Plugins: builtin.Registry(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("worker run: %v", err)
+		}
+	})
+}
+
+// spoolBytes spools data as typ/path and enqueues its upload.
+func (b *testBundle) spoolBytes(t *testing.T, typ, path string, data []byte) *spool.Manifest {
+	t.Helper()
+	m, err := b.spool.Put(bytes.NewReader(data), spool.Input{Type: typ, Path: path, Source: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk, err := task.NewUpload(task.UploadPayload{SpoolID: m.ID, Type: m.Type, Key: m.Key()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.client.Enqueue(tk); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// waitState polls a task until it reaches want (or fails the test).
+func (b *testBundle) waitState(t *testing.T, taskID string, want asynq.TaskState) *asynq.TaskInfo {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		info, err := b.insp.GetTaskInfo(task.QueueUploads, taskID)
+		if err == nil && info.State == want {
+			return info
+		}
+		if err == nil && (info.State == asynq.TaskStateArchived || info.State == asynq.TaskStateCompleted) {
+			t.Fatalf("task %s is %s (last error %q), want %s", taskID, info.State, info.LastErr, want)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task %s not %s after 60s (info %+v, err %v)", taskID, want, info, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func randomBytes(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, 7))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func (b *testBundle) readObject(t *testing.T, key string) []byte {
+	t.Helper()
+	rc, _, err := b.s3.Store(t).Get(context.Background(), key)
+	if err != nil {
+		t.Fatalf("get %s: %v", key, err)
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func TestUploadPipeline(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.startWorker(t, b.s3.Config())
+	tests := []struct {
+		typ, path string
+		size      int
+		wantMeta  map[string]string
+	}{
+		{"cyoa", "forest/NODE_intro.png", 4096, map[string]string{"graph_role": "node", "node_id": "intro", "story": "forest"}},
+		{"cyoa", "EDGE_intro_to_cave.png", 10, map[string]string{"graph_role": "edge", "src_node": "intro", "dst_node": "cave", "story": "default"}},
+		{"cyoa", "NODE_bad name.png", 1, map[string]string{"graph_role": "invalid"}},
+		{"generic", "empty.txt", 0, map[string]string{"extension": "txt"}},
+		{"generic", "big/video.bin", 13<<20 + 5, map[string]string{"extension": "bin"}}, // multipart in the harness config
+	}
+	for i, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			t.Parallel()
+			data := randomBytes(tt.size, uint64(i))
+			m := b.spoolBytes(t, tt.typ, tt.path, data)
+			info := b.waitState(t, task.UploadTaskID(m.ID), asynq.TaskStateCompleted)
+			var res worker.UploadResult
+			if err := json.Unmarshal(info.Result, &res); err != nil {
+				t.Fatalf("result %q: %v", info.Result, err)
+			}
+			got := b.readObject(t, tt.typ+"/"+tt.path)
+			if !bytes.Equal(got, data) || sha(got) != m.SHA256 {
+				t.Fatalf("object differs from the file: %d bytes sha %s, want %d bytes sha %s", len(got), sha(got), len(data), m.SHA256)
+			}
+			rec, err := b.assets.Get(context.Background(), res.AssetID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec.S3Key != tt.typ+"/"+tt.path || rec.SHA256 != sha(data) || rec.Size != int64(tt.size) || rec.S3Bucket != b.s3.Bucket || rec.Owner != "" {
+				t.Fatalf("record = %+v", rec)
+			}
+			for k, v := range tt.wantMeta {
+				if rec.Metadata[k] != v {
+					t.Fatalf("metadata[%s] = %q, want %q (all: %v)", k, rec.Metadata[k], v, rec.Metadata)
+				}
+			}
+			if _, err := b.spool.Get(m.ID); !errors.Is(err, spool.ErrNotFound) {
+				t.Fatalf("spool entry still there after success: %v", err)
+			}
+		})
+	}
+}
+
+func TestRerunIsIdempotent(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.startWorker(t, b.s3.Config())
+	data := randomBytes(1000, 1)
+	m := b.spoolBytes(t, "cyoa", "NODE_a.png", data)
+	id := task.UploadTaskID(m.ID)
+	b.waitState(t, id, asynq.TaskStateCompleted)
+
+	// Enqueuing the same entry again is a no-op: the finished task is retained.
+	tk, _ := task.NewUpload(task.UploadPayload{SpoolID: m.ID})
+	if _, err := b.client.Enqueue(tk); !task.IsAlreadyQueued(err) {
+		t.Fatalf("re-enqueue err = %v, want ErrTaskIDConflict", err)
+	}
+	// A re-run of the finished task (a lost ack) succeeds without a second record.
+	if err := b.insp.DeleteTask(task.QueueUploads, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.client.Enqueue(tk); err != nil {
+		t.Fatal(err)
+	}
+	b.waitState(t, id, asynq.TaskStateCompleted)
+	// The same bytes under the same name from a new spool entry: one record.
+	m2 := b.spoolBytes(t, "cyoa", "NODE_a.png", data)
+	info := b.waitState(t, task.UploadTaskID(m2.ID), asynq.TaskStateCompleted)
+	if !strings.Contains(string(info.Result), `"existed":true`) {
+		t.Fatalf("result %s, want existed", info.Result)
+	}
+	if n, _ := b.assets.Count(context.Background(), ""); n != 1 {
+		t.Fatalf("%d records, want 1", n)
+	}
+}
+
+func TestSameNameConflictKeepsBoth(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.startWorker(t, b.s3.Config())
+	first := randomBytes(100, 1)
+	m1 := b.spoolBytes(t, "cyoa", "NODE_a.png", first)
+	b.waitState(t, task.UploadTaskID(m1.ID), asynq.TaskStateCompleted)
+
+	m2 := b.spoolBytes(t, "cyoa", "NODE_a.png", randomBytes(100, 2))
+	info := b.waitState(t, task.UploadTaskID(m2.ID), asynq.TaskStateArchived)
+	if !strings.Contains(info.LastErr, "never overwrites") || info.Retried != 0 {
+		t.Fatalf("archived after %d retries with %q", info.Retried, info.LastErr)
+	}
+	if got := b.readObject(t, "cyoa/NODE_a.png"); !bytes.Equal(got, first) {
+		t.Fatal("the first object was overwritten")
+	}
+	// The second file is kept in the spool, marked failed with the reason.
+	if _, err := b.spool.Get(m2.ID); err != nil {
+		t.Fatalf("conflicting spool entry was lost: %v", err)
+	}
+	f, err := b.spool.Failed(m2.ID)
+	if err != nil || f == nil || f.Code != "Conflict" || !strings.Contains(f.Message, "rename the file") {
+		t.Fatalf("failure mark = %+v, %v", f, err)
+	}
+}
+
+func TestPermanentErrorsThenFixAndRerun(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		mutate func(*config.S3)
+		want   string
+	}{
+		{"wrong secret", func(c *config.S3) { c.SecretAccessKey = "not-the-secret" }, "SignatureDoesNotMatch: the secret key is wrong: check AWS_SECRET_ACCESS_KEY"},
+		{"unknown access key", func(c *config.S3) { c.AccessKeyID = "nobody" }, "check AWS_ACCESS_KEY_ID"},
+		{"missing bucket", func(c *config.S3) { c.Bucket = "no-such-bucket" }, `NoSuchBucket: bucket "no-such-bucket" does not exist`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			bad := b.s3.Config()
+			tt.mutate(&bad)
+			// The broken worker runs in its own scope so the fixed one replaces it.
+			badCtx, stopBad := context.WithCancel(context.Background())
+			client, _ := storage.NewClient(context.Background(), bad)
+			w, err := worker.New(b.rdb, worker.Config{Concurrency: 2, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+				worker.Deps{Spool: b.spool, Storage: storage.New(client, bad), Assets: b.assets, Plugins: builtin.Registry()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- w.Run(badCtx) }()
+
+			data := randomBytes(2000, 3)
+			m := b.spoolBytes(t, "generic", "x.bin", data)
+			info := b.waitState(t, task.UploadTaskID(m.ID), asynq.TaskStateArchived)
+			if !strings.Contains(info.LastErr, tt.want) || info.Retried != 0 {
+				t.Fatalf("archived after %d retries with %q, want %q", info.Retried, info.LastErr, tt.want)
+			}
+			if f, _ := b.spool.Failed(m.ID); f == nil {
+				t.Fatal("spool entry not marked failed")
+			}
+			stopBad()
+			<-done
+
+			// The operator fixes the configuration and re-runs the archived task.
+			b.startWorker(t, b.s3.Config())
+			if err := b.insp.RunTask(task.QueueUploads, task.UploadTaskID(m.ID)); err != nil {
+				t.Fatal(err)
+			}
+			b.waitState(t, task.UploadTaskID(m.ID), asynq.TaskStateCompleted)
+			if got := b.readObject(t, "generic/x.bin"); !bytes.Equal(got, data) {
+				t.Fatal("object differs after the re-run")
+			}
+		})
+	}
+}
+
+func TestMissingSpoolEntryAndBadPayload(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.startWorker(t, b.s3.Config())
+	// A task for an entry that was never spooled here.
+	tk, _ := task.NewUpload(task.UploadPayload{SpoolID: spool.NewID()})
+	info, err := b.client.Enqueue(tk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := b.waitState(t, info.ID, asynq.TaskStateArchived)
+	if !strings.Contains(got.LastErr, "is not in") || !strings.Contains(got.LastErr, "upload the file again") {
+		t.Fatalf("missing entry error = %q", got.LastErr)
+	}
+	// A payload another system got wrong.
+	bad, err := b.client.Enqueue(asynq.NewTask(task.TypeUpload, []byte(`{"spool_id": 42}`), asynq.Queue(task.QueueUploads)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = b.waitState(t, bad.ID, asynq.TaskStateArchived)
+	if !strings.Contains(got.LastErr, "bad task payload") || got.Retried != 0 {
+		t.Fatalf("bad payload error = %q after %d retries", got.LastErr, got.Retried)
+	}
+}
+
+func TestRedisRestartLosesNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.startWorker(t, b.s3.Config())
+	m := b.spoolBytes(t, "generic", "before.txt", []byte("before"))
+	b.waitState(t, task.UploadTaskID(m.ID), asynq.TaskStateCompleted)
+	// Redis restarts (AOF on): the record survives and the worker reconnects.
+	if err := b.redis.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	m2 := b.spoolBytes(t, "generic", "after.txt", []byte("after"))
+	b.waitState(t, task.UploadTaskID(m2.ID), asynq.TaskStateCompleted)
+	if n, _ := b.assets.Count(context.Background(), "generic"); n != 2 {
+		t.Fatalf("%d records after restart, want 2", n)
+	}
+}
