@@ -1,0 +1,137 @@
+package config
+
+import (
+	"flag"
+	"strings"
+	"testing"
+)
+
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestDefaults(t *testing.T) {
+	t.Parallel()
+	cfg, err := NewLoader(envOf(nil)).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.RedisURL != "redis://127.0.0.1:6379/0" || cfg.KeyPrefix != "dab:" || cfg.DataDir != "./dab-data" ||
+		cfg.S3.ChecksumMode != ChecksumSHA256 || cfg.S3.MultipartThreshold != 16<<20 || cfg.S3.PartSize != 8<<20 {
+		t.Fatalf("defaults = %+v", cfg)
+	}
+	if err := cfg.RequireS3(); err == nil || !strings.Contains(err.Error(), "AWS_S3_BUCKET") {
+		t.Fatalf("RequireS3 = %v", err)
+	}
+}
+
+func TestEnvThenFlags(t *testing.T) {
+	t.Parallel()
+	l := NewLoader(envOf(map[string]string{
+		"AWS_S3_BUCKET": "assets-env", "AWS_DEFAULT_REGION": "eu-west-1", "DAB_CONCURRENCY": "7",
+		"DAB_PART_SIZE": "10MiB", "DAB_S3_PATH_STYLE": "true",
+	}))
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	l.RegisterFlags(fs)
+	if err := fs.Parse([]string{"--bucket", "assets-flag"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := l.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.S3.Bucket != "assets-flag" || cfg.Sources["AWS_S3_BUCKET"] != "flag" {
+		t.Fatalf("flag did not win: %q from %s", cfg.S3.Bucket, cfg.Sources["AWS_S3_BUCKET"])
+	}
+	if cfg.S3.Region != "eu-west-1" || cfg.Concurrency != 7 || cfg.S3.PartSize != 10<<20 || !cfg.S3.PathStyle {
+		t.Fatalf("env not applied: %+v", cfg)
+	}
+	if !cfg.Explicit("AWS_S3_BUCKET") || cfg.Explicit("DAB_REDIS_URL") {
+		t.Fatal("Explicit is wrong")
+	}
+}
+
+func TestValidationNamesTheVariable(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"DAB_REDIS_URL": "http://x"}, "DAB_REDIS_URL"},
+		{map[string]string{"DAB_REDIS_URL": "redis://u:hunter2@h:notaport/0"}, "DAB_REDIS_URL"},
+		{map[string]string{"DAB_CONCURRENCY": "lots"}, `DAB_CONCURRENCY: "lots" is not a whole number`},
+		{map[string]string{"DAB_CONCURRENCY": "0"}, "DAB_CONCURRENCY: 0 is out of range"},
+		{map[string]string{"AWS_S3_BUCKET": "Bad_Bucket"}, "AWS_S3_BUCKET"},
+		{map[string]string{"AWS_S3_BUCKET": "ab"}, "AWS_S3_BUCKET"},
+		{map[string]string{"AWS_ENDPOINT_URL_S3": "localhost:9000"}, "AWS_ENDPOINT_URL_S3"},
+		{map[string]string{"AWS_ACCESS_KEY_ID": "AKIA"}, "must be set together"},
+		{map[string]string{"DAB_S3_CHECKSUM": "crc32"}, "DAB_S3_CHECKSUM"},
+		{map[string]string{"DAB_PART_SIZE": "1MiB"}, "DAB_PART_SIZE"},
+		{map[string]string{"DAB_MULTIPART_THRESHOLD": "6MiB"}, "smaller than DAB_PART_SIZE"},
+		{map[string]string{"DAB_KEY_PREFIX": "{x}"}, "DAB_KEY_PREFIX"},
+		{map[string]string{"DAB_S3_PATH_STYLE": "yes please"}, "DAB_S3_PATH_STYLE"},
+	}
+	for _, tt := range tests {
+		_, err := NewLoader(envOf(tt.env)).Load()
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("env %v: err = %v, want it to mention %q", tt.env, err, tt.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("error leaks the password: %v", err)
+		}
+	}
+}
+
+func TestEffectiveMasksSecrets(t *testing.T) {
+	t.Parallel()
+	cfg, err := NewLoader(envOf(map[string]string{
+		"DAB_REDIS_URL": "redis://dab:s3cret-pass@redis.internal:6379/2", "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+		"AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG", "AWS_SESSION_TOKEN": "tok-en",
+	})).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all strings.Builder
+	for _, l := range cfg.Effective() {
+		all.WriteString(l.Env + "=" + l.Value + "\n")
+	}
+	out := all.String()
+	for _, secret := range []string{"s3cret-pass", "wJalrXUtnFEMI", "tok-en"} {
+		if strings.Contains(out, secret) {
+			t.Fatalf("secret %q printed:\n%s", secret, out)
+		}
+	}
+	if !strings.Contains(out, "redis.internal:6379") || !strings.Contains(out, "AKIAEXAMPLE") {
+		t.Fatalf("non-secret parts missing:\n%s", out)
+	}
+}
+
+func TestParseBytes(t *testing.T) {
+	t.Parallel()
+	tests := map[string]int64{"16MiB": 16 << 20, "5GB": 5e9, "1048576": 1 << 20, "8 mib": 8 << 20, "0": 0}
+	for in, want := range tests {
+		if got, err := ParseBytes(in); err != nil || got != want {
+			t.Errorf("ParseBytes(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "MiB", "-1", "1.5GiB", "99999999999TiB"} {
+		if _, err := ParseBytes(bad); err == nil {
+			t.Errorf("ParseBytes(%q) accepted", bad)
+		}
+	}
+	if FormatBytes(16<<20) != "16MiB" || FormatBytes(1000) != "1000B" {
+		t.Fatal("FormatBytes")
+	}
+}
+
+func FuzzParseBytes(f *testing.F) {
+	f.Add("16MiB")
+	f.Add("1e9")
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := ParseBytes(s)
+		if err == nil && n < 0 {
+			t.Fatalf("ParseBytes(%q) = %d", s, n)
+		}
+	})
+}
+
