@@ -65,6 +65,7 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 
 	put, err := w.deps.Storage.Put(ctx, storage.PutInput{
 		Key: m.Key(), File: f, Size: m.Size, SHA256: m.SHA256, ContentType: m.ContentType,
+		State: w.deps.Spool.UploadMark(m.ID),
 	})
 	if err != nil {
 		var se *storage.Error

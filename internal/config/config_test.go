@@ -134,4 +134,3 @@ func FuzzParseBytes(f *testing.F) {
 		}
 	})
 }
-

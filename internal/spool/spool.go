@@ -443,3 +443,57 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 	p.report(p.total)
 	return len(b), nil
 }
+
+// uploadIDFile holds the ID of an entry's multipart upload in progress.
+const uploadIDFile = "upload-id"
+
+// UploadMark remembers an entry's multipart upload across task attempts and
+// worker crashes (it implements storage.UploadState).
+type UploadMark struct {
+	path string
+}
+
+// UploadMark returns the upload mark of an entry.
+func (s *Spool) UploadMark(id string) *UploadMark {
+	return &UploadMark{path: filepath.Join(s.dir, id, uploadIDFile)}
+}
+
+// LoadUploadID returns the saved upload ID or "".
+func (u *UploadMark) LoadUploadID() (string, error) {
+	b, err := os.ReadFile(u.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("spool: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// SaveUploadID records the upload ID, durably.
+func (u *UploadMark) SaveUploadID(id string) error {
+	tmp := u.path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o640); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	f, err := os.Open(tmp)
+	if err == nil {
+		err = f.Sync()
+		f.Close()
+	}
+	if err == nil {
+		err = os.Rename(tmp, u.path)
+	}
+	if err != nil {
+		return fmt.Errorf("spool: save upload id: %w", err)
+	}
+	return nil
+}
+
+// ClearUploadID forgets the upload.
+func (u *UploadMark) ClearUploadID() error {
+	if err := os.Remove(u.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("spool: %w", err)
+	}
+	return nil
+}

@@ -7,12 +7,10 @@ package storage
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"net/http"
 	"os"
@@ -22,8 +20,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
-	tm "github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
-	tmtypes "github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
@@ -34,20 +30,30 @@ import (
 // hex SHA-256 of the object's bytes.
 const MetaSHA256 = "sha256"
 
-// S3API is the narrow set of S3 calls dab makes. The transfer manager needs
-// its own set (which includes GetObject and ListObjectsV2); the rest are the
-// calls this package makes directly. *s3.Client implements it.
+// S3API is the narrow set of S3 calls dab makes; *s3.Client implements it.
+// The IAM policy in deploy/ grants exactly these (s3:PutObject covers the
+// multipart calls, s3:GetObject covers HeadObject, s3:ListBucket covers
+// ListObjectsV2, s3:ListMultipartUploadParts covers ListParts).
 type S3API interface {
-	tm.S3APIClient
-	DeleteObject(context.Context, *s3.DeleteObjectInput, ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
+	PutObject(context.Context, *s3.PutObjectInput, ...func(*s3.Options)) (*s3.PutObjectOutput, error)
+	HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
+	GetObject(context.Context, *s3.GetObjectInput, ...func(*s3.Options)) (*s3.GetObjectOutput, error)
+	ListObjectsV2(context.Context, *s3.ListObjectsV2Input, ...func(*s3.Options)) (*s3.ListObjectsV2Output, error)
+	CreateMultipartUpload(context.Context, *s3.CreateMultipartUploadInput, ...func(*s3.Options)) (*s3.CreateMultipartUploadOutput, error)
+	UploadPart(context.Context, *s3.UploadPartInput, ...func(*s3.Options)) (*s3.UploadPartOutput, error)
+	CompleteMultipartUpload(context.Context, *s3.CompleteMultipartUploadInput, ...func(*s3.Options)) (*s3.CompleteMultipartUploadOutput, error)
+	AbortMultipartUpload(context.Context, *s3.AbortMultipartUploadInput, ...func(*s3.Options)) (*s3.AbortMultipartUploadOutput, error)
+	ListParts(context.Context, *s3.ListPartsInput, ...func(*s3.Options)) (*s3.ListPartsOutput, error)
 }
+
+// abortTimeout bounds the clean-up of a failed multipart upload.
+const abortTimeout = 30 * time.Second
 
 // Store uploads to one bucket.
 type Store struct {
 	api    S3API
 	bucket string
 	cfg    config.S3
-	tm     *tm.Client
 }
 
 // NewClient builds an S3 client from dab's settings and the AWS SDK's default
@@ -86,17 +92,7 @@ func NewClient(ctx context.Context, c config.S3) (*s3.Client, error) {
 
 // New returns a Store for cfg.Bucket using api.
 func New(api S3API, cfg config.S3) *Store {
-	return &Store{
-		api: api, bucket: cfg.Bucket, cfg: cfg,
-		tm: tm.New(api, func(o *tm.Options) {
-			o.PartSizeBytes = cfg.PartSize
-			o.MultipartUploadThreshold = cfg.MultipartThreshold
-			o.Concurrency = cfg.PartConcurrency
-			o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
-			// Abort the multipart upload even when the task's context is gone.
-			o.FailTimeout = 30 * time.Second
-		}),
-	}
+	return &Store{api: api, bucket: cfg.Bucket, cfg: cfg}
 }
 
 // Bucket is the store's bucket.
@@ -118,6 +114,10 @@ type PutInput struct {
 	SHA256      string // hex, as recorded in the spool manifest
 	ContentType string
 	Metadata    map[string]string // extra x-amz-meta-* values
+	// State lets a retried multipart upload resume; nil starts over each time.
+	State UploadState
+	// Progress, when set, is called with the size of each part sent.
+	Progress func(bytes int64)
 }
 
 // PutResult says where the object is and whether it was there already.
@@ -229,43 +229,6 @@ func (s *Store) putSingle(ctx context.Context, in PutInput, meta map[string]stri
 	return wrap("put", s.bucket, in.Key, err)
 }
 
-func (s *Store) putMultipart(ctx context.Context, in PutInput, meta map[string]string) error {
-	if _, err := in.File.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("storage: rewind %s: %w", in.Key, err)
-	}
-	// Hash what the transfer manager reads (it reads the body in order) so a
-	// spool file that changed since it was spooled is caught: each part's
-	// checksum only proves the part arrived as read.
-	hr := &hashingReader{r: in.File, h: sha256.New()}
-	input := &tm.UploadObjectInput{
-		Bucket:        aws.String(s.bucket),
-		Key:           aws.String(in.Key),
-		Body:          hr,
-		ContentLength: aws.Int64(in.Size),
-		ContentType:   aws.String(in.ContentType),
-		Metadata:      meta,
-		IfNoneMatch:   aws.String("*"),
-	}
-	if s.cfg.ChecksumMode == config.ChecksumSHA256 {
-		input.ChecksumAlgorithm = tmtypes.ChecksumAlgorithmSha256
-	}
-	_, err := s.tm.UploadObject(ctx, input)
-	if err != nil {
-		return wrap("put", s.bucket, in.Key, err)
-	}
-	if got := hex.EncodeToString(hr.h.Sum(nil)); got != in.SHA256 || hr.n != in.Size {
-		// The object we just created holds bytes that are not the spooled
-		// file's; take it back so the key stays free for the real file.
-		_, derr := s.api.DeleteObject(context.WithoutCancel(ctx), &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(in.Key)})
-		hint := fmt.Sprintf("read %d bytes with sha256 %s, the manifest says %d bytes with sha256 %s: the spool file was modified or damaged; spool the file again", hr.n, got, in.Size, in.SHA256)
-		if derr != nil {
-			hint += fmt.Sprintf("; removing the uploaded object failed too (%v), remove s3://%s/%s by hand", derr, s.bucket, in.Key)
-		}
-		return &Error{Op: "put", Bucket: s.bucket, Key: in.Key, Code: "SpoolChanged", Permanent: true, Hint: hint, Err: ErrChanged}
-	}
-	return nil
-}
-
 // verify checks the stored object's size and recorded SHA-256.
 func (s *Store) verify(ctx context.Context, in PutInput, res *PutResult) error {
 	out, err := s.api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(in.Key)})
@@ -307,19 +270,6 @@ func isPreconditionFailed(err error) bool {
 	return se.Status == http.StatusPreconditionFailed || se.Code == "PreconditionFailed" ||
 		// Some stores answer a concurrent conditional write with 409.
 		se.Code == "ConditionalRequestConflict"
-}
-
-type hashingReader struct {
-	r io.Reader
-	h hash.Hash
-	n int64
-}
-
-func (h *hashingReader) Read(p []byte) (int, error) {
-	n, err := h.r.Read(p)
-	h.h.Write(p[:n])
-	h.n += int64(n)
-	return n, err
 }
 
 // String describes the store for logs and `dab config`.

@@ -188,3 +188,11 @@ func TestPutDetectsChangedSpoolFile(t *testing.T) {
 		t.Fatal("the store kept an object whose checksum did not match")
 	}
 }
+
+func init() {
+	storage.SetTestStore(func(t *testing.T) (storage.S3API, func(storage.S3API) *storage.Store) {
+		srv := harness.StartS3(t)
+		c := srv.Config()
+		return srv.Client(t, c), func(api storage.S3API) *storage.Store { return storage.New(api, c) }
+	})
+}

@@ -1,0 +1,34 @@
+package storage
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// SetTestStore lets the external tests (which can use the harness) give the
+// internal tests a store on a real server.
+func SetTestStore(f func(t *testing.T) (S3API, func(S3API) *Store)) { newTestStore = f }
+
+func writeTestFile(t *testing.T, n int) (*os.File, string) {
+	t.Helper()
+	b := make([]byte, n)
+	rand.Read(b)
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	s := sha256.Sum256(b)
+	return f, hex.EncodeToString(s[:])
+}
+
+func sectionOf(f *os.File, off, n int64) io.ReadSeeker { return io.NewSectionReader(f, off, n) }

@@ -1,0 +1,285 @@
+package storage
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/dab-assets/dab/internal/config"
+)
+
+// Why dab has its own multipart uploader rather than the SDK's transfer
+// manager: the transfer manager copies every part into buffers it allocates
+// per upload ((concurrency+1) x part size, plus the first part read whole), so
+// a worker running several large uploads at once needs hundreds of MiB. Here
+// each part is an io.SectionReader over the spool file: nothing is buffered,
+// memory does not grow with part size, file size or the number of uploads,
+// and the parts already in the store are reused when a task is retried.
+
+// maxParts is S3's limit on the parts of one upload.
+const maxParts = 10000
+
+// UploadState remembers the multipart upload of one spool entry across task
+// attempts and worker crashes, so a retry resumes it instead of starting
+// over. The spool implements it; nil disables resuming.
+type UploadState interface {
+	// LoadUploadID returns the saved upload ID, or "" when there is none.
+	LoadUploadID() (string, error)
+	SaveUploadID(id string) error
+	ClearUploadID() error
+}
+
+type part struct {
+	number int32
+	offset int64
+	size   int64
+}
+
+// planParts splits size bytes into parts of partSize, growing the part size
+// when the file would need more than maxParts parts.
+func planParts(size, partSize int64) []part {
+	if size > partSize*maxParts {
+		partSize = (size + maxParts - 1) / maxParts
+	}
+	var parts []part
+	for off, n := int64(0), int32(1); off < size; off, n = off+partSize, n+1 {
+		parts = append(parts, part{number: n, offset: off, size: min(partSize, size-off)})
+	}
+	return parts
+}
+
+func (s *Store) putMultipart(ctx context.Context, in PutInput, meta map[string]string) error {
+	useSHA := s.cfg.ChecksumMode == config.ChecksumSHA256
+	uploadID, done := s.resumable(ctx, in, useSHA)
+	if uploadID == "" {
+		input := &s3.CreateMultipartUploadInput{
+			Bucket: aws.String(s.bucket), Key: aws.String(in.Key),
+			ContentType: aws.String(in.ContentType), Metadata: meta,
+		}
+		if useSHA {
+			input.ChecksumAlgorithm = s3types.ChecksumAlgorithmSha256
+		}
+		out, err := s.api.CreateMultipartUpload(ctx, input)
+		if err != nil {
+			return wrap("put", s.bucket, in.Key, err)
+		}
+		uploadID = aws.ToString(out.UploadId)
+		if in.State != nil {
+			if err := in.State.SaveUploadID(uploadID); err != nil {
+				s.abort(in, uploadID)
+				return fmt.Errorf("storage: remember upload of %s: %w", in.Key, err)
+			}
+		}
+	}
+
+	// Hash the whole file in order while the parts go up, so a spool file that
+	// changed since it was spooled is caught before the object exists.
+	wholeHash := make(chan string, 1)
+	hashCtx, stopHash := context.WithCancel(ctx)
+	defer stopHash()
+	go func() { wholeHash <- hashFile(hashCtx, in) }()
+
+	completed, err := s.uploadParts(ctx, in, uploadID, done, useSHA)
+	if err != nil {
+		if IsPermanent(err) {
+			s.abort(in, uploadID)
+		}
+		return err
+	}
+	if got := <-wholeHash; got != in.SHA256 {
+		s.abort(in, uploadID)
+		return &Error{Op: "put", Bucket: s.bucket, Key: in.Key, Code: "SpoolChanged", Permanent: true, Err: ErrChanged,
+			Hint: fmt.Sprintf("the spool file's sha256 is now %s, the manifest says %s: the spool file was modified or damaged; spool the file again", got, in.SHA256)}
+	}
+	_, err = s.api.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+		Bucket: aws.String(s.bucket), Key: aws.String(in.Key), UploadId: aws.String(uploadID),
+		MultipartUpload: &s3types.CompletedMultipartUpload{Parts: completed},
+		IfNoneMatch:     aws.String("*"),
+	})
+	if err != nil {
+		err = wrap("put", s.bucket, in.Key, err)
+		// On a conflict or a permanent error the upload is of no further use.
+		if isPreconditionFailed(err) || IsPermanent(err) {
+			s.abort(in, uploadID)
+		}
+		return err
+	}
+	if in.State != nil {
+		in.State.ClearUploadID()
+	}
+	return nil
+}
+
+// resumable returns the saved upload of this entry and the parts it already
+// holds whose SHA-256 matches the spool file, or "" to start a new upload.
+func (s *Store) resumable(ctx context.Context, in PutInput, useSHA bool) (string, map[int32]s3types.CompletedPart) {
+	if in.State == nil {
+		return "", nil
+	}
+	id, err := in.State.LoadUploadID()
+	if err != nil || id == "" {
+		return "", nil
+	}
+	if !useSHA {
+		// Without part checksums dab cannot tell a good part from a stale one.
+		s.abort(in, id)
+		return "", nil
+	}
+	done := map[int32]s3types.CompletedPart{}
+	p := s3.NewListPartsPaginator(s.api, &s3.ListPartsInput{Bucket: aws.String(s.bucket), Key: aws.String(in.Key), UploadId: aws.String(id)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			// NoSuchUpload (aborted, expired, or completed) or no permission to
+			// list parts: start over.
+			in.State.ClearUploadID()
+			return "", nil
+		}
+		for _, pt := range page.Parts {
+			done[aws.ToInt32(pt.PartNumber)] = s3types.CompletedPart{
+				PartNumber: pt.PartNumber, ETag: pt.ETag, ChecksumSHA256: pt.ChecksumSHA256,
+			}
+		}
+	}
+	return id, done
+}
+
+// uploadParts sends the parts not already done, PartConcurrency at a time.
+func (s *Store) uploadParts(ctx context.Context, in PutInput, uploadID string, done map[int32]s3types.CompletedPart, useSHA bool) ([]s3types.CompletedPart, error) {
+	parts := planParts(in.Size, s.cfg.PartSize)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		mu       sync.Mutex
+		firstErr error
+		result   = make([]s3types.CompletedPart, 0, len(parts))
+		work     = make(chan part)
+		wg       sync.WaitGroup
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+			cancel()
+		}
+		mu.Unlock()
+	}
+	for range min(s.cfg.PartConcurrency, len(parts)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range work {
+				cp, err := s.uploadPart(ctx, in, uploadID, p, done[p.number], useSHA)
+				if err != nil {
+					fail(err)
+					continue
+				}
+				mu.Lock()
+				result = append(result, cp)
+				mu.Unlock()
+			}
+		}()
+	}
+feed:
+	for _, p := range parts {
+		select {
+		case work <- p:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, wrap("put", s.bucket, in.Key, err)
+	}
+	sort.Slice(result, func(i, j int) bool { return aws.ToInt32(result[i].PartNumber) < aws.ToInt32(result[j].PartNumber) })
+	return result, nil
+}
+
+func (s *Store) uploadPart(ctx context.Context, in PutInput, uploadID string, p part, prev s3types.CompletedPart, useSHA bool) (s3types.CompletedPart, error) {
+	section := io.NewSectionReader(in.File, p.offset, p.size)
+	input := &s3.UploadPartInput{
+		Bucket: aws.String(s.bucket), Key: aws.String(in.Key), UploadId: aws.String(uploadID),
+		PartNumber: aws.Int32(p.number), Body: section, ContentLength: aws.Int64(p.size),
+	}
+	if useSHA {
+		h := sha256.New()
+		if _, err := io.Copy(h, section); err != nil {
+			return s3types.CompletedPart{}, fmt.Errorf("storage: read part %d of %s: %w", p.number, in.Key, err)
+		}
+		sum := base64.StdEncoding.EncodeToString(h.Sum(nil))
+		if prev.PartNumber != nil && aws.ToString(prev.ChecksumSHA256) == sum {
+			return prev, nil // in the store from an earlier attempt, same bytes
+		}
+		if _, err := section.Seek(0, io.SeekStart); err != nil {
+			return s3types.CompletedPart{}, fmt.Errorf("storage: rewind part %d of %s: %w", p.number, in.Key, err)
+		}
+		input.ChecksumSHA256 = aws.String(sum)
+	}
+	out, err := s.api.UploadPart(ctx, input)
+	if err != nil {
+		return s3types.CompletedPart{}, wrap("put", s.bucket, in.Key, err)
+	}
+	if in.Progress != nil {
+		in.Progress(p.size)
+	}
+	return s3types.CompletedPart{PartNumber: aws.Int32(p.number), ETag: out.ETag, ChecksumSHA256: out.ChecksumSHA256}, nil
+}
+
+// abort ends an upload and forgets it; it runs even when the task's context
+// is gone, so a shutdown does not leave parts behind.
+func (s *Store) abort(in PutInput, uploadID string) {
+	ctx, cancel := context.WithTimeout(context.Background(), abortTimeout)
+	defer cancel()
+	_, err := s.api.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
+		Bucket: aws.String(s.bucket), Key: aws.String(in.Key), UploadId: aws.String(uploadID),
+	})
+	var nsu *s3types.NoSuchUpload
+	if err == nil || errors.As(err, &nsu) {
+		if in.State != nil {
+			in.State.ClearUploadID()
+		}
+	}
+	// Otherwise the ID stays saved and the next attempt aborts or resumes it;
+	// the bucket's lifecycle rule removes what is left after that.
+}
+
+// hashFile returns the hex SHA-256 of the whole spool file, read in order.
+func hashFile(ctx context.Context, in PutInput) string {
+	h := sha256.New()
+	r := io.NewSectionReader(in.File, 0, in.Size)
+	buf := make([]byte, 256<<10)
+	for {
+		if ctx.Err() != nil {
+			return ""
+		}
+		n, err := r.Read(buf)
+		h.Write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "read error: " + err.Error()
+		}
+	}
+	// A file that grew past the manifest's size does not match either.
+	var probe [1]byte
+	if n, _ := in.File.ReadAt(probe[:], in.Size); n > 0 {
+		return "file longer than the manifest says"
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
