@@ -1,0 +1,38 @@
+# The one test command: installs what the tests need when it is missing, then
+# runs vet, a gofmt check and every test with the race detector.
+GO ?= go
+VERSITYGW_VERSION := v1.8.0
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+GOBIN_DIR := $(shell $(GO) env GOBIN)
+ifeq ($(GOBIN_DIR),)
+GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
+endif
+
+.PHONY: test deps build bench fuzz
+
+test: deps
+	@unformatted="$$(gofmt -l .)"; if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	PATH="$(GOBIN_DIR):$$PATH" $(GO) test -race -timeout 20m ./...
+
+deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server from Debian's packages"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server; }
+	@command -v versitygw >/dev/null 2>&1 || [ -x "$(GOBIN_DIR)/versitygw" ] || { \
+		echo "installing versitygw $(VERSITYGW_VERSION) with go install (a few minutes)"; \
+		$(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION); }
+
+build:
+	$(GO) build -o bin/dab ./cmd/dab
+
+# Throughput and memory of the upload pipeline next to a plain SDK uploader.
+bench: deps build
+	PATH="$(GOBIN_DIR):$$PATH" ./bench/pipeline.sh
+
+# Run each fuzz target for a short while (go test runs their seeds always).
+fuzz:
+	$(GO) test ./internal/naming -run '^$$' -fuzz FuzzKey -fuzztime 30s
+	$(GO) test ./internal/plugin/cyoa -run '^$$' -fuzz FuzzParse -fuzztime 30s
+	$(GO) test ./worker/task -run '^$$' -fuzz FuzzDecodeUpload -fuzztime 30s
+	$(GO) test ./internal/config -run '^$$' -fuzz FuzzParseBytes -fuzztime 30s
