@@ -90,25 +90,24 @@ func newLogger(e *env, format, level string) (*slog.Logger, error) {
 	}
 }
 
-// redis opens a client for DAB_REDIS_URL.
-func (a *app) redis() (redis.UniversalClient, error) {
+// connectRedis opens a client for DAB_REDIS_URL and checks that Redis
+// answers; the error names the URL (password hidden) and the fix. The caller
+// closes the client.
+func (a *app) connectRedis(ctx context.Context) (redis.UniversalClient, error) {
 	opt, err := redis.ParseURL(a.cfg.RedisURL)
 	if err != nil {
 		return nil, fmt.Errorf("DAB_REDIS_URL: %v", err)
 	}
-	return redis.NewClient(opt), nil
-}
-
-// pingRedis fails with a message that names the URL (password hidden) and the fix.
-func (a *app) pingRedis(ctx context.Context, rdb redis.UniversalClient) error {
+	rdb := redis.NewClient(opt)
 	if err := rdb.Ping(ctx).Err(); err != nil {
+		rdb.Close()
 		hint := "start Redis or fix DAB_REDIS_URL"
 		if a.cfg.UsesDev() && a.dev == nil {
 			hint = "start Redis, set DAB_REDIS_URL, or start `dab dev` with the same DAB_DATA_DIR (" + a.cfg.DataDir + ")"
 		}
-		return fmt.Errorf("redis at %s is unreachable: %v: %s", config.RedactURL(a.cfg.RedisURL), err, hint)
+		return nil, fmt.Errorf("redis at %s is unreachable: %v: %s", config.RedactURL(a.cfg.RedisURL), err, hint)
 	}
-	return nil
+	return rdb, nil
 }
 
 func (a *app) storage(ctx context.Context) (*storage.Store, error) {

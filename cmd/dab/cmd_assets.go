@@ -32,14 +32,11 @@ func runAssets(ctx context.Context, e *env, args []string) error {
 	if len(a.args) == 0 {
 		return fmt.Errorf("%w: dab assets list [--type T] [--json] | dab assets show ID [--json]", errUsage)
 	}
-	rdb, err := a.redis()
+	rdb, err := a.connectRedis(ctx)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	if err := a.pingRedis(ctx, rdb); err != nil {
-		return err
-	}
 	st := a.assets(rdb)
 	switch a.args[0] {
 	case "list":

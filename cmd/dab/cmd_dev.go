@@ -127,29 +127,22 @@ func runDev(ctx context.Context, e *env, args []string) error {
 		notes = append(notes, "s3:     s3://"+devBucket+" at "+endpoint+" ("+where+")")
 	}
 
-	rdb, err := a.redis()
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-	w, err := a.newWorker(ctx, rdb)
-	if err != nil {
-		return err
-	}
-	if err := config.WriteDevState(dataDir, state); err != nil {
-		return err
-	}
 	defer func() {
 		// Keep ports and keys for the next start; mark this process gone.
 		state.PID = 0
 		config.WriteDevState(dataDir, state)
 	}()
-	fmt.Fprintf(a.stdout, "dab dev is running (pid %d)\n  data:   %s\n", os.Getpid(), dataDir)
-	for _, n := range notes {
-		fmt.Fprintln(a.stdout, "  "+n)
-	}
-	fmt.Fprintf(a.stdout, "Try, from this folder or with DAB_DATA_DIR=%s:\n  dab upload FILE --type cyoa\n  dab assets list\nStop with Ctrl-C.\n", dataDir)
-	return w.Run(ctx)
+	return a.runWorker(ctx, func() error {
+		if err := config.WriteDevState(dataDir, state); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "dab dev is running (pid %d)\n  data:   %s\n", os.Getpid(), dataDir)
+		for _, n := range notes {
+			fmt.Fprintln(a.stdout, "  "+n)
+		}
+		fmt.Fprintf(a.stdout, "Try, from this folder or with DAB_DATA_DIR=%s:\n  dab upload FILE --type cyoa\n  dab assets list\nStop with Ctrl-C.\n", dataDir)
+		return nil
+	})
 }
 
 // reusePort returns p when it is free, so `dab dev` keeps its URLs across

@@ -79,14 +79,11 @@ func runUpload(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	rdb, err := a.redis()
+	rdb, err := a.connectRedis(ctx)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	if err := a.pingRedis(ctx, rdb); err != nil {
-		return err
-	}
 	client := a.asynqClient(rdb)
 	defer client.Close()
 	insp := asynq.NewInspectorFromRedisClient(rdb)

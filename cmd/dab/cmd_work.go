@@ -20,7 +20,13 @@ func runWork(ctx context.Context, e *env, args []string) error {
 	if len(a.args) > 0 {
 		return fmt.Errorf("%w: dab work takes no arguments, got %q", errUsage, a.args)
 	}
-	rdb, err := a.redis()
+	return a.runWorker(ctx, nil)
+}
+
+// runWorker connects, checks Redis and the bucket, calls ready (if set) and
+// processes tasks until ctx ends.
+func (a *app) runWorker(ctx context.Context, ready func() error) error {
+	rdb, err := a.connectRedis(ctx)
 	if err != nil {
 		return err
 	}
@@ -28,6 +34,11 @@ func runWork(ctx context.Context, e *env, args []string) error {
 	w, err := a.newWorker(ctx, rdb)
 	if err != nil {
 		return err
+	}
+	if ready != nil {
+		if err := ready(); err != nil {
+			return err
+		}
 	}
 	return w.Run(ctx)
 }

@@ -381,12 +381,18 @@ func writeJSONSync(name string, v any) error {
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
+	return writeFileSync(name, append(b, '\n'))
+}
+
+// writeFileSync replaces name with data durably: write a temporary file,
+// fsync it, rename it over name.
+func writeFileSync(name string, data []byte) error {
 	tmp := name + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
-	_, err = f.Write(append(b, '\n'))
+	_, err = f.Write(data)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -472,22 +478,7 @@ func (u *UploadMark) LoadUploadID() (string, error) {
 
 // SaveUploadID records the upload ID, durably.
 func (u *UploadMark) SaveUploadID(id string) error {
-	tmp := u.path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o640); err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	f, err := os.Open(tmp)
-	if err == nil {
-		err = f.Sync()
-		f.Close()
-	}
-	if err == nil {
-		err = os.Rename(tmp, u.path)
-	}
-	if err != nil {
-		return fmt.Errorf("spool: save upload id: %w", err)
-	}
-	return nil
+	return writeFileSync(u.path, []byte(id+"\n"))
 }
 
 // ClearUploadID forgets the upload.

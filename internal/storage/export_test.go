@@ -14,7 +14,9 @@ import (
 // internal tests a store on a real server.
 func SetTestStore(f func(t *testing.T) (S3API, func(S3API) *Store)) { newTestStore = f }
 
-func writeTestFile(t *testing.T, n int) (*os.File, string) {
+// WriteTestFile makes a file of n random bytes and returns it open, with its
+// hex SHA-256.
+func WriteTestFile(t *testing.T, n int) (*os.File, string) {
 	t.Helper()
 	b := make([]byte, n)
 	rand.Read(b)

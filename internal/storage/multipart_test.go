@@ -70,7 +70,7 @@ func TestResumeReusesUploadedParts(t *testing.T) {
 		t.Fatal("harness hook not installed")
 	}
 	api, mk := newTestStore(t)
-	f, sum := writeTestFile(t, 12<<20) // three 5 MiB parts in the harness config
+	f, sum := WriteTestFile(t, 12<<20) // three 5 MiB parts in the harness config
 	key := "generic/resumed.bin"
 	ctx := context.Background()
 

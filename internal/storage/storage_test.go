@@ -6,9 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
-	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -16,27 +13,6 @@ import (
 	"github.com/dab-assets/dab/internal/harness"
 	"github.com/dab-assets/dab/internal/storage"
 )
-
-// writeFile makes a file of n pseudo-random bytes and returns it with its sha256.
-func writeFile(t *testing.T, n int, seed uint64) (*os.File, string) {
-	t.Helper()
-	b := make([]byte, n)
-	r := rand.New(rand.NewPCG(seed, seed))
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	p := filepath.Join(t.TempDir(), "data")
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	sum := sha256.Sum256(b)
-	return f, hex.EncodeToString(sum[:])
-}
 
 func readBack(t *testing.T, st *storage.Store, key string) []byte {
 	t.Helper()
@@ -67,13 +43,13 @@ func TestPut(t *testing.T) {
 		{"multipart", 11<<20 + 123, true, config.ChecksumSHA256},
 		{"multipart checksum off", 6 << 20, true, config.ChecksumOff},
 	}
-	for i, tt := range tests {
+	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			c := srv.Config()
 			c.ChecksumMode = tt.checksum
 			st := storage.New(srv.Client(t, c), c)
-			f, sum := writeFile(t, tt.size, uint64(i))
+			f, sum := storage.WriteTestFile(t, tt.size)
 			key := "generic/" + strings.ReplaceAll(tt.name, " ", "-") + ".bin"
 			in := storage.PutInput{Key: key, File: f, Size: int64(tt.size), SHA256: sum, ContentType: "application/octet-stream"}
 			res, err := st.Put(context.Background(), in)
@@ -104,8 +80,8 @@ func TestPutConflictNeverOverwrites(t *testing.T) {
 	ctx := context.Background()
 	for _, size := range []int{100, 7 << 20} {
 		key := "cyoa/NODE_a-" + hex.EncodeToString([]byte{byte(size)}) + ".png"
-		f1, sum1 := writeFile(t, size, 1)
-		f2, sum2 := writeFile(t, size, 2)
+		f1, sum1 := storage.WriteTestFile(t, size)
+		f2, sum2 := storage.WriteTestFile(t, size)
 		if _, err := st.Put(ctx, storage.PutInput{Key: key, File: f1, Size: int64(size), SHA256: sum1}); err != nil {
 			t.Fatal(err)
 		}
@@ -143,7 +119,7 @@ func TestPermanentErrors(t *testing.T) {
 			c := srv.Config()
 			tt.mutate(&c)
 			st := storage.New(srv.Client(t, c), c)
-			f, sum := writeFile(t, 10, 3)
+			f, sum := storage.WriteTestFile(t, 10)
 			for _, op := range []string{"check", "put", "put multipart"} {
 				var err error
 				switch op {
@@ -152,7 +128,7 @@ func TestPermanentErrors(t *testing.T) {
 				case "put":
 					_, err = st.Put(context.Background(), storage.PutInput{Key: "generic/x", File: f, Size: 10, SHA256: sum})
 				case "put multipart":
-					big, bigSum := writeFile(t, 7<<20, 4)
+					big, bigSum := storage.WriteTestFile(t, 7<<20)
 					_, err = st.Put(context.Background(), storage.PutInput{Key: "generic/big", File: big, Size: 7 << 20, SHA256: bigSum})
 				}
 				var se *storage.Error
@@ -168,8 +144,8 @@ func TestPutDetectsChangedSpoolFile(t *testing.T) {
 	t.Parallel()
 	srv := harness.StartS3(t)
 	st := srv.Store(t)
-	f, _ := writeFile(t, 7<<20, 5)
-	_, otherSum := writeFile(t, 7<<20, 6)
+	f, _ := storage.WriteTestFile(t, 7<<20)
+	_, otherSum := storage.WriteTestFile(t, 7<<20)
 	// The manifest says otherSum: the file "changed" since it was spooled.
 	_, err := st.Put(context.Background(), storage.PutInput{Key: "generic/changed", File: f, Size: 7 << 20, SHA256: otherSum})
 	if !errors.Is(err, storage.ErrChanged) || !storage.IsPermanent(err) {
@@ -179,7 +155,7 @@ func TestPutDetectsChangedSpoolFile(t *testing.T) {
 		t.Fatal("the object with the wrong bytes was left in the bucket")
 	}
 	// Small files: the store itself refuses bytes that do not match the checksum.
-	small, _ := writeFile(t, 100, 7)
+	small, _ := storage.WriteTestFile(t, 100)
 	_, err = st.Put(context.Background(), storage.PutInput{Key: "generic/changed-small", File: small, Size: 100, SHA256: otherSum})
 	if err == nil {
 		t.Fatal("put with a wrong checksum succeeded")
