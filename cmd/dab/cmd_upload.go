@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -33,6 +34,9 @@ func (m metaFlag) Set(v string) error {
 	m[strings.TrimSpace(k)] = val
 	return nil
 }
+
+// uploadParallelism is how many files `dab upload` spools at once.
+const uploadParallelism = 8
 
 // uploadLine is what `dab upload --json` prints per file.
 type uploadLine struct {
@@ -88,9 +92,32 @@ func runUpload(ctx context.Context, e *env, args []string) error {
 	defer client.Close()
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 
+	// Spool files in parallel (each waits on fsyncs); report in the order given.
+	type outcome struct {
+		line *uploadLine
+		err  error
+	}
+	outcomes := make([]outcome, len(a.args))
+	parallel := uploadParallelism
+	if isTerminal(a.stderr) {
+		parallel = 1 // progress bars of parallel files would overwrite each other
+	}
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for i, file := range a.args {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			line, err := a.uploadOne(ctx, sp, client, file, assetType, folder, meta)
+			outcomes[i] = outcome{line, err}
+		}()
+	}
+	wg.Wait()
+
 	var failed []string
-	for _, file := range a.args {
-		line, err := a.uploadOne(ctx, sp, client, file, assetType, folder, meta)
+	for i, file := range a.args {
+		line, err := outcomes[i].line, outcomes[i].err
 		if err == nil && wait {
 			err = waitTask(ctx, insp, line, timeout)
 		}

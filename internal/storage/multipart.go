@@ -12,8 +12,10 @@ import (
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go/middleware"
 
 	"github.com/dab-assets/dab/internal/config"
 )
@@ -82,24 +84,17 @@ func (s *Store) putMultipart(ctx context.Context, in PutInput, meta map[string]s
 		}
 	}
 
-	// Hash the whole file in order while the parts go up, so a spool file that
-	// changed since it was spooled is caught before the object exists.
-	wholeHash := make(chan string, 1)
-	hashCtx, stopHash := context.WithCancel(ctx)
-	defer stopHash()
-	go func() { wholeHash <- hashFile(hashCtx, in) }()
-
-	completed, err := s.uploadParts(ctx, in, uploadID, done, useSHA)
+	completed, whole, err := s.uploadParts(ctx, in, uploadID, done, useSHA)
 	if err != nil {
 		if IsPermanent(err) {
 			s.abort(in, uploadID)
 		}
 		return err
 	}
-	if got := <-wholeHash; got != in.SHA256 {
+	if whole != in.SHA256 {
 		s.abort(in, uploadID)
 		return &Error{Op: "put", Bucket: s.bucket, Key: in.Key, Code: "SpoolChanged", Permanent: true, Err: ErrChanged,
-			Hint: fmt.Sprintf("the spool file's sha256 is now %s, the manifest says %s: the spool file was modified or damaged; spool the file again", got, in.SHA256)}
+			Hint: fmt.Sprintf("the spool file's sha256 is now %s, the manifest says %s: the spool file was modified or damaged; spool the file again", whole, in.SHA256)}
 	}
 	_, err = s.api.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
 		Bucket: aws.String(s.bucket), Key: aws.String(in.Key), UploadId: aws.String(uploadID),
@@ -154,8 +149,19 @@ func (s *Store) resumable(ctx context.Context, in PutInput, useSHA bool) (string
 	return id, done
 }
 
-// uploadParts sends the parts not already done, PartConcurrency at a time.
-func (s *Store) uploadParts(ctx context.Context, in PutInput, uploadID string, done map[int32]s3types.CompletedPart, useSHA bool) ([]s3types.CompletedPart, error) {
+// hashedPart is a part with the SHA-256 of its bytes.
+type hashedPart struct {
+	part
+	sum []byte
+}
+
+// uploadParts sends the parts not already done, PartConcurrency at a time,
+// and returns them with the hex SHA-256 of the whole file. One reader goes
+// through the file in order, hashing each part and the whole file in the
+// same pass; the senders then read each part once more as the request body
+// (from the page cache), with the part's hash given to the signer so the SDK
+// does not hash it a third time.
+func (s *Store) uploadParts(ctx context.Context, in PutInput, uploadID string, done map[int32]s3types.CompletedPart, useSHA bool) ([]s3types.CompletedPart, string, error) {
 	parts := planParts(in.Size, s.cfg.PartSize)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -163,7 +169,7 @@ func (s *Store) uploadParts(ctx context.Context, in PutInput, uploadID string, d
 		mu       sync.Mutex
 		firstErr error
 		result   = make([]s3types.CompletedPart, 0, len(parts))
-		work     = make(chan part)
+		work     = make(chan hashedPart)
 		wg       sync.WaitGroup
 	)
 	fail := func(err error) {
@@ -178,8 +184,8 @@ func (s *Store) uploadParts(ctx context.Context, in PutInput, uploadID string, d
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for p := range work {
-				cp, err := s.uploadPart(ctx, in, uploadID, p, done[p.number], useSHA)
+			for hp := range work {
+				cp, err := s.uploadPart(ctx, in, uploadID, hp, done[hp.number], useSHA)
 				if err != nil {
 					fail(err)
 					continue
@@ -190,10 +196,17 @@ func (s *Store) uploadParts(ctx context.Context, in PutInput, uploadID string, d
 			}
 		}()
 	}
+	whole := sha256.New()
+	buf := make([]byte, 256<<10)
 feed:
 	for _, p := range parts {
+		ph := sha256.New()
+		if _, err := io.CopyBuffer(io.MultiWriter(whole, ph), io.NewSectionReader(in.File, p.offset, p.size), buf); err != nil {
+			fail(fmt.Errorf("storage: read part %d of %s: %w", p.number, in.Key, err))
+			break
+		}
 		select {
-		case work <- p:
+		case work <- hashedPart{part: p, sum: ph.Sum(nil)}:
 		case <-ctx.Done():
 			break feed
 		}
@@ -201,43 +214,40 @@ feed:
 	close(work)
 	wg.Wait()
 	if firstErr != nil {
-		return nil, firstErr
+		return nil, "", firstErr
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, wrap("put", s.bucket, in.Key, err)
+		return nil, "", wrap("put", s.bucket, in.Key, err)
+	}
+	// A file that grew past the manifest's size does not match it either.
+	var probe [1]byte
+	if n, _ := in.File.ReadAt(probe[:], in.Size); n > 0 {
+		return nil, "longer than the manifest says", nil
 	}
 	sort.Slice(result, func(i, j int) bool { return aws.ToInt32(result[i].PartNumber) < aws.ToInt32(result[j].PartNumber) })
-	return result, nil
+	return result, hex.EncodeToString(whole.Sum(nil)), nil
 }
 
-func (s *Store) uploadPart(ctx context.Context, in PutInput, uploadID string, p part, prev s3types.CompletedPart, useSHA bool) (s3types.CompletedPart, error) {
-	section := io.NewSectionReader(in.File, p.offset, p.size)
+func (s *Store) uploadPart(ctx context.Context, in PutInput, uploadID string, hp hashedPart, prev s3types.CompletedPart, useSHA bool) (s3types.CompletedPart, error) {
 	input := &s3.UploadPartInput{
 		Bucket: aws.String(s.bucket), Key: aws.String(in.Key), UploadId: aws.String(uploadID),
-		PartNumber: aws.Int32(p.number), Body: section, ContentLength: aws.Int64(p.size),
+		PartNumber: aws.Int32(hp.number), Body: io.NewSectionReader(in.File, hp.offset, hp.size), ContentLength: aws.Int64(hp.size),
 	}
 	if useSHA {
-		h := sha256.New()
-		if _, err := io.Copy(h, section); err != nil {
-			return s3types.CompletedPart{}, fmt.Errorf("storage: read part %d of %s: %w", p.number, in.Key, err)
-		}
-		sum := base64.StdEncoding.EncodeToString(h.Sum(nil))
+		sum := base64.StdEncoding.EncodeToString(hp.sum)
 		if prev.PartNumber != nil && aws.ToString(prev.ChecksumSHA256) == sum {
 			return prev, nil // in the store from an earlier attempt, same bytes
 		}
-		if _, err := section.Seek(0, io.SeekStart); err != nil {
-			return s3types.CompletedPart{}, fmt.Errorf("storage: rewind part %d of %s: %w", p.number, in.Key, err)
-		}
 		input.ChecksumSHA256 = aws.String(sum)
 	}
-	out, err := s.api.UploadPart(ctx, input)
+	out, err := s.api.UploadPart(ctx, input, withPayloadHash(hex.EncodeToString(hp.sum)))
 	if err != nil {
 		return s3types.CompletedPart{}, wrap("put", s.bucket, in.Key, err)
 	}
 	if in.Progress != nil {
-		in.Progress(p.size)
+		in.Progress(hp.size)
 	}
-	return s3types.CompletedPart{PartNumber: aws.Int32(p.number), ETag: out.ETag, ChecksumSHA256: out.ChecksumSHA256}, nil
+	return s3types.CompletedPart{PartNumber: aws.Int32(hp.number), ETag: out.ETag, ChecksumSHA256: out.ChecksumSHA256}, nil
 }
 
 // abort ends an upload and forgets it; it runs even when the task's context
@@ -258,28 +268,17 @@ func (s *Store) abort(in PutInput, uploadID string) {
 	// the bucket's lifecycle rule removes what is left after that.
 }
 
-// hashFile returns the hex SHA-256 of the whole spool file, read in order.
-func hashFile(ctx context.Context, in PutInput) string {
-	h := sha256.New()
-	r := io.NewSectionReader(in.File, 0, in.Size)
-	buf := make([]byte, 256<<10)
-	for {
-		if ctx.Err() != nil {
-			return ""
-		}
-		n, err := r.Read(buf)
-		h.Write(buf[:n])
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return "read error: " + err.Error()
-		}
+// withPayloadHash gives the SigV4 signer a body hash dab has already
+// computed, so the SDK does not read and hash the body again (it does so for
+// plain-HTTP endpoints; over HTTPS it would otherwise send UNSIGNED-PAYLOAD).
+// A body that no longer matches the hash is refused by the store.
+func withPayloadHash(hexSum string) func(*s3.Options) {
+	return func(o *s3.Options) {
+		o.APIOptions = append(o.APIOptions, func(stack *middleware.Stack) error {
+			return stack.Finalize.Insert(middleware.FinalizeMiddlewareFunc("DabPayloadHash",
+				func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
+					return next.HandleFinalize(v4.SetPayloadHash(ctx, hexSum), in)
+				}), "ComputePayloadHash", middleware.Before)
+		})
 	}
-	// A file that grew past the manifest's size does not match either.
-	var probe [1]byte
-	if n, _ := in.File.ReadAt(probe[:], in.Size); n > 0 {
-		return "file longer than the manifest says"
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }

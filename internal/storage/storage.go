@@ -157,7 +157,11 @@ func (s *Store) Put(ctx context.Context, in PutInput) (PutResult, error) {
 		}
 		err = s.putMultipart(ctx, in, meta)
 	} else {
-		err = s.putSingle(ctx, in, meta)
+		var verified bool
+		res.ETag, verified, err = s.putSingle(ctx, in, meta)
+		if err == nil && verified {
+			return res, nil
+		}
 	}
 	if isPreconditionFailed(err) {
 		done, herr := s.existing(ctx, in, &res)
@@ -203,9 +207,12 @@ func (s *Store) existing(ctx context.Context, in PutInput, res *PutResult) (bool
 	}
 }
 
-func (s *Store) putSingle(ctx context.Context, in PutInput, meta map[string]string) error {
+// putSingle stores a small file in one request. It returns verified=true
+// when the store confirmed the SHA-256 it checked the body against, so no
+// separate verification request is needed.
+func (s *Store) putSingle(ctx context.Context, in PutInput, meta map[string]string) (etag string, verified bool, err error) {
 	if _, err := in.File.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("storage: rewind %s: %w", in.Key, err)
+		return "", false, fmt.Errorf("storage: rewind %s: %w", in.Key, err)
 	}
 	input := &s3.PutObjectInput{
 		Bucket:        aws.String(s.bucket),
@@ -221,12 +228,18 @@ func (s *Store) putSingle(ctx context.Context, in PutInput, meta map[string]stri
 		// unless it matches the hash taken when the file was spooled.
 		raw, err := hex.DecodeString(in.SHA256)
 		if err != nil {
-			return fmt.Errorf("storage: manifest sha256 %q of %s is not hex: %w", in.SHA256, in.Key, err)
+			return "", false, fmt.Errorf("storage: manifest sha256 %q of %s is not hex: %w", in.SHA256, in.Key, err)
 		}
 		input.ChecksumSHA256 = aws.String(base64.StdEncoding.EncodeToString(raw))
 	}
-	_, err := s.api.PutObject(ctx, input)
-	return wrap("put", s.bucket, in.Key, err)
+	// The manifest's SHA-256 is the body's hash: the signer need not read
+	// the file to compute it, and the store refuses a body that differs.
+	out, err := s.api.PutObject(ctx, input, withPayloadHash(in.SHA256))
+	if err != nil {
+		return "", false, wrap("put", s.bucket, in.Key, err)
+	}
+	verified = input.ChecksumSHA256 != nil && aws.ToString(out.ChecksumSHA256) == aws.ToString(input.ChecksumSHA256)
+	return aws.ToString(out.ETag), verified, nil
 }
 
 // verify checks the stored object's size and recorded SHA-256.

@@ -1,0 +1,362 @@
+// Command bench measures dab's upload pipeline next to what one would write
+// instead: a plain AWS SDK uploader (concurrent PutObject calls for small
+// files, the SDK's transfer manager for a large one). Both run in one go,
+// against the same freshly started redis-server and versitygw, and the
+// figures are printed side by side with dab's as ratios of the baseline's.
+//
+// Usage (from the repository root; `make bench` does this):
+//
+//	go build -o bin/dab ./cmd/dab
+//	cd bench && go run . -dab ../bin/dab [-files 2000] [-file-size 4096] [-big 1GiB]
+//
+// It is a separate module so the baseline's dependency (the transfer
+// manager) stays out of dab's go.mod.
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	tm "github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/config"
+	"github.com/dab-assets/dab/internal/localsvc"
+	"github.com/dab-assets/dab/internal/storage"
+)
+
+type result struct {
+	Files   int     `json:"files"`
+	Bytes   int64   `json:"bytes"`
+	Seconds float64 `json:"seconds"`
+	PeakRSS int64   `json:"peak_rss_bytes"`
+	// SpoolSeconds is the part of Seconds `dab upload` took (dab only).
+	SpoolSeconds float64 `json:"spool_seconds,omitempty"`
+}
+
+func (r result) filesPerSec() float64 { return float64(r.Files) / r.Seconds }
+func (r result) mibPerSec() float64   { return float64(r.Bytes) / (1 << 20) / r.Seconds }
+
+func main() {
+	var (
+		dabBin      = flag.String("dab", "../bin/dab", "dab binary to measure")
+		nFiles      = flag.Int("files", 2000, "number of small files")
+		fileSize    = flag.Int("file-size", 4096, "size of each small file")
+		bigSize     = flag.String("big", "1GiB", "size of the large file")
+		concurrency = flag.Int("concurrency", 8, "worker concurrency and baseline parallelism")
+		baseline    = flag.String("baseline", "", "internal: run the baseline uploader on this folder or file and print a JSON result")
+		prefix      = flag.String("prefix", "", "internal: key prefix for the baseline")
+	)
+	flag.Parse()
+	if *baseline != "" {
+		r, err := runBaseline(*baseline, *prefix, *concurrency)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "baseline:", err)
+			os.Exit(1)
+		}
+		json.NewEncoder(os.Stdout).Encode(r)
+		return
+	}
+	big, err := config.ParseBytes(*bigSize)
+	if err != nil {
+		fail(err)
+	}
+	if err := run(*dabBin, *nFiles, *fileSize, big, *concurrency); err != nil {
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}
+
+func run(dabBin string, nFiles, fileSize int, bigSize int64, concurrency int) error {
+	dabBin, err := filepath.Abs(dabBin)
+	if err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "dab-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+
+	r, err := localsvc.StartRedis(localsvc.RedisOptions{Dir: filepath.Join(work, "redis")})
+	if err != nil {
+		return err
+	}
+	defer r.Stop()
+	s, err := localsvc.StartS3(localsvc.S3Options{Dir: filepath.Join(work, "s3"), AccessKey: "bench", SecretKey: "bench-secret-key"})
+	if err != nil {
+		return err
+	}
+	defer s.Stop()
+	s3cfg := config.S3{Bucket: "dab-bench", Region: "us-east-1", Endpoint: s.Endpoint(), PathStyle: true,
+		AccessKeyID: "bench", SecretAccessKey: "bench-secret-key", ChecksumMode: config.ChecksumSHA256}
+	client, err := storage.NewClient(context.Background(), s3cfg)
+	if err != nil {
+		return err
+	}
+	if _, err := client.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(s3cfg.Bucket)}); err != nil {
+		return err
+	}
+	env := append(os.Environ(),
+		"DAB_REDIS_URL="+r.URL(), "DAB_DATA_DIR="+filepath.Join(work, "data"),
+		"AWS_S3_BUCKET="+s3cfg.Bucket, "AWS_REGION=us-east-1", "AWS_ENDPOINT_URL_S3="+s.Endpoint(),
+		"AWS_ACCESS_KEY_ID=bench", "AWS_SECRET_ACCESS_KEY=bench-secret-key", "DAB_S3_PATH_STYLE=true",
+		"DAB_CONCURRENCY="+strconv.Itoa(concurrency))
+
+	small := filepath.Join(work, "small")
+	if err := makeFiles(small, nFiles, fileSize); err != nil {
+		return err
+	}
+	bigFile := filepath.Join(work, "big", "big.bin")
+	if err := makeFiles(filepath.Dir(bigFile), 1, int(bigSize)); err != nil {
+		return err
+	}
+	os.Rename(filepath.Join(filepath.Dir(bigFile), "f00000.bin"), bigFile)
+
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	defer rdb.Close()
+	records := asset.NewStore(rdb, "dab:")
+
+	fmt.Printf("dab upload pipeline vs plain AWS SDK uploader, versitygw on loopback, %d-way concurrency\n\n", concurrency)
+	dabSmall, err := runDab(dabBin, env, records, small, "small", nFiles)
+	if err != nil {
+		return err
+	}
+	baseSmall, err := runSelf(small, "baseline-small", concurrency, env)
+	if err != nil {
+		return err
+	}
+	dabBig, err := runDab(dabBin, env, records, filepath.Dir(bigFile), "big", nFiles+1)
+	if err != nil {
+		return err
+	}
+	baseBig, err := runSelf(bigFile, "baseline-big", concurrency, env)
+	if err != nil {
+		return err
+	}
+	report(fmt.Sprintf("%d files of %d B", nFiles, fileSize), dabSmall, baseSmall)
+	report(fmt.Sprintf("1 file of %s", config.FormatBytes(bigSize)), dabBig, baseBig)
+	fmt.Println("\ndab: `dab upload` (spool: copy + SHA-256 + fsync, enqueue) and `dab work` (conditional put with")
+	fmt.Println("SHA-256, verify, plugin, Redis record), timed until the last record exists; peak RSS is the worker's.")
+	fmt.Println("baseline: PutObject per file (small) / transfer manager UploadObject (big), no spool, no records.")
+	return nil
+}
+
+func report(what string, d, b result) {
+	fmt.Printf("%s\n", what)
+	fmt.Printf("  %-10s %10s %10s %12s\n", "", "files/s", "MiB/s", "peak RSS")
+	fmt.Printf("  %-10s %10.1f %10.1f %9.1f MiB\n", "dab", d.filesPerSec(), d.mibPerSec(), float64(d.PeakRSS)/(1<<20))
+	fmt.Printf("  %-10s %10.1f %10.1f %9.1f MiB\n", "baseline", b.filesPerSec(), b.mibPerSec(), float64(b.PeakRSS)/(1<<20))
+	fmt.Printf("  (dab: %.2fs of %.2fs in `dab upload`, spooling and queueing)\n", d.SpoolSeconds, d.Seconds)
+	fmt.Printf("  %-10s %10.2f %10.2f %12.2f\n\n", "dab/base", d.filesPerSec()/b.filesPerSec(), d.mibPerSec()/b.mibPerSec(), float64(d.PeakRSS)/float64(b.PeakRSS))
+}
+
+func makeFiles(dir string, n, size int) error {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	buf := make([]byte, min(size, 4<<20))
+	for i := range n {
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("f%05d.bin", i)))
+		if err != nil {
+			return err
+		}
+		w := bufio.NewWriter(f)
+		for left := size; left > 0; left -= len(buf) {
+			rand.Read(buf)
+			w.Write(buf[:min(left, len(buf))])
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		f.Close()
+	}
+	return nil
+}
+
+// runDab starts a fresh `dab work`, uploads every file of dir with `dab
+// upload`, and waits until the records number wantRecords.
+func runDab(dabBin string, env []string, records *asset.Store, dir, folder string, wantRecords int) (result, error) {
+	worker := exec.Command(dabBin, "work")
+	worker.Env = env
+	worker.Stdout, worker.Stderr = io.Discard, io.Discard
+	if err := worker.Start(); err != nil {
+		return result{}, err
+	}
+	defer func() {
+		worker.Process.Signal(os.Interrupt)
+		worker.Wait()
+	}()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return result{}, err
+	}
+	args := []string{"upload", "--folder", folder}
+	var total int64
+	for _, e := range entries {
+		args = append(args, filepath.Join(dir, e.Name()))
+		if info, err := e.Info(); err == nil {
+			total += info.Size()
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // let the worker finish its start-up checks
+	start := time.Now()
+	up := exec.Command(dabBin, args...)
+	up.Env = env
+	if out, err := up.CombinedOutput(); err != nil {
+		return result{}, fmt.Errorf("dab upload: %v: %s", err, lastLine(string(out)))
+	}
+	spooled := time.Since(start).Seconds()
+	for {
+		n, err := records.Count(context.Background(), "")
+		if err != nil {
+			return result{}, err
+		}
+		if int(n) >= wantRecords {
+			break
+		}
+		if time.Since(start) > 30*time.Minute {
+			return result{}, fmt.Errorf("only %d of %d records after 30 minutes", n, wantRecords)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return result{Files: len(entries), Bytes: total, Seconds: time.Since(start).Seconds(), PeakRSS: peakRSS(worker.Process.Pid), SpoolSeconds: spooled}, nil
+}
+
+// runSelf runs this program as the baseline uploader in a child process, so
+// its peak RSS is its own.
+func runSelf(path, prefix string, concurrency int, env []string) (result, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return result{}, err
+	}
+	cmd := exec.Command(self, "-baseline", path, "-prefix", prefix, "-concurrency", strconv.Itoa(concurrency))
+	cmd.Env = env
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return result{}, fmt.Errorf("baseline: %w", err)
+	}
+	var r result
+	return r, json.Unmarshal(out, &r)
+}
+
+// runBaseline is what one would write without dab.
+func runBaseline(path, prefix string, concurrency int) (result, error) {
+	ctx := context.Background()
+	c := config.S3{Bucket: os.Getenv("AWS_S3_BUCKET"), Region: "us-east-1", Endpoint: os.Getenv("AWS_ENDPOINT_URL_S3"), PathStyle: true,
+		AccessKeyID: os.Getenv("AWS_ACCESS_KEY_ID"), SecretAccessKey: os.Getenv("AWS_SECRET_ACCESS_KEY")}
+	client, err := storage.NewClient(ctx, c)
+	if err != nil {
+		return result{}, err
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return result{}, err
+	}
+	start := time.Now()
+	if !st.IsDir() {
+		f, err := os.Open(path)
+		if err != nil {
+			return result{}, err
+		}
+		defer f.Close()
+		up := tm.New(client, func(o *tm.Options) { o.Concurrency = 4; o.PartSizeBytes = 8 << 20 })
+		if _, err := up.UploadObject(ctx, &tm.UploadObjectInput{
+			Bucket: aws.String(c.Bucket), Key: aws.String(prefix + "/" + filepath.Base(path)), Body: f,
+		}); err != nil {
+			return result{}, err
+		}
+		return result{Files: 1, Bytes: st.Size(), Seconds: time.Since(start).Seconds(), PeakRSS: peakRSS(os.Getpid())}, nil
+	}
+	entries, err := os.ReadDir(path)
+	if err != nil {
+		return result{}, err
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		total int64
+		first error
+		jobs  = make(chan string)
+	)
+	for range concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for name := range jobs {
+				f, err := os.Open(filepath.Join(path, name))
+				if err == nil {
+					var info os.FileInfo
+					info, err = f.Stat()
+					if err == nil {
+						_, err = client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(c.Bucket), Key: aws.String(prefix + "/" + name), Body: f})
+						mu.Lock()
+						total += info.Size()
+						mu.Unlock()
+					}
+					f.Close()
+				}
+				if err != nil {
+					mu.Lock()
+					first = err
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for _, e := range entries {
+		jobs <- e.Name()
+	}
+	close(jobs)
+	wg.Wait()
+	if first != nil {
+		return result{}, first
+	}
+	return result{Files: len(entries), Bytes: total, Seconds: time.Since(start).Seconds(), PeakRSS: peakRSS(os.Getpid())}, nil
+}
+
+// peakRSS reads a process's high-water mark of resident memory (VmHWM).
+func peakRSS(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			f := strings.Fields(line)
+			if len(f) >= 2 {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
