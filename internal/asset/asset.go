@@ -268,10 +268,15 @@ func (s *Store) List(ctx context.Context, o ListOptions) (Page, error) {
 		page.Records = append(page.Records, r)
 	}
 	if len(members) == o.Limit {
-		page.Next = base64.RawURLEncoding.EncodeToString([]byte(members[len(members)-1]))
+		page.Next = cursorOf(members[len(members)-1])
 	}
 	return page, nil
 }
+
+// CursorAfter is the cursor of the page that starts just after (older than) r.
+func CursorAfter(r Record) string { return cursorOf(member(r.CreatedAt, r.ID)) }
+
+func cursorOf(member string) string { return base64.RawURLEncoding.EncodeToString([]byte(member)) }
 
 var cursorPattern = regexp.MustCompile(`^[0-9]{15}:[0-9a-f]{20}$`)
 
