@@ -126,10 +126,11 @@ func (s *Spool) Put(r io.Reader, in Input) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	tmp := filepath.Join(s.dir, incomingDir, m.ID)
-	if err := os.Mkdir(tmp, 0o750); err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
+	tmp, unlock, err := s.newIncoming(m.ID)
+	if err != nil {
+		return nil, err
 	}
+	defer unlock()
 	committed := false
 	defer func() {
 		if !committed {
@@ -164,53 +165,6 @@ func (s *Spool) Put(r io.Reader, in Input) (*Manifest, error) {
 	}
 	committed = true
 	return m, nil
-}
-
-// Adopt moves an existing file (on the same filesystem) into a new entry by
-// rename, so no second copy of the bytes is written; it then reads the file
-// once to compute its size and SHA-256. The watcher claims files this way.
-func (s *Spool) Adopt(src string, in Input) (*Manifest, error) {
-	m, err := s.newManifest(in)
-	if err != nil {
-		return nil, err
-	}
-	tmp := filepath.Join(s.dir, incomingDir, m.ID)
-	if err := os.Mkdir(tmp, 0o750); err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
-	}
-	data := filepath.Join(tmp, dataFile)
-	if err := os.Rename(src, data); err != nil {
-		os.RemoveAll(tmp)
-		return nil, fmt.Errorf("spool: claim %s: %w", src, err)
-	}
-	f, err := os.Open(data)
-	if err != nil {
-		return nil, s.giveBack(tmp, data, src, err)
-	}
-	h := sha256.New()
-	sniff := &sniffer{}
-	n, err := io.Copy(io.MultiWriter(h, sniff), f)
-	if err == nil {
-		err = f.Sync()
-	}
-	f.Close()
-	if err != nil {
-		return nil, s.giveBack(tmp, data, src, err)
-	}
-	m.Size, m.SHA256, m.ContentType = n, hex.EncodeToString(h.Sum(nil)), contentType(m.Name, sniff.buf)
-	if err := s.commit(tmp, m); err != nil {
-		return nil, s.giveBack(tmp, data, src, err)
-	}
-	return m, nil
-}
-
-// giveBack returns an adopted file to where it came from after a failure.
-func (s *Spool) giveBack(tmp, data, src string, cause error) error {
-	if err := os.Rename(data, src); err != nil {
-		return fmt.Errorf("spool: adopt %s: %w (and the file could not be moved back, it is at %s: %v)", src, cause, data, err)
-	}
-	os.RemoveAll(tmp)
-	return fmt.Errorf("spool: adopt %s: %w", src, cause)
 }
 
 func (s *Spool) newManifest(in Input) (*Manifest, error) {

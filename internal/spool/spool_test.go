@@ -114,31 +114,3 @@ func TestFailedPutLeavesNothing(t *testing.T) {
 		t.Fatalf("left %d entries and %d incoming", len(list), len(incoming))
 	}
 }
-
-func TestAdopt(t *testing.T) {
-	t.Parallel()
-	s := open(t)
-	src := filepath.Join(filepath.Dir(s.Dir()), "NODE_b.png")
-	if err := os.WriteFile(src, []byte("png"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	m, err := s.Adopt(src, Input{Type: "cyoa", Path: "NODE_b.png", Source: "watcher"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(src); !errors.Is(err, os.ErrNotExist) {
-		t.Fatal("source still there after adopt")
-	}
-	if m.Size != 3 {
-		t.Fatalf("size %d", m.Size)
-	}
-	// A bad name gives the file back untouched.
-	src2 := filepath.Join(filepath.Dir(s.Dir()), "x")
-	os.WriteFile(src2, []byte("x"), 0o600)
-	if _, err := s.Adopt(src2, Input{Type: "cyoa", Path: "../x"}); err == nil {
-		t.Fatal("bad path adopted")
-	}
-	if _, err := os.Stat(src2); err != nil {
-		t.Fatalf("file lost after a refused adopt: %v", err)
-	}
-}
