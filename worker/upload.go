@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -105,7 +106,11 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 	}
 	// Only now, with the object verified and the record committed, may the
 	// spool entry go.
-	if err := w.deps.Spool.Remove(m.ID); err != nil {
+	if w.doneDir != "" {
+		if _, err := w.deps.Spool.MoveOut(m.ID, w.doneDir); err != nil {
+			return fmt.Errorf("upload: archive the original: %w", err)
+		}
+	} else if err := w.deps.Spool.Remove(m.ID); err != nil {
 		return fmt.Errorf("upload: %w", err)
 	}
 	log.Info("upload.done", "asset_id", rec.ID, "bytes", m.Size, "multipart", put.Multipart,
@@ -113,15 +118,31 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 	return nil
 }
 
-// fail marks the spool entry failed (it stays, with the reason beside it) and
-// returns err as a permanent failure: the task is archived at once, and an
-// operator who fixes the cause can re-run it.
-// The error handler logs it (task.failed); fail does not log too.
+// needsNewFile lists the failures that no configuration change can fix: the
+// file itself must change (be renamed, or spooled again).
+var needsNewFile = map[string]bool{
+	"Conflict": true, "SpoolChanged": true, "RecordConflict": true, "EntityTooLarge": true, "KeyTooLongError": true,
+}
+
+// fail records a permanent failure and returns err so that the task is
+// archived at once. A file that can never be uploaded as it is goes to the
+// failed folder with <name>.error.json beside it; otherwise (credentials,
+// bucket, permissions) the spool entry stays, marked failed, and an operator
+// who fixes the cause re-runs the task. The error handler logs the outcome
+// (task.failed); fail does not log too.
 func (w *Worker) fail(taskID string, m *spool.Manifest, code string, err error) error {
-	if merr := w.deps.Spool.MarkFailed(m.ID, spool.Failure{Code: code, Message: err.Error(), TaskID: taskID}); merr != nil {
+	f := spool.Failure{Code: code, Message: err.Error(), TaskID: taskID}
+	if needsNewFile[code] {
+		where, ferr := w.deps.Spool.FailOut(m.ID, w.failedDir, f)
+		if ferr != nil {
+			return fmt.Errorf("%w (and moving the file to the failed folder: %v): %w", err, ferr, asynq.SkipRetry)
+		}
+		return fmt.Errorf("%w; the file is now %s, with %s.error.json beside it: %w", err, where, filepath.Base(where), asynq.SkipRetry)
+	}
+	if merr := w.deps.Spool.MarkFailed(m.ID, f); merr != nil {
 		err = fmt.Errorf("%w (and marking the spool entry failed: %v)", err, merr)
 	}
-	return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	return fmt.Errorf("%w; fix it and re-run the task: %w", err, asynq.SkipRetry)
 }
 
 func (w *Worker) writeResult(t *asynq.Task, r UploadResult) error {

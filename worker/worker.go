@@ -32,6 +32,13 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Logger receives task outcomes and asynq's own messages; default slog.Default().
 	Logger *slog.Logger
+	// FailedDir receives files that can never be uploaded as they are (a
+	// same-name conflict, a file that changed), with <name>.error.json beside
+	// them. Required.
+	FailedDir string
+	// DoneDir, when set, receives the original of every uploaded file; when
+	// empty the spool entry is deleted.
+	DoneDir string
 }
 
 // Deps are the parts the handlers use.
@@ -49,12 +56,17 @@ type Worker struct {
 	mux  *asynq.ServeMux
 	deps Deps
 	log  *slog.Logger
+
+	failedDir, doneDir string
 }
 
 // New builds a worker; Run starts it.
 func New(rdb redis.UniversalClient, cfg Config, d Deps) (*Worker, error) {
 	if cfg.Concurrency <= 0 {
 		return nil, errors.New("worker: Concurrency must be at least 1")
+	}
+	if cfg.FailedDir == "" {
+		return nil, errors.New("worker: FailedDir is required")
 	}
 	if d.Spool == nil || d.Storage == nil || d.Assets == nil || d.Plugins == nil {
 		return nil, errors.New("worker: Deps needs Spool, Storage, Assets and Plugins")
@@ -68,7 +80,7 @@ func New(rdb redis.UniversalClient, cfg Config, d Deps) (*Worker, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	w := &Worker{rdb: rdb, deps: d, log: cfg.Logger}
+	w := &Worker{rdb: rdb, deps: d, log: cfg.Logger, failedDir: cfg.FailedDir, doneDir: cfg.DoneDir}
 	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:     cfg.Concurrency,
 		Queues:          cfg.Queues,

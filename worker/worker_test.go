@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -38,6 +39,7 @@ type testBundle struct {
 	assets *asset.Store
 	client *asynq.Client
 	insp   *asynq.Inspector
+	failed string // the failed folder
 }
 
 func setup(t *testing.T) *testBundle {
@@ -53,6 +55,7 @@ func setup(t *testing.T) *testBundle {
 		assets: asset.NewStore(rdb, "dab:"),
 		client: asynq.NewClientFromRedisClient(rdb),
 		insp:   asynq.NewInspectorFromRedisClient(rdb),
+		failed: filepath.Join(t.TempDir(), "failed"),
 	}
 	return b
 }
@@ -64,7 +67,7 @@ func (b *testBundle) startWorker(t *testing.T, c config.S3) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := worker.New(b.rdb, worker.Config{Concurrency: 4, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, worker.Deps{
+	w, err := worker.New(b.rdb, worker.Config{Concurrency: 4, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), FailedDir: b.failed}, worker.Deps{
 		Spool: b.spool, Storage: storage.New(client, c), Assets: b.assets, Plugins: builtin.Registry(),
 	})
 	if err != nil {
@@ -234,7 +237,8 @@ func TestSameNameConflictKeepsBoth(t *testing.T) {
 	m1 := b.spoolBytes(t, "cyoa", "NODE_a.png", first)
 	b.waitState(t, task.UploadTaskID(m1.ID), asynq.TaskStateCompleted)
 
-	m2 := b.spoolBytes(t, "cyoa", "NODE_a.png", randomBytes(100, 2))
+	second := randomBytes(100, 2)
+	m2 := b.spoolBytes(t, "cyoa", "NODE_a.png", second)
 	info := b.waitState(t, task.UploadTaskID(m2.ID), asynq.TaskStateArchived)
 	if !strings.Contains(info.LastErr, "never overwrites") || info.Retried != 0 {
 		t.Fatalf("archived after %d retries with %q", info.Retried, info.LastErr)
@@ -242,13 +246,17 @@ func TestSameNameConflictKeepsBoth(t *testing.T) {
 	if got := b.readObject(t, "cyoa/NODE_a.png"); !bytes.Equal(got, first) {
 		t.Fatal("the first object was overwritten")
 	}
-	// The second file is kept in the spool, marked failed with the reason.
-	if _, err := b.spool.Get(m2.ID); err != nil {
-		t.Fatalf("conflicting spool entry was lost: %v", err)
+	// The second file is kept in the failed folder, the reason beside it.
+	kept := filepath.Join(b.failed, "cyoa", "NODE_a.png")
+	if data, err := os.ReadFile(kept); err != nil || !bytes.Equal(data, second) {
+		t.Fatalf("conflicting file not kept in the failed folder: %v", err)
 	}
-	f, err := b.spool.Failed(m2.ID)
-	if err != nil || f == nil || f.Code != "Conflict" || !strings.Contains(f.Message, "rename the file") {
-		t.Fatalf("failure mark = %+v, %v", f, err)
+	note, err := os.ReadFile(kept + ".error.json")
+	if err != nil || !strings.Contains(string(note), `"code": "Conflict"`) || !strings.Contains(string(note), "rename the file") {
+		t.Fatalf("error note = %s, %v", note, err)
+	}
+	if !strings.Contains(info.LastErr, kept) {
+		t.Fatalf("task error does not say where the file is: %q", info.LastErr)
 	}
 }
 
@@ -272,7 +280,7 @@ func TestPermanentErrorsThenFixAndRerun(t *testing.T) {
 			// The broken worker runs in its own scope so the fixed one replaces it.
 			badCtx, stopBad := context.WithCancel(context.Background())
 			client, _ := storage.NewClient(context.Background(), bad)
-			w, err := worker.New(b.rdb, worker.Config{Concurrency: 2, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+			w, err := worker.New(b.rdb, worker.Config{Concurrency: 2, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), FailedDir: b.failed},
 				worker.Deps{Spool: b.spool, Storage: storage.New(client, bad), Assets: b.assets, Plugins: builtin.Registry()})
 			if err != nil {
 				t.Fatal(err)

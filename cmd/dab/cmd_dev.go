@@ -132,7 +132,7 @@ func runDev(ctx context.Context, e *env, args []string) error {
 		state.PID = 0
 		config.WriteDevState(dataDir, state)
 	}()
-	return a.runWorker(ctx, func() error {
+	return a.serve(ctx, roles{worker: true, watcher: true}, func() error {
 		if err := config.WriteDevState(dataDir, state); err != nil {
 			return err
 		}
@@ -140,6 +140,8 @@ func runDev(ctx context.Context, e *env, args []string) error {
 		for _, n := range notes {
 			fmt.Fprintln(a.stdout, "  "+n)
 		}
+		drop, _ := filepath.Abs(a.cfg.DropDir)
+		fmt.Fprintf(a.stdout, "  drop:   %s (drop files into %s/<type>/, e.g. %s/cyoa/forest/NODE_intro.png)\n", drop, drop, drop)
 		fmt.Fprintf(a.stdout, "Try, from this folder or with DAB_DATA_DIR=%s:\n  dab upload FILE --type cyoa\n  dab assets list\nStop with Ctrl-C.\n", dataDir)
 		return nil
 	})

@@ -8,39 +8,92 @@ import (
 
 	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
+	"github.com/dab-assets/dab/watcher"
 	"github.com/dab-assets/dab/worker"
 )
 
 // runWork runs a worker until SIGINT or SIGTERM.
 func runWork(ctx context.Context, e *env, args []string) error {
-	a, err := e.parse("work", args, nil)
+	return runRoles(ctx, e, "work", args, roles{worker: true})
+}
+
+// runWatch runs a drop-folder watcher until SIGINT or SIGTERM.
+func runWatch(ctx context.Context, e *env, args []string) error {
+	return runRoles(ctx, e, "watch", args, roles{watcher: true})
+}
+
+// runServe runs the watcher and the worker in one process.
+func runServe(ctx context.Context, e *env, args []string) error {
+	return runRoles(ctx, e, "serve", args, roles{worker: true, watcher: true})
+}
+
+// roles says what one process runs.
+type roles struct{ worker, watcher bool }
+
+func runRoles(ctx context.Context, e *env, name string, args []string, r roles) error {
+	a, err := e.parse(name, args, nil)
 	if err != nil {
 		return err
 	}
 	if len(a.args) > 0 {
-		return fmt.Errorf("%w: dab work takes no arguments, got %q", errUsage, a.args)
+		return fmt.Errorf("%w: dab %s takes no arguments, got %q", errUsage, name, a.args)
 	}
-	return a.runWorker(ctx, nil)
+	return a.serve(ctx, r, nil)
 }
 
-// runWorker connects, checks Redis and the bucket, calls ready (if set) and
-// processes tasks until ctx ends.
-func (a *app) runWorker(ctx context.Context, ready func() error) error {
+// serve connects to Redis, builds the roles (checking what each needs at
+// start), calls ready (if set) and runs them until ctx ends or one fails.
+func (a *app) serve(ctx context.Context, r roles, ready func() error) error {
 	rdb, err := a.connectRedis(ctx)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	w, err := a.newWorker(ctx, rdb)
-	if err != nil {
-		return err
+	var runs []func(context.Context) error
+	if r.worker {
+		w, err := a.newWorker(ctx, rdb)
+		if err != nil {
+			return err
+		}
+		runs = append(runs, w.Run)
+	}
+	if r.watcher {
+		wt, err := a.newWatcher(rdb)
+		if err != nil {
+			return err
+		}
+		runs = append(runs, wt.Run)
 	}
 	if ready != nil {
 		if err := ready(); err != nil {
 			return err
 		}
 	}
-	return w.Run(ctx)
+	return runTogether(ctx, runs...)
+}
+
+// runTogether runs each function until ctx ends; when one returns an error
+// the others are stopped and that error is returned.
+func runTogether(ctx context.Context, runs ...func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(runs))
+	for _, run := range runs {
+		go func() {
+			err := run(ctx)
+			if err != nil {
+				cancel()
+			}
+			errs <- err
+		}()
+	}
+	var first error
+	for range runs {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // newWorker checks Redis and the bucket and builds a worker on them.
@@ -57,8 +110,22 @@ func (a *app) newWorker(ctx context.Context, rdb redis.UniversalClient) (*worker
 		return nil, err
 	}
 	a.log.Info("worker.config", "redis", config.RedactURL(a.cfg.RedisURL), "store", st.String(),
-		"spool", sp.Dir(), "concurrency", a.cfg.Concurrency, "key_prefix", a.cfg.KeyPrefix)
+		"spool", sp.Dir(), "concurrency", a.cfg.Concurrency, "key_prefix", a.cfg.KeyPrefix,
+		"failed_dir", a.cfg.FailedRoot(), "done_dir", a.cfg.DoneDir)
 	return worker.New(rdb, worker.Config{
 		Concurrency: a.cfg.Concurrency, ShutdownTimeout: a.cfg.ShutdownTimeout, Logger: a.log,
+		FailedDir: a.cfg.FailedRoot(), DoneDir: a.cfg.DoneDir,
 	}, worker.Deps{Spool: sp, Storage: st, Assets: a.assets(rdb), Plugins: builtin.Registry()})
+}
+
+// newWatcher builds a drop-folder watcher that enqueues through rdb.
+func (a *app) newWatcher(rdb redis.UniversalClient) (*watcher.Watcher, error) {
+	sp, err := a.spool()
+	if err != nil {
+		return nil, err
+	}
+	return watcher.New(watcher.Config{
+		DropDir: a.cfg.DropDir, FailedDir: a.cfg.FailedRoot(), Types: builtin.Registry().Types(),
+		Settle: a.cfg.Settle, RescanInterval: a.cfg.RescanInterval, Poll: a.cfg.Poll, Logger: a.log,
+	}, sp, a.asynqClient(rdb))
 }

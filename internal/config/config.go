@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -44,6 +45,23 @@ type Config struct {
 	// ShutdownTimeout bounds how long a stopping worker waits for running
 	// tasks before handing them back to the queue. Default 25s.
 	ShutdownTimeout time.Duration
+
+	// DropDir is the folder the watcher takes files from. Default ./drop.
+	DropDir string
+	// DoneDir, when set, receives the original of every uploaded file
+	// (DoneDir/<type>/<path>); when empty the spool copy is deleted.
+	DoneDir string
+	// FailedDir receives files that cannot be uploaded, each with a
+	// <name>.error.json; empty means <DataDir>/failed.
+	FailedDir string
+	// Settle is how long a file must stay unchanged before it is taken. Default 1s.
+	Settle time.Duration
+	// RescanInterval is how often the watcher walks the whole drop folder
+	// (the safety net for lost events). Default 30s.
+	RescanInterval time.Duration
+	// Poll makes the watcher rely on rescans only, for network filesystems
+	// that send no events; RescanInterval then defaults to 2s.
+	Poll bool
 
 	S3 S3
 	// Sources says where each setting's value came from (default, env, flag,
@@ -100,6 +118,24 @@ func Settings() []Setting {
 		{Env: "DAB_SHUTDOWN_TIMEOUT", Flag: "shutdown-timeout", Default: "25s",
 			Usage: "how long a stopping worker waits for running tasks before handing them back",
 			get:   func(c *Config) string { return c.ShutdownTimeout.String() }, set: durationSetter(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
+		{Env: "DAB_DROP_DIR", Flag: "drop-dir", Default: "./drop",
+			Usage: "drop folder the watcher takes files from (drop/<type>/...)",
+			get:   func(c *Config) string { return c.DropDir }, set: func(c *Config, v string) error { c.DropDir = v; return nil }},
+		{Env: "DAB_DONE_DIR", Flag: "done-dir", Default: "",
+			Usage: "archive of uploaded originals (<done>/<type>/<path>); empty deletes them after upload",
+			get:   func(c *Config) string { return c.DoneDir }, set: func(c *Config, v string) error { c.DoneDir = v; return nil }},
+		{Env: "DAB_FAILED_DIR", Flag: "failed-dir", Default: "",
+			Usage: "where files that cannot be uploaded go, with <name>.error.json; empty means <data dir>/failed",
+			get:   func(c *Config) string { return c.FailedDir }, set: func(c *Config, v string) error { c.FailedDir = v; return nil }},
+		{Env: "DAB_SETTLE", Flag: "settle", Default: "1s",
+			Usage: "how long a file must stay unchanged before the watcher takes it",
+			get:   func(c *Config) string { return c.Settle.String() }, set: durationSetter(func(c *Config) *time.Duration { return &c.Settle })},
+		{Env: "DAB_RESCAN_INTERVAL", Flag: "rescan-interval", Default: "30s",
+			Usage: "how often the watcher walks the whole drop folder (2s by default with DAB_POLL)",
+			get:   func(c *Config) string { return c.RescanInterval.String() }, set: durationSetter(func(c *Config) *time.Duration { return &c.RescanInterval })},
+		{Env: "DAB_POLL", Flag: "poll", Default: "false",
+			Usage: "watch by rescanning only, for network filesystems that send no file events",
+			get:   func(c *Config) string { return strconv.FormatBool(c.Poll) }, set: boolSetter(func(c *Config) *bool { return &c.Poll })},
 		{Env: "AWS_S3_BUCKET", Flag: "bucket", Default: "",
 			Usage: "S3 bucket that holds the assets",
 			get:   func(c *Config) string { return c.S3.Bucket }, set: func(c *Config, v string) error { c.S3.Bucket = v; return nil }},
@@ -238,6 +274,9 @@ func (l *Loader) Load() (*Config, error) {
 	for k, v := range l.cfg.Sources {
 		cfg.Sources[k] = v
 	}
+	if cfg.Poll && cfg.Sources["DAB_RESCAN_INTERVAL"] == "default" {
+		cfg.RescanInterval = 2 * time.Second // polling is the only way to see files
+	}
 	errs := append([]error(nil), l.errs...)
 	errs = append(errs, cfg.validate()...)
 	if len(errs) > 0 {
@@ -281,6 +320,15 @@ func (c *Config) validate() []error {
 	if c.Concurrency < 1 || c.Concurrency > 10000 {
 		bad("DAB_CONCURRENCY", "%d is out of range: use 1 to 10000", c.Concurrency)
 	}
+	if strings.TrimSpace(c.DropDir) == "" {
+		bad("DAB_DROP_DIR", "is empty: give the drop folder, such as ./drop")
+	}
+	if c.Settle < 0 || c.Settle > time.Hour {
+		bad("DAB_SETTLE", "%s is out of range: use 0s to 1h", c.Settle)
+	}
+	if c.RescanInterval < 100*time.Millisecond {
+		bad("DAB_RESCAN_INTERVAL", "%s is too short: use at least 100ms", c.RescanInterval)
+	}
 	if c.ShutdownTimeout < time.Second {
 		bad("DAB_SHUTDOWN_TIMEOUT", "%s is too short: use at least 1s", c.ShutdownTimeout)
 	}
@@ -311,6 +359,14 @@ func (c *Config) validate() []error {
 		bad("DAB_PART_CONCURRENCY", "%d is out of range: use 1 to 64", c.S3.PartConcurrency)
 	}
 	return errs
+}
+
+// FailedRoot is the failed folder: DAB_FAILED_DIR or <data dir>/failed.
+func (c *Config) FailedRoot() string {
+	if c.FailedDir != "" {
+		return c.FailedDir
+	}
+	return filepath.Join(c.DataDir, "failed")
 }
 
 // RequireS3 checks what a role that talks to S3 needs beyond validate.

@@ -463,3 +463,16 @@ func (s *Spool) FailOut(id, root string, f Failure) (string, error) {
 		Type: m.Type, Path: m.Path, Size: m.Size, SHA256: m.SHA256, Source: m.Source, Failure: f, SpooledAt: m.CreatedAt,
 	})
 }
+
+// Return gives an entry's file back to path (where a watcher claimed it
+// from) and removes the entry. It never replaces a file: when path is taken
+// it returns fs.ErrExist and the entry stays.
+func (s *Spool) Return(id, path string) error {
+	if _, err := s.entryDir(id); err != nil {
+		return err
+	}
+	if err := renameNoReplace(filepath.Join(s.dir, id, dataFile), path); err != nil {
+		return fmt.Errorf("spool: return entry %s to %s: %w", id, path, err)
+	}
+	return s.Remove(id)
+}

@@ -1,0 +1,519 @@
+package watcher
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/hibiken/asynq"
+
+	"github.com/dab-assets/dab/internal/harness"
+	"github.com/dab-assets/dab/internal/localsvc"
+	"github.com/dab-assets/dab/internal/spool"
+	"github.com/dab-assets/dab/worker/task"
+)
+
+// bundle is one test's drop folder, spool and real Redis.
+type bundle struct {
+	t      *testing.T
+	drop   string
+	failed string
+	spool  *spool.Spool
+	redis  *localsvc.Redis
+	client *asynq.Client
+	insp   *asynq.Inspector
+	logs   *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	dir := t.TempDir()
+	sp, err := spool.Open(filepath.Join(dir, "data", "spool"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := harness.Redis(t)
+	rdb := harness.RedisClient(t, r)
+	return &bundle{
+		t: t, drop: filepath.Join(dir, "drop"), failed: filepath.Join(dir, "data", "failed"), spool: sp, redis: r,
+		client: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb), logs: &syncBuffer{},
+	}
+}
+
+func (b *bundle) config() Config {
+	return Config{
+		DropDir: b.drop, FailedDir: b.failed, Types: []string{"cyoa", "generic"},
+		Settle: 300 * time.Millisecond, RescanInterval: 30 * time.Second,
+		Logger: slog.New(slog.NewJSONHandler(b.logs, nil)),
+	}
+}
+
+// start runs a watcher with cfg and sp until the test ends.
+func (b *bundle) start(cfg Config, sp *spool.Spool) *Watcher {
+	b.t.Helper()
+	w, err := New(cfg, sp, b.client)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	b.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.t.Errorf("watcher: %v", err)
+		}
+	})
+	// Wait for the type folders: the watcher is up.
+	b.eventually(5*time.Second, "type folders", func() bool {
+		_, err := os.Stat(filepath.Join(b.drop, "cyoa"))
+		return err == nil
+	})
+	return w
+}
+
+func (b *bundle) eventually(timeout time.Duration, what string, ok func() bool) {
+	b.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !ok() {
+		if time.Now().After(deadline) {
+			b.t.Fatalf("timed out waiting for %s; watcher log:\n%s", what, tail(b.logs.String()))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func tail(s string) string {
+	if len(s) > 3000 {
+		return "..." + s[len(s)-3000:]
+	}
+	return s
+}
+
+// entries returns the spool entries by S3 key, failing on a key seen twice.
+func entries(t *testing.T, sps ...*spool.Spool) map[string]*spool.Manifest {
+	t.Helper()
+	out := map[string]*spool.Manifest{}
+	for _, sp := range sps {
+		list, err := sp.List()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range list {
+			if prev, dup := out[m.Key()]; dup {
+				t.Fatalf("%s claimed twice (entries %s and %s)", m.Key(), prev.ID, m.ID)
+			}
+			out[m.Key()] = m
+		}
+	}
+	return out
+}
+
+// queued returns the number of upload tasks in the queue.
+func (b *bundle) queued() int {
+	info, err := b.insp.GetQueueInfo(task.QueueUploads)
+	if err != nil {
+		return 0
+	}
+	return info.Size
+}
+
+func write(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o640); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sum(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func TestLayoutAndTypes(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.start(b.config(), b.spool)
+	write(t, filepath.Join(b.drop, "top.txt"), []byte("top"))
+	write(t, filepath.Join(b.drop, "cyoa", "forest", "deep", "NODE_a.png"), []byte("node"))
+	write(t, filepath.Join(b.drop, "cyoa", "EDGE_a_to_b.png"), []byte(""))
+	write(t, filepath.Join(b.drop, "photos", "cat.jpg"), []byte("meow"))
+	b.eventually(10*time.Second, "3 entries", func() bool { return len(entries(t, b.spool)) == 3 })
+	got := entries(t, b.spool)
+	for _, key := range []string{"generic/top.txt", "cyoa/forest/deep/NODE_a.png", "cyoa/EDGE_a_to_b.png"} {
+		if got[key] == nil {
+			t.Errorf("no entry for %s (have %v)", key, got)
+		}
+	}
+	if m := got["cyoa/EDGE_a_to_b.png"]; m != nil && m.Size != 0 {
+		t.Errorf("empty file entry has size %d", m.Size)
+	}
+	b.eventually(5*time.Second, "3 tasks", func() bool { return b.queued() == 3 })
+	// The unknown type folder is left alone and reported once.
+	if _, err := os.Stat(filepath.Join(b.drop, "photos", "cat.jpg")); err != nil {
+		t.Fatal("file in an unknown type folder was moved")
+	}
+	if n := strings.Count(b.logs.String(), `"kind":"unknown-type"`); n != 1 {
+		t.Fatalf("unknown type reported %d times", n)
+	}
+}
+
+func TestSlowWriterIsTakenWhenComplete(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := b.config()
+	cfg.Settle = time.Second
+	b.start(cfg, b.spool)
+	path := filepath.Join(b.drop, "generic", "slow.bin")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []byte
+	for i := range 12 { // about 3 seconds, pauses shorter than the settle time
+		chunk := bytes.Repeat([]byte{byte(i)}, 100000)
+		f.Write(chunk)
+		all = append(all, chunk...)
+		time.Sleep(250 * time.Millisecond)
+		if len(entries(t, b.spool)) != 0 {
+			t.Fatalf("taken after %d of 12 chunks", i+1)
+		}
+	}
+	f.Close()
+	b.eventually(10*time.Second, "the slow file", func() bool { return len(entries(t, b.spool)) == 1 })
+	m := entries(t, b.spool)["generic/slow.bin"]
+	if m.Size != int64(len(all)) || m.SHA256 != sum(all) {
+		t.Fatalf("entry has %d bytes sha %s, want %d bytes sha %s", m.Size, m.SHA256, len(all), sum(all))
+	}
+}
+
+func TestRenamedInIsTakenAtOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := b.config()
+	cfg.Settle = 20 * time.Second // only the rename rule can take it in time
+	b.start(cfg, b.spool)
+	outside := filepath.Join(t.TempDir(), "NODE_fast.png")
+	write(t, outside, []byte("made elsewhere"))
+	old := time.Now().Add(-time.Hour)
+	os.Chtimes(outside, old, old)
+	if err := os.Rename(outside, filepath.Join(b.drop, "cyoa", "NODE_fast.png")); err != nil {
+		t.Fatal(err)
+	}
+	b.eventually(5*time.Second, "the renamed file", func() bool { return len(entries(t, b.spool)) == 1 })
+}
+
+func TestIgnoredNamesWaitForTheirRename(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.start(b.config(), b.spool)
+	for _, name := range []string{".hidden", "movie.mp4.part", "x.tmp", "dl.crdownload", ".a.swp", "~$report.docx", "notes.txt~"} {
+		write(t, filepath.Join(b.drop, "generic", name), []byte("in progress"))
+	}
+	write(t, filepath.Join(b.drop, "generic", ".git", "config"), []byte("hidden folder"))
+	time.Sleep(1500 * time.Millisecond)
+	if n := len(entries(t, b.spool)); n != 0 {
+		t.Fatalf("%d ignored files taken", n)
+	}
+	// The download finishes: renamed to its real name, it is taken.
+	os.Rename(filepath.Join(b.drop, "generic", "movie.mp4.part"), filepath.Join(b.drop, "generic", "movie.mp4"))
+	b.eventually(5*time.Second, "the renamed download", func() bool { return entries(t, b.spool)["generic/movie.mp4"] != nil })
+}
+
+func TestFilesPresentBeforeStartAndOrphanEntries(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for i := range 20 {
+		write(t, filepath.Join(b.drop, "cyoa", fmt.Sprintf("NODE_%d.png", i)), []byte{byte(i)})
+	}
+	// A crash between claim and enqueue left an entry without a task.
+	orphan, err := b.spool.Put(strings.NewReader("orphan"), spool.Input{Type: "generic", Path: "orphan.txt", Source: "watcher"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// And one entry whose task exists already must not be queued twice.
+	queued, _ := b.spool.Put(strings.NewReader("queued"), spool.Input{Type: "generic", Path: "queued.txt", Source: "watcher"})
+	tk, _ := task.NewUpload(task.UploadPayload{SpoolID: queued.ID})
+	if _, err := b.client.Enqueue(tk); err != nil {
+		t.Fatal(err)
+	}
+	b.start(b.config(), b.spool)
+	b.eventually(10*time.Second, "22 tasks", func() bool { return b.queued() == 22 && len(entries(t, b.spool)) == 22 })
+	if _, err := b.insp.GetTaskInfo(task.QueueUploads, task.UploadTaskID(orphan.ID)); err != nil {
+		t.Fatalf("orphan entry not queued: %v", err)
+	}
+}
+
+func TestManyFilesAndOverflow(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := b.config()
+	cfg.Claimers = 8
+	w := b.start(cfg, b.spool)
+	const n = 5000
+	for i := range n {
+		write(t, filepath.Join(b.drop, "generic", fmt.Sprintf("d%d", i%10), fmt.Sprintf("f%05d", i)), []byte(fmt.Sprint(i)))
+	}
+	b.eventually(120*time.Second, fmt.Sprintf("%d entries", n), func() bool { return len(entries(t, b.spool)) == n })
+	b.eventually(30*time.Second, fmt.Sprintf("%d tasks", n), func() bool { return b.queued() == n })
+	for key, m := range entries(t, b.spool) {
+		i := strings.TrimLeft(filepath.Base(key), "f0")
+		if i == "" {
+			i = "0"
+		}
+		if m.SHA256 != sum([]byte(i)) {
+			t.Fatalf("%s has the wrong content", key)
+		}
+	}
+	if st := w.Stats(); st.Claimed != n || st.Enqueued != n {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestOverflowRescans drives the overflow path directly: the kernel's queue
+// limit cannot be lowered in a test. With no events at all (polling with a
+// rescan far away), only the rescan an overflow triggers finds the files.
+func TestOverflowRescans(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := b.config()
+	cfg.Poll = true
+	cfg.RescanInterval = time.Hour
+	w := b.start(cfg, b.spool)
+	for i := range 50 {
+		write(t, filepath.Join(b.drop, "generic", fmt.Sprintf("lost-%d", i)), []byte("x"))
+	}
+	time.Sleep(500 * time.Millisecond)
+	if len(entries(t, b.spool)) != 0 {
+		t.Fatal("files found without events or a rescan")
+	}
+	w.handleError(fmt.Errorf("read events: %w", fsnotify.ErrEventOverflow))
+	b.eventually(10*time.Second, "50 entries after the overflow", func() bool { return len(entries(t, b.spool)) == 50 })
+	if st := w.Stats(); st.Overflows != 1 || st.Rescans < 2 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestPollingMode(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := b.config()
+	cfg.Poll = true
+	cfg.RescanInterval = 200 * time.Millisecond
+	b.start(cfg, b.spool)
+	write(t, filepath.Join(b.drop, "cyoa", "story", "HOPTO_x.png"), []byte("x"))
+	b.eventually(10*time.Second, "the polled file", func() bool { return len(entries(t, b.spool)) == 1 })
+}
+
+func TestTwoWatchersClaimEachFileOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	other, err := spool.Open(filepath.Join(t.TempDir(), "spool2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := b.config()
+	cfg.Settle = 50 * time.Millisecond
+	b.start(cfg, b.spool)
+	b.start(cfg, other)
+	const n = 500
+	for i := range n {
+		write(t, filepath.Join(b.drop, "generic", fmt.Sprintf("f%d", i)), []byte(fmt.Sprint(i)))
+	}
+	b.eventually(60*time.Second, "every file claimed", func() bool { return len(entries(t, b.spool, other)) == n })
+	b.eventually(10*time.Second, "every file queued once", func() bool { return b.queued() == n })
+	left, _ := os.ReadDir(filepath.Join(b.drop, "generic"))
+	if len(left) != 0 {
+		t.Fatalf("%d files left in the drop folder", len(left))
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	w := b.start(b.config(), b.spool)
+	secret := filepath.Join(t.TempDir(), "shadow")
+	write(t, secret, []byte("root:secret"))
+	os.Symlink(secret, filepath.Join(b.drop, "generic", "shadow.txt"))
+	os.Symlink(filepath.Dir(secret), filepath.Join(b.drop, "cyoa", "linked-dir"))
+	if err := syscall.Mkfifo(filepath.Join(b.drop, "generic", "pipe"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	bad := map[string]string{
+		"ctrl\x01name.png":                 "control character",
+		"bad\xffutf8.png":                  "UTF-8",
+		strings.Repeat("d", 250) + "/" + strings.Repeat("e", 250) + "/" + strings.Repeat("f", 250) + "/" + strings.Repeat("g", 250) + "/" + strings.Repeat("h", 100) + "/NODE_x.png": "S3 allows 1024",
+	}
+	for name := range bad {
+		write(t, filepath.Join(b.drop, "cyoa", name), []byte("bad"))
+	}
+	b.eventually(10*time.Second, "bad names in the failed folder", func() bool {
+		found := 0
+		filepath.WalkDir(b.failed, func(p string, d os.DirEntry, err error) error {
+			if err == nil && strings.HasSuffix(p, ".error.json") {
+				found++
+			}
+			return nil
+		})
+		return found == len(bad)
+	})
+	for name, want := range bad {
+		note, err := os.ReadFile(filepath.Join(b.failed, "cyoa", name) + ".error.json")
+		if err != nil || !strings.Contains(string(note), "InvalidName") || !strings.Contains(string(note), strings.Split(want, " ")[0]) {
+			t.Errorf("%q: note %s, %v", name[:min(len(name), 20)], note, err)
+		}
+	}
+	if n := len(entries(t, b.spool)); n != 0 {
+		t.Fatalf("%d bad inputs were spooled", n)
+	}
+	if _, err := os.Lstat(filepath.Join(b.drop, "generic", "shadow.txt")); err != nil {
+		t.Fatal("symlink was moved")
+	}
+	w.rescan()
+	w.rescan()
+	kinds := map[string]int{}
+	for _, p := range w.Problems() {
+		kinds[p.Kind]++
+	}
+	if kinds["symlink"] != 2 || kinds["not-a-file"] != 1 {
+		t.Fatalf("problems %v", w.Problems())
+	}
+	logs := b.logs.String()
+	if strings.Count(logs, `"kind":"symlink"`) != 2 || strings.Count(logs, "named pipe") != 1 {
+		t.Fatalf("problems not logged exactly once each:\n%s", tail(logs))
+	}
+	if strings.Contains(logs, "root:secret") {
+		t.Fatal("the symlink's target was read")
+	}
+}
+
+func TestRedisDownLosesNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := b.config()
+	cfg.Settle = 50 * time.Millisecond
+	b.start(cfg, b.spool)
+	b.redis.Stop()
+	for i := range 5 {
+		write(t, filepath.Join(b.drop, "generic", fmt.Sprintf("f%d", i)), []byte("x"))
+	}
+	b.eventually(10*time.Second, "an enqueue failure", func() bool { return strings.Contains(b.logs.String(), "watcher.enqueue_failed") })
+	// Every file is back (or still) in the drop folder, untouched.
+	b.eventually(20*time.Second, "all files back in the drop folder", func() bool {
+		left, _ := os.ReadDir(filepath.Join(b.drop, "generic"))
+		return len(left) == 5 && len(entries(t, b.spool)) == 0
+	})
+	if err := b.redis.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	b.eventually(60*time.Second, "all 5 queued after Redis is back", func() bool { return b.queued() == 5 && len(entries(t, b.spool)) == 5 })
+}
+
+func TestFileReplacedOrDeletedWhileClaimed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	w, err := New(b.config(), b.spool, b.client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(b.drop, "generic", "a.txt")
+	write(t, path, []byte("first"))
+	st, _ := os.Stat(path)
+	job := claimJob{path: path, c: candidate{typ: "generic", rel: "a.txt", size: st.Size(), mtime: st.ModTime()}}
+	// Replaced after the watcher looked: put back, not taken.
+	time.Sleep(20 * time.Millisecond)
+	write(t, path, []byte("second, longer"))
+	w.pending[path] = &job.c
+	w.claim(context.Background(), job)
+	if data, _ := os.ReadFile(path); string(data) != "second, longer" || len(entries(t, b.spool)) != 0 {
+		t.Fatalf("replaced file: drop has %q, %d entries", data, len(entries(t, b.spool)))
+	}
+	// Deleted after the watcher looked: no crash, nothing taken.
+	os.Remove(path)
+	w.pending[path] = &job.c
+	w.claim(context.Background(), job)
+	if len(entries(t, b.spool)) != 0 {
+		t.Fatal("a deleted file produced an entry")
+	}
+}
+
+func TestConfigChecks(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := b.config()
+	cfg.FailedDir = filepath.Join(b.drop, "failed")
+	if _, err := New(cfg, b.spool, b.client); err == nil || !strings.Contains(err.Error(), "inside the drop folder") {
+		t.Fatalf("failed dir inside drop: %v", err)
+	}
+	inDrop, _ := spool.Open(filepath.Join(b.drop, "spool"))
+	if _, err := New(b.config(), inDrop, b.client); err == nil {
+		t.Fatal("spool inside drop accepted")
+	}
+	cfg = b.config()
+	cfg.Types = []string{"cyoa"}
+	if _, err := New(cfg, b.spool, b.client); err == nil || !strings.Contains(err.Error(), `"generic" must be registered`) {
+		t.Fatalf("types without generic: %v", err)
+	}
+}
+
+func TestIgnored(t *testing.T) {
+	t.Parallel()
+	for name, want := range map[string]bool{
+		".x": true, "a.part": true, "a.PART": true, "a.tmp": true, "a.crdownload": true, ".a.swp": true, "a.swp": true,
+		"~$doc.docx": true, "a~": true, "a.png": false, "part": false, "~a": false, "a.tmp.png": false,
+	} {
+		if ignored(name) != want {
+			t.Errorf("ignored(%q) = %v", name, !want)
+		}
+	}
+}
+
+// FuzzLocate: whatever path a file has below the drop folder, locate never
+// returns a path that leaves its type folder, and a type it returns is known.
+func FuzzLocate(f *testing.F) {
+	for _, s := range []string{"a.png", "cyoa/NODE_a.png", "cyoa/../../etc/passwd", "x/y", ".h/a", "cyoa/.h", "generic//a"} {
+		f.Add(s)
+	}
+	w := &Watcher{root: "/drop", types: map[string]bool{"cyoa": true, "generic": true}}
+	f.Fuzz(func(t *testing.T, rel string) {
+		typ, r, ok, _ := w.locate(filepath.Join("/drop", rel))
+		if !ok {
+			return
+		}
+		if !w.types[typ] || strings.HasPrefix(r, "/") || r == ".." || strings.HasPrefix(r, "../") || strings.Contains(r, "/../") {
+			t.Fatalf("locate(%q) = %q, %q", rel, typ, r)
+		}
+	})
+}
+
