@@ -371,8 +371,8 @@ func TestBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	bad := map[string]string{
-		"ctrl\x01name.png":                 "control character",
-		"bad\xffutf8.png":                  "UTF-8",
+		"ctrl\x01name.png": "control character",
+		"bad\xffutf8.png":  "UTF-8",
 		strings.Repeat("d", 250) + "/" + strings.Repeat("e", 250) + "/" + strings.Repeat("f", 250) + "/" + strings.Repeat("g", 250) + "/" + strings.Repeat("h", 100) + "/NODE_x.png": "S3 allows 1024",
 	}
 	for name := range bad {
@@ -516,4 +516,3 @@ func FuzzLocate(f *testing.F) {
 		}
 	})
 }
-
