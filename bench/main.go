@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,6 +62,7 @@ func main() {
 		concurrency = flag.Int("concurrency", 8, "worker concurrency and baseline parallelism")
 		baseline    = flag.String("baseline", "", "internal: run the baseline uploader on this folder or file and print a JSON result")
 		prefix      = flag.String("prefix", "", "internal: key prefix for the baseline")
+		settle      = flag.Duration("settle", time.Second, "DAB_SETTLE for the drop-folder runs")
 	)
 	flag.Parse()
 	if *baseline != "" {
@@ -76,7 +78,7 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	if err := run(*dabBin, *nFiles, *fileSize, big, *concurrency); err != nil {
+	if err := run(*dabBin, *nFiles, *fileSize, big, *concurrency, *settle); err != nil {
 		fail(err)
 	}
 }
@@ -86,7 +88,7 @@ func fail(err error) {
 	os.Exit(1)
 }
 
-func run(dabBin string, nFiles, fileSize int, bigSize int64, concurrency int) error {
+func run(dabBin string, nFiles, fileSize int, bigSize int64, concurrency int, settle time.Duration) error {
 	dabBin, err := filepath.Abs(dabBin)
 	if err != nil {
 		return err
@@ -155,9 +157,34 @@ func run(dabBin string, nFiles, fileSize int, bigSize int64, concurrency int) er
 	}
 	report(fmt.Sprintf("%d files of %d B", nFiles, fileSize), dabSmall, baseSmall)
 	report(fmt.Sprintf("1 file of %s", config.FormatBytes(bigSize)), dabBig, baseBig)
+	have := nFiles + 1
+	for _, run := range []struct {
+		mode  string
+		n     int
+		every time.Duration
+	}{
+		{"moved", nFiles, 0}, {"copied", nFiles, 0},
+		// One file at a time on an idle pipeline: the latency floor.
+		{"moved", 50, 100 * time.Millisecond}, {"copied", 50, 100 * time.Millisecond},
+	} {
+		d, err := runDrop(dabBin, env, records, work, run.mode, run.n, fileSize, settle, have, run.every)
+		if err != nil {
+			return err
+		}
+		have += run.n
+		how := "at once"
+		if run.every > 0 {
+			how = "one every " + run.every.String()
+		}
+		fmt.Printf("drop folder, %d files of %d B %s in, %s (DAB_SETTLE=%s)\n", run.n, fileSize, run.mode, how, settle)
+		fmt.Printf("  dab  %8.1f files/s (dab/baseline %.2f)   latency p50 %s  p99 %s  max %s\n\n",
+			d.filesPerSec(), d.filesPerSec()/baseSmall.filesPerSec(), d.p50.Round(time.Millisecond), d.p99.Round(time.Millisecond), d.max.Round(time.Millisecond))
+	}
 	fmt.Println("\ndab: `dab upload` (spool: copy + SHA-256 + fsync, enqueue) and `dab work` (conditional put with")
 	fmt.Println("SHA-256, verify, plugin, Redis record), timed until the last record exists; peak RSS is the worker's.")
 	fmt.Println("baseline: PutObject per file (small) / transfer manager UploadObject (big), no spool, no records.")
+	fmt.Println("drop folder: `dab watch` + `dab work`; latency from a file's arrival (rename into the folder, or the end")
+	fmt.Println("of its write) to its record. Copied files wait DAB_SETTLE by design; moved files are taken at once.")
 	return nil
 }
 
@@ -359,4 +386,103 @@ func lastLine(s string) string {
 		return s[i+1:]
 	}
 	return s
+}
+
+type dropResult struct {
+	result
+	p50, p99, max time.Duration
+}
+
+// runDrop starts `dab watch` and `dab work`, puts n files into the drop
+// folder (moved in by rename, or copied in by writing them there), and
+// measures throughput and the latency from each file's arrival to its record.
+func runDrop(dabBin string, env []string, records *asset.Store, work, mode string, n, size int, settle time.Duration, wantRecords int, every time.Duration) (dropResult, error) {
+	drop := filepath.Join(work, "drop")
+	env = append(env, "DAB_DROP_DIR="+drop, "DAB_SETTLE="+settle.String())
+	for _, role := range []string{"work", "watch"} {
+		cmd := exec.Command(dabBin, role)
+		cmd.Env = env
+		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+		if err := cmd.Start(); err != nil {
+			return dropResult{}, err
+		}
+		defer func() {
+			cmd.Process.Signal(os.Interrupt)
+			cmd.Wait()
+		}()
+	}
+	name := fmt.Sprintf("%s-%d", mode, n)
+	staging := filepath.Join(work, "staging-"+name)
+	if err := makeFiles(staging, n, size); err != nil {
+		return dropResult{}, err
+	}
+	target := filepath.Join(drop, "generic", "bench-"+name)
+	if err := os.MkdirAll(target, 0o750); err != nil {
+		return dropResult{}, err
+	}
+	time.Sleep(time.Second) // the watcher's start-up scan
+	arrived := make(map[string]time.Time, n)
+	entries, _ := os.ReadDir(staging)
+	start := time.Now()
+	for _, e := range entries {
+		src, dst := filepath.Join(staging, e.Name()), filepath.Join(target, e.Name())
+		if mode == "moved" {
+			if err := os.Rename(src, dst); err != nil {
+				return dropResult{}, err
+			}
+		} else {
+			b, err := os.ReadFile(src)
+			if err == nil {
+				err = os.WriteFile(dst, b, 0o640)
+			}
+			if err != nil {
+				return dropResult{}, err
+			}
+		}
+		arrived["generic/bench-"+name+"/"+e.Name()] = time.Now()
+		time.Sleep(every)
+	}
+	for {
+		c, err := records.Count(context.Background(), "")
+		if err != nil {
+			return dropResult{}, err
+		}
+		if int(c) >= wantRecords+n {
+			break
+		}
+		if time.Since(start) > 10*time.Minute {
+			return dropResult{}, fmt.Errorf("only %d of %d records after 10 minutes", int(c)-wantRecords, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var lat []time.Duration
+	var last time.Time
+	cursor := ""
+	for {
+		page, err := records.List(context.Background(), asset.ListOptions{Type: "generic", Limit: 1000, Cursor: cursor})
+		if err != nil {
+			return dropResult{}, err
+		}
+		for _, r := range page.Records {
+			if t, ok := arrived[r.S3Key]; ok {
+				lat = append(lat, r.CreatedAt.Sub(t))
+				if r.CreatedAt.After(last) {
+					last = r.CreatedAt
+				}
+			}
+		}
+		if page.Next == "" {
+			break
+		}
+		cursor = page.Next
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	if len(lat) == 0 {
+		return dropResult{}, fmt.Errorf("no records of the dropped files")
+	}
+	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	return dropResult{
+		result: result{Files: len(lat), Bytes: int64(len(lat) * size), Seconds: last.Sub(start).Seconds()},
+		p50:    pct(0.50), p99: pct(0.99), max: lat[len(lat)-1],
+	}, nil
 }
