@@ -54,13 +54,16 @@ type e2e struct {
 	s3      *harness.S3
 	dataDir string
 	env     []string
+	// dir is the working folder of dab processes, so relative defaults
+	// (./drop, ./dab-data) never land in the repository.
+	dir string
 }
 
 func newE2E(t *testing.T) *e2e {
 	t.Helper()
 	r := harness.Redis(t)
 	s := harness.StartS3(t)
-	e := &e2e{t: t, redis: r.URL(), s3: s, dataDir: filepath.Join(t.TempDir(), "data")}
+	e := &e2e{t: t, redis: r.URL(), s3: s, dataDir: filepath.Join(t.TempDir(), "data"), dir: t.TempDir()}
 	c := s.Config()
 	// A clean environment: nothing of the developer's AWS or dab settings leaks in.
 	e.env = []string{
@@ -80,6 +83,7 @@ func (e *e2e) run(extraEnv []string, args ...string) (string, string, int) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, dabBin, args...)
 	cmd.Env = append(append([]string{}, e.env...), extraEnv...)
+	cmd.Dir = e.dir
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -104,6 +108,7 @@ func (e *e2e) start(extraEnv []string, args ...string) *proc {
 	e.t.Helper()
 	cmd := exec.Command(dabBin, args...)
 	cmd.Env = append(append([]string{}, e.env...), extraEnv...)
+	cmd.Dir = e.dir
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		e.t.Fatal(err)
@@ -348,7 +353,7 @@ func TestWorkerKilledMidMultipart(t *testing.T) {
 func TestDevRestartKeepsData(t *testing.T) {
 	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "data")
-	e := &e2e{t: t, dataDir: dataDir, env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "DAB_DATA_DIR=" + dataDir}}
+	e := &e2e{t: t, dataDir: dataDir, dir: t.TempDir(), env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "DAB_DATA_DIR=" + dataDir}}
 	if home, err := os.UserHomeDir(); err == nil {
 		// Let dab find versitygw where `go install` put it.
 		e.env = append(e.env, "GOPATH="+filepath.Join(home, "go"))

@@ -138,7 +138,26 @@ func TestWatcherKilledMidBurst(t *testing.T) {
 
 	e.start(nil, "watch").waitLog(t, "watcher.started", 30*time.Second)
 	records := e.records(t)
-	waitFor(t, 90*time.Second, fmt.Sprintf("%d records", n), func() bool { c, _ := records.Count(context.Background(), ""); return c >= n })
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		c, _ := records.Count(context.Background(), "")
+		if c >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			var left []string
+			filepath.WalkDir(drop, func(p string, d os.DirEntry, err error) error {
+				if err == nil && !d.IsDir() {
+					left = append(left, p)
+				}
+				return nil
+			})
+			spooled, _ := os.ReadDir(filepath.Join(e.dataDir, "spool"))
+			incoming, _ := os.ReadDir(filepath.Join(e.dataDir, "spool", ".incoming"))
+			t.Fatalf("%d of %d records after 90s; left in drop: %v; spool: %d entries, incoming %d", c, n, left, len(spooled), len(incoming))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	time.Sleep(time.Second) // anything doubled would show up now
 	if c, _ := records.Count(context.Background(), ""); c != n {
 		t.Fatalf("%d records, want %d", c, n)
@@ -165,4 +184,52 @@ func TestWatcherKilledMidBurst(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestDropFiveThousand drops 5,000 files at once into a running `dab serve`:
+// every one is uploaded and recorded, none twice.
+func TestDropFiveThousand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("uploads 5,000 files")
+	}
+	t.Parallel()
+	e := newE2E(t)
+	drop := filepath.Join(t.TempDir(), "drop")
+	e.env = append(e.env, "DAB_DROP_DIR="+drop, "DAB_SETTLE=200ms", "DAB_CONCURRENCY=16")
+	e.start(nil, "serve").waitLog(t, "watcher.started", 30*time.Second)
+	const n = 5000
+	staging := t.TempDir()
+	for i := range n {
+		if err := os.WriteFile(filepath.Join(staging, fmt.Sprintf("f%04d", i)), []byte(fmt.Sprint(i)), 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// All at once: one rename of the folder full of files.
+	if err := os.Rename(staging, filepath.Join(drop, "generic", "burst")); err != nil {
+		t.Fatal(err)
+	}
+	records := e.records(t)
+	waitFor(t, 5*time.Minute, "5,000 records", func() bool { c, _ := records.Count(context.Background(), ""); return c >= n })
+	time.Sleep(time.Second)
+	seen := map[string]bool{}
+	cursor := ""
+	for {
+		page, err := records.List(context.Background(), asset.ListOptions{Limit: 1000, Cursor: cursor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range page.Records {
+			if seen[r.S3Key] {
+				t.Fatalf("%s recorded twice", r.S3Key)
+			}
+			seen[r.S3Key] = true
+		}
+		if page.Next == "" {
+			break
+		}
+		cursor = page.Next
+	}
+	if len(seen) != n {
+		t.Fatalf("%d records, want %d", len(seen), n)
+	}
 }

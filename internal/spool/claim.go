@@ -224,10 +224,14 @@ func (s *Spool) finish(tmp, data string, m *Manifest, seen FileState) error {
 		return ErrChanging
 	}
 	m.Size, m.SHA256, m.ContentType = n, hex.EncodeToString(h.Sum(nil)), contentType(m.Name, sniff.buf)
-	if err := os.Remove(filepath.Join(tmp, originFile)); err != nil {
+	// The origin note goes only after the commit: until the entry is in
+	// place, the note is what tells Recover that this folder holds a
+	// user's file and not an abandoned stream.
+	if err := s.commit(tmp, m); err != nil {
 		return err
 	}
-	return s.commit(tmp, m)
+	os.Remove(filepath.Join(s.dir, m.ID, originFile))
+	return nil
 }
 
 // putBack returns a claimed file to where it came from, without replacing a

@@ -162,6 +162,11 @@ func TestRecover(t *testing.T) {
 	dropFile(t, c, "C")
 	crashAfterRename(t, s, c, false)
 	dropFile(t, c, "a new C") // a new file took the name meanwhile
+	// A claim killed while committing: manifest written, folder not yet renamed.
+	d := filepath.Join(dir, "d.txt")
+	dropFile(t, d, "D")
+	dID := crashAfterRename(t, s, d, false)
+	os.WriteFile(filepath.Join(s.Dir(), incomingDir, dID, manifestFile), []byte(`{"id":"`+dID+`"}`), 0o640)
 	// A stream that never finished.
 	tmp, unlock, _ := s.newIncoming(NewID())
 	os.WriteFile(filepath.Join(tmp, dataFile), []byte("half"), 0o640)
@@ -177,7 +182,7 @@ func TestRecover(t *testing.T) {
 		}
 		got[filepath.Base(r.Path)] = r.Action
 	}
-	for name, want := range map[string]string{"a.txt": "A", "b.txt": "B", "c.txt": "a new C"} {
+	for name, want := range map[string]string{"a.txt": "A", "b.txt": "B", "c.txt": "a new C", "d.txt": "D"} {
 		if data, err := os.ReadFile(filepath.Join(dir, name)); err != nil || string(data) != want {
 			t.Errorf("%s = %q, %v; want %q", name, data, err, want)
 		}
