@@ -26,6 +26,8 @@ type app struct {
 	args []string
 	// dev is the state of the running `dab dev` this command follows, if any.
 	dev *config.DevState
+	// httpURL is where this process's HTTP API listens, once bound.
+	httpURL string
 }
 
 // parse reads flags (anywhere on the line, before or after arguments) and the

@@ -127,12 +127,21 @@ func runDev(ctx context.Context, e *env, args []string) error {
 		notes = append(notes, "s3:     s3://"+devBucket+" at "+endpoint+" ("+where+")")
 	}
 
+	// The API needs a token: keep the one of the last run, or make one.
+	if !a.cfg.Explicit("DAB_ADMIN_TOKEN") {
+		a.cfg.AdminToken = prev.AdminToken
+		if len(a.cfg.AdminToken) < 16 {
+			a.cfg.AdminToken = randomHex(24)
+		}
+	}
+	state.AdminToken = a.cfg.AdminToken
 	defer func() {
 		// Keep ports and keys for the next start; mark this process gone.
 		state.PID = 0
 		config.WriteDevState(dataDir, state)
 	}()
-	return a.serve(ctx, roles{worker: true, watcher: true}, func() error {
+	return a.serve(ctx, roles{worker: true, watcher: true, http: true}, func() error {
+		state.HTTPURL = a.httpURL
 		if err := config.WriteDevState(dataDir, state); err != nil {
 			return err
 		}
@@ -140,6 +149,8 @@ func runDev(ctx context.Context, e *env, args []string) error {
 		for _, n := range notes {
 			fmt.Fprintln(a.stdout, "  "+n)
 		}
+		fmt.Fprintf(a.stdout, "  api:    %s (admin token: %s)\n", a.httpURL, a.cfg.AdminToken)
+		fmt.Fprintf(a.stdout, "          curl -H 'Authorization: Bearer %s' -F type=cyoa -F file=@NODE_intro.png %s/v1/assets\n", a.cfg.AdminToken, a.httpURL)
 		drop, _ := filepath.Abs(a.cfg.DropDir)
 		fmt.Fprintf(a.stdout, "  drop:   %s (drop files into %s/<type>/, e.g. %s/cyoa/forest/NODE_intro.png)\n", drop, drop, drop)
 		fmt.Fprintf(a.stdout, "Try, from this folder or with DAB_DATA_DIR=%s:\n  dab upload FILE --type cyoa\n  dab assets list\nStop with Ctrl-C.\n", dataDir)

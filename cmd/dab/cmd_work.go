@@ -17,18 +17,19 @@ func runWork(ctx context.Context, e *env, args []string) error {
 	return runRoles(ctx, e, "work", args, roles{worker: true})
 }
 
-// runWatch runs a drop-folder watcher until SIGINT or SIGTERM.
+// runWatch runs the intake (drop-folder watcher and HTTP API) until SIGINT
+// or SIGTERM.
 func runWatch(ctx context.Context, e *env, args []string) error {
-	return runRoles(ctx, e, "watch", args, roles{watcher: true})
+	return runRoles(ctx, e, "watch", args, roles{watcher: true, http: true})
 }
 
-// runServe runs the watcher and the worker in one process.
+// runServe runs the watcher, the HTTP API and the worker in one process.
 func runServe(ctx context.Context, e *env, args []string) error {
-	return runRoles(ctx, e, "serve", args, roles{worker: true, watcher: true})
+	return runRoles(ctx, e, "serve", args, roles{worker: true, watcher: true, http: true})
 }
 
 // roles says what one process runs.
-type roles struct{ worker, watcher bool }
+type roles struct{ worker, watcher, http bool }
 
 func runRoles(ctx context.Context, e *env, name string, args []string, r roles) error {
 	a, err := e.parse(name, args, nil)
@@ -63,6 +64,13 @@ func (a *app) serve(ctx context.Context, r roles, ready func() error) error {
 			return err
 		}
 		runs = append(runs, wt.Run)
+	}
+	if r.http {
+		run, err := a.newHTTP(ctx, rdb)
+		if err != nil {
+			return err
+		}
+		runs = append(runs, run)
 	}
 	if ready != nil {
 		if err := ready(); err != nil {

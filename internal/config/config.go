@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -62,6 +63,22 @@ type Config struct {
 	// Poll makes the watcher rely on rescans only, for network filesystems
 	// that send no events; RescanInterval then defaults to 2s.
 	Poll bool
+
+	// HTTPAddr is where the API listens (watch, serve, dev). Default 127.0.0.1:8080.
+	HTTPAddr string
+	// AdminToken is a bearer token with every scope.
+	AdminToken string
+	// TokensFile lists further tokens, one "scope[,scope] token" per line.
+	TokensFile string
+	// Insecure allows listening beyond loopback without any token.
+	Insecure bool
+	// MaxUploadBytes is the largest file the HTTP intake accepts. Default 5 GiB.
+	MaxUploadBytes int64
+	// MaxConcurrentUploads bounds HTTP uploads in progress. Default 16.
+	MaxConcurrentUploads int
+	// Server and Token make client commands go through a dab HTTP API
+	// instead of the local spool and Redis.
+	Server, Token string
 
 	S3 S3
 	// Sources says where each setting's value came from (default, env, flag,
@@ -136,6 +153,30 @@ func Settings() []Setting {
 		{Env: "DAB_POLL", Flag: "poll", Default: "false",
 			Usage: "watch by rescanning only, for network filesystems that send no file events",
 			get:   func(c *Config) string { return strconv.FormatBool(c.Poll) }, set: boolSetter(func(c *Config) *bool { return &c.Poll })},
+		{Env: "DAB_HTTP_ADDR", Flag: "http-addr", Default: "127.0.0.1:8080",
+			Usage: "address of the HTTP API (watch, serve, dev); a non-loopback address needs a token",
+			get:   func(c *Config) string { return c.HTTPAddr }, set: func(c *Config, v string) error { c.HTTPAddr = v; return nil }},
+		{Env: "DAB_ADMIN_TOKEN", Flag: "admin-token", Default: "", Secret: true,
+			Usage: "bearer token with every scope (at least 16 characters)",
+			get:   func(c *Config) string { return c.AdminToken }, set: func(c *Config, v string) error { c.AdminToken = v; return nil }},
+		{Env: "DAB_TOKENS_FILE", Flag: "tokens-file", Default: "",
+			Usage: "file of further tokens, one \"scope[,scope] token\" per line (scopes: ingest, read, purchase, admin)",
+			get:   func(c *Config) string { return c.TokensFile }, set: func(c *Config, v string) error { c.TokensFile = v; return nil }},
+		{Env: "DAB_INSECURE", Flag: "insecure", Default: "false",
+			Usage: "allow a non-loopback DAB_HTTP_ADDR without any token (warned at every start)",
+			get:   func(c *Config) string { return strconv.FormatBool(c.Insecure) }, set: boolSetter(func(c *Config) *bool { return &c.Insecure })},
+		{Env: "DAB_MAX_UPLOAD_BYTES", Flag: "max-upload-bytes", Default: "5GiB",
+			Usage: "largest file the HTTP intake accepts (413 beyond)",
+			get:   func(c *Config) string { return FormatBytes(c.MaxUploadBytes) }, set: bytesSetter(func(c *Config) *int64 { return &c.MaxUploadBytes })},
+		{Env: "DAB_MAX_CONCURRENT_UPLOADS", Flag: "max-concurrent-uploads", Default: "16",
+			Usage: "HTTP uploads in progress at once (503 beyond)",
+			get:   func(c *Config) string { return strconv.Itoa(c.MaxConcurrentUploads) }, set: intSetter(func(c *Config) *int { return &c.MaxConcurrentUploads })},
+		{Env: "DAB_SERVER", Flag: "server", Default: "",
+			Usage: "client commands: URL of a dab HTTP API to use instead of the local spool and Redis",
+			get:   func(c *Config) string { return c.Server }, set: func(c *Config, v string) error { c.Server = v; return nil }},
+		{Env: "DAB_TOKEN", Flag: "token", Default: "", Secret: true,
+			Usage: "client commands: bearer token for DAB_SERVER",
+			get:   func(c *Config) string { return c.Token }, set: func(c *Config, v string) error { c.Token = v; return nil }},
 		{Env: "AWS_S3_BUCKET", Flag: "bucket", Default: "",
 			Usage: "S3 bucket that holds the assets",
 			get:   func(c *Config) string { return c.S3.Bucket }, set: func(c *Config, v string) error { c.S3.Bucket = v; return nil }},
@@ -319,6 +360,20 @@ func (c *Config) validate() []error {
 	}
 	if c.Concurrency < 1 || c.Concurrency > 10000 {
 		bad("DAB_CONCURRENCY", "%d is out of range: use 1 to 10000", c.Concurrency)
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		bad("DAB_HTTP_ADDR", "%q is not host:port (example: 127.0.0.1:8080)", c.HTTPAddr)
+	}
+	if c.MaxUploadBytes < 1 {
+		bad("DAB_MAX_UPLOAD_BYTES", "must be at least 1 byte")
+	}
+	if c.MaxConcurrentUploads < 1 || c.MaxConcurrentUploads > 10000 {
+		bad("DAB_MAX_CONCURRENT_UPLOADS", "%d is out of range: use 1 to 10000", c.MaxConcurrentUploads)
+	}
+	if c.Server != "" {
+		if u, err := url.Parse(c.Server); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("DAB_SERVER", "%q is not an http:// or https:// URL", c.Server)
+		}
 	}
 	if strings.TrimSpace(c.DropDir) == "" {
 		bad("DAB_DROP_DIR", "is empty: give the drop folder, such as ./drop")

@@ -26,6 +26,9 @@ type DevState struct {
 	// Ports are reused at the next start so URLs stay stable.
 	RedisPort int `json:"redis_port"`
 	S3Port    int `json:"s3_port"`
+	// HTTP API of the running dab dev and its admin token.
+	HTTPURL    string `json:"http_url"`
+	AdminToken string `json:"admin_token"`
 }
 
 // DevDir is the folder `dab dev` keeps its servers' data in.
@@ -98,6 +101,9 @@ func (c *Config) ApplyDev(st *DevState) {
 	set("AWS_ACCESS_KEY_ID", &c.S3.AccessKeyID, st.AccessKey)
 	set("AWS_SECRET_ACCESS_KEY", &c.S3.SecretAccessKey, st.SecretKey)
 	set("DAB_S3_CHECKSUM", &c.S3.ChecksumMode, st.ChecksumMode)
+	if c.Token == "" {
+		set("DAB_TOKEN", &c.Token, st.AdminToken)
+	}
 	if st.S3Endpoint != "" {
 		c.S3.PathStyle = true
 		c.Sources["DAB_S3_PATH_STYLE"] = "dev"

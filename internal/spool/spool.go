@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"mime"
@@ -122,49 +123,106 @@ func ValidID(id string) bool { return idPattern.MatchString(id) }
 // Put streams r into a new entry, computing size and SHA-256 on the way, and
 // makes it visible only once bytes and manifest are on disk.
 func (s *Spool) Put(r io.Reader, in Input) (*Manifest, error) {
-	m, err := s.newManifest(in)
+	// Check the names before reading any bytes.
+	if _, err := s.newManifest(in); err != nil {
+		return nil, err
+	}
+	w, err := s.Create()
 	if err != nil {
 		return nil, err
 	}
-	tmp, unlock, err := s.newIncoming(m.ID)
+	defer w.Abort()
+	var dst io.Writer = w
+	if in.Progress != nil {
+		dst = io.MultiWriter(w, &progressWriter{report: in.Progress})
+	}
+	if _, err := io.Copy(dst, r); err != nil {
+		return nil, fmt.Errorf("spool: write %s: %w", in.Path, err)
+	}
+	return w.Commit(in)
+}
+
+// Writer streams bytes into a new entry whose names may not be known yet
+// (an HTTP form can send the file before its type). Nothing is visible until
+// Commit; Abort (safe after Commit) removes what was written.
+type Writer struct {
+	s       *Spool
+	id, tmp string
+	f       *os.File
+	h       hash.Hash
+	sniff   sniffer
+	n       int64
+	unlock  func()
+	done    bool
+}
+
+// Create starts a new entry.
+func (s *Spool) Create() (*Writer, error) {
+	id := NewID()
+	tmp, unlock, err := s.newIncoming(id)
 	if err != nil {
 		return nil, err
 	}
-	defer unlock()
-	committed := false
-	defer func() {
-		if !committed {
-			os.RemoveAll(tmp)
-		}
-	}()
 	f, err := os.OpenFile(filepath.Join(tmp, dataFile), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
 	if err != nil {
+		unlock()
+		os.RemoveAll(tmp)
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	h := sha256.New()
-	sniff := &sniffer{}
-	w := io.MultiWriter(f, h, sniff)
-	if in.Progress != nil {
-		w = io.MultiWriter(w, &progressWriter{report: in.Progress})
+	return &Writer{s: s, id: id, tmp: tmp, f: f, h: sha256.New(), unlock: unlock}, nil
+}
+
+// Write appends to the entry's bytes.
+func (w *Writer) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.h.Write(p[:n])
+	w.sniff.Write(p[:n])
+	w.n += int64(n)
+	return n, err
+}
+
+// Written is the number of bytes written so far.
+func (w *Writer) Written() int64 { return w.n }
+
+// Commit fsyncs the bytes, writes the manifest for in and makes the entry
+// visible. Bad names (in.Type, in.Path) are refused and the entry removed.
+func (w *Writer) Commit(in Input) (*Manifest, error) {
+	if w.done {
+		return nil, errors.New("spool: entry already committed or aborted")
 	}
-	n, err := io.Copy(w, r)
-	if err == nil {
-		err = f.Sync()
+	m, err := w.s.newManifest(in)
+	if err != nil {
+		w.Abort()
+		return nil, err
 	}
-	if cerr := f.Close(); err == nil {
+	m.ID = w.id
+	err = w.f.Sync()
+	if cerr := w.f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
+		w.Abort()
 		return nil, fmt.Errorf("spool: write %s: %w", m.Name, err)
 	}
-	m.Size = n
-	m.SHA256 = hex.EncodeToString(h.Sum(nil))
-	m.ContentType = contentType(m.Name, sniff.buf)
-	if err := s.commit(tmp, m); err != nil {
+	m.Size, m.SHA256, m.ContentType = w.n, hex.EncodeToString(w.h.Sum(nil)), contentType(m.Name, w.sniff.buf)
+	if err := w.s.commit(w.tmp, m); err != nil {
+		w.Abort()
 		return nil, err
 	}
-	committed = true
+	w.done = true
+	w.unlock()
 	return m, nil
+}
+
+// Abort drops an uncommitted entry; after Commit it does nothing.
+func (w *Writer) Abort() {
+	if w.done {
+		return
+	}
+	w.done = true
+	w.f.Close()
+	os.RemoveAll(w.tmp)
+	w.unlock()
 }
 
 func (s *Spool) newManifest(in Input) (*Manifest, error) {

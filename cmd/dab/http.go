@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dab-assets/dab/internal/api"
+	"github.com/dab-assets/dab/internal/idem"
+	"github.com/dab-assets/dab/internal/plugin/builtin"
+	"github.com/dab-assets/dab/watcher"
+	"github.com/dab-assets/dab/worker/task"
+)
+
+// newHTTP builds the HTTP API and binds its address (so a busy port fails at
+// start, and `dab dev` knows the address before it prints it). The returned
+// function serves until ctx ends.
+func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(context.Context) error, error) {
+	tokens, err := api.LoadTokens(a.cfg.AdminToken, a.cfg.TokensFile)
+	if err != nil {
+		return nil, err
+	}
+	open := false
+	switch {
+	case tokens.Empty() && a.cfg.Insecure:
+		open = true
+		a.log.Warn("http.insecure", "warning", "--insecure: the HTTP API on "+a.cfg.HTTPAddr+" answers anyone with every right (upload, read, purchase, admin); configure DAB_ADMIN_TOKEN or DAB_TOKENS_FILE")
+	case tokens.Empty() && !api.IsLoopback(a.cfg.HTTPAddr):
+		return nil, fmt.Errorf("DAB_HTTP_ADDR %s is reachable from other machines and no token is configured: set DAB_ADMIN_TOKEN (or DAB_TOKENS_FILE), listen on 127.0.0.1, or pass --insecure to serve without authentication", a.cfg.HTTPAddr)
+	case tokens.Empty():
+		a.log.Warn("http.no_tokens", "warning", "no token is configured: every API call except /healthz, /readyz and /v1/openapi.json is refused (401); set DAB_ADMIN_TOKEN")
+	}
+	sp, err := a.spool()
+	if err != nil {
+		return nil, err
+	}
+	srv := api.New(tokens, open, a.log)
+	checks := map[string]func(context.Context) error{
+		"redis": func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+	}
+	if a.cfg.S3.Bucket != "" {
+		st, err := a.storage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		checks["bucket"] = st.Check
+	}
+	api.RegisterQueries(srv, api.QueryDeps{
+		Inspector: asynq.NewInspectorFromRedisClient(rdb), Queues: []string{task.QueueUploads},
+		Assets: a.assets(rdb), Checks: checks,
+	})
+	intake, err := watcher.NewIntake(watcher.IntakeConfig{
+		Types: builtin.Registry().Types(), MaxBytes: a.cfg.MaxUploadBytes, MaxConcurrent: a.cfg.MaxConcurrentUploads,
+		TusDir: filepath.Join(a.cfg.DataDir, "tus"), Logger: a.log,
+	}, sp, a.asynqClient(rdb), idem.New(rdb, a.cfg.KeyPrefix))
+	if err != nil {
+		return nil, err
+	}
+	if err := intake.Register(srv); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on DAB_HTTP_ADDR %s: %w (is another dab running? choose another port)", a.cfg.HTTPAddr, err)
+	}
+	a.httpURL = "http://" + ln.Addr().String()
+	return func(ctx context.Context) error {
+		return api.Serve(ctx, ln, srv.Handler(), a.cfg.ShutdownTimeout, a.log)
+	}, nil
+}

@@ -1,0 +1,169 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+)
+
+var knownScopes = map[string]bool{ScopeIngest: true, ScopeRead: true, ScopePurchase: true, ScopeAdmin: true}
+
+// Tokens holds the accepted bearer tokens and their scopes. Tokens are kept
+// as SHA-256 digests and compared in constant time.
+type Tokens struct {
+	entries []tokenEntry
+}
+
+type tokenEntry struct {
+	digest [32]byte
+	scopes map[string]bool
+	name   string // for logs: "admin" or "tokens file line N"
+}
+
+// LoadTokens builds the token set from the admin token (may be empty) and a
+// tokens file (may be empty): one "scope[,scope] token" per line, '#' starts
+// a comment.
+func LoadTokens(adminToken, file string) (*Tokens, error) {
+	t := &Tokens{}
+	if adminToken != "" {
+		if err := checkToken(adminToken); err != nil {
+			return nil, fmt.Errorf("DAB_ADMIN_TOKEN: %w", err)
+		}
+		t.add(adminToken, []string{ScopeAdmin}, "admin token")
+	}
+	if file == "" {
+		return t, nil
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("DAB_TOKENS_FILE: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		fields := strings.Fields(line)
+		if len(fields) != 2 {
+			return nil, fmt.Errorf("DAB_TOKENS_FILE %s line %d: want \"scope[,scope] token\"", file, n)
+		}
+		scopes := strings.Split(fields[0], ",")
+		for _, s := range scopes {
+			if !knownScopes[s] {
+				return nil, fmt.Errorf("DAB_TOKENS_FILE %s line %d: unknown scope %q (use ingest, read, purchase, admin)", file, n, s)
+			}
+		}
+		if err := checkToken(fields[1]); err != nil {
+			return nil, fmt.Errorf("DAB_TOKENS_FILE %s line %d: %w", file, n, err)
+		}
+		t.add(fields[1], scopes, fmt.Sprintf("tokens file line %d", n))
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("DAB_TOKENS_FILE: %w", err)
+	}
+	return t, nil
+}
+
+func checkToken(tok string) error {
+	if len(tok) < 16 {
+		return fmt.Errorf("a token must have at least 16 characters (this one has %d): generate one with `openssl rand -hex 24`", len(tok))
+	}
+	return nil
+}
+
+func (t *Tokens) add(tok string, scopes []string, name string) {
+	e := tokenEntry{digest: sha256.Sum256([]byte(tok)), scopes: map[string]bool{}, name: name}
+	for _, s := range scopes {
+		e.scopes[s] = true
+	}
+	t.entries = append(t.entries, e)
+}
+
+// Empty reports whether no token is configured.
+func (t *Tokens) Empty() bool { return t == nil || len(t.entries) == 0 }
+
+// lookup finds the token's entry. Every entry is compared, in constant time,
+// so timing tells nothing about which token (or how much of one) matched.
+func (t *Tokens) lookup(tok string) (tokenEntry, bool) {
+	d := sha256.Sum256([]byte(tok))
+	var found tokenEntry
+	ok := 0
+	for _, e := range t.entries {
+		if subtle.ConstantTimeCompare(d[:], e.digest[:]) == 1 {
+			found, ok = e, 1
+		}
+	}
+	return found, ok == 1
+}
+
+type ctxKey struct{}
+
+// Caller is who made a request.
+type Caller struct {
+	Name   string
+	Scopes map[string]bool
+}
+
+// CallerOf returns the authenticated caller of a request, if any.
+func CallerOf(ctx context.Context) (Caller, bool) {
+	c, ok := ctx.Value(ctxKey{}).(Caller)
+	return c, ok
+}
+
+// Has reports whether the caller may act in scope.
+func (c Caller) Has(scope string) bool { return c.Scopes[ScopeAdmin] || c.Scopes[scope] }
+
+// require lets a request through when its bearer token carries scope:
+// 401 without a valid token, 403 with one that lacks the scope.
+func (s *Server) require(scope string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.open {
+			c := Caller{Name: "anyone (--insecure)", Scopes: map[string]bool{ScopeAdmin: true}}
+			h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, c)))
+			return
+		}
+		tok, ok := bearer(r)
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="dab"`)
+			WriteError(w, http.StatusUnauthorized, "unauthorized", "send a token: Authorization: Bearer <token> (scope "+scope+" or admin)")
+			return
+		}
+		e, ok := s.tokens.lookup(tok)
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="dab", error="invalid_token"`)
+			WriteError(w, http.StatusUnauthorized, "unauthorized", "the token is not valid")
+			return
+		}
+		c := Caller{Name: e.name, Scopes: e.scopes}
+		if !c.Has(scope) {
+			WriteError(w, http.StatusForbidden, "forbidden", "this token lacks the scope "+scope)
+			return
+		}
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, c)))
+	})
+}
+
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+		return "", false
+	}
+	return strings.TrimSpace(tok), true
+}
+
+func mustURL(path string) *url.URL {
+	u, err := url.Parse(path)
+	if err != nil {
+		return &url.URL{Path: "/"}
+	}
+	return u
+}

@@ -1,0 +1,160 @@
+package api
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/dab-assets/dab/internal/asset"
+)
+
+//go:embed openapi.json
+var openAPI []byte
+
+// QueryDeps are what the query endpoints read.
+type QueryDeps struct {
+	Inspector *asynq.Inspector
+	// Queues are searched in order for a task ID.
+	Queues []string
+	Assets *asset.Store
+	// Checks are the readiness checks by name ("redis", "bucket").
+	Checks map[string]func(context.Context) error
+}
+
+// RegisterQueries adds health, readiness, the API document, tasks and assets.
+func RegisterQueries(s *Server, d QueryDeps) {
+	s.HandleFunc(http.MethodGet, "/healthz", ScopePublic, func(w http.ResponseWriter, r *http.Request) {
+		WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	s.HandleFunc(http.MethodGet, "/readyz", ScopePublic, func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		checks, status, code := map[string]string{}, "ready", http.StatusOK
+		for name, check := range d.Checks {
+			if err := check(ctx); err != nil {
+				checks[name], status, code = err.Error(), "not ready", http.StatusServiceUnavailable
+			} else {
+				checks[name] = "ok"
+			}
+		}
+		WriteJSON(w, code, map[string]any{"status": status, "checks": checks})
+	})
+	s.HandleFunc(http.MethodGet, "/v1/openapi.json", ScopePublic, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(openAPI)
+	})
+	s.HandleFunc(http.MethodGet, "/v1/tasks/{id}", ScopeRead, d.getTask)
+	s.HandleFunc(http.MethodGet, "/v1/assets", ScopeRead, d.listAssets)
+	s.HandleFunc(http.MethodGet, "/v1/assets/{id}", ScopeRead, d.getAsset)
+}
+
+// Task is the JSON of GET /v1/tasks/{id}.
+type Task struct {
+	ID        string          `json:"id"`
+	Type      string          `json:"type"`
+	Queue     string          `json:"queue"`
+	State     string          `json:"state"`
+	Attempts  int             `json:"attempts"`
+	MaxRetry  int             `json:"max_retry"`
+	LastError string          `json:"last_error,omitempty"`
+	AssetID   string          `json:"asset_id,omitempty"`
+	Result    json.RawMessage `json:"result,omitempty"`
+	NextRunAt *time.Time      `json:"next_run_at,omitempty"`
+	DoneAt    *time.Time      `json:"completed_at,omitempty"`
+}
+
+// TaskFromInfo converts asynq's view of a task.
+func TaskFromInfo(info *asynq.TaskInfo) Task {
+	t := Task{ID: info.ID, Type: info.Type, Queue: info.Queue, Attempts: info.Retried, MaxRetry: info.MaxRetry, LastError: info.LastErr}
+	switch info.State {
+	case asynq.TaskStateActive:
+		t.State = "active"
+	case asynq.TaskStateRetry:
+		t.State = "retry"
+	case asynq.TaskStateArchived:
+		t.State = "archived"
+	case asynq.TaskStateCompleted:
+		t.State = "completed"
+	default: // pending, scheduled, aggregating: waiting to run
+		t.State = "pending"
+	}
+	if info.State == asynq.TaskStateActive || info.State == asynq.TaskStateCompleted {
+		t.Attempts++ // the run in progress or the one that succeeded
+	}
+	if len(info.Result) > 0 && json.Valid(info.Result) {
+		t.Result = json.RawMessage(info.Result)
+		var r struct {
+			AssetID string `json:"asset_id"`
+		}
+		json.Unmarshal(info.Result, &r)
+		t.AssetID = r.AssetID
+	}
+	if !info.NextProcessAt.IsZero() && info.State != asynq.TaskStateCompleted && info.State != asynq.TaskStateArchived {
+		n := info.NextProcessAt.UTC()
+		t.NextRunAt = &n
+	}
+	if !info.CompletedAt.IsZero() {
+		c := info.CompletedAt.UTC()
+		t.DoneAt = &c
+	}
+	return t
+}
+
+func (d QueryDeps) getTask(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	for _, q := range d.Queues {
+		info, err := d.Inspector.GetTaskInfo(q, id)
+		if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
+			continue
+		}
+		if err != nil {
+			WriteError(w, http.StatusServiceUnavailable, "queue_unavailable", "cannot read the queue: "+err.Error())
+			return
+		}
+		WriteJSON(w, http.StatusOK, TaskFromInfo(info))
+		return
+	}
+	WriteError(w, http.StatusNotFound, "task_not_found", "no task "+strconv.Quote(id)+" (finished tasks are kept for 7 days)")
+}
+
+func (d QueryDeps) listAssets(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := 50
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			WriteError(w, http.StatusBadRequest, "bad_limit", "limit must be a whole number from 1 to 1000")
+			return
+		}
+		limit = n
+	}
+	page, err := d.Assets.List(r.Context(), asset.ListOptions{Type: q.Get("type"), Cursor: q.Get("cursor"), Limit: limit})
+	if errors.Is(err, asset.ErrBadCursor) {
+		WriteError(w, http.StatusBadRequest, "bad_cursor", "cursor must be a next_cursor from an earlier page")
+		return
+	}
+	if err != nil {
+		WriteError(w, http.StatusServiceUnavailable, "store_unavailable", err.Error())
+		return
+	}
+	WriteJSON(w, http.StatusOK, page)
+}
+
+func (d QueryDeps) getAsset(w http.ResponseWriter, r *http.Request) {
+	rec, err := d.Assets.Get(r.Context(), r.PathValue("id"))
+	if errors.Is(err, asset.ErrNotFound) {
+		WriteError(w, http.StatusNotFound, "asset_not_found", "no asset "+strconv.Quote(r.PathValue("id")))
+		return
+	}
+	if err != nil {
+		WriteError(w, http.StatusServiceUnavailable, "store_unavailable", err.Error())
+		return
+	}
+	WriteJSON(w, http.StatusOK, rec)
+}

@@ -1,0 +1,413 @@
+package watcher
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/dab-assets/dab/internal/api"
+	"github.com/dab-assets/dab/internal/idem"
+	"github.com/dab-assets/dab/internal/naming"
+	"github.com/dab-assets/dab/internal/spool"
+	"github.com/dab-assets/dab/worker/task"
+)
+
+// IntakeConfig tunes the HTTP intake.
+type IntakeConfig struct {
+	// Types are the registered asset types (required).
+	Types []string
+	// MaxBytes is the largest accepted file (default 5 GiB).
+	MaxBytes int64
+	// MaxConcurrent bounds uploads in progress; more are answered 503 (default 16).
+	MaxConcurrent int
+	// IdleTimeout ends an upload whose client sends nothing for this long (default 60s).
+	IdleTimeout time.Duration
+	// TusDir holds resumable uploads in progress (required for /v1/uploads/).
+	TusDir string
+	Logger *slog.Logger
+}
+
+// Intake takes files over HTTP into the spool and queues their upload. It
+// validates names with the same code as the drop folder.
+type Intake struct {
+	cfg   IntakeConfig
+	types map[string]bool
+	spool *spool.Spool
+	queue Enqueuer
+	idem  *idem.Store
+	slots chan struct{}
+	log   *slog.Logger
+}
+
+// NewIntake builds the intake.
+func NewIntake(cfg IntakeConfig, sp *spool.Spool, queue Enqueuer, keys *idem.Store) (*Intake, error) {
+	if len(cfg.Types) == 0 || sp == nil || queue == nil || keys == nil {
+		return nil, errors.New("intake: Types, spool, queue and idempotency store are required")
+	}
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = 5 << 30
+	}
+	if cfg.MaxConcurrent <= 0 {
+		cfg.MaxConcurrent = 16
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 60 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	in := &Intake{cfg: cfg, types: map[string]bool{}, spool: sp, queue: queue, idem: keys,
+		slots: make(chan struct{}, cfg.MaxConcurrent), log: cfg.Logger}
+	for _, t := range cfg.Types {
+		in.types[t] = true
+	}
+	return in, nil
+}
+
+// Register adds the upload endpoints to s.
+func (in *Intake) Register(s *api.Server) error {
+	s.HandleFunc(http.MethodPost, "/v1/assets", api.ScopeIngest, in.post, api.Streaming())
+	s.HandleFunc(http.MethodPut, "/v1/assets/{type}/{path...}", api.ScopeIngest, in.put, api.Streaming())
+	return in.registerTus(s)
+}
+
+// Accepted is the answer to an upload: 202 with where to follow the task.
+type Accepted struct {
+	TaskID    string `json:"task_id"`
+	StatusURL string `json:"status_url"`
+	SpoolID   string `json:"spool_id"`
+	Type      string `json:"type"`
+	Key       string `json:"s3_key"`
+	Size      int64  `json:"size"`
+	SHA256    string `json:"sha256"`
+}
+
+// httpError is an answer the handlers give on failure.
+type httpError struct {
+	status        int
+	code, message string
+}
+
+func (e *httpError) Error() string { return e.message }
+
+func badRequest(code, format string, args ...any) *httpError {
+	return &httpError{http.StatusBadRequest, code, fmt.Sprintf(format, args...)}
+}
+
+func writeErr(w http.ResponseWriter, err error) {
+	var he *httpError
+	if errors.As(err, &he) {
+		if he.status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "2")
+		}
+		api.WriteError(w, he.status, he.code, he.message)
+		return
+	}
+	api.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
+}
+
+// begin takes an upload slot and checks the declared size. The returned
+// reader counts bytes (413 past MaxBytes) and keeps the connection's read
+// deadline a little ahead while data flows.
+func (in *Intake) begin(w http.ResponseWriter, r *http.Request, slack int64) (io.Reader, func(), error) {
+	select {
+	case in.slots <- struct{}{}:
+	default:
+		return nil, nil, &httpError{http.StatusServiceUnavailable, "busy", fmt.Sprintf("%d uploads are in progress, the most this server takes at once: retry shortly", in.cfg.MaxConcurrent)}
+	}
+	release := func() { <-in.slots }
+	if r.ContentLength > in.cfg.MaxBytes+slack {
+		release()
+		return nil, nil, in.tooLarge()
+	}
+	rc := http.NewResponseController(w)
+	rc.SetWriteDeadline(time.Time{})
+	body := &idleReader{r: http.MaxBytesReader(w, r.Body, in.cfg.MaxBytes+slack), rc: rc, idle: in.cfg.IdleTimeout}
+	return body, release, nil
+}
+
+func (in *Intake) tooLarge() *httpError {
+	return &httpError{http.StatusRequestEntityTooLarge, "too_large",
+		fmt.Sprintf("the file is larger than this server accepts (DAB_MAX_UPLOAD_BYTES = %d bytes)", in.cfg.MaxBytes)}
+}
+
+// idleReader moves the read deadline ahead on every read, so a slow but
+// steady upload of any size goes on while a stalled one ends.
+type idleReader struct {
+	r    io.Reader
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (i *idleReader) Read(p []byte) (int, error) {
+	i.rc.SetReadDeadline(time.Now().Add(i.idle))
+	return i.r.Read(p)
+}
+
+// spoolBody streams r into a spool writer, refusing more than MaxBytes.
+func (in *Intake) spoolBody(r io.Reader) (*spool.Writer, error) {
+	sw, err := in.spool.Create()
+	if err != nil {
+		return nil, err
+	}
+	_, err = io.Copy(sw, io.LimitReader(r, in.cfg.MaxBytes+1))
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe) || sw.Written() > in.cfg.MaxBytes:
+		sw.Abort()
+		return nil, in.tooLarge()
+	case err != nil:
+		sw.Abort()
+		return nil, &httpError{http.StatusBadRequest, "interrupted", "the upload was cut off before its end: " + err.Error() + "; nothing was kept, send it again"}
+	}
+	return sw, nil
+}
+
+// checkName validates type and path exactly as the drop folder does.
+func (in *Intake) checkName(typ, p string) error {
+	if typ == "" {
+		typ = DefaultType
+	}
+	if !in.types[typ] {
+		known := make([]string, 0, len(in.types))
+		for t := range in.types {
+			known = append(known, t)
+		}
+		sort.Strings(known)
+		return badRequest("unknown_type", "unknown asset type %q: known types are %s", typ, strings.Join(known, ", "))
+	}
+	if _, err := naming.Key(typ, p); err != nil {
+		return badRequest("bad_name", "%v", err)
+	}
+	return nil
+}
+
+// parseMetadata reads a JSON object; values that are not strings are kept
+// as their JSON text.
+func parseMetadata(raw string) (map[string]string, error) {
+	if strings.TrimSpace(raw) == "" {
+		return nil, nil
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(raw), &obj); err != nil || obj == nil {
+		return nil, badRequest("bad_metadata", "metadata must be a JSON object, such as {\"price\": \"10\"}")
+	}
+	md := make(map[string]string, len(obj))
+	for k, v := range obj {
+		if k == "" || len(k) > 128 {
+			return nil, badRequest("bad_metadata", "metadata keys must have 1 to 128 characters")
+		}
+		var s string
+		if json.Unmarshal(v, &s) == nil {
+			md[k] = s
+		} else {
+			md[k] = string(v)
+		}
+	}
+	return md, nil
+}
+
+// post takes a multipart form: file, type (default generic), optional name
+// (the file's path below the type folder) and metadata (a JSON object). The
+// fields may come in any order; the file streams into the spool as it
+// arrives.
+func (in *Intake) post(w http.ResponseWriter, r *http.Request) {
+	body, release, err := in.begin(w, r, 1<<20)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	defer release()
+	r.Body = io.NopCloser(body)
+	mr, err := r.MultipartReader()
+	if err != nil {
+		writeErr(w, badRequest("not_multipart", "send multipart/form-data with a file field (or PUT the raw bytes to /v1/assets/{type}/{path})"))
+		return
+	}
+	var (
+		sw       *spool.Writer
+		filename string
+		fields   = map[string]string{}
+	)
+	defer func() {
+		if sw != nil {
+			sw.Abort()
+		}
+	}()
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				writeErr(w, in.tooLarge())
+				return
+			}
+			writeErr(w, badRequest("bad_form", "the form is malformed or was cut off: %v", err))
+			return
+		}
+		name := part.FormName()
+		switch name {
+		case "file":
+			if sw != nil {
+				writeErr(w, badRequest("bad_form", "send one file per request"))
+				return
+			}
+			filename = path.Base(strings.ReplaceAll(part.FileName(), `\`, "/"))
+			if sw, err = in.spoolBody(part); err != nil {
+				writeErr(w, err)
+				return
+			}
+		case "type", "name", "metadata":
+			b, err := io.ReadAll(io.LimitReader(part, 64<<10+1))
+			if err != nil || len(b) > 64<<10 {
+				writeErr(w, badRequest("bad_form", "field %q is longer than 64 KiB or was cut off", name))
+				return
+			}
+			fields[name] = string(b)
+		default:
+			io.Copy(io.Discard, io.LimitReader(part, 64<<10))
+		}
+	}
+	if sw == nil {
+		writeErr(w, badRequest("no_file", "the form has no file field"))
+		return
+	}
+	name := fields["name"]
+	if name == "" {
+		name = filename
+	}
+	if name == "" || name == "." || name == "/" {
+		writeErr(w, badRequest("bad_name", "the file has no name: give a filename or a name field"))
+		return
+	}
+	md, err := parseMetadata(fields["metadata"])
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	typ := fields["type"]
+	if typ == "" {
+		typ = DefaultType
+	}
+	in.finish(w, r, sw, spool.Input{Type: typ, Path: name, Metadata: md, Source: "http"})
+	sw = nil
+}
+
+// put takes the raw body as the file at {type}/{path}; metadata may come in
+// the Dab-Metadata header as a JSON object.
+func (in *Intake) put(w http.ResponseWriter, r *http.Request) {
+	typ, p := r.PathValue("type"), r.PathValue("path")
+	if err := in.checkName(typ, p); err != nil {
+		writeErr(w, err)
+		return
+	}
+	md, err := parseMetadata(r.Header.Get("Dab-Metadata"))
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	body, release, err := in.begin(w, r, 0)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	defer release()
+	sw, err := in.spoolBody(body)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	in.finish(w, r, sw, spool.Input{Type: typ, Path: p, Metadata: md, Source: "http"})
+}
+
+// finish commits the spooled bytes, applies the idempotency key and queues
+// the upload. It owns sw.
+func (in *Intake) finish(w http.ResponseWriter, r *http.Request, sw *spool.Writer, input spool.Input) {
+	if err := in.checkName(input.Type, input.Path); err != nil {
+		sw.Abort()
+		writeErr(w, err)
+		return
+	}
+	m, err := sw.Commit(input)
+	if err != nil {
+		sw.Abort()
+		if errors.Is(err, naming.ErrInvalid) {
+			writeErr(w, badRequest("bad_name", "%v", err))
+			return
+		}
+		writeErr(w, err)
+		return
+	}
+	acc := Accepted{TaskID: task.UploadTaskID(m.ID), StatusURL: "/v1/tasks/" + task.UploadTaskID(m.ID),
+		SpoolID: m.ID, Type: m.Type, Key: m.Key(), Size: m.Size, SHA256: m.SHA256}
+	answer, _ := json.Marshal(acc)
+	key := r.Header.Get("Idempotency-Key")
+	if key != "" {
+		if err := idem.CheckKey(key); err != nil {
+			in.spool.Remove(m.ID)
+			writeErr(w, badRequest("bad_idempotency_key", "%v", err))
+			return
+		}
+		stored, fresh, err := in.idem.Claim(r.Context(), "upload", key, fingerprint(m), answer)
+		switch {
+		case errors.Is(err, idem.ErrConflict):
+			in.spool.Remove(m.ID)
+			api.WriteError(w, http.StatusConflict, "idempotency_conflict", "this Idempotency-Key was used for a different upload: use a new key for new content")
+			return
+		case err != nil:
+			in.spool.Remove(m.ID)
+			writeErr(w, &httpError{http.StatusServiceUnavailable, "queue_unavailable", "cannot reach Redis: " + err.Error() + "; nothing was kept, retry"})
+			return
+		case !fresh:
+			in.spool.Remove(m.ID) // the first request's copy is the one being uploaded
+			w.Header().Set("Idempotent-Replayed", "true")
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusAccepted)
+			w.Write(stored)
+			return
+		}
+	}
+	t, err := task.NewUpload(task.UploadPayload{SpoolID: m.ID, Type: m.Type, Key: m.Key()})
+	if err == nil {
+		_, err = in.queue.EnqueueContext(r.Context(), t)
+	}
+	if err != nil && !task.IsAlreadyQueued(err) {
+		in.spool.Remove(m.ID)
+		if key != "" {
+			in.idem.Release(context.WithoutCancel(r.Context()), "upload", key)
+		}
+		writeErr(w, &httpError{http.StatusServiceUnavailable, "queue_unavailable", "cannot queue the upload (Redis): " + err.Error() + "; nothing was kept, retry"})
+		return
+	}
+	in.log.Info("intake.queued", "task_id", acc.TaskID, "spool_id", m.ID, "key", m.Key(), "bytes", m.Size)
+	w.Header().Set("Location", acc.StatusURL)
+	api.WriteJSON(w, http.StatusAccepted, acc)
+}
+
+// fingerprint identifies an upload's parameters for idempotency keys.
+func fingerprint(m *spool.Manifest) string {
+	keys := make([]string, 0, len(m.Metadata))
+	for k := range m.Metadata {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%d", m.Type, m.Path, m.SHA256, m.Size)
+	for _, k := range keys {
+		fmt.Fprintf(h, "\x00%s=%s", k, m.Metadata[k])
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
