@@ -22,6 +22,12 @@ deps:
 	@command -v versitygw >/dev/null 2>&1 || [ -x "$(GOBIN_DIR)/versitygw" ] || { \
 		echo "installing versitygw $(VERSITYGW_VERSION) with go install (a few minutes)"; \
 		$(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION); }
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
+		echo "installing Node.js and npm from Debian's packages (the tus tests drive a real tus client)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm; }
+	@[ -d watcher/testdata/tus/node_modules/tus-js-client ] || { \
+		echo "installing tus-js-client for the tus tests"; \
+		npm ci --prefix watcher/testdata/tus --no-audit --no-fund --silent; }
 
 build:
 	$(GO) build -o bin/dab ./cmd/dab

@@ -353,7 +353,10 @@ func (in *Intake) finish(w http.ResponseWriter, r *http.Request, sw *spool.Write
 	}
 	acc := Accepted{TaskID: task.UploadTaskID(m.ID), StatusURL: "/v1/tasks/" + task.UploadTaskID(m.ID),
 		SpoolID: m.ID, Type: m.Type, Key: m.Key(), Size: m.Size, SHA256: m.SHA256}
-	answer, _ := json.Marshal(acc)
+	// The answer's exact bytes are stored with an idempotency key, so a
+	// replay is byte-for-byte the first answer.
+	answer, _ := json.MarshalIndent(acc, "", "  ")
+	answer = append(answer, '\n')
 	key := r.Header.Get("Idempotency-Key")
 	if key != "" {
 		if err := idem.CheckKey(key); err != nil {
@@ -394,7 +397,9 @@ func (in *Intake) finish(w http.ResponseWriter, r *http.Request, sw *spool.Write
 	}
 	in.log.Info("intake.queued", "task_id", acc.TaskID, "spool_id", m.ID, "key", m.Key(), "bytes", m.Size)
 	w.Header().Set("Location", acc.StatusURL)
-	api.WriteJSON(w, http.StatusAccepted, acc)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	w.Write(answer)
 }
 
 // fingerprint identifies an upload's parameters for idempotency keys.

@@ -1,0 +1,509 @@
+package watcher
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime/multipart"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/dab-assets/dab/internal/api"
+	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/harness"
+	"github.com/dab-assets/dab/internal/idem"
+	"github.com/dab-assets/dab/internal/spool"
+	"github.com/dab-assets/dab/worker/task"
+)
+
+const (
+	testAdmin  = "admin-token-for-tests-0001"
+	testReader = "read-token-for-tests-00001"
+	testIngest = "ingest-token-for-tests-001"
+)
+
+// httpBundle is a full API server (queries + intake) on real Redis and S3.
+type httpBundle struct {
+	*bundle
+	srv    *httptest.Server
+	routes []api.Route
+	assets *asset.Store
+	intake *Intake
+}
+
+func setupHTTP(t *testing.T, cfg IntakeConfig) *httpBundle {
+	t.Helper()
+	b := setup(t)
+	s3 := harness.StartS3(t)
+	rdb := harness.RedisClient(t, b.redis)
+	file := filepath.Join(t.TempDir(), "tokens")
+	os.WriteFile(file, []byte("read "+testReader+"\ningest "+testIngest+"\n"), 0o600)
+	tokens, err := api.LoadTokens(testAdmin, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewJSONHandler(b.logs, nil))
+	s := api.New(tokens, false, log)
+	st := s3.Store(t)
+	assets := asset.NewStore(rdb, "dab:")
+	api.RegisterQueries(s, api.QueryDeps{
+		Inspector: asynq.NewInspectorFromRedisClient(rdb), Queues: []string{task.QueueUploads}, Assets: assets,
+		Checks: map[string]func(context.Context) error{
+			"redis":  func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+			"bucket": st.Check,
+		},
+	})
+	cfg.Types, cfg.Logger = []string{"cyoa", "generic"}, log
+	if cfg.TusDir == "" {
+		cfg.TusDir = filepath.Join(filepath.Dir(b.spool.Dir()), "tus")
+	}
+	in, err := NewIntake(cfg, b.spool, b.client, idem.New(rdb, "dab:"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Register(s); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	return &httpBundle{bundle: b, srv: srv, routes: s.Routes(), assets: assets, intake: in}
+}
+
+type answer struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (a answer) json(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(a.body, v); err != nil {
+		t.Fatalf("answer %d %q: %v", a.status, a.body, err)
+	}
+}
+
+func (a answer) errCode() string {
+	var e api.ErrorBody
+	json.Unmarshal(a.body, &e)
+	return e.Error.Code
+}
+
+func (h *httpBundle) do(t *testing.T, method, path, token string, body io.Reader, hdr map[string]string) answer {
+	t.Helper()
+	req, err := http.NewRequest(method, h.srv.URL+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return answer{resp.StatusCode, resp.Header, b}
+}
+
+// form builds a multipart body; fields are written in the given order.
+func form(t *testing.T, fields [][2]string, filename string, data []byte, fileFirst bool) (io.Reader, string) {
+	t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	writeFile := func() {
+		fw, _ := mw.CreateFormFile("file", filename)
+		fw.Write(data)
+	}
+	if fileFirst {
+		writeFile()
+	}
+	for _, f := range fields {
+		mw.WriteField(f[0], f[1])
+	}
+	if !fileFirst {
+		writeFile()
+	}
+	mw.Close()
+	return &buf, mw.FormDataContentType()
+}
+
+// spoolEmpty fails unless the spool, including its incoming folder, is empty.
+func spoolEmpty(t *testing.T, sp *spool.Spool) {
+	t.Helper()
+	if n := len(entries(t, sp)); n != 0 {
+		t.Fatalf("%d entries left in the spool", n)
+	}
+	incoming, _ := os.ReadDir(filepath.Join(sp.Dir(), ".incoming"))
+	if len(incoming) != 0 {
+		t.Fatalf("%d half-written uploads left in the spool", len(incoming))
+	}
+}
+
+func TestPostAndPut(t *testing.T) {
+	t.Parallel()
+	h := setupHTTP(t, IntakeConfig{})
+	tests := []struct {
+		name      string
+		fields    [][2]string
+		fileFirst bool
+		wantKey   string
+		wantMeta  map[string]string
+	}{
+		{"defaults", nil, false, "generic/a.bin", nil},
+		{"typed, named, metadata", [][2]string{{"type", "cyoa"}, {"name", "forest/NODE_x.png"}, {"metadata", `{"price": "10", "n": 3}`}}, false,
+			"cyoa/forest/NODE_x.png", map[string]string{"price": "10", "n": "3"}},
+		{"fields after the file", [][2]string{{"type", "cyoa"}, {"name", "EDGE_x_to_y.png"}}, true, "cyoa/EDGE_x_to_y.png", nil},
+	}
+	for _, tt := range tests {
+		body, ctype := form(t, tt.fields, "a.bin", []byte("data of "+tt.name), tt.fileFirst)
+		a := h.do(t, http.MethodPost, "/v1/assets", testIngest, body, map[string]string{"Content-Type": ctype})
+		var acc Accepted
+		a.json(t, &acc)
+		if a.status != http.StatusAccepted || acc.Key != tt.wantKey || acc.StatusURL != "/v1/tasks/"+acc.TaskID || a.header.Get("Location") != acc.StatusURL {
+			t.Fatalf("%s: %d %s", tt.name, a.status, a.body)
+		}
+		m, err := h.spool.Get(acc.SpoolID)
+		if err != nil || m.SHA256 != sum([]byte("data of "+tt.name)) || m.Source != "http" {
+			t.Fatalf("%s: entry %+v, %v", tt.name, m, err)
+		}
+		for k, v := range tt.wantMeta {
+			if m.Metadata[k] != v {
+				t.Fatalf("%s: metadata %v", tt.name, m.Metadata)
+			}
+		}
+		// The task is queued and can be followed.
+		var tk api.Task
+		ta := h.do(t, http.MethodGet, acc.StatusURL, testReader, nil, nil)
+		ta.json(t, &tk)
+		if ta.status != 200 || tk.State != "pending" || tk.ID != acc.TaskID || tk.Type != task.TypeUpload {
+			t.Fatalf("%s: task %d %s", tt.name, ta.status, ta.body)
+		}
+	}
+	a := h.do(t, http.MethodPut, "/v1/assets/cyoa/story/HOPTO_end.png", testAdmin, strings.NewReader("raw"), map[string]string{"Dab-Metadata": `{"price":"5"}`})
+	var acc Accepted
+	a.json(t, &acc)
+	if a.status != 202 || acc.Key != "cyoa/story/HOPTO_end.png" || acc.Size != 3 {
+		t.Fatalf("put: %d %s", a.status, a.body)
+	}
+	if m, _ := h.spool.Get(acc.SpoolID); m == nil || m.Metadata["price"] != "5" {
+		t.Fatalf("put metadata: %+v", m)
+	}
+}
+
+func TestUploadErrors(t *testing.T) {
+	t.Parallel()
+	h := setupHTTP(t, IntakeConfig{MaxBytes: 1000})
+	body := func() io.Reader { return strings.NewReader("x") }
+	tests := []struct {
+		name, method, path, token string
+		body                      io.Reader
+		hdr                       map[string]string
+		status                    int
+		code                      string
+	}{
+		{"no token", "PUT", "/v1/assets/generic/a", "", body(), nil, 401, "unauthorized"},
+		{"read token", "PUT", "/v1/assets/generic/a", testReader, body(), nil, 403, "forbidden"},
+		{"unknown type", "PUT", "/v1/assets/photos/a.png", testIngest, body(), nil, 400, "unknown_type"},
+		{"control character", "PUT", "/v1/assets/generic/a%01b", testIngest, body(), nil, 400, "bad_name"},
+		{"backslash", "PUT", "/v1/assets/generic/a%5C..%5Cb", testIngest, body(), nil, 400, "bad_name"},
+		{"hidden", "PUT", "/v1/assets/generic/.env", testIngest, body(), nil, 400, "bad_name"},
+		{"bad metadata", "PUT", "/v1/assets/generic/a", testIngest, body(), map[string]string{"Dab-Metadata": "[1]"}, 400, "bad_metadata"},
+		{"too large by length", "PUT", "/v1/assets/generic/big", testIngest, strings.NewReader(strings.Repeat("x", 1001)), nil, 413, "too_large"},
+		{"not multipart", "POST", "/v1/assets", testIngest, body(), map[string]string{"Content-Type": "text/plain"}, 400, "not_multipart"},
+		{"bad idempotency key", "PUT", "/v1/assets/generic/k", testIngest, body(), map[string]string{"Idempotency-Key": "has space"}, 400, "bad_idempotency_key"},
+		{"unknown task", "GET", "/v1/tasks/upload-nope", testReader, nil, nil, 404, "task_not_found"},
+		{"unknown asset", "GET", "/v1/assets/0123456789abcdef0123", testReader, nil, nil, 404, "asset_not_found"},
+		{"bad cursor", "GET", "/v1/assets?cursor=zzz", testReader, nil, nil, 400, "bad_cursor"},
+		{"bad limit", "GET", "/v1/assets?limit=0", testReader, nil, nil, 400, "bad_limit"},
+	}
+	for _, tt := range tests {
+		a := h.do(t, tt.method, tt.path, tt.token, tt.body, tt.hdr)
+		if a.status != tt.status || a.errCode() != tt.code {
+			t.Errorf("%s: %d %s, want %d %s", tt.name, a.status, a.body, tt.status, tt.code)
+		}
+	}
+	// Multipart without a file, and with an unknown type.
+	b, ct := form(t, [][2]string{{"type", "cyoa"}}, "", nil, false)
+	if a := h.do(t, "POST", "/v1/assets", testIngest, b, map[string]string{"Content-Type": ct}); a.status != 400 {
+		t.Errorf("form without file name: %d %s", a.status, a.body)
+	}
+	b, ct = form(t, [][2]string{{"type", "photos"}}, "a.png", []byte("x"), false)
+	if a := h.do(t, "POST", "/v1/assets", testIngest, b, map[string]string{"Content-Type": ct}); a.status != 400 || !strings.Contains(string(a.body), "known types are cyoa, generic") {
+		t.Errorf("form with unknown type: %d %s", a.status, a.body)
+	}
+	spoolEmpty(t, h.spool)
+}
+
+func TestTooLargeChunkedLeavesNothing(t *testing.T) {
+	t.Parallel()
+	h := setupHTTP(t, IntakeConfig{MaxBytes: 64 << 10})
+	for _, method := range []string{"PUT", "POST"} {
+		pr, pw := io.Pipe()
+		mw := multipart.NewWriter(pw)
+		go func() {
+			chunk := bytes.Repeat([]byte("z"), 16<<10)
+			var w io.Writer = pw
+			if method == "POST" {
+				w, _ = mw.CreateFormFile("file", "big.bin")
+			}
+			for range 10 {
+				if _, err := w.Write(chunk); err != nil {
+					break
+				}
+			}
+			if method == "POST" {
+				mw.Close()
+			}
+			pw.Close()
+		}()
+		path := "/v1/assets/generic/big.bin"
+		if method == "POST" {
+			path = "/v1/assets"
+		}
+		req, _ := http.NewRequest(method, h.srv.URL+path, pr)
+		req.ContentLength = -1 // chunked: the server must count
+		req.Header.Set("Authorization", "Bearer "+testIngest)
+		req.Header.Set("Content-Type", mw.FormDataContentType())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(b), "DAB_MAX_UPLOAD_BYTES") {
+			t.Fatalf("%s chunked past the limit: %d %s", method, resp.StatusCode, b)
+		}
+	}
+	spoolEmpty(t, h.spool)
+}
+
+func TestInterruptedUploadLeavesNothing(t *testing.T) {
+	t.Parallel()
+	h := setupHTTP(t, IntakeConfig{})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "PUT /v1/assets/generic/cut.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 100000\r\n\r\n", testIngest)
+	conn.Write(bytes.Repeat([]byte("a"), 40000))
+	time.Sleep(200 * time.Millisecond)
+	conn.Close() // the client goes away mid-body
+	h.eventually(5*time.Second, "the cut upload to be cleaned up", func() bool {
+		incoming, _ := os.ReadDir(filepath.Join(h.spool.Dir(), ".incoming"))
+		return len(incoming) == 0 && strings.Contains(h.logs.String(), `"status":400`)
+	})
+	spoolEmpty(t, h.spool)
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	h := setupHTTP(t, IntakeConfig{})
+	put := func(content string) answer {
+		return h.do(t, "PUT", "/v1/assets/generic/same.txt", testIngest, strings.NewReader(content), map[string]string{"Idempotency-Key": "order-42"})
+	}
+	first, second := put("v1"), put("v1")
+	if first.status != 202 || second.status != 202 || !bytes.Equal(first.body, second.body) || second.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("replay: %d %s / %d %s", first.status, first.body, second.status, second.body)
+	}
+	if third := put("v2"); third.status != 409 || third.errCode() != "idempotency_conflict" {
+		t.Fatalf("other content, same key: %d %s", third.status, third.body)
+	}
+	if n := len(entries(t, h.spool)); n != 1 {
+		t.Fatalf("%d spool entries, want 1", n)
+	}
+	if h.queued() != 1 {
+		t.Fatalf("%d tasks, want 1", h.queued())
+	}
+}
+
+func TestConcurrencyLimit(t *testing.T) {
+	t.Parallel()
+	h := setupHTTP(t, IntakeConfig{MaxConcurrent: 1})
+	pr, pw := io.Pipe()
+	started := make(chan struct{})
+	done := make(chan answer)
+	go func() {
+		pw.Write([]byte("first bytes"))
+		close(started)
+	}()
+	go func() { done <- h.do(t, "PUT", "/v1/assets/generic/slow.bin", testIngest, pr, nil) }()
+	<-started
+	time.Sleep(100 * time.Millisecond)
+	busy := h.do(t, "PUT", "/v1/assets/generic/other.bin", testIngest, strings.NewReader("x"), nil)
+	if busy.status != 503 || busy.errCode() != "busy" || busy.header.Get("Retry-After") == "" {
+		t.Fatalf("second upload: %d %s", busy.status, busy.body)
+	}
+	pw.Close()
+	if a := <-done; a.status != 202 {
+		t.Fatalf("first upload: %d %s", a.status, a.body)
+	}
+}
+
+func TestQueriesAndReadiness(t *testing.T) {
+	t.Parallel()
+	h := setupHTTP(t, IntakeConfig{})
+	for i := range 3 {
+		h.assets.Put(context.Background(), asset.Record{Name: "n", Type: "cyoa", Path: fmt.Sprint(i), S3Bucket: "b", S3Key: fmt.Sprintf("cyoa/%d", i), SHA256: "s"})
+	}
+	var page asset.Page
+	a := h.do(t, "GET", "/v1/assets?type=cyoa&limit=2", testReader, nil, nil)
+	a.json(t, &page)
+	if a.status != 200 || len(page.Records) != 2 || page.Next == "" {
+		t.Fatalf("page 1: %d %s", a.status, a.body)
+	}
+	a = h.do(t, "GET", "/v1/assets?type=cyoa&limit=2&cursor="+page.Next, testReader, nil, nil)
+	var page2 asset.Page
+	a.json(t, &page2)
+	if len(page2.Records) != 1 || page2.Next != "" {
+		t.Fatalf("page 2: %s", a.body)
+	}
+	var rec map[string]any
+	a = h.do(t, "GET", "/v1/assets/"+page.Records[0].ID, testReader, nil, nil)
+	a.json(t, &rec)
+	if rec["id"] != page.Records[0].ID || rec["size"] == nil {
+		t.Fatalf("asset: %s", a.body)
+	}
+	if a := h.do(t, "GET", "/healthz", "", nil, nil); a.status != 200 {
+		t.Fatalf("healthz %d", a.status)
+	}
+	if a := h.do(t, "GET", "/readyz", "", nil, nil); a.status != 200 || !strings.Contains(string(a.body), `"bucket": "ok"`) {
+		t.Fatalf("readyz %d %s", a.status, a.body)
+	}
+	h.redis.Stop()
+	if a := h.do(t, "GET", "/readyz", "", nil, nil); a.status != 503 || !strings.Contains(string(a.body), `"redis": "dial tcp`) {
+		t.Fatalf("readyz with Redis down: %d %s", a.status, a.body)
+	}
+}
+
+// TestOpenAPIListsEveryRoute keeps the API document in step with the router.
+func TestOpenAPIListsEveryRoute(t *testing.T) {
+	t.Parallel()
+	h := setupHTTP(t, IntakeConfig{})
+	a := h.do(t, "GET", "/v1/openapi.json", "", nil, nil)
+	var doc struct {
+		Paths map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	a.json(t, &doc)
+	for _, r := range h.routes {
+		p := strings.ReplaceAll(r.Pattern, "...}", "}")
+		if _, ok := doc.Paths[p][strings.ToLower(r.Method)]; !ok {
+			t.Errorf("route %s %s is not in openapi.json", r.Method, p)
+		}
+	}
+	// The document in the repository is the one served.
+	onDisk, err := os.ReadFile("../internal/api/openapi.json")
+	if err != nil || !bytes.Equal(onDisk, a.body) {
+		t.Fatalf("served document differs from internal/api/openapi.json: %v", err)
+	}
+}
+
+// TestTusResumeWithRealClient drives tus-js-client (Node) against the
+// server: the transfer is cut off part-way, a new client resumes it from the
+// server's offset, and the finished file lands in the spool, queued.
+func TestTusResumeWithRealClient(t *testing.T) {
+	t.Parallel()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("the tus test needs Node.js: apt-get install -y nodejs npm, then npm ci --prefix watcher/testdata/tus (or run `make test`)")
+	}
+	if _, err := os.Stat("testdata/tus/node_modules/tus-js-client"); err != nil {
+		t.Fatal("the tus test needs tus-js-client: npm ci --prefix watcher/testdata/tus (or run `make test`)")
+	}
+	h := setupHTTP(t, IntakeConfig{})
+	data := bytes.Repeat([]byte("0123456789abcdef"), 192<<10) // 3 MiB
+	file := filepath.Join(t.TempDir(), "NODE_resumed.png")
+	os.WriteFile(file, data, 0o600)
+	run := func(cut int, meta string) map[string]any {
+		cmd := exec.Command(node, "testdata/tus/upload.mjs", h.srv.URL+"/v1/uploads/", testIngest, file, fmt.Sprint(cut), meta)
+		out, err := cmd.CombinedOutput()
+		var res map[string]any
+		if jerr := json.Unmarshal(lastLine(out), &res); jerr != nil {
+			t.Fatalf("tus client: %v %v\n%s", err, jerr, out)
+		}
+		return res
+	}
+	res := run(1<<20, `{"type":"cyoa","metadata":"{\"price\":\"7\"}"}`)
+	if res["error"] != nil || res["resumed"] != true || res["cut_at"] == nil {
+		t.Fatalf("tus client: %v", res)
+	}
+	id, _ := res["task_id"].(string)
+	if !regexp.MustCompile(`^upload-[0-9a-f]{28}$`).MatchString(id) {
+		t.Fatalf("no task id in the final answer: %v", res)
+	}
+	m, err := h.spool.Get(strings.TrimPrefix(id, "upload-"))
+	if err != nil || m.Size != int64(len(data)) || m.SHA256 != sum(data) || m.Key() != "cyoa/NODE_resumed.png" || m.Metadata["price"] != "7" {
+		t.Fatalf("spooled %+v, %v", m, err)
+	}
+	if _, err := h.insp.GetTaskInfo(task.QueueUploads, id); err != nil {
+		t.Fatalf("task not queued: %v", err)
+	}
+	// Bad names are refused before any byte is sent.
+	if res := run(0, `{"type":"photos"}`); res["error"] == nil || !strings.Contains(fmt.Sprint(res["error"]), "known types") {
+		t.Fatalf("unknown type over tus: %v", res)
+	}
+	// Without a token: refused.
+	req, _ := http.NewRequest("POST", h.srv.URL+"/v1/uploads/", nil)
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	req.Header.Set("Upload-Length", "10")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Fatalf("tus without token: %d", resp.StatusCode)
+	}
+}
+
+func lastLine(b []byte) []byte {
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	var last []byte
+	for sc.Scan() {
+		if len(bytes.TrimSpace(sc.Bytes())) > 0 {
+			last = append([]byte(nil), sc.Bytes()...)
+		}
+	}
+	return last
+}
+
+// FuzzParseMetadata: any metadata text is either refused with a 400 or
+// becomes a map of non-empty keys.
+func FuzzParseMetadata(f *testing.F) {
+	for _, s := range []string{`{"price":"10"}`, `{"n":1,"o":{"a":[1]}}`, `[]`, `null`, `{"":1}`, ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		md, err := parseMetadata(raw)
+		if err != nil {
+			var he *httpError
+			if !errors.As(err, &he) || he.status != 400 {
+				t.Fatalf("error %v is not a 400", err)
+			}
+			return
+		}
+		for k := range md {
+			if k == "" {
+				t.Fatal("empty key accepted")
+			}
+		}
+	})
+}
