@@ -81,17 +81,6 @@ func (in *Intake) Register(s *api.Server) error {
 	return in.registerTus(s)
 }
 
-// Accepted is the answer to an upload: 202 with where to follow the task.
-type Accepted struct {
-	TaskID    string `json:"task_id"`
-	StatusURL string `json:"status_url"`
-	SpoolID   string `json:"spool_id"`
-	Type      string `json:"type"`
-	Key       string `json:"s3_key"`
-	Size      int64  `json:"size"`
-	SHA256    string `json:"sha256"`
-}
-
 // httpError is an answer the handlers give on failure.
 type httpError struct {
 	status        int
@@ -351,7 +340,7 @@ func (in *Intake) finish(w http.ResponseWriter, r *http.Request, sw *spool.Write
 		writeErr(w, err)
 		return
 	}
-	acc := Accepted{TaskID: task.UploadTaskID(m.ID), StatusURL: "/v1/tasks/" + task.UploadTaskID(m.ID),
+	acc := api.Accepted{TaskID: task.UploadTaskID(m.ID), StatusURL: "/v1/tasks/" + task.UploadTaskID(m.ID),
 		SpoolID: m.ID, Type: m.Type, Key: m.Key(), Size: m.Size, SHA256: m.SHA256}
 	// The answer's exact bytes are stored with an idempotency key, so a
 	// replay is byte-for-byte the first answer.

@@ -176,7 +176,7 @@ func TestPostAndPut(t *testing.T) {
 	for _, tt := range tests {
 		body, ctype := form(t, tt.fields, "a.bin", []byte("data of "+tt.name), tt.fileFirst)
 		a := h.do(t, http.MethodPost, "/v1/assets", testIngest, body, map[string]string{"Content-Type": ctype})
-		var acc Accepted
+		var acc api.Accepted
 		a.json(t, &acc)
 		if a.status != http.StatusAccepted || acc.Key != tt.wantKey || acc.StatusURL != "/v1/tasks/"+acc.TaskID || a.header.Get("Location") != acc.StatusURL {
 			t.Fatalf("%s: %d %s", tt.name, a.status, a.body)
@@ -199,7 +199,7 @@ func TestPostAndPut(t *testing.T) {
 		}
 	}
 	a := h.do(t, http.MethodPut, "/v1/assets/cyoa/story/HOPTO_end.png", testAdmin, strings.NewReader("raw"), map[string]string{"Dab-Metadata": `{"price":"5"}`})
-	var acc Accepted
+	var acc api.Accepted
 	a.json(t, &acc)
 	if a.status != 202 || acc.Key != "cyoa/story/HOPTO_end.png" || acc.Size != 3 {
 		t.Fatalf("put: %d %s", a.status, a.body)

@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/dab-assets/dab/internal/apiclient"
 	"github.com/dab-assets/dab/internal/asset"
 )
 
@@ -32,18 +33,40 @@ func runAssets(ctx context.Context, e *env, args []string) error {
 	if len(a.args) == 0 {
 		return fmt.Errorf("%w: dab assets list [--type T] [--json] | dab assets show ID [--json]", errUsage)
 	}
-	rdb, err := a.connectRedis(ctx)
-	if err != nil {
-		return err
+	// Records come from the local Redis, or from DAB_SERVER.
+	var (
+		list func(context.Context, asset.ListOptions) (asset.Page, error)
+		get  func(context.Context, string) (asset.Record, error)
+	)
+	if a.cfg.Server != "" {
+		c, err := a.apiClient()
+		if err != nil {
+			return err
+		}
+		list = c.Assets
+		get = func(ctx context.Context, id string) (asset.Record, error) {
+			r, err := c.Asset(ctx, id)
+			var ae *apiclient.Error
+			if errors.As(err, &ae) && ae.Status == 404 {
+				return r, asset.ErrNotFound
+			}
+			return r, err
+		}
+	} else {
+		rdb, err := a.connectRedis(ctx)
+		if err != nil {
+			return err
+		}
+		defer rdb.Close()
+		st := a.assets(rdb)
+		list, get = st.List, st.Get
 	}
-	defer rdb.Close()
-	st := a.assets(rdb)
 	switch a.args[0] {
 	case "list":
 		if limit < 1 || limit > 1000 {
 			return fmt.Errorf("%w: --limit %d: use 1 to 1000", errUsage, limit)
 		}
-		page, err := st.List(ctx, asset.ListOptions{Type: assetType, Cursor: cursor, Limit: limit})
+		page, err := list(ctx, asset.ListOptions{Type: assetType, Cursor: cursor, Limit: limit})
 		if err != nil {
 			return err
 		}
@@ -68,7 +91,7 @@ func runAssets(ctx context.Context, e *env, args []string) error {
 		if len(a.args) != 2 {
 			return fmt.Errorf("%w: dab assets show ID", errUsage)
 		}
-		r, err := st.Get(ctx, a.args[1])
+		r, err := get(ctx, a.args[1])
 		if errors.Is(err, asset.ErrNotFound) {
 			return fmt.Errorf("no asset with ID %q: list IDs with `dab assets list`", a.args[1])
 		}

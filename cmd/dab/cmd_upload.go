@@ -15,6 +15,8 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/dab-assets/dab/internal/api"
+	"github.com/dab-assets/dab/internal/apiclient"
 	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
 	"github.com/dab-assets/dab/internal/spool"
@@ -79,18 +81,27 @@ func runUpload(ctx context.Context, e *env, args []string) error {
 	if err := builtin.Registry().CheckType(assetType); err != nil {
 		return fmt.Errorf("--type: %w", err)
 	}
-	sp, err := a.spool()
-	if err != nil {
-		return err
+	var up uploader
+	if a.cfg.Server != "" {
+		c, err := a.apiClient()
+		if err != nil {
+			return err
+		}
+		up = &serverUploader{a: a, c: c, typ: assetType, folder: folder, meta: meta}
+	} else {
+		sp, err := a.spool()
+		if err != nil {
+			return err
+		}
+		rdb, err := a.connectRedis(ctx)
+		if err != nil {
+			return err
+		}
+		defer rdb.Close()
+		client := a.asynqClient(rdb)
+		defer client.Close()
+		up = &localUploader{a: a, sp: sp, client: client, insp: asynq.NewInspectorFromRedisClient(rdb), typ: assetType, folder: folder, meta: meta}
 	}
-	rdb, err := a.connectRedis(ctx)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-	client := a.asynqClient(rdb)
-	defer client.Close()
-	insp := asynq.NewInspectorFromRedisClient(rdb)
 
 	// Spool files in parallel (each waits on fsyncs); report in the order given.
 	type outcome struct {
@@ -109,7 +120,7 @@ func runUpload(ctx context.Context, e *env, args []string) error {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			line, err := a.uploadOne(ctx, sp, client, file, assetType, folder, meta)
+			line, err := up.upload(ctx, file)
 			outcomes[i] = outcome{line, err}
 		}()
 	}
@@ -119,7 +130,7 @@ func runUpload(ctx context.Context, e *env, args []string) error {
 	for i, file := range a.args {
 		line, err := outcomes[i].line, outcomes[i].err
 		if err == nil && wait {
-			err = waitTask(ctx, insp, line, timeout)
+			err = waitTask(ctx, up.task, line, timeout)
 		}
 		if err != nil {
 			failed = append(failed, file)
@@ -144,7 +155,29 @@ func runUpload(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
-func (a *app) uploadOne(ctx context.Context, sp *spool.Spool, client *asynq.Client, file, assetType, folder string, meta map[string]string) (*uploadLine, error) {
+// uploader is one way of putting files into the pipeline.
+type uploader interface {
+	upload(ctx context.Context, file string) (*uploadLine, error)
+	task(ctx context.Context, id string) (api.Task, error)
+}
+
+// localUploader writes into the local spool and enqueues directly.
+type localUploader struct {
+	a      *app
+	sp     *spool.Spool
+	client *asynq.Client
+	insp   *asynq.Inspector
+	typ    string
+	folder string
+	meta   map[string]string
+}
+
+func (u *localUploader) task(_ context.Context, id string) (api.Task, error) {
+	return localTask(u.insp, id)
+}
+
+func (u *localUploader) upload(ctx context.Context, file string) (*uploadLine, error) {
+	a, sp, client, assetType, folder, meta := u.a, u.sp, u.client, u.typ, u.folder, u.meta
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, err
@@ -191,26 +224,24 @@ func (a *app) uploadOne(ctx context.Context, sp *spool.Spool, client *asynq.Clie
 }
 
 // waitTask polls the task until it completes or is archived.
-func waitTask(ctx context.Context, insp *asynq.Inspector, line *uploadLine, timeout time.Duration) error {
+func waitTask(ctx context.Context, get func(context.Context, string) (api.Task, error), line *uploadLine, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		info, err := insp.GetTaskInfo(task.QueueUploads, line.TaskID)
-		if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+		t, err := get(ctx, line.TaskID)
+		if err != nil && !errors.Is(err, errTaskNotFound) {
 			return fmt.Errorf("follow task %s: %w", line.TaskID, err)
 		}
-		if info != nil {
-			line.State = info.State.String()
-			line.LastErr = info.LastErr
-			switch info.State {
-			case asynq.TaskStateCompleted:
-				line.Result = json.RawMessage(info.Result)
-				line.LastErr = ""
+		if err == nil {
+			line.State, line.LastErr = t.State, t.LastError
+			switch t.State {
+			case "completed":
+				line.Result, line.LastErr = t.Result, ""
 				return nil
-			case asynq.TaskStateArchived:
-				return fmt.Errorf("task %s failed for good: %s", line.TaskID, info.LastErr)
+			case "archived":
+				return fmt.Errorf("task %s failed for good: %s", line.TaskID, t.LastError)
 			}
 		}
 		select {
@@ -219,4 +250,48 @@ func waitTask(ctx context.Context, insp *asynq.Inspector, line *uploadLine, time
 		case <-tick.C:
 		}
 	}
+}
+
+// serverUploader sends files to a dab HTTP API.
+type serverUploader struct {
+	a      *app
+	c      *apiclient.Client
+	typ    string
+	folder string
+	meta   map[string]string
+}
+
+func (u *serverUploader) task(ctx context.Context, id string) (api.Task, error) {
+	t, err := u.c.Task(ctx, id)
+	var ae *apiclient.Error
+	if errors.As(err, &ae) && ae.Status == 404 {
+		return t, errTaskNotFound
+	}
+	return t, err
+}
+
+func (u *serverUploader) upload(ctx context.Context, file string) (*uploadLine, error) {
+	st, err := os.Stat(file)
+	if err != nil {
+		return nil, err
+	}
+	rel := filepath.Base(file)
+	if u.folder != "" {
+		rel = strings.Trim(u.folder, "/") + "/" + rel
+	}
+	in := apiclient.UploadInput{File: file, Type: u.typ, Path: rel, Metadata: u.meta}
+	var bar *progressBar
+	if st.Size() >= progressMin && isTerminal(u.a.stderr) {
+		bar = newProgressBar(u.a.stderr, filepath.Base(file), st.Size())
+		in.Progress = bar.update
+	}
+	acc, err := u.c.Upload(ctx, in)
+	if bar != nil {
+		bar.done()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &uploadLine{File: file, TaskID: acc.TaskID, SpoolID: strings.TrimPrefix(acc.TaskID, "upload-"),
+		Key: u.typ + "/" + rel, Size: st.Size(), SHA256: acc.SHA256}, nil
 }

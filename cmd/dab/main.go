@@ -30,6 +30,7 @@ func commands() map[string]command {
 		"dev":    {"run everything on this machine with a local Redis and S3-compatible store", runDev},
 		"upload": {"spool files and queue their upload: dab upload FILE... --type TYPE", runUpload},
 		"assets": {"list and show asset records: dab assets list | dab assets show ID", runAssets},
+		"tasks":  {"show a task's state: dab tasks show ID", runTasks},
 		"config": {"print the effective configuration, secrets masked", runConfig},
 	}
 }

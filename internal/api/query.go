@@ -54,6 +54,17 @@ func RegisterQueries(s *Server, d QueryDeps) {
 	s.HandleFunc(http.MethodGet, "/v1/assets/{id}", ScopeRead, d.getAsset)
 }
 
+// Accepted is the answer to an upload: 202 with where to follow the task.
+type Accepted struct {
+	TaskID    string `json:"task_id"`
+	StatusURL string `json:"status_url"`
+	SpoolID   string `json:"spool_id"`
+	Type      string `json:"type"`
+	Key       string `json:"s3_key"`
+	Size      int64  `json:"size"`
+	SHA256    string `json:"sha256"`
+}
+
 // Task is the JSON of GET /v1/tasks/{id}.
 type Task struct {
 	ID        string          `json:"id"`
