@@ -298,13 +298,19 @@ func NewLoader(getenv func(string) string) *Loader {
 // line wins over the environment.
 func (l *Loader) RegisterFlags(fs *flag.FlagSet) {
 	for _, s := range Settings() {
-		fs.Func(s.Flag, fmt.Sprintf("%s (env %s, default %q)", s.Usage, s.Env, s.Default), func(v string) error {
+		set := func(v string) error {
 			if err := s.set(&l.cfg, v); err != nil {
 				return fmt.Errorf("--%s: %w", s.Flag, err)
 			}
 			l.cfg.Sources[s.Env] = "flag"
 			return nil
-		})
+		}
+		usage := fmt.Sprintf("%s (env %s, default %q)", s.Usage, s.Env, s.Default)
+		if s.Default == "false" || s.Default == "true" {
+			fs.BoolFunc(s.Flag, usage, set)
+		} else {
+			fs.Func(s.Flag, usage, set)
+		}
 	}
 }
 
