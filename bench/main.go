@@ -21,6 +21,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -157,6 +158,12 @@ func run(dabBin string, nFiles, fileSize int, bigSize int64, concurrency int, se
 	}
 	report(fmt.Sprintf("%d files of %d B", nFiles, fileSize), dabSmall, baseSmall)
 	report(fmt.Sprintf("1 file of %s", config.FormatBytes(bigSize)), dabBig, baseBig)
+	httpBig, err := runHTTPUpload(dabBin, env, work, bigFile)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("1 file of %s PUT through the HTTP API of `dab watch`\n", config.FormatBytes(bigSize))
+	fmt.Printf("  dab  %8.1f MiB/s into the spool, server peak RSS %.1f MiB\n\n", httpBig.mibPerSec(), float64(httpBig.PeakRSS)/(1<<20))
 	have := nFiles + 1
 	for _, run := range []struct {
 		mode  string
@@ -398,17 +405,29 @@ type dropResult struct {
 // measures throughput and the latency from each file's arrival to its record.
 func runDrop(dabBin string, env []string, records *asset.Store, work, mode string, n, size int, settle time.Duration, wantRecords int, every time.Duration) (dropResult, error) {
 	drop := filepath.Join(work, "drop")
-	env = append(env, "DAB_DROP_DIR="+drop, "DAB_SETTLE="+settle.String())
+	port, err := localsvc.FreePort()
+	if err != nil {
+		return dropResult{}, err
+	}
+	env = append(env, "DAB_DROP_DIR="+drop, "DAB_SETTLE="+settle.String(), "DAB_HTTP_ADDR=127.0.0.1:"+strconv.Itoa(port))
+	exited := make(chan error, 2)
 	for _, role := range []string{"work", "watch"} {
 		cmd := exec.Command(dabBin, role)
 		cmd.Env = env
-		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+		var stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = io.Discard, &stderr
 		if err := cmd.Start(); err != nil {
 			return dropResult{}, err
 		}
+		waited := make(chan struct{})
+		go func() {
+			err := cmd.Wait()
+			close(waited)
+			exited <- fmt.Errorf("dab %s exited early (%v): %s", role, err, lastLine(stderr.String()))
+		}()
 		defer func() {
 			cmd.Process.Signal(os.Interrupt)
-			cmd.Wait()
+			<-waited
 		}()
 	}
 	name := fmt.Sprintf("%s-%d", mode, n)
@@ -450,6 +469,11 @@ func runDrop(dabBin string, env []string, records *asset.Store, work, mode strin
 		if int(c) >= wantRecords+n {
 			break
 		}
+		select {
+		case err := <-exited:
+			return dropResult{}, err
+		default:
+		}
 		if time.Since(start) > 10*time.Minute {
 			return dropResult{}, fmt.Errorf("only %d of %d records after 10 minutes", int(c)-wantRecords, n)
 		}
@@ -485,4 +509,56 @@ func runDrop(dabBin string, env []string, records *asset.Store, work, mode strin
 		result: result{Files: len(lat), Bytes: int64(len(lat) * size), Seconds: last.Sub(start).Seconds()},
 		p50:    pct(0.50), p99: pct(0.99), max: lat[len(lat)-1],
 	}, nil
+}
+
+// runHTTPUpload starts `dab watch` (its HTTP API) and PUTs one file through
+// it, reporting the rate into the spool and the server's peak RSS.
+func runHTTPUpload(dabBin string, env []string, work, file string) (result, error) {
+	const token = "bench-admin-token-0123456789"
+	ln, err := localsvc.FreePort()
+	if err != nil {
+		return result{}, err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(ln)
+	cmd := exec.Command(dabBin, "watch")
+	cmd.Env = append(env, "DAB_HTTP_ADDR="+addr, "DAB_ADMIN_TOKEN="+token, "DAB_DROP_DIR="+filepath.Join(work, "drop-http"))
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		return result{}, err
+	}
+	defer func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+	}()
+	for i := 0; ; i++ {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if i > 200 {
+			return result{}, fmt.Errorf("dab watch did not answer on %s", addr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return result{}, err
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	req, _ := http.NewRequest(http.MethodPut, "http://"+addr+"/v1/assets/generic/http/"+filepath.Base(file), f)
+	req.ContentLength = st.Size()
+	req.Header.Set("Authorization", "Bearer "+token)
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return result{}, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return result{}, fmt.Errorf("PUT answered %s", resp.Status)
+	}
+	return result{Files: 1, Bytes: st.Size(), Seconds: time.Since(start).Seconds(), PeakRSS: peakRSS(cmd.Process.Pid)}, nil
 }
