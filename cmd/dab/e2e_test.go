@@ -72,6 +72,8 @@ func newE2E(t *testing.T) *e2e {
 		"AWS_S3_BUCKET=" + c.Bucket, "AWS_REGION=us-east-1", "AWS_ENDPOINT_URL_S3=" + c.Endpoint,
 		"AWS_ACCESS_KEY_ID=" + c.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + c.SecretAccessKey,
 		"DAB_S3_PATH_STYLE=true", "DAB_MULTIPART_THRESHOLD=6MiB", "DAB_PART_SIZE=5MiB",
+		// Any free port: tests run side by side.
+		"DAB_HTTP_ADDR=127.0.0.1:0",
 	}
 	return e
 }
@@ -353,7 +355,7 @@ func TestWorkerKilledMidMultipart(t *testing.T) {
 func TestDevRestartKeepsData(t *testing.T) {
 	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "data")
-	e := &e2e{t: t, dataDir: dataDir, dir: t.TempDir(), env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "DAB_DATA_DIR=" + dataDir}}
+	e := &e2e{t: t, dataDir: dataDir, dir: t.TempDir(), env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "DAB_DATA_DIR=" + dataDir, "DAB_HTTP_ADDR=127.0.0.1:0"}}
 	if home, err := os.UserHomeDir(); err == nil {
 		// Let dab find versitygw where `go install` put it.
 		e.env = append(e.env, "GOPATH="+filepath.Join(home, "go"))
