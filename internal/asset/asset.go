@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -44,10 +45,12 @@ type Record struct {
 	ContentType string            `json:"content_type"`
 	Metadata    map[string]string `json:"metadata"`
 	Owner       string            `json:"owner"`
-	CreatedAt   time.Time         `json:"created_at"`
-	TaskID      string            `json:"task_id,omitempty"`
-	SpoolID     string            `json:"spool_id,omitempty"`
-	Source      string            `json:"source,omitempty"`
+	// Price, when set (> 0), is what a purchase must pay, in credits.
+	Price     int64     `json:"price,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	TaskID    string    `json:"task_id,omitempty"`
+	SpoolID   string    `json:"spool_id,omitempty"`
+	Source    string    `json:"source,omitempty"`
 }
 
 // ID derives an asset's ID from where its object is.
@@ -61,11 +64,15 @@ var idPattern = regexp.MustCompile(`^[0-9a-f]{20}$`)
 // ValidID reports whether id has the form ID produces.
 func ValidID(id string) bool { return idPattern.MatchString(id) }
 
-// Keys names dab's asset keys. All share one hash tag so a Redis Cluster puts
-// them in one slot and the Lua script may touch them together.
+// Keys names dab's asset keys. They share one hash tag with the ledger's keys
+// ({bank}), so a Redis Cluster puts them in one slot and one Lua script may
+// touch a record and the balances together (a purchase sets the owner).
 type Keys struct{ Prefix string }
 
-func (k Keys) base() string { return k.Prefix + "{asset}:" }
+// HashTag is the Redis Cluster hash tag of every asset and ledger key.
+const HashTag = "{bank}"
+
+func (k Keys) base() string { return k.Prefix + HashTag + ":asset:" }
 
 // Record is the hash of one asset.
 func (k Keys) Record(id string) string { return k.base() + "rec:" + id }
@@ -130,7 +137,7 @@ func (s *Store) Put(ctx context.Context, r Record) (Record, bool, error) {
 		{"id", r.ID}, {"name", r.Name}, {"type", r.Type}, {"path", r.Path},
 		{"s3_bucket", r.S3Bucket}, {"s3_key", r.S3Key}, {"size", strconv.FormatInt(r.Size, 10)},
 		{"sha256", r.SHA256}, {"content_type", r.ContentType}, {"metadata", string(md)},
-		{"owner", r.Owner}, {"created_at", r.CreatedAt.Format(time.RFC3339Nano)},
+		{"owner", r.Owner}, {"price", priceOf(r.Metadata)}, {"created_at", r.CreatedAt.Format(time.RFC3339Nano)},
 		{"task_id", r.TaskID}, {"spool_id", r.SpoolID}, {"source", r.Source},
 	} {
 		args = append(args, kv[0], kv[1])
@@ -149,6 +156,16 @@ func (s *Store) Put(ctx context.Context, r Record) (Record, bool, error) {
 	default:
 		return r, false, fmt.Errorf("asset: %s is recorded with sha256 %v, this upload has %s: %w", r.S3Key, res[1], r.SHA256, ErrConflict)
 	}
+}
+
+// priceOf reads the "price" metadata (whole credits) that an uploader may
+// set; anything else means no price.
+func priceOf(md map[string]string) string {
+	n, err := strconv.ParseInt(strings.TrimSpace(md["price"]), 10, 64)
+	if err != nil || n <= 0 {
+		return ""
+	}
+	return strconv.FormatInt(n, 10)
 }
 
 // member is an index entry: zero-padded milliseconds then the ID, so the
@@ -195,6 +212,9 @@ func fromHash(m map[string]string) (Record, error) {
 	var err error
 	if r.Size, err = strconv.ParseInt(m["size"], 10, 64); err != nil {
 		return r, fmt.Errorf("asset %s: damaged size %q", r.ID, m["size"])
+	}
+	if p := m["price"]; p != "" {
+		r.Price, _ = strconv.ParseInt(p, 10, 64)
 	}
 	if r.CreatedAt, err = time.Parse(time.RFC3339Nano, m["created_at"]); err != nil {
 		return r, fmt.Errorf("asset %s: damaged created_at %q", r.ID, m["created_at"])

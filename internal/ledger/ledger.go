@@ -1,0 +1,342 @@
+// Package ledger keeps credits: balances, immutable double-entry entries and
+// purchases, all in Redis and all changed by Lua scripts so that each change
+// is atomic. Rules (after TigerBeetle): every transfer has an ID, entries are
+// never changed, no account but issuance goes below zero, and every balance
+// can be explained entry by entry. Purchases follow Stripe's idempotency
+// semantics: the same purchase ID with the same parameters returns the first
+// result; with other parameters it is a conflict.
+package ledger
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dab-assets/dab/internal/asset"
+)
+
+// Issuance is the account every grant comes from; its balance is minus all
+// credits ever issued.
+const Issuance = "issuance"
+
+// MaxCredits bounds one grant or purchase (exact in Lua's numbers).
+const MaxCredits = 1_000_000_000_000_000
+
+// Sentinel errors.
+var (
+	ErrConflict = errors.New("same ID, different parameters")
+	ErrInvalid  = errors.New("invalid input")
+	ErrNotFound = errors.New("not found")
+)
+
+// Purchase statuses.
+const (
+	StatusPending   = "pending"
+	StatusSucceeded = "succeeded"
+	StatusRejected  = "rejected"
+)
+
+// Rejection reasons.
+const (
+	ReasonUnknownAsset        = "unknown_asset"
+	ReasonAlreadyOwner        = "already_owner"
+	ReasonWrongPrice          = "wrong_price"
+	ReasonInsufficientCredits = "insufficient_credits"
+)
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$`)
+
+// CheckAccount validates an account ID: 1-128 letters, digits and . _ : @ -.
+func CheckAccount(id string) error {
+	if !idPattern.MatchString(id) {
+		return fmt.Errorf("%w: account %q: use 1 to 128 letters, digits, '.', '_', ':', '@' or '-', starting with a letter or digit", ErrInvalid, id)
+	}
+	return nil
+}
+
+// CheckPurchaseID validates a purchase ID (the idempotency key).
+func CheckPurchaseID(id string) error {
+	if !idPattern.MatchString(id) {
+		return fmt.Errorf("%w: purchase id %q: use 1 to 128 letters, digits, '.', '_', ':', '@' or '-'", ErrInvalid, id)
+	}
+	return nil
+}
+
+// CheckCredits validates an amount.
+func CheckCredits(n int64) error {
+	if n <= 0 || n > MaxCredits {
+		return fmt.Errorf("%w: credits must be a whole number from 1 to %d, got %d", ErrInvalid, int64(MaxCredits), n)
+	}
+	return nil
+}
+
+// Keys names the ledger's Redis keys (same hash tag as the asset records).
+type Keys struct{ Prefix string }
+
+func (k Keys) base() string                  { return k.Prefix + asset.HashTag + ":ledger:" }
+func (k Keys) Balances() string              { return k.base() + "balances" }
+func (k Keys) Entries() string               { return k.base() + "entries" }
+func (k Keys) History(account string) string { return k.base() + "history:" + account }
+func (k Keys) Purchase(id string) string     { return k.base() + "purchase:" + id }
+func (k Keys) Purchases() string             { return k.base() + "purchases" }
+func (k Keys) Grant(key string) string       { return k.base() + "grant:" + key }
+
+//go:embed purchase.lua
+var purchaseLua string
+
+//go:embed grant.lua
+var grantLua string
+
+// acceptLua records a purchase as pending unless it is known.
+//
+// KEYS[1] purchase hash
+// ARGV[1] params ("asset|buyer|credits")   ARGV[2] asset   ARGV[3] buyer
+// ARGV[4] credits   ARGV[5] time
+//
+// Returns {"new"} or {status, stored params}.
+const acceptLua = `
+local status = redis.call('HGET', KEYS[1], 'status')
+if status then
+  return {status, redis.call('HGET', KEYS[1], 'params')}
+end
+redis.call('HSET', KEYS[1], 'status', 'pending', 'params', ARGV[1], 'asset_id', ARGV[2],
+  'buyer', ARGV[3], 'credits', ARGV[4], 'created_at', ARGV[5])
+return {'new'}
+`
+
+// Store is the ledger on one Redis.
+type Store struct {
+	rdb      redis.UniversalClient
+	keys     Keys
+	assets   asset.Keys
+	house    string
+	purchase *redis.Script
+	grant    *redis.Script
+	accept   *redis.Script
+}
+
+// New returns a Store; house receives the price of assets that have no
+// owner and no uploader account.
+func New(rdb redis.UniversalClient, prefix, house string) *Store {
+	return &Store{rdb: rdb, keys: Keys{Prefix: prefix}, assets: asset.Keys{Prefix: prefix}, house: house,
+		purchase: redis.NewScript(purchaseLua), grant: redis.NewScript(grantLua), accept: redis.NewScript(acceptLua)}
+}
+
+// Keys returns the key names.
+func (s *Store) Keys() Keys { return s.keys }
+
+func now() string { return time.Now().UTC().Format(time.RFC3339Nano) }
+
+// Entry is one immutable ledger entry.
+type Entry struct {
+	ID         string `json:"id"`
+	Kind       string `json:"kind"` // grant or purchase
+	Debit      string `json:"debit"`
+	Credit     string `json:"credit"`
+	Amount     int64  `json:"amount"`
+	PurchaseID string `json:"purchase_id,omitempty"`
+	AssetID    string `json:"asset_id,omitempty"`
+	GrantKey   string `json:"grant_key,omitempty"`
+	At         string `json:"at"`
+}
+
+// GrantResult is the outcome of a grant.
+type GrantResult struct {
+	Account string `json:"account"`
+	Credits int64  `json:"credits"`
+	EntryID string `json:"entry_id"`
+	Balance int64  `json:"balance"`
+}
+
+// Grant gives credits to an account, from issuance, once per key.
+func (s *Store) Grant(ctx context.Context, key, account string, credits int64) (GrantResult, error) {
+	if err := CheckPurchaseID(key); err != nil {
+		return GrantResult{}, fmt.Errorf("%w: grant key %q", ErrInvalid, key)
+	}
+	if err := CheckAccount(account); err != nil {
+		return GrantResult{}, err
+	}
+	if account == Issuance {
+		return GrantResult{}, fmt.Errorf("%w: credits cannot be granted to the issuance account", ErrInvalid)
+	}
+	if err := CheckCredits(credits); err != nil {
+		return GrantResult{}, err
+	}
+	keys := []string{s.keys.Grant(key), s.keys.Balances(), s.keys.Entries(), s.keys.History(account), s.keys.History(Issuance)}
+	res, err := s.grant.Run(ctx, s.rdb, keys, account, credits, Issuance, now(), key).StringSlice()
+	if err != nil {
+		return GrantResult{}, fmt.Errorf("ledger: grant: %w", err)
+	}
+	if res[0] == "conflict" {
+		return GrantResult{}, fmt.Errorf("%w: grant key %q was used for %q", ErrConflict, key, res[1])
+	}
+	bal, _ := strconv.ParseInt(res[2], 10, 64)
+	return GrantResult{Account: account, Credits: credits, EntryID: res[1], Balance: bal}, nil
+}
+
+// PurchaseRequest is what a buyer asks for.
+type PurchaseRequest struct {
+	PurchaseID string `json:"purchase_id"`
+	AssetID    string `json:"asset_id"`
+	BuyerID    string `json:"buyer_id"`
+	Credits    int64  `json:"credits"`
+}
+
+// Check validates a purchase request.
+func (p PurchaseRequest) Check() error {
+	if err := CheckPurchaseID(p.PurchaseID); err != nil {
+		return err
+	}
+	if !asset.ValidID(p.AssetID) {
+		return fmt.Errorf("%w: asset_id %q is not an asset ID (20 hex digits)", ErrInvalid, p.AssetID)
+	}
+	if err := CheckAccount(p.BuyerID); err != nil {
+		return fmt.Errorf("buyer_id: %w", err)
+	}
+	if p.BuyerID == Issuance {
+		return fmt.Errorf("%w: the issuance account cannot buy", ErrInvalid)
+	}
+	return CheckCredits(p.Credits)
+}
+
+func (p PurchaseRequest) params() string {
+	return p.AssetID + "|" + p.BuyerID + "|" + strconv.FormatInt(p.Credits, 10)
+}
+
+// PurchaseResult is a purchase's state.
+type PurchaseResult struct {
+	PurchaseID string `json:"purchase_id"`
+	Status     string `json:"status"` // pending, succeeded, rejected
+	Reason     string `json:"reason,omitempty"`
+	Detail     string `json:"detail,omitempty"`
+	AssetID    string `json:"asset_id"`
+	BuyerID    string `json:"buyer_id"`
+	Credits    int64  `json:"credits"`
+	Seller     string `json:"seller,omitempty"`
+	EntryID    string `json:"entry_id,omitempty"`
+}
+
+// Accept records a purchase as pending (before its task is queued). It
+// returns created=false with the stored state for a known ID, and
+// ErrConflict when the known ID has other parameters.
+func (s *Store) Accept(ctx context.Context, p PurchaseRequest) (PurchaseResult, bool, error) {
+	if err := p.Check(); err != nil {
+		return PurchaseResult{}, false, err
+	}
+	res, err := s.accept.Run(ctx, s.rdb, []string{s.keys.Purchase(p.PurchaseID)}, p.params(), p.AssetID, p.BuyerID, p.Credits, now()).StringSlice()
+	if err != nil {
+		return PurchaseResult{}, false, fmt.Errorf("ledger: accept: %w", err)
+	}
+	if res[0] == "new" {
+		return PurchaseResult{PurchaseID: p.PurchaseID, Status: StatusPending, AssetID: p.AssetID, BuyerID: p.BuyerID, Credits: p.Credits}, true, nil
+	}
+	if res[1] != p.params() {
+		return PurchaseResult{}, false, fmt.Errorf("%w: purchase %s was made with asset|buyer|credits %s", ErrConflict, p.PurchaseID, res[1])
+	}
+	r, err := s.GetPurchase(ctx, p.PurchaseID)
+	return r, false, err
+}
+
+// Apply runs a purchase: exactly once, however often it is called.
+func (s *Store) Apply(ctx context.Context, p PurchaseRequest) (PurchaseResult, error) {
+	if err := p.Check(); err != nil {
+		return PurchaseResult{}, err
+	}
+	// The seller is read first (its history key must be named up front);
+	// the script checks it is still the seller, else we read again.
+	for attempt := 0; attempt < 10; attempt++ {
+		seller, err := s.sellerOf(ctx, p.AssetID)
+		if err != nil {
+			return PurchaseResult{}, err
+		}
+		keys := []string{s.keys.Purchase(p.PurchaseID), s.assets.Record(p.AssetID), s.keys.Balances(), s.keys.Entries(),
+			s.keys.History(p.BuyerID), s.keys.History(seller), s.keys.Purchases()}
+		res, err := s.purchase.Run(ctx, s.rdb, keys, p.PurchaseID, p.AssetID, p.BuyerID, p.Credits, seller, s.house, now()).StringSlice()
+		if err != nil {
+			return PurchaseResult{}, fmt.Errorf("ledger: purchase %s: %w", p.PurchaseID, err)
+		}
+		r := PurchaseResult{PurchaseID: p.PurchaseID, AssetID: p.AssetID, BuyerID: p.BuyerID, Credits: p.Credits}
+		switch res[0] {
+		case "stale":
+			continue
+		case "conflict":
+			return PurchaseResult{}, fmt.Errorf("%w: purchase %s was made with asset|buyer|credits %s", ErrConflict, p.PurchaseID, res[1])
+		case "succeeded":
+			r.Status, r.EntryID, r.Seller = StatusSucceeded, res[1], res[2]
+		default:
+			r.Status, r.Reason, r.Detail = StatusRejected, res[1], res[2]
+		}
+		return r, nil
+	}
+	return PurchaseResult{}, fmt.Errorf("ledger: purchase %s: the asset's owner kept changing; retry", p.PurchaseID)
+}
+
+// sellerOf is who a purchase of the asset pays now: its owner, else its
+// uploader account, else the house.
+func (s *Store) sellerOf(ctx context.Context, assetID string) (string, error) {
+	vals, err := s.rdb.HMGet(ctx, s.assets.Record(assetID), "owner", "uploader").Result()
+	if err != nil {
+		return "", fmt.Errorf("ledger: %w", err)
+	}
+	for _, v := range vals {
+		if str, _ := v.(string); str != "" {
+			return str, nil
+		}
+	}
+	return s.house, nil
+}
+
+// GetPurchase reads a purchase's state.
+func (s *Store) GetPurchase(ctx context.Context, id string) (PurchaseResult, error) {
+	if err := CheckPurchaseID(id); err != nil {
+		return PurchaseResult{}, fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	m, err := s.rdb.HGetAll(ctx, s.keys.Purchase(id)).Result()
+	if err != nil {
+		return PurchaseResult{}, fmt.Errorf("ledger: %w", err)
+	}
+	if len(m) == 0 {
+		return PurchaseResult{}, fmt.Errorf("purchase %s: %w", id, ErrNotFound)
+	}
+	credits, _ := strconv.ParseInt(m["credits"], 10, 64)
+	return PurchaseResult{PurchaseID: id, Status: m["status"], Reason: m["reason"], Detail: m["detail"],
+		AssetID: m["asset_id"], BuyerID: m["buyer"], Credits: credits, Seller: m["seller"], EntryID: m["entry_id"]}, nil
+}
+
+// Account is a balance with its latest entries.
+type Account struct {
+	ID      string  `json:"id"`
+	Balance int64   `json:"balance"`
+	Entries []Entry `json:"entries"`
+}
+
+// Account reads a balance (0 for an account never seen) and its newest entries.
+func (s *Store) Account(ctx context.Context, id string, recent int) (Account, error) {
+	if err := CheckAccount(id); err != nil {
+		return Account{}, err
+	}
+	bal, err := s.rdb.HGet(ctx, s.keys.Balances(), id).Int64()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return Account{}, fmt.Errorf("ledger: %w", err)
+	}
+	lines, err := s.rdb.LRange(ctx, s.keys.History(id), 0, int64(recent)-1).Result()
+	if err != nil {
+		return Account{}, fmt.Errorf("ledger: %w", err)
+	}
+	a := Account{ID: id, Balance: bal, Entries: make([]Entry, 0, len(lines))}
+	for _, l := range lines {
+		var e Entry
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			return Account{}, fmt.Errorf("ledger: history of %s is damaged: %w", id, err)
+		}
+		a.Entries = append(a.Entries, e)
+	}
+	return a, nil
+}
