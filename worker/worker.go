@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/internal/plugin"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/internal/storage"
@@ -47,6 +48,7 @@ type Deps struct {
 	Storage *storage.Store
 	Assets  *asset.Store
 	Plugins *plugin.Registry
+	Ledger  *ledger.Store
 }
 
 // Worker is one Asynq server with dab's handlers.
@@ -68,11 +70,12 @@ func New(rdb redis.UniversalClient, cfg Config, d Deps) (*Worker, error) {
 	if cfg.FailedDir == "" {
 		return nil, errors.New("worker: FailedDir is required")
 	}
-	if d.Spool == nil || d.Storage == nil || d.Assets == nil || d.Plugins == nil {
-		return nil, errors.New("worker: Deps needs Spool, Storage, Assets and Plugins")
+	if d.Spool == nil || d.Storage == nil || d.Assets == nil || d.Plugins == nil || d.Ledger == nil {
+		return nil, errors.New("worker: Deps needs Spool, Storage, Assets, Plugins and Ledger")
 	}
 	if cfg.Queues == nil {
-		cfg.Queues = map[string]int{task.QueueUploads: 1}
+		// Purchases are small and someone waits for them: serve them first.
+		cfg.Queues = map[string]int{task.QueuePurchases: 2, task.QueueUploads: 1}
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 25 * time.Second
@@ -96,6 +99,7 @@ func New(rdb redis.UniversalClient, cfg Config, d Deps) (*Worker, error) {
 	})
 	w.mux = asynq.NewServeMux()
 	w.mux.HandleFunc(task.TypeUpload, w.handleUpload)
+	w.mux.HandleFunc(task.TypePurchase, w.handlePurchase)
 	return w, nil
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/harness"
+	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/internal/localsvc"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
 	"github.com/dab-assets/dab/internal/spool"
@@ -68,7 +69,7 @@ func (b *testBundle) startWorker(t *testing.T, c config.S3) {
 		t.Fatal(err)
 	}
 	w, err := worker.New(b.rdb, worker.Config{Concurrency: 4, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), FailedDir: b.failed}, worker.Deps{
-		Spool: b.spool, Storage: storage.New(client, c), Assets: b.assets, Plugins: builtin.Registry(),
+		Spool: b.spool, Storage: storage.New(client, c), Assets: b.assets, Plugins: builtin.Registry(), Ledger: ledger.New(b.rdb, "dab:", "house"),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -281,7 +282,7 @@ func TestPermanentErrorsThenFixAndRerun(t *testing.T) {
 			badCtx, stopBad := context.WithCancel(context.Background())
 			client, _ := storage.NewClient(context.Background(), bad)
 			w, err := worker.New(b.rdb, worker.Config{Concurrency: 2, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), FailedDir: b.failed},
-				worker.Deps{Spool: b.spool, Storage: storage.New(client, bad), Assets: b.assets, Plugins: builtin.Registry()})
+				worker.Deps{Spool: b.spool, Storage: storage.New(client, bad), Assets: b.assets, Plugins: builtin.Registry(), Ledger: ledger.New(b.rdb, "dab:", "house")})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/config"
+	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/internal/storage"
 )
@@ -129,6 +130,25 @@ func (a *app) spool() (*spool.Spool, error) {
 
 func (a *app) assets(rdb redis.UniversalClient) *asset.Store {
 	return asset.NewStore(rdb, a.cfg.KeyPrefix)
+}
+
+func (a *app) ledger(rdb redis.UniversalClient) *ledger.Store {
+	return ledger.New(rdb, a.cfg.KeyPrefix, a.cfg.HouseAccount)
+}
+
+// warnIfNotDurable says loudly when the Redis holding queues, records and
+// credits keeps nothing on disk: a restart would lose them.
+func (a *app) warnIfNotDurable(ctx context.Context, rdb redis.UniversalClient) {
+	aof, fsync, err := ledger.Durability(ctx, rdb)
+	switch {
+	case err != nil:
+		a.log.Warn("redis.durability_unknown", "error", err.Error(), "note", "could not read Redis persistence settings; make sure appendonly is on (see README, Redis for money)")
+	case !aof:
+		a.log.Warn("redis.not_durable", "redis", config.RedactURL(a.cfg.RedisURL),
+			"warning", "Redis runs WITHOUT the append-only file: a restart loses queued tasks, asset records and every credit balance. Set appendonly yes and appendfsync everysec (or always) - see README, Redis for money")
+	case fsync == "no":
+		a.log.Warn("redis.weak_fsync", "warning", "appendfsync no: the OS decides when writes reach disk; a power cut can lose recent purchases. Use everysec or always")
+	}
 }
 
 func (a *app) asynqClient(rdb redis.UniversalClient) *asynq.Client {

@@ -19,7 +19,7 @@ import (
 var errTaskNotFound = errors.New("task not found")
 
 // taskQueues are searched for a task ID.
-var taskQueues = []string{task.QueueUploads}
+var taskQueues = []string{task.QueueUploads, task.QueuePurchases}
 
 // localTask reads a task from Redis.
 func localTask(insp *asynq.Inspector, id string) (api.Task, error) {

@@ -50,6 +50,7 @@ func (a *app) serve(ctx context.Context, r roles, ready func() error) error {
 		return err
 	}
 	defer rdb.Close()
+	a.warnIfNotDurable(ctx, rdb)
 	var runs []func(context.Context) error
 	if r.worker {
 		w, err := a.newWorker(ctx, rdb)
@@ -123,7 +124,7 @@ func (a *app) newWorker(ctx context.Context, rdb redis.UniversalClient) (*worker
 	return worker.New(rdb, worker.Config{
 		Concurrency: a.cfg.Concurrency, ShutdownTimeout: a.cfg.ShutdownTimeout, Logger: a.log,
 		FailedDir: a.cfg.FailedRoot(), DoneDir: a.cfg.DoneDir,
-	}, worker.Deps{Spool: sp, Storage: st, Assets: a.assets(rdb), Plugins: builtin.Registry()})
+	}, worker.Deps{Spool: sp, Storage: st, Assets: a.assets(rdb), Plugins: builtin.Registry(), Ledger: a.ledger(rdb)})
 }
 
 // newWatcher builds a drop-folder watcher that enqueues through rdb.

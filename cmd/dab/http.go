@@ -13,7 +13,6 @@ import (
 	"github.com/dab-assets/dab/internal/idem"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
 	"github.com/dab-assets/dab/watcher"
-	"github.com/dab-assets/dab/worker/task"
 )
 
 // newHTTP builds the HTTP API and binds its address (so a busy port fails at
@@ -50,7 +49,7 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 		checks["bucket"] = st.Check
 	}
 	api.RegisterQueries(srv, api.QueryDeps{
-		Inspector: asynq.NewInspectorFromRedisClient(rdb), Queues: []string{task.QueueUploads},
+		Inspector: asynq.NewInspectorFromRedisClient(rdb), Queues: taskQueues,
 		Assets: a.assets(rdb), Checks: checks,
 	})
 	intake, err := watcher.NewIntake(watcher.IntakeConfig{
@@ -63,6 +62,9 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 	if err := intake.Register(srv); err != nil {
 		return nil, err
 	}
+	led := a.ledger(rdb)
+	api.RegisterLedger(srv, led)
+	(&watcher.PurchaseIntake{Ledger: led, Queue: a.asynqClient(rdb)}).Register(srv)
 	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on DAB_HTTP_ADDR %s: %w (is another dab running? choose another port)", a.cfg.HTTPAddr, err)

@@ -24,14 +24,18 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"work":   {"run a worker: upload spooled files to S3, run plugins, record assets", runWork},
-		"watch":  {"run a watcher: take complete files from the drop folder and queue their upload", runWatch},
-		"serve":  {"run the watcher and the worker in one process", runServe},
-		"dev":    {"run everything on this machine with a local Redis and S3-compatible store", runDev},
-		"upload": {"spool files and queue their upload: dab upload FILE... --type TYPE", runUpload},
-		"assets": {"list and show asset records: dab assets list | dab assets show ID", runAssets},
-		"tasks":  {"show a task's state: dab tasks show ID", runTasks},
-		"config": {"print the effective configuration, secrets masked", runConfig},
+		"work":     {"run a worker: upload spooled files to S3, run plugins, record assets", runWork},
+		"watch":    {"run a watcher: take complete files from the drop folder and queue their upload", runWatch},
+		"serve":    {"run the watcher and the worker in one process", runServe},
+		"dev":      {"run everything on this machine with a local Redis and S3-compatible store", runDev},
+		"upload":   {"spool files and queue their upload: dab upload FILE... --type TYPE", runUpload},
+		"assets":   {"list and show asset records: dab assets list | dab assets show ID", runAssets},
+		"tasks":    {"show a task's state: dab tasks show ID", runTasks},
+		"credits":  {"grant credits: dab credits grant ACCOUNT N [--key K]", runCredits},
+		"account":  {"show a balance and its entries: dab account show ACCOUNT", runAccount},
+		"purchase": {"buy an asset: dab purchase --asset ID --buyer B --credits N [--key K]", runPurchase},
+		"ledger":   {"check the ledger: dab ledger verify", runLedger},
+		"config":   {"print the effective configuration, secrets masked", runConfig},
 	}
 }
 
@@ -69,6 +73,8 @@ func run(ctx context.Context, e *env, args []string) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.Is(err, errRejected):
+		return 1
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(e.stderr, "dab %s: %v\n", args[0], err)
 		return 2

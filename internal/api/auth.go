@@ -118,8 +118,19 @@ func CallerOf(ctx context.Context) (Caller, bool) {
 	return c, ok
 }
 
-// Has reports whether the caller may act in scope.
-func (c Caller) Has(scope string) bool { return c.Scopes[ScopeAdmin] || c.Scopes[scope] }
+// Has reports whether the caller may act in scope; a scope "a,b" is
+// satisfied by either.
+func (c Caller) Has(scope string) bool {
+	if c.Scopes[ScopeAdmin] {
+		return true
+	}
+	for _, s := range strings.Split(scope, ",") {
+		if c.Scopes[s] {
+			return true
+		}
+	}
+	return false
+}
 
 // require lets a request through when its bearer token carries scope:
 // 401 without a valid token, 403 with one that lacks the scope.

@@ -4,6 +4,7 @@
 package apiclient
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/dab-assets/dab/internal/api"
 	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/ledger"
 )
 
 // ResumableFrom is the file size from which uploads go over tus.
@@ -322,4 +324,36 @@ func (c *Client) tusSend(ctx context.Context, f *os.File, size, offset int64, lo
 		return api.Accepted{}, errors.New("tus: the final answer has no Dab-Task-Id")
 	}
 	return api.Accepted{TaskID: id, StatusURL: resp.Header.Get("Dab-Status-Url"), Size: size}, nil
+}
+
+// Grant gives credits to an account (admin), once per key.
+func (c *Client) Grant(ctx context.Context, key, account string, credits int64) (ledger.GrantResult, error) {
+	var r ledger.GrantResult
+	body, _ := json.Marshal(map[string]int64{"credits": credits})
+	_, err := c.do(ctx, http.MethodPost, c.url("/v1/accounts/"+url.PathEscape(account)+"/grants"), bytes.NewReader(body),
+		http.Header{"Content-Type": {"application/json"}, "Idempotency-Key": {key}}, &r)
+	return r, err
+}
+
+// Account reads a balance and its latest entries.
+func (c *Client) Account(ctx context.Context, id string) (ledger.Account, error) {
+	var a ledger.Account
+	_, err := c.do(ctx, http.MethodGet, c.url("/v1/accounts/"+url.PathEscape(id)), nil, nil, &a)
+	return a, err
+}
+
+// Purchase sends a purchase; the ID is its idempotency key.
+func (c *Client) Purchase(ctx context.Context, p ledger.PurchaseRequest) (ledger.PurchaseResult, error) {
+	var r ledger.PurchaseResult
+	body, _ := json.Marshal(map[string]any{"asset_id": p.AssetID, "buyer_id": p.BuyerID, "credits": p.Credits})
+	_, err := c.do(ctx, http.MethodPost, c.url("/v1/purchases"), bytes.NewReader(body),
+		http.Header{"Content-Type": {"application/json"}, "Idempotency-Key": {p.PurchaseID}}, &r)
+	return r, err
+}
+
+// GetPurchase reads a purchase's state.
+func (c *Client) GetPurchase(ctx context.Context, id string) (ledger.PurchaseResult, error) {
+	var r ledger.PurchaseResult
+	_, err := c.do(ctx, http.MethodGet, c.url("/v1/purchases/"+url.PathEscape(id)), nil, nil, &r)
+	return r, err
 }

@@ -76,6 +76,8 @@ type Config struct {
 	MaxUploadBytes int64
 	// MaxConcurrentUploads bounds HTTP uploads in progress. Default 16.
 	MaxConcurrentUploads int
+	// HouseAccount receives the price of assets that have no owner yet.
+	HouseAccount string
 	// Server and Token make client commands go through a dab HTTP API
 	// instead of the local spool and Redis.
 	Server, Token string
@@ -171,6 +173,9 @@ func Settings() []Setting {
 		{Env: "DAB_MAX_CONCURRENT_UPLOADS", Flag: "max-concurrent-uploads", Default: "16",
 			Usage: "HTTP uploads in progress at once (503 beyond)",
 			get:   func(c *Config) string { return strconv.Itoa(c.MaxConcurrentUploads) }, set: intSetter(func(c *Config) *int { return &c.MaxConcurrentUploads })},
+		{Env: "DAB_HOUSE_ACCOUNT", Flag: "house-account", Default: "house",
+			Usage: "account that receives the price of an asset nobody owns yet",
+			get:   func(c *Config) string { return c.HouseAccount }, set: func(c *Config, v string) error { c.HouseAccount = v; return nil }},
 		{Env: "DAB_SERVER", Flag: "server", Default: "",
 			Usage: "client commands: URL of a dab HTTP API to use instead of the local spool and Redis",
 			get:   func(c *Config) string { return c.Server }, set: func(c *Config, v string) error { c.Server = v; return nil }},
@@ -380,6 +385,9 @@ func (c *Config) validate() []error {
 		if u, err := url.Parse(c.Server); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("DAB_SERVER", "%q is not an http:// or https:// URL", c.Server)
 		}
+	}
+	if c.HouseAccount == "" || c.HouseAccount == "issuance" || strings.ContainsAny(c.HouseAccount, " |\t\n") {
+		bad("DAB_HOUSE_ACCOUNT", "%q: give an account ID (letters, digits, '.', '_', ':', '@', '-'), not issuance", c.HouseAccount)
 	}
 	if strings.TrimSpace(c.DropDir) == "" {
 		bad("DAB_DROP_DIR", "is empty: give the drop folder, such as ./drop")

@@ -109,3 +109,54 @@ func (p UploadPayload) validate() error {
 // already (queued, running, or finished and retained): for dab's deterministic
 // task IDs that is success.
 func IsAlreadyQueued(err error) bool { return errors.Is(err, asynq.ErrTaskIDConflict) }
+
+// TypePurchase applies one purchase to the ledger (permanent name).
+const TypePurchase = "dab:purchase"
+
+// QueuePurchases carries purchase tasks; workers serve it before uploads.
+const QueuePurchases = "purchases"
+
+// PurchasePayload is the payload of TypePurchase. PurchaseID is the
+// idempotency key and, prefixed, the task ID.
+type PurchasePayload struct {
+	PurchaseID string `json:"purchase_id"`
+	AssetID    string `json:"asset_id"`
+	BuyerID    string `json:"buyer_id"`
+	Credits    int64  `json:"credits"`
+}
+
+// PurchaseTaskID is the task ID of a purchase, so sending a purchase twice
+// queues it once.
+func PurchaseTaskID(purchaseID string) string { return "purchase-" + purchaseID }
+
+// NewPurchase builds the task of a purchase. The ledger validates the
+// fields when the task runs (and stores a clear rejection); here only the
+// shape is checked.
+func NewPurchase(p PurchasePayload, opts ...asynq.Option) (*asynq.Task, error) {
+	if p.PurchaseID == "" || p.AssetID == "" || p.BuyerID == "" || p.Credits <= 0 {
+		return nil, fmt.Errorf("%w: a purchase needs purchase_id, asset_id, buyer_id and credits > 0", ErrBadPayload)
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("task: encode purchase payload: %w", err)
+	}
+	base := []asynq.Option{
+		asynq.TaskID(PurchaseTaskID(p.PurchaseID)),
+		asynq.Queue(QueuePurchases),
+		asynq.MaxRetry(DefaultMaxRetry),
+		asynq.Retention(DefaultRetention),
+	}
+	return asynq.NewTask(TypePurchase, b, append(base, opts...)...), nil
+}
+
+// DecodePurchase reads a purchase payload; errors wrap ErrBadPayload.
+func DecodePurchase(b []byte) (PurchasePayload, error) {
+	var p PurchasePayload
+	if err := json.Unmarshal(b, &p); err != nil {
+		return p, fmt.Errorf("%w: purchase payload is not the JSON object {\"purchase_id\", \"asset_id\", \"buyer_id\", \"credits\"}: %v", ErrBadPayload, err)
+	}
+	if p.PurchaseID == "" || p.AssetID == "" || p.BuyerID == "" || p.Credits <= 0 {
+		return p, fmt.Errorf("%w: purchase payload needs purchase_id, asset_id, buyer_id and credits > 0", ErrBadPayload)
+	}
+	return p, nil
+}

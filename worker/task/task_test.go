@@ -71,3 +71,30 @@ func FuzzDecodeUpload(f *testing.F) {
 		}
 	})
 }
+
+func TestPurchaseTask(t *testing.T) {
+	t.Parallel()
+	tk, err := NewPurchase(PurchasePayload{PurchaseID: "p1", AssetID: "a", BuyerID: "b", Credits: 3})
+	if err != nil || tk.Type() != TypePurchase {
+		t.Fatal(err)
+	}
+	p, err := DecodePurchase(tk.Payload())
+	if err != nil || p.Credits != 3 || PurchaseTaskID("p1") != "purchase-p1" {
+		t.Fatalf("%+v %v", p, err)
+	}
+	for _, bad := range []string{`x`, `{}`, `{"purchase_id":"p","asset_id":"a","buyer_id":"b","credits":0}`, `{"credits":"1"}`} {
+		if _, err := DecodePurchase([]byte(bad)); !errors.Is(err, asynq.SkipRetry) {
+			t.Errorf("%s: %v", bad, err)
+		}
+	}
+}
+
+func FuzzDecodePurchase(f *testing.F) {
+	f.Add([]byte(`{"purchase_id":"p","asset_id":"a","buyer_id":"b","credits":1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := DecodePurchase(b)
+		if err == nil && p.Credits <= 0 {
+			t.Fatalf("accepted %+v", p)
+		}
+	})
+}

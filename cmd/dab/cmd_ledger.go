@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dab-assets/dab/internal/ledger"
+	"github.com/dab-assets/dab/worker/task"
+)
+
+// newKey makes an idempotency key for a command run; it is printed so that
+// the same command can be retried safely with --key.
+func newKey(prefix string) string { return prefix + "-" + randomHex(12) }
+
+// runCredits: dab credits grant ACCOUNT N [--key K].
+func runCredits(ctx context.Context, e *env, args []string) error {
+	var key string
+	var asJSON bool
+	a, err := e.parse("credits", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&key, "key", "", "idempotency key: a retried grant with the same key grants once (default: a new key, printed)")
+		fs.BoolVar(&asJSON, "json", false, "print JSON")
+	})
+	if err != nil {
+		return err
+	}
+	if len(a.args) != 3 || a.args[0] != "grant" {
+		return fmt.Errorf("%w: dab credits grant ACCOUNT CREDITS [--key K]", errUsage)
+	}
+	n, err := strconv.ParseInt(a.args[2], 10, 64)
+	if err != nil {
+		return fmt.Errorf("%w: credits %q is not a whole number", errUsage, a.args[2])
+	}
+	if key == "" {
+		key = newKey("grant")
+	}
+	var res ledger.GrantResult
+	if a.cfg.Server != "" {
+		c, err := a.apiClient()
+		if err != nil {
+			return err
+		}
+		res, err = c.Grant(ctx, key, a.args[1], n)
+		if err != nil {
+			return err
+		}
+	} else {
+		rdb, err := a.connectRedis(ctx)
+		if err != nil {
+			return err
+		}
+		defer rdb.Close()
+		if res, err = a.ledger(rdb).Grant(ctx, key, a.args[1], n); err != nil {
+			return err
+		}
+	}
+	if asJSON {
+		return writeJSON(a, res)
+	}
+	fmt.Fprintf(a.stdout, "granted %d credits to %s (entry %s, key %s); balance %d\n", res.Credits, res.Account, res.EntryID, key, res.Balance)
+	return nil
+}
+
+// runAccount: dab account show ACCOUNT [--json].
+func runAccount(ctx context.Context, e *env, args []string) error {
+	var asJSON bool
+	a, err := e.parse("account", args, func(fs *flag.FlagSet) { fs.BoolVar(&asJSON, "json", false, "print JSON") })
+	if err != nil {
+		return err
+	}
+	if len(a.args) != 2 || a.args[0] != "show" {
+		return fmt.Errorf("%w: dab account show ACCOUNT", errUsage)
+	}
+	var acct ledger.Account
+	if a.cfg.Server != "" {
+		c, err := a.apiClient()
+		if err != nil {
+			return err
+		}
+		if acct, err = c.Account(ctx, a.args[1]); err != nil {
+			return err
+		}
+	} else {
+		rdb, err := a.connectRedis(ctx)
+		if err != nil {
+			return err
+		}
+		defer rdb.Close()
+		if acct, err = a.ledger(rdb).Account(ctx, a.args[1], 20); err != nil {
+			return err
+		}
+	}
+	if asJSON {
+		return writeJSON(a, acct)
+	}
+	fmt.Fprintf(a.stdout, "%s: %d credits\n", acct.ID, acct.Balance)
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ENTRY\tKIND\tFROM\tTO\tCREDITS\tREFERENCE\tAT")
+	for _, en := range acct.Entries {
+		ref := en.PurchaseID
+		if ref == "" {
+			ref = en.GrantKey
+		}
+		if en.AssetID != "" {
+			ref += " (asset " + en.AssetID + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", en.ID, en.Kind, en.Debit, en.Credit, en.Amount, ref, en.At)
+	}
+	return tw.Flush()
+}
+
+// runPurchase: dab purchase --asset ID --buyer B --credits N [--key K]; it
+// waits for the result and prints it.
+func runPurchase(ctx context.Context, e *env, args []string) error {
+	var (
+		p       ledger.PurchaseRequest
+		asJSON  bool
+		timeout time.Duration
+	)
+	a, err := e.parse("purchase", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&p.AssetID, "asset", "", "asset ID (see `dab assets list`)")
+		fs.StringVar(&p.BuyerID, "buyer", "", "buyer account")
+		fs.Int64Var(&p.Credits, "credits", 0, "credits to pay (the asset's price, when it has one)")
+		fs.StringVar(&p.PurchaseID, "key", "", "purchase ID, the idempotency key: sending the same purchase again buys once (default: a new key, printed)")
+		fs.BoolVar(&asJSON, "json", false, "print JSON")
+		fs.DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for the result")
+	})
+	if err != nil {
+		return err
+	}
+	if len(a.args) > 0 {
+		return fmt.Errorf("%w: dab purchase takes flags only: --asset ID --buyer B --credits N [--key K]", errUsage)
+	}
+	if p.PurchaseID == "" {
+		p.PurchaseID = newKey("purchase")
+	}
+	if err := p.Check(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	var get func(context.Context, string) (ledger.PurchaseResult, error)
+	var res ledger.PurchaseResult
+	if a.cfg.Server != "" {
+		c, err := a.apiClient()
+		if err != nil {
+			return err
+		}
+		if res, err = c.Purchase(ctx, p); err != nil {
+			return err
+		}
+		get = c.GetPurchase
+	} else {
+		rdb, err := a.connectRedis(ctx)
+		if err != nil {
+			return err
+		}
+		defer rdb.Close()
+		led := a.ledger(rdb)
+		if res, _, err = led.Accept(ctx, p); err != nil {
+			return err
+		}
+		if res.Status == ledger.StatusPending {
+			t, err := task.NewPurchase(task.PurchasePayload{PurchaseID: p.PurchaseID, AssetID: p.AssetID, BuyerID: p.BuyerID, Credits: p.Credits})
+			if err != nil {
+				return err
+			}
+			client := a.asynqClient(rdb)
+			defer client.Close()
+			if _, err := client.EnqueueContext(ctx, t); err != nil && !task.IsAlreadyQueued(err) {
+				return fmt.Errorf("queue purchase %s: %w (it is recorded as pending: run the same command with --key %s again)", p.PurchaseID, err, p.PurchaseID)
+			}
+		}
+		get = led.GetPurchase
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for res.Status == ledger.StatusPending {
+		select {
+		case <-wctx.Done():
+			return fmt.Errorf("purchase %s is still pending after %s (is a worker running?); check later with the same --key", p.PurchaseID, timeout)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if res, err = get(ctx, p.PurchaseID); err != nil {
+			return err
+		}
+	}
+	if asJSON {
+		if err := writeJSON(a, res); err != nil {
+			return err
+		}
+	} else if res.Status == ledger.StatusSucceeded {
+		fmt.Fprintf(a.stdout, "purchase %s succeeded: %s paid %d credits to %s for asset %s (entry %s)\n", res.PurchaseID, res.BuyerID, res.Credits, res.Seller, res.AssetID, res.EntryID)
+	} else {
+		fmt.Fprintf(a.stdout, "purchase %s rejected (%s): %s; nothing was charged\n", res.PurchaseID, res.Reason, res.Detail)
+	}
+	if res.Status == ledger.StatusRejected {
+		return errRejected
+	}
+	return nil
+}
+
+// errRejected makes a rejected purchase exit 1 after its result is printed.
+var errRejected = errors.New("the purchase was rejected")
+
+// runLedger: dab ledger verify.
+func runLedger(ctx context.Context, e *env, args []string) error {
+	var asJSON bool
+	a, err := e.parse("ledger", args, func(fs *flag.FlagSet) { fs.BoolVar(&asJSON, "json", false, "print JSON") })
+	if err != nil {
+		return err
+	}
+	if len(a.args) != 1 || a.args[0] != "verify" {
+		return fmt.Errorf("%w: dab ledger verify", errUsage)
+	}
+	rdb, err := a.connectRedis(ctx)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	r, err := a.ledger(rdb).Verify(ctx)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		writeJSON(a, r)
+	} else {
+		fmt.Fprintf(a.stdout, "%d entries, %d accounts, %d credits issued, %d purchases succeeded, %d rejected\n", r.Entries, r.Accounts, r.Issued, r.Purchases, r.Rejected)
+		for _, p := range r.Problems {
+			fmt.Fprintln(a.stdout, "PROBLEM: "+p)
+		}
+	}
+	if !r.OK() {
+		return fmt.Errorf("ledger verify found %d problems", len(r.Problems))
+	}
+	if !asJSON {
+		fmt.Fprintln(a.stdout, "ok: every balance is the sum of its entries, none but issuance is negative, balances sum to zero, every purchase is applied once")
+	}
+	return nil
+}

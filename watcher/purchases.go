@@ -1,0 +1,79 @@
+package watcher
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+
+	"github.com/dab-assets/dab/internal/api"
+	"github.com/dab-assets/dab/internal/ledger"
+	"github.com/dab-assets/dab/worker/task"
+)
+
+// PurchaseIntake takes purchase requests over HTTP: it records each as
+// pending in the ledger (once per purchase ID) and queues its task.
+type PurchaseIntake struct {
+	Ledger *ledger.Store
+	Queue  Enqueuer
+}
+
+// Register adds POST /v1/purchases.
+func (p *PurchaseIntake) Register(s *api.Server) {
+	s.HandleFunc(http.MethodPost, "/v1/purchases", api.ScopePurchase, p.post)
+}
+
+// PurchaseAccepted is the answer to a new (or still pending) purchase.
+type PurchaseAccepted struct {
+	ledger.PurchaseResult
+	TaskID    string `json:"task_id"`
+	StatusURL string `json:"status_url"`
+}
+
+// post: the Idempotency-Key header is the purchase ID; the body is
+// {"asset_id", "buyer_id", "credits"}. A new or pending purchase answers 202;
+// a repeat of a finished one answers 200 with its stored result; the same ID
+// with other parameters 409.
+func (p *PurchaseIntake) post(w http.ResponseWriter, r *http.Request) {
+	id := r.Header.Get("Idempotency-Key")
+	if id == "" {
+		api.WriteError(w, http.StatusBadRequest, "idempotency_key_required", "send an Idempotency-Key header: it is the purchase ID, so a retried purchase buys once")
+		return
+	}
+	var body struct {
+		AssetID string      `json:"asset_id"`
+		BuyerID string      `json:"buyer_id"`
+		Credits json.Number `json:"credits"`
+	}
+	if err := api.DecodeJSON(r, &body); err != nil {
+		api.WriteError(w, http.StatusBadRequest, "bad_json", err.Error()+`; send {"asset_id": "...", "buyer_id": "...", "credits": N}`)
+		return
+	}
+	credits, err := api.ParseCredits(body.Credits)
+	if err != nil {
+		api.WriteError(w, http.StatusBadRequest, "bad_credits", err.Error())
+		return
+	}
+	req := ledger.PurchaseRequest{PurchaseID: id, AssetID: body.AssetID, BuyerID: body.BuyerID, Credits: credits}
+	res, _, err := p.Ledger.Accept(r.Context(), req)
+	if api.WriteLedgerError(w, err) {
+		return
+	}
+	if res.Status != ledger.StatusPending {
+		w.Header().Set("Idempotent-Replayed", "true")
+		api.WriteJSON(w, http.StatusOK, res)
+		return
+	}
+	// New, or accepted before and not yet applied: (re)queue. The task ID is
+	// the purchase ID, so this never queues it twice.
+	t, err := task.NewPurchase(task.PurchasePayload{PurchaseID: id, AssetID: req.AssetID, BuyerID: req.BuyerID, Credits: credits})
+	if err == nil {
+		_, err = p.Queue.EnqueueContext(r.Context(), t)
+	}
+	if err != nil && !task.IsAlreadyQueued(err) {
+		api.WriteError(w, http.StatusServiceUnavailable, "queue_unavailable", "the purchase is recorded as pending but could not be queued ("+err.Error()+"): send the same request again")
+		return
+	}
+	status := "/v1/purchases/" + url.PathEscape(id)
+	w.Header().Set("Location", status)
+	api.WriteJSON(w, http.StatusAccepted, PurchaseAccepted{PurchaseResult: res, TaskID: task.PurchaseTaskID(id), StatusURL: status})
+}

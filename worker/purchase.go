@@ -1,0 +1,41 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/dab-assets/dab/internal/ledger"
+	"github.com/dab-assets/dab/worker/task"
+)
+
+// handlePurchase applies a purchase to the ledger. The ledger script makes it
+// exactly once: a re-run returns the stored result. Rejections (unknown
+// asset, wrong price, already owner, insufficient credits) are results, not
+// errors: the task completes and nothing moves.
+func (w *Worker) handlePurchase(ctx context.Context, t *asynq.Task) error {
+	p, err := task.DecodePurchase(t.Payload())
+	if err != nil {
+		return err
+	}
+	taskID, _ := asynq.GetTaskID(ctx)
+	res, err := w.deps.Ledger.Apply(ctx, ledger.PurchaseRequest{PurchaseID: p.PurchaseID, AssetID: p.AssetID, BuyerID: p.BuyerID, Credits: p.Credits})
+	if errors.Is(err, ledger.ErrInvalid) || errors.Is(err, ledger.ErrConflict) {
+		return fmt.Errorf("purchase %s: %w: %w", p.PurchaseID, err, asynq.SkipRetry)
+	}
+	if err != nil {
+		return fmt.Errorf("purchase %s: %w", p.PurchaseID, err)
+	}
+	b, _ := json.Marshal(res)
+	if rw := t.ResultWriter(); rw != nil {
+		if _, err := rw.Write(b); err != nil {
+			return fmt.Errorf("purchase %s: write task result: %w", p.PurchaseID, err)
+		}
+	}
+	w.log.Info("purchase.done", "task_id", taskID, "purchase_id", p.PurchaseID, "asset_id", p.AssetID,
+		"buyer", p.BuyerID, "credits", p.Credits, "status", res.Status, "reason", res.Reason, "entry_id", res.EntryID)
+	return nil
+}
