@@ -27,6 +27,7 @@ import (
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/harness"
 	"github.com/dab-assets/dab/internal/idem"
+	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/worker/task"
 )
@@ -35,6 +36,7 @@ const (
 	testAdmin  = "admin-token-for-tests-0001"
 	testReader = "read-token-for-tests-00001"
 	testIngest = "ingest-token-for-tests-001"
+	testBuyer  = "purchase-token-for-tests1"
 )
 
 // httpBundle is a full API server (queries + intake) on real Redis and S3.
@@ -44,6 +46,7 @@ type httpBundle struct {
 	routes []api.Route
 	assets *asset.Store
 	intake *Intake
+	ledger *ledger.Store
 }
 
 func setupHTTP(t *testing.T, cfg IntakeConfig) *httpBundle {
@@ -52,7 +55,7 @@ func setupHTTP(t *testing.T, cfg IntakeConfig) *httpBundle {
 	s3 := harness.StartS3(t)
 	rdb := harness.RedisClient(t, b.redis)
 	file := filepath.Join(t.TempDir(), "tokens")
-	os.WriteFile(file, []byte("read "+testReader+"\ningest "+testIngest+"\n"), 0o600)
+	os.WriteFile(file, []byte("read "+testReader+"\ningest "+testIngest+"\npurchase "+testBuyer+"\n"), 0o600)
 	tokens, err := api.LoadTokens(testAdmin, file)
 	if err != nil {
 		t.Fatal(err)
@@ -79,9 +82,12 @@ func setupHTTP(t *testing.T, cfg IntakeConfig) *httpBundle {
 	if err := in.Register(s); err != nil {
 		t.Fatal(err)
 	}
+	led := ledger.New(rdb, "dab:", "house")
+	api.RegisterLedger(s, led)
+	(&PurchaseIntake{Ledger: led, Queue: b.client}).Register(s)
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
-	return &httpBundle{bundle: b, srv: srv, routes: s.Routes(), assets: assets, intake: in}
+	return &httpBundle{bundle: b, srv: srv, routes: s.Routes(), assets: assets, intake: in, ledger: led}
 }
 
 type answer struct {

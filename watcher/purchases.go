@@ -42,7 +42,7 @@ func (p *PurchaseIntake) post(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		AssetID string      `json:"asset_id"`
 		BuyerID string      `json:"buyer_id"`
-		Credits json.Number `json:"credits"`
+		Credits json.RawMessage `json:"credits"`
 	}
 	if err := api.DecodeJSON(r, &body); err != nil {
 		api.WriteError(w, http.StatusBadRequest, "bad_json", err.Error()+`; send {"asset_id": "...", "buyer_id": "...", "credits": N}`)

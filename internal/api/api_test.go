@@ -177,3 +177,16 @@ func FuzzTokensFile(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseCredits: only whole numbers from 1 to the ledger's maximum pass.
+func FuzzParseCredits(f *testing.F) {
+	for _, s := range []string{"1", "0", "-1", "1.5", `"5"`, "1e3", "99999999999999999999", "null", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		n, err := ParseCredits(json.RawMessage(raw))
+		if err == nil && (n < 1 || n > 1_000_000_000_000_000) {
+			t.Fatalf("ParseCredits(%q) = %d", raw, n)
+		}
+	})
+}

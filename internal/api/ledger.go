@@ -26,7 +26,7 @@ func RegisterLedger(s *Server, led *ledger.Store) {
 			return
 		}
 		var body struct {
-			Credits json.Number `json:"credits"`
+			Credits json.RawMessage `json:"credits"`
 		}
 		if err := DecodeJSON(r, &body); err != nil {
 			WriteError(w, http.StatusBadRequest, "bad_json", err.Error())
@@ -98,12 +98,14 @@ func DecodeJSON(r *http.Request, v any) error {
 	return nil
 }
 
-// ParseCredits reads a whole, positive number of credits.
-func ParseCredits(n json.Number) (int64, error) {
-	if n == "" {
+// ParseCredits reads a whole, positive number of credits: a JSON number,
+// not a string, not a fraction.
+func ParseCredits(raw json.RawMessage) (int64, error) {
+	n := string(raw)
+	if n == "" || n == "null" {
 		return 0, errors.New("credits is missing")
 	}
-	v, err := strconv.ParseInt(string(n), 10, 64)
+	v, err := strconv.ParseInt(n, 10, 64)
 	if err != nil {
 		return 0, fmt.Errorf("credits %s is not a whole number of credits", n)
 	}

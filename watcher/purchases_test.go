@@ -1,0 +1,147 @@
+package watcher
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/ledger"
+	"github.com/dab-assets/dab/worker/task"
+)
+
+func TestGrantsAndAccounts(t *testing.T) {
+	t.Parallel()
+	h := setupHTTP(t, IntakeConfig{})
+	grant := func(token, key, body string) answer {
+		hdr := map[string]string{"Content-Type": "application/json"}
+		if key != "" {
+			hdr["Idempotency-Key"] = key
+		}
+		return h.do(t, "POST", "/v1/accounts/alice/grants", token, strings.NewReader(body), hdr)
+	}
+	tests := []struct {
+		token, key, body string
+		status           int
+		code             string
+	}{
+		{testAdmin, "", `{"credits": 5}`, 400, "idempotency_key_required"},
+		{testReader, "g1", `{"credits": 5}`, 403, "forbidden"},
+		{testBuyer, "g1", `{"credits": 5}`, 403, "forbidden"},
+		{testAdmin, "g1", `{"credits": 0}`, 400, "bad_credits"},
+		{testAdmin, "g1", `{"credits": -3}`, 400, "bad_credits"},
+		{testAdmin, "g1", `{"credits": 1.5}`, 400, "bad_credits"},
+		{testAdmin, "g1", `{"credits": 99999999999999999999}`, 400, "bad_credits"},
+		{testAdmin, "g1", `{"credits": "5"}`, 400, "bad_credits"},
+		{testAdmin, "g1", `{"credits": 5, "extra": 1}`, 400, "bad_json"},
+		{testAdmin, "g1", `{"credits": 5} {}`, 400, "bad_json"},
+		{testAdmin, "g1", `not json`, 400, "bad_json"},
+	}
+	for _, tt := range tests {
+		if a := grant(tt.token, tt.key, tt.body); a.status != tt.status || a.errCode() != tt.code {
+			t.Errorf("grant %s %q: %d %s, want %d %s", tt.key, tt.body, a.status, a.body, tt.status, tt.code)
+		}
+	}
+	first, again := grant(testAdmin, "g1", `{"credits": 5}`), grant(testAdmin, "g1", `{"credits": 5}`)
+	var g1, g2 ledger.GrantResult
+	first.json(t, &g1)
+	again.json(t, &g2)
+	if first.status != 201 || g1.EntryID == "" || g2.EntryID != g1.EntryID || g2.Balance != 5 {
+		t.Fatalf("grant and repeat: %s / %s", first.body, again.body)
+	}
+	if a := grant(testAdmin, "g1", `{"credits": 6}`); a.status != 409 {
+		t.Fatalf("same key, other credits: %d %s", a.status, a.body)
+	}
+	var acct ledger.Account
+	a := h.do(t, "GET", "/v1/accounts/alice", testBuyer, nil, nil)
+	a.json(t, &acct)
+	if acct.Balance != 5 || len(acct.Entries) != 1 || acct.Entries[0].Kind != "grant" {
+		t.Fatalf("account: %s", a.body)
+	}
+	a = h.do(t, "GET", "/v1/accounts/nobody-yet", testReader, nil, nil)
+	a.json(t, &acct)
+	if a.status != 200 || acct.Balance != 0 {
+		t.Fatalf("new account: %s", a.body)
+	}
+	if a := h.do(t, "GET", "/v1/accounts/bad%20id", testReader, nil, nil); a.status != 400 {
+		t.Fatalf("bad account id: %d", a.status)
+	}
+}
+
+func TestPurchasesOverHTTP(t *testing.T) {
+	t.Parallel()
+	h := setupHTTP(t, IntakeConfig{})
+	rec, _, err := h.assets.Put(context.Background(), asset.Record{Name: "a", Type: "generic", Path: "a", S3Bucket: "b", S3Key: "generic/a", SHA256: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := `{"asset_id": "` + rec.ID + `", "buyer_id": "zed", "credits": 3}`
+	post := func(token, key, body string) answer {
+		hdr := map[string]string{"Content-Type": "application/json"}
+		if key != "" {
+			hdr["Idempotency-Key"] = key
+		}
+		return h.do(t, "POST", "/v1/purchases", token, strings.NewReader(body), hdr)
+	}
+	for _, tt := range []struct {
+		token, key, body string
+		status           int
+		code             string
+	}{
+		{testBuyer, "", body, 400, "idempotency_key_required"},
+		{testReader, "p1", body, 403, "forbidden"},
+		{"", "p1", body, 401, "unauthorized"},
+		{testBuyer, "p1", `{"asset_id": "x"}`, 400, "bad_credits"},
+		{testBuyer, "p1", `{"asset_id": "` + rec.ID + `", "buyer_id": "zed", "credits": 0}`, 400, "bad_credits"},
+		{testBuyer, "p1", `{"asset_id": "nope", "buyer_id": "zed", "credits": 1}`, 400, "invalid"},
+		{testBuyer, "p 1", body, 400, "invalid"},
+		{testBuyer, "p1", `[]`, 400, "bad_json"},
+	} {
+		if a := post(tt.token, tt.key, tt.body); a.status != tt.status || a.errCode() != tt.code {
+			t.Errorf("%q %q: %d %s, want %d %s", tt.key, tt.body, a.status, a.body, tt.status, tt.code)
+		}
+	}
+	// A thousand clients send the same purchase at once: one pending
+	// purchase, one task.
+	var wg sync.WaitGroup
+	answers := make([]answer, 1000)
+	for i := range answers {
+		wg.Add(1)
+		go func() { defer wg.Done(); answers[i] = post(testBuyer, "p1", body) }()
+	}
+	wg.Wait()
+	for _, a := range answers {
+		var pa PurchaseAccepted
+		a.json(t, &pa)
+		if a.status != 202 || pa.PurchaseID != "p1" || pa.Status != ledger.StatusPending || pa.TaskID != task.PurchaseTaskID("p1") {
+			t.Fatalf("concurrent send: %d %s", a.status, a.body)
+		}
+	}
+	if info, err := h.insp.GetQueueInfo(task.QueuePurchases); err != nil || info.Size != 1 {
+		t.Fatalf("queued purchases: %+v %v", info, err)
+	}
+	if a := post(testBuyer, "p1", strings.Replace(body, `"credits": 3`, `"credits": 4`, 1)); a.status != 409 {
+		t.Fatalf("same key, other credits: %d %s", a.status, a.body)
+	}
+	// The worker applies it (here: the ledger, as the worker's handler does).
+	if _, err := h.ledger.Apply(context.Background(), ledger.PurchaseRequest{PurchaseID: "p1", AssetID: rec.ID, BuyerID: "zed", Credits: 3}); err != nil {
+		t.Fatal(err)
+	}
+	var got ledger.PurchaseResult
+	a := h.do(t, "GET", "/v1/purchases/p1", testReader, nil, nil)
+	a.json(t, &got)
+	if got.Status != ledger.StatusRejected || got.Reason != ledger.ReasonInsufficientCredits {
+		t.Fatalf("status: %s", a.body)
+	}
+	again := post(testBuyer, "p1", body)
+	var replay ledger.PurchaseResult
+	json.Unmarshal(again.body, &replay)
+	if again.status != 200 || again.header.Get("Idempotent-Replayed") != "true" || replay != got {
+		t.Fatalf("repeat after the result: %d %s", again.status, again.body)
+	}
+	if a := h.do(t, "GET", "/v1/purchases/unknown", testReader, nil, nil); a.status != 404 {
+		t.Fatalf("unknown purchase: %d", a.status)
+	}
+}
