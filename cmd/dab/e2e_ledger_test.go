@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/harness"
+	"github.com/dab-assets/dab/internal/ledger"
+	"github.com/dab-assets/dab/worker/task"
+)
+
+// TestLedgerSurvivesCrashes is the ledger's property test: random grants
+// and purchases over many accounts and assets while worker processes are
+// killed with SIGKILL and Redis is restarted (append-only file on). After
+// the dust settles every accepted purchase is applied exactly once and
+// `dab ledger verify` passes.
+func TestLedgerSurvivesCrashes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for asynq to recover the tasks of killed workers")
+	}
+	t.Parallel()
+	r := harness.Redis(t)
+	e := newE2E(t)
+	// This test owns its Redis so it can restart it.
+	for i, kv := range e.env {
+		if strings.HasPrefix(kv, "DAB_REDIS_URL=") {
+			e.env[i] = "DAB_REDIS_URL=" + r.URL()
+		}
+	}
+	e.redis = r.URL()
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: 5})
+	defer rdb.Close()
+	ctx := context.Background()
+	assets, led := asset.NewStore(rdb, "dab:"), ledger.New(rdb, "dab:", "house")
+	rng := rand.New(rand.NewPCG(7, 7))
+
+	var ids []string
+	for i := range 40 {
+		md := map[string]string{}
+		if i%3 == 0 {
+			md["price"] = fmt.Sprint(1 + i%5)
+		}
+		rec, _, err := assets.Put(ctx, asset.Record{Name: "a", Type: "generic", Path: fmt.Sprint(i), S3Bucket: "b", S3Key: fmt.Sprintf("generic/%d", i), SHA256: "s", Metadata: md})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, rec.ID)
+	}
+	accounts := []string{"ann", "ben", "cat", "dan", "eve", "fox", "gil", "hal", "ivy", "jon"}
+	for _, a := range accounts {
+		if _, err := led.Grant(ctx, "seed-"+a, a, 30); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	workers := []*proc{e.start(nil, "work"), e.start(nil, "work")}
+	for _, w := range workers {
+		w.waitLog(t, "worker.started", 30*time.Second)
+	}
+	client := asynq.NewClientFromRedisClient(rdb)
+
+	var mu sync.Mutex
+	accepted := map[string]bool{}
+	submit := func(n int) {
+		p := ledger.PurchaseRequest{
+			PurchaseID: fmt.Sprintf("p-%d", n), AssetID: ids[rng.IntN(len(ids))],
+			BuyerID: accounts[rng.IntN(len(accounts))], Credits: int64(1 + rng.IntN(5)),
+		}
+		for range 50 { // retried while Redis restarts, with the same ID
+			if _, _, err := led.Accept(ctx, p); err != nil {
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			mu.Lock()
+			accepted[p.PurchaseID] = true
+			mu.Unlock()
+			tk, _ := task.NewPurchase(task.PurchasePayload{PurchaseID: p.PurchaseID, AssetID: p.AssetID, BuyerID: p.BuyerID, Credits: p.Credits})
+			if _, err := client.Enqueue(tk); err == nil || task.IsAlreadyQueued(err) {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Errorf("purchase p-%d never got through", n)
+	}
+
+	for n := range 600 {
+		submit(n)
+		if n%37 == 0 {
+			// Grants keep flowing too.
+			a := accounts[rng.IntN(len(accounts))]
+			for range 50 {
+				if _, err := led.Grant(ctx, fmt.Sprintf("more-%d", n), a, 5); err == nil {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		switch n {
+		case 100, 250, 400:
+			i := rng.IntN(len(workers))
+			workers[i].cmd.Process.Signal(syscall.SIGKILL)
+			<-workers[i].done
+			workers[i] = e.start(nil, "work")
+		case 300:
+			if err := r.Restart(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	waitFor(t, 4*time.Minute, "every accepted purchase applied", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for id := range accepted {
+			p, err := led.GetPurchase(ctx, id)
+			if err != nil || p.Status == ledger.StatusPending {
+				return false
+			}
+		}
+		return true
+	})
+	out, errOut, code := e.run(nil, "ledger", "verify")
+	if code != 0 || !strings.Contains(out, "ok:") {
+		t.Fatalf("dab ledger verify: exit %d\n%s\n%s", code, out, errOut)
+	}
+	rep, err := led.Verify(ctx)
+	if err != nil || rep.Purchases+rep.Rejected != len(accepted) || rep.Purchases == 0 {
+		t.Fatalf("report %+v for %d accepted purchases, %v", rep, len(accepted), err)
+	}
+}
