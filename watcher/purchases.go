@@ -40,8 +40,8 @@ func (p *PurchaseIntake) post(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var body struct {
-		AssetID string      `json:"asset_id"`
-		BuyerID string      `json:"buyer_id"`
+		AssetID string          `json:"asset_id"`
+		BuyerID string          `json:"buyer_id"`
 		Credits json.RawMessage `json:"credits"`
 	}
 	if err := api.DecodeJSON(r, &body); err != nil {

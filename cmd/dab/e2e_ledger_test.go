@@ -138,3 +138,45 @@ func TestLedgerSurvivesCrashes(t *testing.T) {
 		t.Fatalf("report %+v for %d accepted purchases, %v", rep, len(accepted), err)
 	}
 }
+
+// TestLedgerCLI grants, buys and verifies with the CLI against a running
+// worker, locally and through the API.
+func TestLedgerCLI(t *testing.T) {
+	t.Parallel()
+	e, url := httpE2E(t)
+	e.start(nil, "serve").waitLog(t, "http.listening", 30*time.Second)
+	file, _ := writeRandomFile(t, t.TempDir(), "NODE_shop.png", 100)
+	out, errOut, code := e.run(nil, "upload", file, "--type", "cyoa", "--meta", "price=4", "--wait", "--json")
+	if code != 0 {
+		t.Fatalf("upload: %s", errOut)
+	}
+	id := out[strings.Index(out, `"asset_id":"`)+12:]
+	id = id[:20]
+	steps := []struct {
+		env  []string
+		args []string
+		code int
+		want string
+	}{
+		{nil, []string{"credits", "grant", "amy", "10", "--key", "g-amy"}, 0, "granted 10 credits to amy"},
+		{nil, []string{"credits", "grant", "amy", "10", "--key", "g-amy"}, 0, "balance 10"},
+		{nil, []string{"credits", "grant", "amy", "11", "--key", "g-amy"}, 1, "same ID, different parameters"},
+		{nil, []string{"credits", "grant", "amy", "0"}, 1, "from 1 to"},
+		{nil, []string{"purchase", "--asset", id, "--buyer", "amy", "--credits", "3", "--key", "k1"}, 1, "rejected (wrong_price)"},
+		{nil, []string{"purchase", "--asset", id, "--buyer", "amy", "--credits", "4", "--key", "k2"}, 0, "succeeded: amy paid 4 credits to house"},
+		{nil, []string{"purchase", "--asset", id, "--buyer", "amy", "--credits", "4", "--key", "k2"}, 0, "succeeded"},
+		{nil, []string{"purchase", "--asset", id, "--buyer", "amy", "--credits", "5", "--key", "k2"}, 1, "same ID, different parameters"},
+		{nil, []string{"purchase", "--asset", "nope", "--buyer", "amy", "--credits", "4"}, 2, "asset_id"},
+		{[]string{"DAB_SERVER=" + url, "DAB_TOKEN=" + e2eToken}, []string{"credits", "grant", "bo", "9", "--key", "g-bo"}, 0, "granted 9 credits to bo"},
+		{[]string{"DAB_SERVER=" + url, "DAB_TOKEN=" + e2eToken}, []string{"purchase", "--asset", id, "--buyer", "bo", "--credits", "4", "--key", "k3"}, 0, "bo paid 4 credits to amy"},
+		{[]string{"DAB_SERVER=" + url, "DAB_TOKEN=" + e2eToken}, []string{"account", "show", "amy"}, 0, "amy: 10 credits"},
+		{nil, []string{"account", "show", "house"}, 0, "house: 4 credits"},
+		{nil, []string{"ledger", "verify"}, 0, "ok: every balance"},
+	}
+	for _, s := range steps {
+		out, errOut, code := e.run(s.env, s.args...)
+		if code != s.code || !strings.Contains(out+errOut, s.want) {
+			t.Fatalf("dab %v: exit %d\n%s%s\nwant exit %d and %q", s.args, code, out, errOut, s.code, s.want)
+		}
+	}
+}
