@@ -83,7 +83,7 @@ func setupHTTP(t *testing.T, cfg IntakeConfig) *httpBundle {
 		t.Fatal(err)
 	}
 	led := ledger.New(rdb, "dab:", "house")
-	api.RegisterLedger(s, led)
+	api.RegisterLedger(s, led, assets)
 	(&PurchaseIntake{Ledger: led, Queue: b.client}).Register(s)
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)

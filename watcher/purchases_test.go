@@ -144,4 +144,27 @@ func TestPurchasesOverHTTP(t *testing.T) {
 	if a := h.do(t, "GET", "/v1/purchases/unknown", testReader, nil, nil); a.status != 404 {
 		t.Fatalf("unknown purchase: %d", a.status)
 	}
+	// An admin sets a price; a purchase must then pay exactly that.
+	if a := h.do(t, "POST", "/v1/assets/"+rec.ID+"/price", testBuyer, strings.NewReader(`{"credits": 2}`), nil); a.status != 403 {
+		t.Fatalf("price by a buyer: %d", a.status)
+	}
+	a = h.do(t, "POST", "/v1/assets/"+rec.ID+"/price", testAdmin, strings.NewReader(`{"credits": 2}`), nil)
+	var priced asset.Record
+	a.json(t, &priced)
+	if a.status != 200 || priced.Price != 2 {
+		t.Fatalf("set price: %d %s", a.status, a.body)
+	}
+	h.ledger.Grant(context.Background(), "gz", "zed", 10)
+	r, _ := h.ledger.Apply(context.Background(), ledger.PurchaseRequest{PurchaseID: "p2", AssetID: rec.ID, BuyerID: "zed", Credits: 3})
+	if r.Reason != ledger.ReasonWrongPrice {
+		t.Fatalf("after the price: %+v", r)
+	}
+	for _, bad := range []string{`{"credits": -1}`, `{"credits": "2"}`, `{}`} {
+		if a := h.do(t, "POST", "/v1/assets/"+rec.ID+"/price", testAdmin, strings.NewReader(bad), nil); a.status != 400 {
+			t.Errorf("price %s: %d", bad, a.status)
+		}
+	}
+	if a := h.do(t, "POST", "/v1/assets/0123456789abcdef0123/price", testAdmin, strings.NewReader(`{"credits": 1}`), nil); a.status != 404 {
+		t.Fatalf("price of a missing asset: %d", a.status)
+	}
 }

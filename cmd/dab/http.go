@@ -63,7 +63,7 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 		return nil, err
 	}
 	led := a.ledger(rdb)
-	api.RegisterLedger(srv, led)
+	api.RegisterLedger(srv, led, a.assets(rdb))
 	(&watcher.PurchaseIntake{Ledger: led, Queue: a.asynqClient(rdb)}).Register(srv)
 	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
 	if err != nil {

@@ -8,13 +8,38 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/idem"
 	"github.com/dab-assets/dab/internal/ledger"
 )
 
-// RegisterLedger adds the account and purchase-status endpoints. (Creating
-// purchases queues tasks, so that route belongs to the intake.)
-func RegisterLedger(s *Server, led *ledger.Store) {
+// RegisterLedger adds the account, price and purchase-status endpoints.
+// (Creating purchases queues tasks, so that route belongs to the intake.)
+func RegisterLedger(s *Server, led *ledger.Store, assets *asset.Store) {
+	s.HandleFunc(http.MethodPost, "/v1/assets/{id}/price", ScopeAdmin, func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Credits json.RawMessage `json:"credits"`
+		}
+		if err := DecodeJSON(r, &body); err != nil {
+			WriteError(w, http.StatusBadRequest, "bad_json", err.Error()+`; send {"credits": N} (0 clears the price)`)
+			return
+		}
+		n, err := strconv.ParseInt(string(body.Credits), 10, 64)
+		if err != nil || n < 0 || n > ledger.MaxCredits {
+			WriteError(w, http.StatusBadRequest, "bad_credits", "credits must be a whole number from 0 (no price) to "+strconv.FormatInt(ledger.MaxCredits, 10))
+			return
+		}
+		rec, err := assets.SetPrice(r.Context(), r.PathValue("id"), n)
+		if errors.Is(err, asset.ErrNotFound) {
+			WriteError(w, http.StatusNotFound, "asset_not_found", err.Error())
+			return
+		}
+		if err != nil {
+			WriteError(w, http.StatusServiceUnavailable, "store_unavailable", err.Error())
+			return
+		}
+		WriteJSON(w, http.StatusOK, rec)
+	})
 	s.HandleFunc(http.MethodPost, "/v1/accounts/{id}/grants", ScopeAdmin, func(w http.ResponseWriter, r *http.Request) {
 		key := r.Header.Get("Idempotency-Key")
 		if key == "" {

@@ -312,3 +312,18 @@ func (s *Store) Count(ctx context.Context, assetType string) (int64, error) {
 	}
 	return n, nil
 }
+
+// SetPrice sets (credits > 0) or clears (0) the price a purchase must pay.
+func (s *Store) SetPrice(ctx context.Context, id string, credits int64) (Record, error) {
+	if _, err := s.Get(ctx, id); err != nil {
+		return Record{}, err
+	}
+	v := ""
+	if credits > 0 {
+		v = strconv.FormatInt(credits, 10)
+	}
+	if err := s.rdb.HSet(ctx, s.keys.Record(id), "price", v).Err(); err != nil {
+		return Record{}, fmt.Errorf("asset: set price of %s: %w", id, err)
+	}
+	return s.Get(ctx, id)
+}
