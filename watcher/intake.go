@@ -89,6 +89,9 @@ type httpError struct {
 
 func (e *httpError) Error() string { return e.message }
 
+// Status is the HTTP status the error answers with.
+func (e *httpError) Status() int { return e.status }
+
 func badRequest(code, format string, args ...any) *httpError {
 	return &httpError{http.StatusBadRequest, code, fmt.Sprintf(format, args...)}
 }
@@ -211,17 +214,31 @@ func parseMetadata(raw string) (map[string]string, error) {
 // fields may come in any order; the file streams into the spool as it
 // arrives.
 func (in *Intake) post(w http.ResponseWriter, r *http.Request) {
+	answer, replayed, err := in.receiveForm(w, r)
+	writeAccepted(w, answer, replayed, err)
+}
+
+// ReceiveForm takes an upload form as POST /v1/assets does and returns the
+// answer; the console's upload page uses it.
+func (in *Intake) ReceiveForm(w http.ResponseWriter, r *http.Request) (api.Accepted, error) {
+	answer, _, err := in.receiveForm(w, r)
+	if err != nil {
+		return api.Accepted{}, err
+	}
+	var acc api.Accepted
+	return acc, json.Unmarshal(answer, &acc)
+}
+
+func (in *Intake) receiveForm(w http.ResponseWriter, r *http.Request) ([]byte, bool, error) {
 	body, release, err := in.begin(w, r, 1<<20)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return nil, false, err
 	}
 	defer release()
 	r.Body = io.NopCloser(body)
 	mr, err := r.MultipartReader()
 	if err != nil {
-		writeErr(w, badRequest("not_multipart", "send multipart/form-data with a file field (or PUT the raw bytes to /v1/assets/{type}/{path})"))
-		return
+		return nil, false, badRequest("not_multipart", "send multipart/form-data with a file field (or PUT the raw bytes to /v1/assets/{type}/{path})")
 	}
 	var (
 		sw       *spool.Writer
@@ -241,58 +258,51 @@ func (in *Intake) post(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
-				writeErr(w, in.tooLarge())
-				return
+				return nil, false, in.tooLarge()
 			}
-			writeErr(w, badRequest("bad_form", "the form is malformed or was cut off: %v", err))
-			return
+			return nil, false, badRequest("bad_form", "the form is malformed or was cut off: %v", err)
 		}
 		name := part.FormName()
 		switch name {
 		case "file":
 			if sw != nil {
-				writeErr(w, badRequest("bad_form", "send one file per request"))
-				return
+				return nil, false, badRequest("bad_form", "send one file per request")
 			}
 			filename = path.Base(strings.ReplaceAll(part.FileName(), `\`, "/"))
 			if sw, err = in.spoolBody(part); err != nil {
-				writeErr(w, err)
-				return
+				return nil, false, err
 			}
 		case "type", "name", "metadata":
 			b, err := io.ReadAll(io.LimitReader(part, 64<<10+1))
 			if err != nil || len(b) > 64<<10 {
-				writeErr(w, badRequest("bad_form", "field %q is longer than 64 KiB or was cut off", name))
-				return
+				return nil, false, badRequest("bad_form", "field %q is longer than 64 KiB or was cut off", name)
 			}
 			fields[name] = string(b)
 		default:
 			io.Copy(io.Discard, io.LimitReader(part, 64<<10))
 		}
 	}
-	if sw == nil {
-		writeErr(w, badRequest("no_file", "the form has no file field"))
-		return
+	if sw == nil || (filename == "" && fields["name"] == "" && sw.Written() == 0) {
+		return nil, false, badRequest("no_file", "the form has no file: choose one")
 	}
-	name := fields["name"]
+	name := strings.TrimSpace(fields["name"])
 	if name == "" {
 		name = filename
 	}
 	if name == "" || name == "." || name == "/" {
-		writeErr(w, badRequest("bad_name", "the file has no name: give a filename or a name field"))
-		return
+		return nil, false, badRequest("bad_name", "the file has no name: give a filename or a name field")
 	}
 	md, err := parseMetadata(fields["metadata"])
 	if err != nil {
-		writeErr(w, err)
-		return
+		return nil, false, err
 	}
 	typ := fields["type"]
 	if typ == "" {
 		typ = DefaultType
 	}
-	in.finish(w, r, sw, spool.Input{Type: typ, Path: name, Metadata: md, Source: "http"})
+	own := sw
 	sw = nil
+	return in.accept(r, own, spool.Input{Type: typ, Path: name, Metadata: md, Source: "http"})
 }
 
 // put takes the raw body as the file at {type}/{path}; metadata may come in
@@ -322,54 +332,66 @@ func (in *Intake) put(w http.ResponseWriter, r *http.Request) {
 	in.finish(w, r, sw, spool.Input{Type: typ, Path: p, Metadata: md, Source: "http"})
 }
 
-// finish commits the spooled bytes, applies the idempotency key and queues
-// the upload. It owns sw.
+// finish answers an upload: it commits, applies the idempotency key and
+// queues (see accept).
 func (in *Intake) finish(w http.ResponseWriter, r *http.Request, sw *spool.Writer, input spool.Input) {
-	if err := in.checkName(input.Type, input.Path); err != nil {
-		sw.Abort()
+	answer, replayed, err := in.accept(r, sw, input)
+	writeAccepted(w, answer, replayed, err)
+}
+
+func writeAccepted(w http.ResponseWriter, answer []byte, replayed bool, err error) {
+	if err != nil {
 		writeErr(w, err)
 		return
+	}
+	var acc api.Accepted
+	json.Unmarshal(answer, &acc)
+	if replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	w.Header().Set("Location", acc.StatusURL)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	w.Write(answer)
+}
+
+// accept commits the spooled bytes, applies the idempotency key and queues
+// the upload. It owns sw. It returns the answer's exact bytes (stored with
+// an idempotency key, so a replay is byte-for-byte the first answer).
+func (in *Intake) accept(r *http.Request, sw *spool.Writer, input spool.Input) ([]byte, bool, error) {
+	if err := in.checkName(input.Type, input.Path); err != nil {
+		sw.Abort()
+		return nil, false, err
 	}
 	m, err := sw.Commit(input)
 	if err != nil {
 		sw.Abort()
 		if errors.Is(err, naming.ErrInvalid) {
-			writeErr(w, badRequest("bad_name", "%v", err))
-			return
+			return nil, false, badRequest("bad_name", "%v", err)
 		}
-		writeErr(w, err)
-		return
+		return nil, false, err
 	}
 	acc := api.Accepted{TaskID: task.UploadTaskID(m.ID), StatusURL: "/v1/tasks/" + task.UploadTaskID(m.ID),
 		SpoolID: m.ID, Type: m.Type, Key: m.Key(), Size: m.Size, SHA256: m.SHA256}
-	// The answer's exact bytes are stored with an idempotency key, so a
-	// replay is byte-for-byte the first answer.
 	answer, _ := json.MarshalIndent(acc, "", "  ")
 	answer = append(answer, '\n')
 	key := r.Header.Get("Idempotency-Key")
 	if key != "" {
 		if err := idem.CheckKey(key); err != nil {
 			in.spool.Remove(m.ID)
-			writeErr(w, badRequest("bad_idempotency_key", "%v", err))
-			return
+			return nil, false, badRequest("bad_idempotency_key", "%v", err)
 		}
 		stored, fresh, err := in.idem.Claim(r.Context(), "upload", key, fingerprint(m), answer)
 		switch {
 		case errors.Is(err, idem.ErrConflict):
 			in.spool.Remove(m.ID)
-			api.WriteError(w, http.StatusConflict, "idempotency_conflict", "this Idempotency-Key was used for a different upload: use a new key for new content")
-			return
+			return nil, false, &httpError{http.StatusConflict, "idempotency_conflict", "this Idempotency-Key was used for a different upload: use a new key for new content"}
 		case err != nil:
 			in.spool.Remove(m.ID)
-			writeErr(w, &httpError{http.StatusServiceUnavailable, "queue_unavailable", "cannot reach Redis: " + err.Error() + "; nothing was kept, retry"})
-			return
+			return nil, false, &httpError{http.StatusServiceUnavailable, "queue_unavailable", "cannot reach Redis: " + err.Error() + "; nothing was kept, retry"}
 		case !fresh:
 			in.spool.Remove(m.ID) // the first request's copy is the one being uploaded
-			w.Header().Set("Idempotent-Replayed", "true")
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusAccepted)
-			w.Write(stored)
-			return
+			return stored, true, nil
 		}
 	}
 	t, err := task.NewUpload(task.UploadPayload{SpoolID: m.ID, Type: m.Type, Key: m.Key()})
@@ -381,14 +403,10 @@ func (in *Intake) finish(w http.ResponseWriter, r *http.Request, sw *spool.Write
 		if key != "" {
 			in.idem.Release(context.WithoutCancel(r.Context()), "upload", key)
 		}
-		writeErr(w, &httpError{http.StatusServiceUnavailable, "queue_unavailable", "cannot queue the upload (Redis): " + err.Error() + "; nothing was kept, retry"})
-		return
+		return nil, false, &httpError{http.StatusServiceUnavailable, "queue_unavailable", "cannot queue the upload (Redis): " + err.Error() + "; nothing was kept, retry"}
 	}
 	in.log.Info("intake.queued", "task_id", acc.TaskID, "spool_id", m.ID, "key", m.Key(), "bytes", m.Size)
-	w.Header().Set("Location", acc.StatusURL)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusAccepted)
-	w.Write(answer)
+	return answer, false, nil
 }
 
 // fingerprint identifies an upload's parameters for idempotency keys.

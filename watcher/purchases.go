@@ -1,7 +1,10 @@
 package watcher
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 
@@ -20,6 +23,29 @@ type PurchaseIntake struct {
 // Register adds POST /v1/purchases.
 func (p *PurchaseIntake) Register(s *api.Server) {
 	s.HandleFunc(http.MethodPost, "/v1/purchases", api.ScopePurchase, p.post)
+}
+
+// ErrQueueUnavailable: a purchase is recorded as pending but its task could
+// not be queued; sending the same purchase again queues it.
+var ErrQueueUnavailable = errors.New("the purchase is recorded as pending but could not be queued: send the same purchase again")
+
+// Submit records a purchase (once per ID) and queues it while it is pending.
+// A finished purchase returns its stored result.
+func (p *PurchaseIntake) Submit(ctx context.Context, req ledger.PurchaseRequest) (ledger.PurchaseResult, error) {
+	res, _, err := p.Ledger.Accept(ctx, req)
+	if err != nil || res.Status != ledger.StatusPending {
+		return res, err
+	}
+	// New, or accepted before and not yet applied: (re)queue. The task ID is
+	// the purchase ID, so this never queues it twice.
+	t, err := task.NewPurchase(task.PurchasePayload{PurchaseID: req.PurchaseID, AssetID: req.AssetID, BuyerID: req.BuyerID, Credits: req.Credits})
+	if err == nil {
+		_, err = p.Queue.EnqueueContext(ctx, t)
+	}
+	if err != nil && !task.IsAlreadyQueued(err) {
+		return res, fmt.Errorf("%w (%v)", ErrQueueUnavailable, err)
+	}
+	return res, nil
 }
 
 // PurchaseAccepted is the answer to a new (or still pending) purchase.
@@ -54,23 +80,17 @@ func (p *PurchaseIntake) post(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := ledger.PurchaseRequest{PurchaseID: id, AssetID: body.AssetID, BuyerID: body.BuyerID, Credits: credits}
-	res, _, err := p.Ledger.Accept(r.Context(), req)
+	res, err := p.Submit(r.Context(), req)
+	if errors.Is(err, ErrQueueUnavailable) {
+		api.WriteError(w, http.StatusServiceUnavailable, "queue_unavailable", err.Error())
+		return
+	}
 	if api.WriteLedgerError(w, err) {
 		return
 	}
 	if res.Status != ledger.StatusPending {
 		w.Header().Set("Idempotent-Replayed", "true")
 		api.WriteJSON(w, http.StatusOK, res)
-		return
-	}
-	// New, or accepted before and not yet applied: (re)queue. The task ID is
-	// the purchase ID, so this never queues it twice.
-	t, err := task.NewPurchase(task.PurchasePayload{PurchaseID: id, AssetID: req.AssetID, BuyerID: req.BuyerID, Credits: credits})
-	if err == nil {
-		_, err = p.Queue.EnqueueContext(r.Context(), t)
-	}
-	if err != nil && !task.IsAlreadyQueued(err) {
-		api.WriteError(w, http.StatusServiceUnavailable, "queue_unavailable", "the purchase is recorded as pending but could not be queued ("+err.Error()+"): send the same request again")
 		return
 	}
 	status := "/v1/purchases/" + url.PathEscape(id)

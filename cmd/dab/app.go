@@ -29,6 +29,8 @@ type app struct {
 	dev *config.DevState
 	// httpURL is where this process's HTTP API listens, once bound.
 	httpURL string
+	// closers run when the process stops.
+	closers []func()
 }
 
 // parse reads flags (anywhere on the line, before or after arguments) and the

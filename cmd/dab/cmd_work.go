@@ -50,6 +50,11 @@ func (a *app) serve(ctx context.Context, r roles, ready func() error) error {
 		return err
 	}
 	defer rdb.Close()
+	defer func() {
+		for _, c := range a.closers {
+			c()
+		}
+	}()
 	a.warnIfNotDurable(ctx, rdb)
 	var runs []func(context.Context) error
 	if r.worker {

@@ -6,12 +6,16 @@ import (
 	"net"
 	"path/filepath"
 
+	"net/http"
+
 	"github.com/hibiken/asynq"
+	"github.com/hibiken/asynqmon"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dab-assets/dab/internal/api"
 	"github.com/dab-assets/dab/internal/idem"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
+	"github.com/dab-assets/dab/internal/web"
 	"github.com/dab-assets/dab/watcher"
 )
 
@@ -64,7 +68,34 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 	}
 	led := a.ledger(rdb)
 	api.RegisterLedger(srv, led, a.assets(rdb))
-	(&watcher.PurchaseIntake{Ledger: led, Queue: a.asynqClient(rdb)}).Register(srv)
+	purchases := &watcher.PurchaseIntake{Ledger: led, Queue: a.asynqClient(rdb)}
+	purchases.Register(srv)
+
+	// The Asynq monitor: read-only for read tokens, full for admins.
+	connOpt, err := asynq.ParseRedisURI(a.cfg.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("DAB_REDIS_URL: %w", err)
+	}
+	monRO := asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: connOpt, ReadOnly: true, PrometheusAddress: a.cfg.PrometheusAddr})
+	monRW := asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: connOpt, PrometheusAddress: a.cfg.PrometheusAddr})
+	a.closers = append(a.closers, func() { monRO.Close(); monRW.Close() })
+	srv.Handle("", "/monitoring/", api.ScopeRead, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c, _ := api.CallerOf(r.Context()); c.Has(api.ScopeAdmin) {
+			monRW.ServeHTTP(w, r)
+			return
+		}
+		monRO.ServeHTTP(w, r)
+	}), api.Page(), api.Streaming())
+
+	sessions := api.NewSessions(rdb, a.cfg.KeyPrefix)
+	srv.SetSessions(sessions)
+	if _, err := web.Register(web.Deps{
+		Server: srv, Sessions: sessions, Assets: a.assets(rdb), Ledger: led,
+		Inspector: asynq.NewInspectorFromRedisClient(rdb), Queues: taskQueues, Checks: checks,
+		Types: builtin.Registry().Types(), Uploader: intake, Purchaser: purchases, Monitor: true, Logger: a.log,
+	}); err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on DAB_HTTP_ADDR %s: %w (is another dab running? choose another port)", a.cfg.HTTPAddr, err)

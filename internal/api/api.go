@@ -30,6 +30,9 @@ const (
 // Route is one registered endpoint.
 type Route struct {
 	Method, Pattern, Scope string
+	// Page is true for console pages and the monitor, which are not part
+	// of the API document.
+	Page bool
 }
 
 // Server routes requests to handlers behind auth.
@@ -37,7 +40,11 @@ type Server struct {
 	mux    *http.ServeMux
 	tokens *Tokens
 	// open serves without authentication (--insecure with no tokens).
-	open   bool
+	open     bool
+	sessions *Sessions
+	// Deny, when set, answers refused browser page requests (a login page
+	// instead of JSON).
+	Deny   func(w http.ResponseWriter, r *http.Request, status int, message string) bool
 	log    *slog.Logger
 	routes []Route
 	// Timeout bounds reading the request and writing the response of
@@ -58,7 +65,11 @@ func New(tokens *Tokens, open bool, log *slog.Logger) *Server {
 // Option changes how one route is served.
 type Option func(*routeOpts)
 
-type routeOpts struct{ streaming bool }
+type routeOpts struct{ streaming, page bool }
+
+// Page marks a console page (or the monitor): not in the API document, and
+// refusals go through Deny (a login page for browsers).
+func Page() Option { return func(o *routeOpts) { o.page = true } }
 
 // Streaming marks a route that reads a large body: it gets no overall
 // deadline (the handler sets an idle deadline instead).
@@ -70,13 +81,17 @@ func (s *Server) Handle(method, pattern, scope string, h http.Handler, opts ...O
 	for _, opt := range opts {
 		opt(&o)
 	}
-	s.routes = append(s.routes, Route{Method: method, Pattern: pattern, Scope: scope})
+	s.routes = append(s.routes, Route{Method: method, Pattern: pattern, Scope: scope, Page: o.page})
 	var wrapped http.Handler = h
 	if scope != ScopePublic {
 		wrapped = s.require(scope, wrapped)
 	}
 	if !o.streaming {
 		wrapped = s.withDeadlines(wrapped)
+	}
+	if method == "" {
+		s.mux.Handle(pattern, wrapped) // every method (the monitor)
+		return
 	}
 	s.mux.Handle(method+" "+pattern, wrapped)
 }
@@ -98,9 +113,24 @@ func (s *Server) Routes() []Route {
 	return out
 }
 
-// Handler is the whole server: routes, JSON 404/405, panic recovery and an
-// access log line per request.
+// deny answers a refused request: through Deny for pages, JSON otherwise.
+func (s *Server) deny(w http.ResponseWriter, r *http.Request, status int, code, message string) {
+	if s.Deny != nil && s.Deny(w, r, status, message) {
+		return
+	}
+	WriteError(w, status, code, message)
+}
+
+// Handler is the whole server: routes, JSON 404/405, panic recovery, an
+// access log line per request, and cross-origin protection: a browser
+// request that changes something must come from dab's own pages (this is
+// the console's CSRF defence, next to SameSite=Strict cookies).
 func (s *Server) Handler() http.Handler {
+	cop := http.NewCrossOriginProtection()
+	return cop.Handler(s.handler())
+}
+
+func (s *Server) handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}

@@ -110,6 +110,8 @@ type ctxKey struct{}
 type Caller struct {
 	Name   string
 	Scopes map[string]bool
+	// Session is true for a console login (cookie) rather than a bearer token.
+	Session bool
 }
 
 // CallerOf returns the authenticated caller of a request, if any.
@@ -136,26 +138,19 @@ func (c Caller) Has(scope string) bool {
 // 401 without a valid token, 403 with one that lacks the scope.
 func (s *Server) require(scope string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.open {
-			c := Caller{Name: "anyone (--insecure)", Scopes: map[string]bool{ScopeAdmin: true}}
-			h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, c)))
-			return
-		}
-		tok, ok := bearer(r)
-		if !ok {
+		c, ok, tried := s.caller(r)
+		if !tried {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="dab"`)
-			WriteError(w, http.StatusUnauthorized, "unauthorized", "send a token: Authorization: Bearer <token> (scope "+scope+" or admin)")
+			s.deny(w, r, http.StatusUnauthorized, "unauthorized", "send a token: Authorization: Bearer <token> (scope "+scope+" or admin)")
 			return
 		}
-		e, ok := s.tokens.lookup(tok)
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="dab", error="invalid_token"`)
-			WriteError(w, http.StatusUnauthorized, "unauthorized", "the token is not valid")
+			s.deny(w, r, http.StatusUnauthorized, "unauthorized", "the token or session is not valid (sessions end after 12 hours: log in again)")
 			return
 		}
-		c := Caller{Name: e.name, Scopes: e.scopes}
 		if !c.Has(scope) {
-			WriteError(w, http.StatusForbidden, "forbidden", "this token lacks the scope "+scope)
+			s.deny(w, r, http.StatusForbidden, "forbidden", "this token lacks the scope "+scope)
 			return
 		}
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, c)))

@@ -76,6 +76,10 @@ type Config struct {
 	MaxUploadBytes int64
 	// MaxConcurrentUploads bounds HTTP uploads in progress. Default 16.
 	MaxConcurrentUploads int
+	// PrometheusAddr is a Prometheus server the monitor's metrics page queries.
+	PrometheusAddr string
+	// MetricsAddr, when set, makes `dab work` serve /metrics there.
+	MetricsAddr string
 	// HouseAccount receives the price of assets that have no owner yet.
 	HouseAccount string
 	// Server and Token make client commands go through a dab HTTP API
@@ -173,6 +177,12 @@ func Settings() []Setting {
 		{Env: "DAB_MAX_CONCURRENT_UPLOADS", Flag: "max-concurrent-uploads", Default: "16",
 			Usage: "HTTP uploads in progress at once (503 beyond)",
 			get:   func(c *Config) string { return strconv.Itoa(c.MaxConcurrentUploads) }, set: intSetter(func(c *Config) *int { return &c.MaxConcurrentUploads })},
+		{Env: "DAB_PROMETHEUS_ADDR", Flag: "prometheus-addr", Default: "",
+			Usage: "URL of a Prometheus server that scrapes dab; the monitor's metrics page queries it",
+			get:   func(c *Config) string { return c.PrometheusAddr }, set: func(c *Config, v string) error { c.PrometheusAddr = v; return nil }},
+		{Env: "DAB_METRICS_ADDR", Flag: "metrics-addr", Default: "",
+			Usage: "dab work: serve Prometheus metrics on this address (watch/serve/dev serve them at /metrics of DAB_HTTP_ADDR)",
+			get:   func(c *Config) string { return c.MetricsAddr }, set: func(c *Config, v string) error { c.MetricsAddr = v; return nil }},
 		{Env: "DAB_HOUSE_ACCOUNT", Flag: "house-account", Default: "house",
 			Usage: "account that receives the price of an asset nobody owns yet",
 			get:   func(c *Config) string { return c.HouseAccount }, set: func(c *Config, v string) error { c.HouseAccount = v; return nil }},

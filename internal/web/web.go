@@ -1,0 +1,500 @@
+// Package web is dab's console: server-rendered pages (html/template, so
+// every name is escaped) with embedded static files, usable without
+// JavaScript. It covers what the original app's UI did (assets, upload,
+// purchase) and more: accounts and grants, the CYOA story graphs, and a
+// status strip with the queues and links to the monitor.
+package web
+
+import (
+	"context"
+	"crypto/rand"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/dab-assets/dab/internal/api"
+	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/ledger"
+	"github.com/dab-assets/dab/internal/plugin/cyoa"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// Uploader takes an upload form (the HTTP intake).
+type Uploader interface {
+	ReceiveForm(w http.ResponseWriter, r *http.Request) (api.Accepted, error)
+}
+
+// Purchaser records and queues a purchase (the HTTP intake).
+type Purchaser interface {
+	Submit(ctx context.Context, req ledger.PurchaseRequest) (ledger.PurchaseResult, error)
+}
+
+// Deps are what the console shows and does.
+type Deps struct {
+	Server    *api.Server
+	Sessions  *api.Sessions
+	Assets    *asset.Store
+	Ledger    *ledger.Store
+	Inspector *asynq.Inspector
+	Queues    []string
+	Checks    map[string]func(context.Context) error
+	Types     []string
+	Uploader  Uploader
+	Purchaser Purchaser
+	// Monitor is true when the Asynq monitor is mounted at /monitoring/.
+	Monitor bool
+	Logger  *slog.Logger
+}
+
+// Console serves the pages.
+type Console struct {
+	d     Deps
+	pages map[string]*template.Template
+}
+
+// Register adds the console's pages to d.Server.
+func Register(d Deps) (*Console, error) {
+	c := &Console{d: d, pages: map[string]*template.Template{}}
+	funcs := template.FuncMap{
+		"bytes": func(n int64) string {
+			switch {
+			case n >= 1<<30:
+				return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+			case n >= 1<<20:
+				return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+			case n >= 1<<10:
+				return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+			}
+			return fmt.Sprintf("%d B", n)
+		},
+		"time":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+		"path":  url.PathEscape,
+		"query": url.QueryEscape,
+		"svg":   func(s string) template.HTML { return template.HTML(s) }, // built by cyoa.Graph.SVG, which escapes every text
+	}
+	names, err := fs.Glob(templateFS, "templates/*.html")
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		base := strings.TrimSuffix(strings.TrimPrefix(n, "templates/"), ".html")
+		if base == "layout" {
+			continue
+		}
+		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", n)
+		if err != nil {
+			return nil, fmt.Errorf("web: template %s: %w", n, err)
+		}
+		c.pages[base] = t
+	}
+	s := d.Server
+	page := api.Page()
+	static, _ := fs.Sub(staticFS, "static")
+	s.Handle(http.MethodGet, "/static/", api.ScopePublic, http.StripPrefix("/static/", http.FileServer(http.FS(static))), page)
+	s.HandleFunc(http.MethodGet, "/{$}", api.ScopePublic, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/assets", http.StatusSeeOther)
+	}, page)
+	s.Handle(http.MethodGet, "/login", api.ScopePublic, s.Optional(http.HandlerFunc(c.loginPage)), page)
+	s.HandleFunc(http.MethodPost, "/login", api.ScopePublic, c.login, page)
+	s.HandleFunc(http.MethodPost, "/logout", api.ScopePublic, c.logout, page)
+	s.HandleFunc(http.MethodGet, "/assets", api.ScopeRead, c.assets, page)
+	s.HandleFunc(http.MethodGet, "/assets/{id}", api.ScopeRead, c.assetPage, page)
+	s.HandleFunc(http.MethodPost, "/assets/{id}/buy", api.ScopePurchase, c.buy, page)
+	s.HandleFunc(http.MethodGet, "/upload", api.ScopeIngest, c.uploadPage, page)
+	s.HandleFunc(http.MethodPost, "/upload", api.ScopeIngest, c.upload, page, api.Streaming())
+	s.HandleFunc(http.MethodGet, "/purchases/{id}", api.ScopeRead+","+api.ScopePurchase, c.purchasePage, page)
+	s.HandleFunc(http.MethodGet, "/accounts", api.ScopeRead+","+api.ScopePurchase, c.accountPage, page)
+	s.HandleFunc(http.MethodPost, "/accounts/{id}/grant", api.ScopeAdmin, c.grant, page)
+	s.HandleFunc(http.MethodGet, "/stories", api.ScopeRead, c.storiesPage, page)
+	s.HandleFunc(http.MethodGet, "/stories/{story}", api.ScopeRead, c.storyPage, page)
+	s.HandleFunc(http.MethodGet, "/v1/cyoa/stories/{story}/graph", api.ScopeRead, c.storyJSON)
+	// Browsers that are refused get the login page, not JSON.
+	s.Deny = c.deny
+	return c, nil
+}
+
+// view is what every page template gets.
+type view struct {
+	Title    string
+	Caller   api.Caller
+	LoggedIn bool
+	Status   status
+	Monitor  bool
+	Flash    string
+	Error    string
+	Data     any
+}
+
+type queueStatus struct {
+	Name                                              string
+	Size, Active, Pending, Retry, Archived, Completed int
+	LastError                                         string
+}
+
+type status struct {
+	Queues []queueStatus
+	Checks map[string]string
+	Ready  bool
+}
+
+func (c *Console) status(ctx context.Context) status {
+	st := status{Checks: map[string]string{}, Ready: true}
+	for _, q := range c.d.Queues {
+		qs := queueStatus{Name: q}
+		if info, err := c.d.Inspector.GetQueueInfo(q); err == nil {
+			qs.Size, qs.Active, qs.Pending, qs.Retry, qs.Archived, qs.Completed = info.Size, info.Active, info.Pending, info.Retry, info.Archived, info.Completed
+		}
+		if tasks, err := c.d.Inspector.ListArchivedTasks(q, asynq.PageSize(1)); err == nil && len(tasks) > 0 {
+			qs.LastError = tasks[0].LastErr
+		}
+		st.Queues = append(st.Queues, qs)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for name, check := range c.d.Checks {
+		if err := check(cctx); err != nil {
+			st.Checks[name], st.Ready = err.Error(), false
+		} else {
+			st.Checks[name] = "ok"
+		}
+	}
+	return st
+}
+
+func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, name, title string, data any, errMsg string) {
+	caller, ok := api.CallerOf(r.Context())
+	v := view{Title: title, Caller: caller, LoggedIn: ok, Monitor: c.d.Monitor, Data: data, Error: errMsg, Flash: r.URL.Query().Get("flash")}
+	if ok {
+		v.Status = c.status(r.Context())
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	if err := c.pages[name].Execute(w, v); err != nil && c.d.Logger != nil {
+		c.d.Logger.Error("web.render", "page", name, "error", err.Error())
+	}
+}
+
+// deny answers refused page requests: 401 goes to the login page, 403 says
+// which scope is missing. API and monitor API requests keep JSON answers.
+func (c *Console) deny(w http.ResponseWriter, r *http.Request, status int, message string) bool {
+	if strings.HasPrefix(r.URL.Path, "/v1/") || strings.HasPrefix(r.URL.Path, "/monitoring/api/") || strings.HasPrefix(r.URL.Path, "/metrics") {
+		return false
+	}
+	if status == http.StatusUnauthorized {
+		http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+		return true
+	}
+	r = r.WithContext(r.Context())
+	c.render(w, r, status, "message", "Not allowed", nil, message)
+	return true
+}
+
+func newKey() string {
+	b := make([]byte, 12)
+	rand.Read(b)
+	return "web-" + hex.EncodeToString(b)
+}
+
+// --- login ---
+
+func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
+	c.render(w, r, http.StatusOK, "login", "Log in", map[string]string{"Next": safeNext(r.URL.Query().Get("next"))}, "")
+}
+
+// safeNext keeps redirects on this site.
+func safeNext(n string) string {
+	if !strings.HasPrefix(n, "/") || strings.HasPrefix(n, "//") || strings.Contains(n, `\`) {
+		return "/assets"
+	}
+	return n
+}
+
+func (c *Console) login(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		c.render(w, r, http.StatusBadRequest, "login", "Log in", map[string]string{"Next": "/assets"}, "the form was malformed")
+		return
+	}
+	next := safeNext(r.PostForm.Get("next"))
+	caller, ok := c.d.Server.Authenticate(strings.TrimSpace(r.PostForm.Get("token")))
+	if !ok {
+		c.render(w, r, http.StatusUnauthorized, "login", "Log in", map[string]string{"Next": next}, "that token is not valid")
+		return
+	}
+	id, err := c.d.Sessions.Create(r.Context(), caller)
+	if err != nil {
+		c.render(w, r, http.StatusServiceUnavailable, "login", "Log in", map[string]string{"Next": next}, "cannot start a session: "+err.Error())
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: api.SessionCookie, Value: id, Path: "/", HttpOnly: true, Secure: r.TLS != nil,
+		SameSite: http.SameSiteStrictMode, MaxAge: int(c.d.Sessions.TTL / time.Second)})
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+func (c *Console) logout(w http.ResponseWriter, r *http.Request) {
+	if ck, err := r.Cookie(api.SessionCookie); err == nil {
+		c.d.Sessions.Delete(r.Context(), ck.Value)
+	}
+	http.SetCookie(w, &http.Cookie{Name: api.SessionCookie, Value: "", Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	http.Redirect(w, r, "/login", http.StatusSeeOther)
+}
+
+// --- assets ---
+
+type assetsData struct {
+	Records           []asset.Record
+	Type, Owner, Name string
+	Types             []string
+	Next              string
+}
+
+func (c *Console) assets(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	d := assetsData{Type: q.Get("type"), Owner: strings.TrimSpace(q.Get("owner")), Name: strings.TrimSpace(q.Get("name")), Types: c.d.Types}
+	cursor := q.Get("cursor")
+	// Owner and name filter the pages of the index; stop after a bounded scan.
+	for scanned := 0; len(d.Records) < 50 && scanned < 20; scanned++ {
+		page, err := c.d.Assets.List(r.Context(), asset.ListOptions{Type: d.Type, Cursor: cursor, Limit: 200})
+		if err != nil {
+			c.render(w, r, http.StatusBadRequest, "assets", "Assets", d, err.Error())
+			return
+		}
+		for _, rec := range page.Records {
+			if d.Owner != "" && rec.Owner != d.Owner {
+				continue
+			}
+			if d.Name != "" && !strings.Contains(strings.ToLower(rec.Name), strings.ToLower(d.Name)) {
+				continue
+			}
+			d.Records = append(d.Records, rec)
+		}
+		cursor = page.Next
+		if cursor == "" {
+			break
+		}
+	}
+	d.Next = cursor
+	c.render(w, r, http.StatusOK, "assets", "Assets", d, "")
+}
+
+type assetData struct {
+	Rec    asset.Record
+	Meta   [][2]string
+	Key    string
+	Story  string
+	CanBuy bool
+}
+
+func (c *Console) assetPage(w http.ResponseWriter, r *http.Request) {
+	rec, err := c.d.Assets.Get(r.Context(), r.PathValue("id"))
+	if errors.Is(err, asset.ErrNotFound) {
+		c.render(w, r, http.StatusNotFound, "message", "Not found", nil, "no asset "+r.PathValue("id"))
+		return
+	}
+	if err != nil {
+		c.render(w, r, http.StatusServiceUnavailable, "message", "Unavailable", nil, err.Error())
+		return
+	}
+	d := assetData{Rec: rec, Key: newKey()}
+	for k, v := range rec.Metadata {
+		d.Meta = append(d.Meta, [2]string{k, v})
+	}
+	sort.Slice(d.Meta, func(i, j int) bool { return d.Meta[i][0] < d.Meta[j][0] })
+	if rec.Type == "cyoa" {
+		d.Story = rec.Metadata["story"]
+	}
+	caller, _ := api.CallerOf(r.Context())
+	d.CanBuy = caller.Has(api.ScopePurchase)
+	c.render(w, r, http.StatusOK, "asset", rec.Name, d, "")
+}
+
+// --- upload ---
+
+func (c *Console) uploadPage(w http.ResponseWriter, r *http.Request) {
+	c.render(w, r, http.StatusOK, "upload", "Upload", map[string]any{"Types": c.d.Types}, "")
+}
+
+func (c *Console) upload(w http.ResponseWriter, r *http.Request) {
+	acc, err := c.d.Uploader.ReceiveForm(w, r)
+	if err != nil {
+		status := http.StatusBadRequest
+		var se interface{ Status() int }
+		if errors.As(err, &se) {
+			status = se.Status()
+		}
+		c.render(w, r, status, "upload", "Upload", map[string]any{"Types": c.d.Types}, err.Error())
+		return
+	}
+	c.render(w, r, http.StatusAccepted, "uploaded", "Uploaded", acc, "")
+}
+
+// --- purchases ---
+
+func (c *Console) buy(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		c.render(w, r, http.StatusBadRequest, "message", "Bad form", nil, err.Error())
+		return
+	}
+	credits, err := strconv.ParseInt(strings.TrimSpace(r.PostForm.Get("credits")), 10, 64)
+	if err != nil {
+		c.render(w, r, http.StatusBadRequest, "message", "Bad form", nil, "credits must be a whole number")
+		return
+	}
+	req := ledger.PurchaseRequest{PurchaseID: r.PostForm.Get("key"), AssetID: r.PathValue("id"), BuyerID: strings.TrimSpace(r.PostForm.Get("buyer")), Credits: credits}
+	if _, err := c.d.Purchaser.Submit(r.Context(), req); err != nil {
+		status := http.StatusServiceUnavailable
+		switch {
+		case errors.Is(err, ledger.ErrInvalid):
+			status = http.StatusBadRequest
+		case errors.Is(err, ledger.ErrConflict):
+			status = http.StatusConflict
+		}
+		c.render(w, r, status, "message", "Purchase refused", nil, err.Error())
+		return
+	}
+	http.Redirect(w, r, "/purchases/"+url.PathEscape(req.PurchaseID), http.StatusSeeOther)
+}
+
+func (c *Console) purchasePage(w http.ResponseWriter, r *http.Request) {
+	p, err := c.d.Ledger.GetPurchase(r.Context(), r.PathValue("id"))
+	if err != nil {
+		c.render(w, r, http.StatusNotFound, "message", "Not found", nil, err.Error())
+		return
+	}
+	if p.Status == ledger.StatusPending {
+		w.Header().Set("Refresh", "1") // no JavaScript needed to see the result
+	}
+	c.render(w, r, http.StatusOK, "purchase", "Purchase "+p.PurchaseID, p, "")
+}
+
+// --- accounts ---
+
+func (c *Console) accountPage(w http.ResponseWriter, r *http.Request) {
+	id := strings.TrimSpace(r.URL.Query().Get("id"))
+	data := map[string]any{"ID": id, "Key": newKey()}
+	if id != "" {
+		a, err := c.d.Ledger.Account(r.Context(), id, 50)
+		if err != nil {
+			c.render(w, r, http.StatusBadRequest, "account", "Accounts", data, err.Error())
+			return
+		}
+		data["Account"] = a
+	}
+	caller, _ := api.CallerOf(r.Context())
+	data["CanGrant"] = caller.Has(api.ScopeAdmin)
+	c.render(w, r, http.StatusOK, "account", "Accounts", data, "")
+}
+
+func (c *Console) grant(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		c.render(w, r, http.StatusBadRequest, "message", "Bad form", nil, err.Error())
+		return
+	}
+	id := r.PathValue("id")
+	n, err := strconv.ParseInt(strings.TrimSpace(r.PostForm.Get("credits")), 10, 64)
+	if err == nil {
+		_, err = c.d.Ledger.Grant(r.Context(), r.PostForm.Get("key"), id, n)
+	}
+	if err != nil {
+		c.render(w, r, http.StatusBadRequest, "message", "Grant refused", nil, err.Error())
+		return
+	}
+	http.Redirect(w, r, "/accounts?id="+url.QueryEscape(id)+"&flash="+url.QueryEscape(fmt.Sprintf("granted %d credits", n)), http.StatusSeeOther)
+}
+
+// --- stories ---
+
+// stories groups the cyoa records by story.
+func (c *Console) stories(ctx context.Context) (map[string][]cyoa.Part, error) {
+	out := map[string][]cyoa.Part{}
+	cursor := ""
+	for range 500 { // up to 500,000 records
+		page, err := c.d.Assets.List(ctx, asset.ListOptions{Type: "cyoa", Cursor: cursor, Limit: 1000})
+		if err != nil {
+			return nil, err
+		}
+		for _, rec := range page.Records {
+			story := rec.Metadata["story"]
+			if story == "" {
+				story = cyoa.Story(rec.Path)
+			}
+			out[story] = append(out[story], cyoa.Part{AssetID: rec.ID, Key: rec.S3Key, Name: rec.Name, Info: cyoa.Parse(rec.Name)})
+		}
+		if cursor = page.Next; cursor == "" {
+			break
+		}
+	}
+	return out, nil
+}
+
+func (c *Console) storiesPage(w http.ResponseWriter, r *http.Request) {
+	all, err := c.stories(r.Context())
+	if err != nil {
+		c.render(w, r, http.StatusServiceUnavailable, "message", "Unavailable", nil, err.Error())
+		return
+	}
+	type row struct {
+		Name            string
+		Files, Problems int
+	}
+	var rows []row
+	for name, parts := range all {
+		g := cyoa.BuildGraph(name, parts)
+		rows = append(rows, row{Name: name, Files: len(parts), Problems: len(g.Problems) + len(g.Invalid)})
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
+	c.render(w, r, http.StatusOK, "stories", "Stories", rows, "")
+}
+
+func (c *Console) graph(r *http.Request) (cyoa.Graph, bool, error) {
+	all, err := c.stories(r.Context())
+	if err != nil {
+		return cyoa.Graph{}, false, err
+	}
+	parts, ok := all[r.PathValue("story")]
+	return cyoa.BuildGraph(r.PathValue("story"), parts), ok, nil
+}
+
+func (c *Console) storyPage(w http.ResponseWriter, r *http.Request) {
+	g, ok, err := c.graph(r)
+	if err != nil {
+		c.render(w, r, http.StatusServiceUnavailable, "message", "Unavailable", nil, err.Error())
+		return
+	}
+	if !ok {
+		c.render(w, r, http.StatusNotFound, "message", "Not found", nil, "no story "+r.PathValue("story"))
+		return
+	}
+	c.render(w, r, http.StatusOK, "story", "Story "+g.Story, map[string]any{"Graph": g, "SVG": g.SVG()}, "")
+}
+
+func (c *Console) storyJSON(w http.ResponseWriter, r *http.Request) {
+	g, ok, err := c.graph(r)
+	if err != nil {
+		api.WriteError(w, http.StatusServiceUnavailable, "store_unavailable", err.Error())
+		return
+	}
+	if !ok {
+		api.WriteError(w, http.StatusNotFound, "story_not_found", "no cyoa assets in story "+strconv.Quote(r.PathValue("story")))
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, g)
+}
