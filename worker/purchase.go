@@ -35,6 +35,13 @@ func (w *Worker) handlePurchase(ctx context.Context, t *asynq.Task) error {
 			return fmt.Errorf("purchase %s: write task result: %w", p.PurchaseID, err)
 		}
 	}
+	if w.metrics != nil {
+		outcome := res.Status
+		if res.Reason != "" {
+			outcome = res.Reason
+		}
+		w.metrics.Purchases.WithLabelValues(outcome).Inc()
+	}
 	w.log.Info("purchase.done", "task_id", taskID, "purchase_id", p.PurchaseID, "asset_id", p.AssetID,
 		"buyer", p.BuyerID, "credits", p.Credits, "status", res.Status, "reason", res.Reason, "entry_id", res.EntryID)
 	return nil

@@ -70,6 +70,9 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 	})
 	if err != nil {
 		var se *storage.Error
+		if errors.As(err, &se) && w.metrics != nil && se.Code != "" {
+			w.metrics.S3Errors.WithLabelValues(se.Code).Inc()
+		}
 		if errors.As(err, &se) && se.Permanent {
 			return w.fail(taskID, m, se.Code, fmt.Errorf("upload: %w", err))
 		}
@@ -113,6 +116,16 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 	} else if err := w.deps.Spool.Remove(m.ID); err != nil {
 		return fmt.Errorf("upload: %w", err)
 	}
+	if w.metrics != nil {
+		result := "uploaded"
+		if put.Existed || !created {
+			result = "existed"
+		} else {
+			w.metrics.UploadBytes.Add(float64(m.Size))
+		}
+		w.metrics.Uploads.WithLabelValues(result).Inc()
+		w.metrics.UploadSeconds.Observe(time.Since(start).Seconds())
+	}
 	log.Info("upload.done", "asset_id", rec.ID, "bytes", m.Size, "multipart", put.Multipart,
 		"existed", put.Existed, "created", created, "duration_ms", time.Since(start).Milliseconds())
 	return nil
@@ -131,6 +144,10 @@ var needsNewFile = map[string]bool{
 // who fixes the cause re-runs the task. The error handler logs the outcome
 // (task.failed); fail does not log too.
 func (w *Worker) fail(taskID string, m *spool.Manifest, code string, err error) error {
+	if w.metrics != nil {
+		w.metrics.Uploads.WithLabelValues("failed").Inc()
+		w.metrics.UploadFailures.WithLabelValues(code).Inc()
+	}
 	f := spool.Failure{Code: code, Message: err.Error(), TaskID: taskID}
 	if needsNewFile[code] {
 		where, ferr := w.deps.Spool.FailOut(m.ID, w.failedDir, f)

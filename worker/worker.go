@@ -16,6 +16,7 @@ import (
 
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/ledger"
+	"github.com/dab-assets/dab/internal/metrics"
 	"github.com/dab-assets/dab/internal/plugin"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/internal/storage"
@@ -40,6 +41,8 @@ type Config struct {
 	// DoneDir, when set, receives the original of every uploaded file; when
 	// empty the spool entry is deleted.
 	DoneDir string
+	// Metrics, when set, receives upload and purchase outcomes.
+	Metrics *metrics.Metrics
 }
 
 // Deps are the parts the handlers use.
@@ -60,6 +63,7 @@ type Worker struct {
 	log  *slog.Logger
 
 	failedDir, doneDir string
+	metrics            *metrics.Metrics
 }
 
 // New builds a worker; Run starts it.
@@ -83,7 +87,7 @@ func New(rdb redis.UniversalClient, cfg Config, d Deps) (*Worker, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	w := &Worker{rdb: rdb, deps: d, log: cfg.Logger, failedDir: cfg.FailedDir, doneDir: cfg.DoneDir}
+	w := &Worker{rdb: rdb, deps: d, log: cfg.Logger, failedDir: cfg.FailedDir, doneDir: cfg.DoneDir, metrics: cfg.Metrics}
 	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:     cfg.Concurrency,
 		Queues:          cfg.Queues,

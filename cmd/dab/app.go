@@ -14,6 +14,7 @@ import (
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/ledger"
+	"github.com/dab-assets/dab/internal/metrics"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/internal/storage"
 )
@@ -31,6 +32,8 @@ type app struct {
 	httpURL string
 	// closers run when the process stops.
 	closers []func()
+	// metrics of this process (set by serve).
+	metrics *metrics.Metrics
 }
 
 // parse reads flags (anywhere on the line, before or after arguments) and the

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dab-assets/dab/internal/config"
+	"github.com/dab-assets/dab/internal/metrics"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
 	"github.com/dab-assets/dab/watcher"
 	"github.com/dab-assets/dab/worker"
@@ -56,6 +58,11 @@ func (a *app) serve(ctx context.Context, r roles, ready func() error) error {
 		}
 	}()
 	a.warnIfNotDurable(ctx, rdb)
+	a.metrics = metrics.New()
+	a.metrics.RegisterQueues(asynq.NewInspectorFromRedisClient(rdb))
+	if sp, err := a.spool(); err == nil {
+		a.metrics.RegisterSpool(sp.Dir())
+	}
 	var runs []func(context.Context) error
 	if r.worker {
 		w, err := a.newWorker(ctx, rdb)
@@ -69,10 +76,17 @@ func (a *app) serve(ctx context.Context, r roles, ready func() error) error {
 		if err != nil {
 			return err
 		}
+		a.metrics.RegisterWatcher(func() metrics.WatchStats { return metrics.WatchStats(wt.Stats()) }, func() int { return len(wt.Problems()) })
 		runs = append(runs, wt.Run)
 	}
 	if r.http {
 		run, err := a.newHTTP(ctx, rdb)
+		if err != nil {
+			return err
+		}
+		runs = append(runs, run)
+	} else if a.cfg.MetricsAddr != "" {
+		run, err := a.metricsServer()
 		if err != nil {
 			return err
 		}
@@ -128,7 +142,7 @@ func (a *app) newWorker(ctx context.Context, rdb redis.UniversalClient) (*worker
 		"failed_dir", a.cfg.FailedRoot(), "done_dir", a.cfg.DoneDir)
 	return worker.New(rdb, worker.Config{
 		Concurrency: a.cfg.Concurrency, ShutdownTimeout: a.cfg.ShutdownTimeout, Logger: a.log,
-		FailedDir: a.cfg.FailedRoot(), DoneDir: a.cfg.DoneDir,
+		FailedDir: a.cfg.FailedRoot(), DoneDir: a.cfg.DoneDir, Metrics: a.metrics,
 	}, worker.Deps{Spool: sp, Storage: st, Assets: a.assets(rdb), Plugins: builtin.Registry(), Ledger: a.ledger(rdb)})
 }
 

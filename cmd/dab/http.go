@@ -87,6 +87,8 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 		monRO.ServeHTTP(w, r)
 	}), api.Page(), api.Streaming())
 
+	srv.Handle(http.MethodGet, "/metrics", api.ScopeRead, a.metrics.Handler(), api.Page())
+
 	sessions := api.NewSessions(rdb, a.cfg.KeyPrefix)
 	srv.SetSessions(sessions)
 	if _, err := web.Register(web.Deps{
@@ -103,5 +105,20 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 	a.httpURL = "http://" + ln.Addr().String()
 	return func(ctx context.Context) error {
 		return api.Serve(ctx, ln, srv.Handler(), a.cfg.ShutdownTimeout, a.log)
+	}, nil
+}
+
+// metricsServer serves /metrics alone on DAB_METRICS_ADDR (for `dab work`,
+// which has no HTTP API). Prometheus scrapes it without a token: bind it to
+// an address only the scraper reaches.
+func (a *app) metricsServer() (func(context.Context) error, error) {
+	ln, err := net.Listen("tcp", a.cfg.MetricsAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on DAB_METRICS_ADDR %s: %w", a.cfg.MetricsAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", a.metrics.Handler())
+	return func(ctx context.Context) error {
+		return api.Serve(ctx, ln, mux, a.cfg.ShutdownTimeout, a.log)
 	}, nil
 }
