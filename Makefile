@@ -25,6 +25,9 @@ deps:
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
 		echo "installing Node.js and npm from Debian's packages (the tus tests drive a real tus client)"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm; }
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Chromium from Debian's packages (the console test drives a real browser)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 	@[ -d watcher/testdata/tus/node_modules/tus-js-client ] || { \
 		echo "installing tus-js-client for the tus tests"; \
 		npm ci --prefix watcher/testdata/tus --no-audit --no-fund --silent; }

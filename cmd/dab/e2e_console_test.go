@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+const (
+	e2eReader = "console-read-token-0123456"
+)
+
+// consoleE2E runs `dab serve` with an admin and a read token.
+func consoleE2E(t *testing.T) (*e2e, string) {
+	t.Helper()
+	e, base := httpE2E(t)
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	os.WriteFile(tokens, []byte("read "+e2eReader+"\n"), 0o600)
+	e.env = append(e.env, "DAB_TOKENS_FILE="+tokens, "DAB_SETTLE=200ms")
+	e.start(nil, "serve").waitLog(t, "http.listening", 30*time.Second)
+	return e, base
+}
+
+// browserless client with a cookie jar; token "" stays logged out.
+func session(t *testing.T, base, token string) *http.Client {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if token == "" {
+		return c
+	}
+	resp, err := c.PostForm(base+"/login", url.Values{"token": {token}, "next": {"/assets"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/assets" {
+		t.Fatalf("login: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	for _, ck := range jar.Cookies(mustParse(base)) {
+		if ck.Name == "dab_session" {
+			return c
+		}
+	}
+	t.Fatal("no session cookie")
+	return nil
+}
+
+func mustParse(s string) *url.URL { u, _ := url.Parse(s); return u }
+
+// TestConsoleAuth checks each page and action with no token, a read token
+// and the admin token, and the monitor's write actions.
+func TestConsoleAuth(t *testing.T) {
+	t.Parallel()
+	_, base := consoleE2E(t)
+	clients := map[string]*http.Client{"none": session(t, base, ""), "read": session(t, base, e2eReader), "admin": session(t, base, e2eToken)}
+	tests := []struct {
+		method, path string
+		form         url.Values
+		want         map[string]int
+	}{
+		{"GET", "/assets", nil, map[string]int{"none": 303, "read": 200, "admin": 200}},
+		{"GET", "/upload", nil, map[string]int{"none": 303, "read": 403, "admin": 200}},
+		{"GET", "/accounts?id=x", nil, map[string]int{"none": 303, "read": 200, "admin": 200}},
+		{"GET", "/stories", nil, map[string]int{"none": 303, "read": 200, "admin": 200}},
+		{"GET", "/monitoring/", nil, map[string]int{"none": 303, "read": 200, "admin": 200}},
+		{"GET", "/monitoring/api/queues", nil, map[string]int{"none": 401, "read": 200, "admin": 200}},
+		{"POST", "/monitoring/api/queues/uploads:pause", nil, map[string]int{"none": 401, "read": 405, "admin": 204}},
+		{"GET", "/metrics", nil, map[string]int{"none": 401, "read": 200, "admin": 200}},
+		{"POST", "/accounts/zoe/grant", url.Values{"credits": {"5"}, "key": {"k1"}}, map[string]int{"none": 303, "read": 403, "admin": 303}},
+		{"POST", "/assets/0123456789abcdef0123/buy", url.Values{"credits": {"5"}, "key": {"b1"}, "buyer": {"zoe"}}, map[string]int{"none": 303, "read": 403, "admin": 303}},
+		{"GET", "/login", nil, map[string]int{"none": 200, "read": 200, "admin": 200}},
+	}
+	for _, tt := range tests {
+		for who, want := range tt.want {
+			var body io.Reader
+			if tt.form != nil {
+				body = strings.NewReader(tt.form.Encode())
+			}
+			req, _ := http.NewRequest(tt.method, base+tt.path, body)
+			if tt.form != nil {
+				req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			}
+			resp, err := clients[who].Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != want {
+				t.Errorf("%s %s as %s: %d, want %d", tt.method, tt.path, who, resp.StatusCode, want)
+			}
+		}
+	}
+	// A cross-site form post is refused even with a session.
+	req, _ := http.NewRequest("POST", base+"/accounts/zoe/grant", strings.NewReader("credits=5&key=k2"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	req.Header.Set("Origin", "https://evil.example")
+	resp, err := clients["admin"].Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("cross-site grant: %d", resp.StatusCode)
+	}
+	// Logging out ends the session.
+	resp, _ = clients["read"].PostForm(base+"/logout", nil)
+	resp.Body.Close()
+	resp, _ = clients["read"].Get(base + "/assets")
+	resp.Body.Close()
+	if resp.StatusCode != 303 {
+		t.Fatalf("after logout: %d", resp.StatusCode)
+	}
+}
+
+// TestConsoleInBrowser drives headless Chromium through the console: log in,
+// upload through the form, find the asset, buy it, see the owner change,
+// open the story graph and the monitor. Screenshots go to
+// $DAB_TEST_ARTIFACTS (default: a folder in the system temp dir).
+func TestConsoleInBrowser(t *testing.T) {
+	t.Parallel()
+	browser, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatal("the browser test needs Chromium: apt-get install -y chromium (or run `make test`)")
+	}
+	e, base := consoleE2E(t)
+	artifacts := os.Getenv("DAB_TEST_ARTIFACTS")
+	if artifacts == "" {
+		artifacts = filepath.Join(os.TempDir(), "dab-test-artifacts")
+	}
+	os.MkdirAll(artifacts, 0o755)
+	t.Logf("screenshots in %s", artifacts)
+
+	// Credits for the buyer, through the CLI.
+	if out, errOut, code := e.run([]string{"DAB_SERVER=" + base, "DAB_TOKEN=" + e2eToken}, "credits", "grant", "buyer-1", "50", "--key", "g-buyer"); code != 0 {
+		t.Fatalf("grant: %s %s", out, errOut)
+	}
+	file, _ := writeRandomFile(t, t.TempDir(), "NODE_start.png", 5000)
+	edge, _ := writeRandomFile(t, t.TempDir(), "EDGE_start_to_cave.png", 500)
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox,
+		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true), chromedp.Flag("no-first-run", true),
+		// No network here: hosts other than loopback (the monitor asks for
+		// web fonts) fail at once instead of waiting for DNS.
+		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	bctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	// The first action starts the browser; its context must not time out.
+	if err := chromedp.Do(bctx, chromedp.Navigate(base+"/login")); err != nil {
+		t.Fatalf("start Chromium: %v", err)
+	}
+	ctx, cancelTimeout := context.WithTimeout(bctx, 3*time.Minute)
+	defer cancelTimeout()
+	shot := func(name string) chromedp.Action[chromedp.Void] {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			buf, err := chromedp.FullScreenshot(100)(ctx, tg) // 100: PNG
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(artifacts, name+".png"), buf, 0o644)
+		})
+	}
+	upload := func(path, name string) chromedp.Action[chromedp.Void] {
+		return chromedp.Steps(
+			chromedp.Navigate(base+"/upload"),
+			chromedp.WaitVisible(`#upload`),
+			chromedp.SetValue(`select[name=type]`, "cyoa"),
+			chromedp.SendKeys(`input[name=name]`, "forest/"+name),
+			chromedp.SetUploadFiles(`input[type=file]`, []string{path}),
+			chromedp.Click(`#upload button[type=submit]`),
+			chromedp.WaitVisible(`code.task`),
+		)
+	}
+	err = chromedp.Do(ctx,
+		chromedp.Navigate(base+"/assets"),
+		chromedp.WaitVisible(`input[name=token]`),
+		chromedp.SendKeys(`input[name=token]`, e2eToken),
+		chromedp.Submit(`input[name=token]`),
+		chromedp.WaitVisible(`table.assets`),
+		shot("01-assets-empty"),
+		upload(file, "NODE_start.png"),
+		shot("02-uploaded"),
+		upload(edge, "EDGE_start_to_cave.png"),
+	)
+	if err != nil {
+		t.Fatalf("log in and upload: %v", err)
+	}
+	// The worker records the asset; the list shows it.
+	assetHref := ""
+	deadline := time.Now().Add(30 * time.Second)
+	for assetHref == "" && time.Now().Before(deadline) {
+		if err := chromedp.Do(ctx, chromedp.Navigate(base+"/assets?name=NODE_start"), chromedp.WaitVisible(`table.assets`)); err != nil {
+			t.Fatal(err)
+		}
+		n, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('tr[data-asset]').length`))
+		if n > 0 {
+			res, err := chromedp.Run(ctx, chromedp.AttributeValue(`tr[data-asset] a`, "href"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			assetHref = res.Value
+		} else {
+			time.Sleep(300 * time.Millisecond)
+		}
+	}
+	if assetHref == "" {
+		t.Fatal("the uploaded asset never appeared in the list")
+	}
+	err = chromedp.Do(ctx,
+		shot("03-assets"),
+		chromedp.Navigate(base+assetHref),
+		chromedp.WaitVisible(`#buy`),
+		chromedp.SendKeys(`#buy input[name=buyer]`, "buyer-1"),
+		chromedp.SetValue(`#buy input[name=credits]`, "7"),
+		chromedp.Click(`#buy button[type=submit]`),
+		chromedp.WaitVisible(`dl.purchase[data-status=succeeded]`),
+		shot("04-purchased"),
+		chromedp.Navigate(base+assetHref),
+		chromedp.WaitVisible(`dd.owner`),
+	)
+	if err != nil {
+		t.Fatalf("buy: %v", err)
+	}
+	owner, err := chromedp.Run(ctx, chromedp.Text(`dd.owner`))
+	if err != nil || strings.TrimSpace(owner) != "buyer-1" {
+		t.Fatalf("owner after the purchase: %q %v", owner, err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/stories/forest"), chromedp.WaitVisible(`figure.graph svg`), shot("05-story")); err != nil {
+		t.Fatal(err)
+	}
+	graph, err := chromedp.Run(ctx, chromedp.OuterHTML(`figure.graph svg`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`data-id="start"`, `data-id="cave"`} {
+		if !strings.Contains(graph, want) {
+			t.Fatalf("graph lacks %s: %s", want, graph)
+		}
+	}
+	// The monitor is a JavaScript app that keeps polling; do not wait for
+	// the page to settle, wait for the queue to show.
+	mctx, mcancel := context.WithTimeout(ctx, 15*time.Second)
+	chromedp.Do(mctx, chromedp.Navigate(base+"/monitoring/"))
+	mcancel()
+	var monitor string
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end) && !strings.Contains(monitor, "uploads"); time.Sleep(500 * time.Millisecond) {
+		monitor, err = chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText : ""`))
+	}
+	chromedp.Do(ctx, shot("06-monitor"))
+	if err != nil || !strings.Contains(monitor, "uploads") {
+		t.Fatalf("the monitor does not show the uploads queue: %q %v", monitor[:min(len(monitor), 400)], err)
+	}
+}
