@@ -265,3 +265,80 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("the monitor does not show the uploads queue: %q %v", monitor[:min(len(monitor), 400)], err)
 	}
 }
+
+// TestConsolePages checks the pages' answers and escaping.
+func TestConsolePages(t *testing.T) {
+	t.Parallel()
+	e, base := consoleE2E(t)
+	c := session(t, base, e2eToken)
+	evil := "<script>alert(1)</script>.png"
+	f, _ := writeRandomFile(t, t.TempDir(), "x.png", 10)
+	if _, errOut, code := e.run([]string{"DAB_SERVER=" + base, "DAB_TOKEN=" + e2eToken}, "upload", f, "--type", "cyoa", "--folder", "tale", "--wait"); code != 0 {
+		t.Fatal(errOut)
+	}
+	req, _ := http.NewRequest("PUT", base+"/v1/assets/cyoa/tale/"+url.PathEscape(evil), strings.NewReader("x"))
+	req.Header.Set("Authorization", "Bearer "+e2eToken)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 202 {
+		t.Fatalf("upload of the evil name: %v %v", resp, err)
+	}
+	get := func(path string) (int, string) {
+		resp, err := c.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	waitFor(t, 30*time.Second, "the evil name in the list", func() bool {
+		_, body := get("/assets?type=cyoa")
+		return strings.Contains(body, "&lt;script&gt;alert(1)&lt;/script&gt;.png")
+	})
+	for _, path := range []string{"/assets?type=cyoa", "/stories/tale"} {
+		if _, body := get(path); strings.Contains(body, "<script>alert") {
+			t.Fatalf("%s renders a name as markup", path)
+		}
+	}
+	tests := []struct {
+		path, want string
+		code       int
+	}{
+		{"/stories", "tale", 200},
+		{"/stories/tale", "Starts at", 200},
+		{"/stories/nope", "no story nope", 404},
+		{"/v1/cyoa/stories/tale/graph", `"story": "tale"`, 200},
+		{"/v1/cyoa/stories/nope/graph", "story_not_found", 404},
+		{"/assets/0123456789abcdef0123", "no asset", 404},
+		{"/accounts?id=bad%20id", "account", 400},
+		{"/accounts?id=nobody", "nobody: <b>0</b> credits", 200},
+		{"/purchases/none-such", "not found", 404},
+		{"/upload", `enctype="multipart/form-data"`, 200},
+	}
+	for _, tt := range tests {
+		code, body := get(tt.path)
+		if code != tt.code || !strings.Contains(body, tt.want) {
+			t.Errorf("GET %s: %d, want %d with %q", tt.path, code, tt.code, tt.want)
+		}
+	}
+	// A form without a file gets the form back with the reason.
+	resp, err := c.Post(base+"/upload", "multipart/form-data; boundary=x", strings.NewReader("--x\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\ncyoa\r\n--x--\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(string(b), "the form has no file") {
+		t.Fatalf("upload without a file: %d %s", resp.StatusCode, b)
+	}
+	// Grants: bad credits refused, good ones land.
+	resp, _ = c.PostForm(base+"/accounts/ann/grant", url.Values{"credits": {"-2"}, "key": {"gk"}})
+	resp.Body.Close()
+	if resp.StatusCode != 400 {
+		t.Fatalf("negative grant: %d", resp.StatusCode)
+	}
+	resp, _ = c.PostForm(base+"/accounts/ann/grant", url.Values{"credits": {"6"}, "key": {"gk"}})
+	resp.Body.Close()
+	if code, body := get("/accounts?id=ann"); code != 200 || !strings.Contains(body, "ann: <b>6</b> credits") {
+		t.Fatalf("after the grant: %d", code)
+	}
+}
