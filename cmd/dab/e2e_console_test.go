@@ -320,6 +320,12 @@ func TestConsolePages(t *testing.T) {
 			t.Errorf("GET %s: %d, want %d with %q", tt.path, code, tt.code, tt.want)
 		}
 	}
+	// Metrics: dab's own next to asynq's.
+	waitFor(t, 10*time.Second, "upload metrics", func() bool {
+		_, m := get("/metrics")
+		return strings.Contains(m, `dab_uploads_total{result="uploaded"} 2`) && strings.Contains(m, `asynq_queue_size{queue="uploads"}`) &&
+			strings.Contains(m, "dab_watcher_rescans_total") && strings.Contains(m, "dab_spool_entries 0")
+	})
 	// A form without a file gets the form back with the reason.
 	resp, err := c.Post(base+"/upload", "multipart/form-data; boundary=x", strings.NewReader("--x\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\ncyoa\r\n--x--\r\n"))
 	if err != nil {
