@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hibiken/asynq"
+
 	"github.com/dab-assets/dab/internal/api"
 	"github.com/dab-assets/dab/internal/idem"
 	"github.com/dab-assets/dab/internal/naming"
@@ -35,6 +37,9 @@ type IntakeConfig struct {
 	// TusDir holds resumable uploads in progress (required for /v1/uploads/).
 	TusDir string
 	Logger *slog.Logger
+	// Queue receives the upload tasks (task.UploadQueue of this host);
+	// default task.QueueUploads.
+	Queue string
 }
 
 // Intake takes files over HTTP into the spool and queues their upload. It
@@ -65,6 +70,9 @@ func NewIntake(cfg IntakeConfig, sp *spool.Spool, queue Enqueuer, keys *idem.Sto
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Queue == "" {
+		cfg.Queue = task.QueueUploads
 	}
 	in := &Intake{cfg: cfg, types: map[string]bool{}, spool: sp, queue: queue, idem: keys,
 		slots: make(chan struct{}, cfg.MaxConcurrent), log: cfg.Logger}
@@ -394,7 +402,7 @@ func (in *Intake) accept(r *http.Request, sw *spool.Writer, input spool.Input) (
 			return stored, true, nil
 		}
 	}
-	t, err := task.NewUpload(task.UploadPayload{SpoolID: m.ID, Type: m.Type, Key: m.Key()})
+	t, err := task.NewUpload(task.UploadPayload{SpoolID: m.ID, Type: m.Type, Key: m.Key()}, asynq.Queue(in.cfg.Queue))
 	if err == nil {
 		_, err = in.queue.EnqueueContext(r.Context(), t)
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 
+	"github.com/hibiken/asynq"
 	"github.com/tus/tusd/v2/pkg/filelocker"
 	"github.com/tus/tusd/v2/pkg/filestore"
 	tusd "github.com/tus/tusd/v2/pkg/handler"
@@ -125,7 +126,7 @@ func (in *Intake) tusFinish(ev tusd.HookEvent) (tusd.HTTPResponse, error) {
 	if info := ev.Upload.Storage["InfoPath"]; info != "" {
 		os.Remove(info)
 	}
-	t, err := task.NewUpload(task.UploadPayload{SpoolID: m.ID, Type: m.Type, Key: m.Key()})
+	t, err := task.NewUpload(task.UploadPayload{SpoolID: m.ID, Type: m.Type, Key: m.Key()}, asynq.Queue(in.cfg.Queue))
 	if err == nil {
 		_, err = in.queue.EnqueueContext(context.WithoutCancel(ev.Context), t)
 	}

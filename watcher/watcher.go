@@ -55,6 +55,9 @@ type Config struct {
 	Claimers int
 	// Logger receives the watcher's events; default slog.Default().
 	Logger *slog.Logger
+	// Queue receives the upload tasks (task.UploadQueue of this host);
+	// default task.QueueUploads.
+	Queue string
 }
 
 // Enqueuer is the part of *asynq.Client the watcher uses.
@@ -138,6 +141,9 @@ func New(cfg Config, sp *spool.Spool, queue Enqueuer) (*Watcher, error) {
 	}
 	if cfg.Claimers <= 0 {
 		cfg.Claimers = 4
+	}
+	if cfg.Queue == "" {
+		cfg.Queue = task.QueueUploads
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -536,7 +542,7 @@ func (w *Watcher) failBadName(job claimJob, cause error) {
 // enqueue queues a spool entry's upload. On failure it starts the back-off
 // during which no new files are claimed, and returns the error.
 func (w *Watcher) enqueue(ctx context.Context, m *spool.Manifest) error {
-	t, err := task.NewUpload(task.UploadPayload{SpoolID: m.ID, Type: m.Type, Key: m.Key()})
+	t, err := task.NewUpload(task.UploadPayload{SpoolID: m.ID, Type: m.Type, Key: m.Key()}, asynq.Queue(w.cfg.Queue))
 	if err == nil {
 		_, err = w.queue.EnqueueContext(ctx, t)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/dab-assets/dab/internal/metrics"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/internal/storage"
+	"github.com/dab-assets/dab/worker/task"
 )
 
 // app is a parsed command line: configuration, logger and the positional
@@ -135,6 +136,15 @@ func (a *app) spool() (*spool.Spool, error) {
 
 func (a *app) assets(rdb redis.UniversalClient) *asset.Store {
 	return asset.NewStore(rdb, a.cfg.KeyPrefix)
+}
+
+// uploadQueue is the queue of this host's upload tasks (one shared queue
+// when the spool is on shared storage).
+func (a *app) uploadQueue() string {
+	if a.cfg.SpoolShared {
+		return task.UploadQueue("")
+	}
+	return task.UploadQueue(a.cfg.HostID)
 }
 
 func (a *app) ledger(rdb redis.UniversalClient) *ledger.Store {

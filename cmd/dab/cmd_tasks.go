@@ -12,18 +12,19 @@ import (
 
 	"github.com/dab-assets/dab/internal/api"
 	"github.com/dab-assets/dab/internal/apiclient"
-	"github.com/dab-assets/dab/worker/task"
 )
 
 // errTaskNotFound: no queue holds the task (yet, or any more).
 var errTaskNotFound = errors.New("task not found")
 
-// taskQueues are searched for a task ID.
-var taskQueues = []string{task.QueueUploads, task.QueuePurchases}
-
-// localTask reads a task from Redis.
+// localTask reads a task from Redis, searching every queue (upload tasks
+// live in per-host queues).
 func localTask(insp *asynq.Inspector, id string) (api.Task, error) {
-	for _, q := range taskQueues {
+	queues, err := insp.Queues()
+	if err != nil {
+		return api.Task{}, err
+	}
+	for _, q := range queues {
 		info, err := insp.GetTaskInfo(q, id)
 		if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
 			continue

@@ -207,7 +207,7 @@ func (u *localUploader) upload(ctx context.Context, file string) (*uploadLine, e
 	if err != nil {
 		return nil, err
 	}
-	t, err := task.NewUpload(task.UploadPayload{SpoolID: m.ID, Type: m.Type, Key: m.Key()})
+	t, err := task.NewUpload(task.UploadPayload{SpoolID: m.ID, Type: m.Type, Key: m.Key()}, asynq.Queue(a.uploadQueue()))
 	if err != nil {
 		sp.Remove(m.ID)
 		return nil, err

@@ -12,6 +12,7 @@ import (
 	"github.com/dab-assets/dab/internal/plugin/builtin"
 	"github.com/dab-assets/dab/watcher"
 	"github.com/dab-assets/dab/worker"
+	"github.com/dab-assets/dab/worker/task"
 )
 
 // runWork runs a worker until SIGINT or SIGTERM.
@@ -137,12 +138,14 @@ func (a *app) newWorker(ctx context.Context, rdb redis.UniversalClient) (*worker
 	if err != nil {
 		return nil, err
 	}
-	a.log.Info("worker.config", "redis", config.RedactURL(a.cfg.RedisURL), "store", st.String(),
+	a.log.Info("worker.config", "redis", config.RedactURL(a.cfg.RedisURL), "store", st.String(), "upload_queue", a.uploadQueue(),
 		"spool", sp.Dir(), "concurrency", a.cfg.Concurrency, "key_prefix", a.cfg.KeyPrefix,
 		"failed_dir", a.cfg.FailedRoot(), "done_dir", a.cfg.DoneDir)
 	return worker.New(rdb, worker.Config{
 		Concurrency: a.cfg.Concurrency, ShutdownTimeout: a.cfg.ShutdownTimeout, Logger: a.log,
 		FailedDir: a.cfg.FailedRoot(), DoneDir: a.cfg.DoneDir, Metrics: a.metrics,
+		// Purchases first (someone waits for them), then this host's uploads.
+		Queues: map[string]int{task.QueuePurchases: 2, a.uploadQueue(): 1},
 	}, worker.Deps{Spool: sp, Storage: st, Assets: a.assets(rdb), Plugins: builtin.Registry(), Ledger: a.ledger(rdb)})
 }
 
@@ -154,6 +157,6 @@ func (a *app) newWatcher(rdb redis.UniversalClient) (*watcher.Watcher, error) {
 	}
 	return watcher.New(watcher.Config{
 		DropDir: a.cfg.DropDir, FailedDir: a.cfg.FailedRoot(), Types: builtin.Registry().Types(),
-		Settle: a.cfg.Settle, RescanInterval: a.cfg.RescanInterval, Poll: a.cfg.Poll, Logger: a.log,
+		Settle: a.cfg.Settle, RescanInterval: a.cfg.RescanInterval, Poll: a.cfg.Poll, Logger: a.log, Queue: a.uploadQueue(),
 	}, sp, a.asynqClient(rdb))
 }

@@ -53,12 +53,12 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 		checks["bucket"] = st.Check
 	}
 	api.RegisterQueries(srv, api.QueryDeps{
-		Inspector: asynq.NewInspectorFromRedisClient(rdb), Queues: taskQueues,
-		Assets: a.assets(rdb), Checks: checks,
+		Inspector: asynq.NewInspectorFromRedisClient(rdb),
+		Assets:    a.assets(rdb), Checks: checks,
 	})
 	intake, err := watcher.NewIntake(watcher.IntakeConfig{
 		Types: builtin.Registry().Types(), MaxBytes: a.cfg.MaxUploadBytes, MaxConcurrent: a.cfg.MaxConcurrentUploads,
-		TusDir: filepath.Join(a.cfg.DataDir, "tus"), Logger: a.log,
+		TusDir: filepath.Join(a.cfg.DataDir, "tus"), Logger: a.log, Queue: a.uploadQueue(),
 	}, sp, a.asynqClient(rdb), idem.New(rdb, a.cfg.KeyPrefix))
 	if err != nil {
 		return nil, err
@@ -93,7 +93,7 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 	srv.SetSessions(sessions)
 	if _, err := web.Register(web.Deps{
 		Server: srv, Sessions: sessions, Assets: a.assets(rdb), Ledger: led,
-		Inspector: asynq.NewInspectorFromRedisClient(rdb), Queues: taskQueues, Checks: checks,
+		Inspector: asynq.NewInspectorFromRedisClient(rdb), Checks: checks,
 		Types: builtin.Registry().Types(), Uploader: intake, Purchaser: purchases, Monitor: true, Logger: a.log,
 	}); err != nil {
 		return nil, err

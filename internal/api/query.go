@@ -20,7 +20,7 @@ var openAPI []byte
 // QueryDeps are what the query endpoints read.
 type QueryDeps struct {
 	Inspector *asynq.Inspector
-	// Queues are searched in order for a task ID.
+	// Queues are searched in order for a task ID; nil means every queue.
 	Queues []string
 	Assets *asset.Store
 	// Checks are the readiness checks by name ("redis", "bucket").
@@ -119,7 +119,15 @@ func TaskFromInfo(info *asynq.TaskInfo) Task {
 
 func (d QueryDeps) getTask(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	for _, q := range d.Queues {
+	queues := d.Queues
+	if queues == nil {
+		var err error
+		if queues, err = d.Inspector.Queues(); err != nil {
+			WriteError(w, http.StatusServiceUnavailable, "queue_unavailable", "cannot read the queues: "+err.Error())
+			return
+		}
+	}
+	for _, q := range queues {
 		info, err := d.Inspector.GetTaskInfo(q, id)
 		if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
 			continue

@@ -82,6 +82,12 @@ type Config struct {
 	MetricsAddr string
 	// HouseAccount receives the price of assets that have no owner yet.
 	HouseAccount string
+	// HostID names this host's upload queue (uploads:<host id>): its spool
+	// is local, so only its workers may upload its files. Default: the host name.
+	HostID string
+	// SpoolShared says the spool is on storage every worker reads: then all
+	// uploads use the one queue "uploads".
+	SpoolShared bool
 	// Server and Token make client commands go through a dab HTTP API
 	// instead of the local spool and Redis.
 	Server, Token string
@@ -186,6 +192,12 @@ func Settings() []Setting {
 		{Env: "DAB_HOUSE_ACCOUNT", Flag: "house-account", Default: "house",
 			Usage: "account that receives the price of an asset nobody owns yet",
 			get:   func(c *Config) string { return c.HouseAccount }, set: func(c *Config, v string) error { c.HouseAccount = v; return nil }},
+		{Env: "DAB_HOST_ID", Flag: "host-id", Default: defaultHostID(),
+			Usage: "this host's name in its upload queue (uploads:<host id>); workers upload only their own host's files",
+			get:   func(c *Config) string { return c.HostID }, set: func(c *Config, v string) error { c.HostID = v; return nil }},
+		{Env: "DAB_SPOOL_SHARED", Flag: "spool-shared", Default: "false",
+			Usage: "the spool is on storage all workers share: one upload queue for all hosts",
+			get:   func(c *Config) string { return strconv.FormatBool(c.SpoolShared) }, set: boolSetter(func(c *Config) *bool { return &c.SpoolShared })},
 		{Env: "DAB_SERVER", Flag: "server", Default: "",
 			Usage: "client commands: URL of a dab HTTP API to use instead of the local spool and Redis",
 			get:   func(c *Config) string { return c.Server }, set: func(c *Config, v string) error { c.Server = v; return nil }},
@@ -229,6 +241,22 @@ func Settings() []Setting {
 }
 
 func defaultConcurrency() int { return max(4, 2*runtime.NumCPU()) }
+
+// defaultHostID is the host name, reduced to what a queue name may hold.
+func defaultHostID() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "localhost"
+	}
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == '_' {
+			return r
+		}
+		return '-'
+	}, h)
+}
+
+var hostIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 func intSetter(field func(*Config) *int) func(*Config, string) error {
 	return func(c *Config, v string) error {
@@ -398,6 +426,9 @@ func (c *Config) validate() []error {
 	}
 	if c.HouseAccount == "" || c.HouseAccount == "issuance" || strings.ContainsAny(c.HouseAccount, " |\t\n") {
 		bad("DAB_HOUSE_ACCOUNT", "%q: give an account ID (letters, digits, '.', '_', ':', '@', '-'), not issuance", c.HouseAccount)
+	}
+	if !hostIDPattern.MatchString(c.HostID) {
+		bad("DAB_HOST_ID", "%q: use 1 to 63 letters, digits, '.', '_' or '-'", c.HostID)
 	}
 	if strings.TrimSpace(c.DropDir) == "" {
 		bad("DAB_DROP_DIR", "is empty: give the drop folder, such as ./drop")

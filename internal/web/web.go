@@ -53,6 +53,7 @@ type Deps struct {
 	Assets    *asset.Store
 	Ledger    *ledger.Store
 	Inspector *asynq.Inspector
+	// Queues are shown in the status strip; nil means every queue.
 	Queues    []string
 	Checks    map[string]func(context.Context) error
 	Types     []string
@@ -156,7 +157,12 @@ type status struct {
 
 func (c *Console) status(ctx context.Context) status {
 	st := status{Checks: map[string]string{}, Ready: true}
-	for _, q := range c.d.Queues {
+	queues := c.d.Queues
+	if queues == nil {
+		queues, _ = c.d.Inspector.Queues()
+		sort.Strings(queues)
+	}
+	for _, q := range queues {
 		qs := queueStatus{Name: q}
 		if info, err := c.d.Inspector.GetQueueInfo(q); err == nil {
 			qs.Size, qs.Active, qs.Pending, qs.Retry, qs.Archived, qs.Completed = info.Size, info.Active, info.Pending, info.Retry, info.Archived, info.Completed

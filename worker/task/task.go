@@ -59,6 +59,16 @@ type UploadPayload struct {
 
 var spoolIDPattern = regexp.MustCompile(`^[0-9a-f]{28}$`)
 
+// UploadQueue is the queue of the upload tasks of files spooled on host: a
+// spool is local to its host, so only that host's workers can upload them.
+// An empty host means a spool on shared storage: the one QueueUploads.
+func UploadQueue(host string) string {
+	if host == "" {
+		return QueueUploads
+	}
+	return QueueUploads + ":" + host
+}
+
 // UploadTaskID is the deterministic task ID of a spool entry's upload, so
 // enqueuing the same entry twice is a no-op (asynq.ErrTaskIDConflict).
 func UploadTaskID(spoolID string) string { return "upload-" + spoolID }
