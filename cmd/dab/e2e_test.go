@@ -111,13 +111,19 @@ func (e *e2e) start(extraEnv []string, args ...string) *proc {
 	cmd := exec.Command(dabBin, args...)
 	cmd.Env = append(append([]string{}, e.env...), extraEnv...)
 	cmd.Dir = e.dir
+	return startCmd(e.t, cmd)
+}
+
+// startCmd starts a prepared command and watches its stderr.
+func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
+	t.Helper()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	cmd.Stdout = io.Discard
 	if err := cmd.Start(); err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	p := &proc{cmd: cmd, done: make(chan struct{})}
 	go func() {
@@ -130,7 +136,7 @@ func (e *e2e) start(extraEnv []string, args ...string) *proc {
 		cmd.Wait()
 		close(p.done)
 	}()
-	e.t.Cleanup(func() {
+	t.Cleanup(func() {
 		cmd.Process.Kill()
 		<-p.done
 	})
