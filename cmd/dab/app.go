@@ -15,6 +15,7 @@ import (
 	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/internal/metrics"
+	"github.com/dab-assets/dab/internal/redisconn"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/internal/storage"
 	"github.com/dab-assets/dab/worker/task"
@@ -103,11 +104,10 @@ func newLogger(e *env, format, level string) (*slog.Logger, error) {
 // answers; the error names the URL (password hidden) and the fix. The caller
 // closes the client.
 func (a *app) connectRedis(ctx context.Context) (redis.UniversalClient, error) {
-	opt, err := redis.ParseURL(a.cfg.RedisURL)
+	rdb, _, err := redisconn.Open(redisconn.Options{URL: a.cfg.RedisURL, Mode: a.cfg.RedisMode, CAFile: a.cfg.RedisCAFile})
 	if err != nil {
-		return nil, fmt.Errorf("DAB_REDIS_URL: %v", err)
+		return nil, err
 	}
-	rdb := redis.NewClient(opt)
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		rdb.Close()
 		hint := "start Redis or fix DAB_REDIS_URL"

@@ -15,6 +15,7 @@ import (
 	"github.com/dab-assets/dab/internal/api"
 	"github.com/dab-assets/dab/internal/idem"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
+	"github.com/dab-assets/dab/internal/redisconn"
 	"github.com/dab-assets/dab/internal/web"
 	"github.com/dab-assets/dab/watcher"
 )
@@ -72,10 +73,11 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 	purchases.Register(srv)
 
 	// The Asynq monitor: read-only for read tokens, full for admins.
-	connOpt, err := asynq.ParseRedisURI(a.cfg.RedisURL)
+	spare, connOpt, err := redisconn.Open(redisconn.Options{URL: a.cfg.RedisURL, Mode: a.cfg.RedisMode, CAFile: a.cfg.RedisCAFile})
 	if err != nil {
-		return nil, fmt.Errorf("DAB_REDIS_URL: %w", err)
+		return nil, err
 	}
+	spare.Close() // only the connection option is needed: asynqmon dials itself
 	monRO := asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: connOpt, ReadOnly: true, PrometheusAddress: a.cfg.PrometheusAddr})
 	monRW := asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: connOpt, PrometheusAddress: a.cfg.PrometheusAddr})
 	a.closers = append(a.closers, func() { monRO.Close(); monRW.Close() })

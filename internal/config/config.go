@@ -36,6 +36,10 @@ type Config struct {
 	// RedisURL locates the Redis that holds the queues, asset records and
 	// ledger. Default redis://127.0.0.1:6379/0.
 	RedisURL string
+	// RedisMode is single, sentinel or cluster.
+	RedisMode string
+	// RedisCAFile is a PEM file of CAs for rediss:// with a private CA.
+	RedisCAFile string
 	// KeyPrefix starts every Redis key dab owns (asynq's own keys start with
 	// "asynq:"). Default "dab:".
 	KeyPrefix string
@@ -135,6 +139,12 @@ func Settings() []Setting {
 		{Env: "DAB_REDIS_URL", Flag: "redis-url", Default: "redis://127.0.0.1:6379/0",
 			Usage: "Redis URL (redis:// or rediss://, user:password@ allowed)", Secret: true,
 			get: func(c *Config) string { return c.RedisURL }, set: func(c *Config, v string) error { c.RedisURL = v; return nil }},
+		{Env: "DAB_REDIS_MODE", Flag: "redis-mode", Default: "single",
+			Usage: "single, sentinel (DAB_REDIS_URL names a sentinel, ?master_name=...) or cluster (any node, more with ?addr=)",
+			get:   func(c *Config) string { return c.RedisMode }, set: func(c *Config, v string) error { c.RedisMode = v; return nil }},
+		{Env: "DAB_REDIS_CA_FILE", Flag: "redis-ca-file", Default: "",
+			Usage: "PEM file of the CAs that sign the Redis server's certificate (rediss:// with a private CA)",
+			get:   func(c *Config) string { return c.RedisCAFile }, set: func(c *Config, v string) error { c.RedisCAFile = v; return nil }},
 		{Env: "DAB_KEY_PREFIX", Flag: "key-prefix", Default: "dab:",
 			Usage: "prefix of every Redis key dab owns",
 			get:   func(c *Config) string { return c.KeyPrefix }, set: func(c *Config, v string) error { c.KeyPrefix = v; return nil }},
@@ -398,8 +408,21 @@ func (c *Config) validate() []error {
 	}
 	if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
 		bad("DAB_REDIS_URL", "%q is not a redis:// or rediss:// URL (example: redis://127.0.0.1:6379/0)", RedactURL(c.RedisURL))
-	} else if _, err := redis.ParseURL(c.RedisURL); err != nil {
-		bad("DAB_REDIS_URL", "%v", redactErr(err, c.RedisURL))
+	} else {
+		var perr error
+		switch c.RedisMode {
+		case "single":
+			_, perr = redis.ParseURL(c.RedisURL)
+		case "sentinel":
+			_, perr = redis.ParseFailoverURL(c.RedisURL)
+		case "cluster":
+			_, perr = redis.ParseClusterURL(c.RedisURL)
+		default:
+			bad("DAB_REDIS_MODE", "%q: use single, sentinel or cluster", c.RedisMode)
+		}
+		if perr != nil {
+			bad("DAB_REDIS_URL", "%v", redactErr(perr, c.RedisURL))
+		}
 	}
 	if c.KeyPrefix == "" || strings.ContainsAny(c.KeyPrefix, "{} \t\n") {
 		bad("DAB_KEY_PREFIX", "%q must be non-empty and contain no spaces or braces (braces are Redis Cluster hash tags dab sets itself)", c.KeyPrefix)

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dab-assets/dab/internal/localsvc"
+)
+
+// writeCerts makes a CA and a server certificate for 127.0.0.1.
+func writeCerts(t *testing.T, dir string) (ca, cert, key string) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "dab test CA"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	srvTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(24 * time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	caCert, _ := x509.ParseCertificate(caDER)
+	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(srvKey)
+	ca, cert, key = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600)
+	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}), 0o600)
+	os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
+	return ca, cert, key
+}
+
+// TestRedisWithTLSAndPassword runs the pipeline against a redis-server that
+// only speaks TLS and wants a password (as production Redis should).
+func TestRedisWithTLSAndPassword(t *testing.T) {
+	t.Parallel()
+	bin, err := localsvc.FindBinary("redis-server", localsvc.RedisInstallHint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ca, cert, key := writeCerts(t, dir)
+	port, _ := localsvc.FreePort()
+	srv := exec.Command(bin, "--port", "0", "--tls-port", fmt.Sprint(port), "--bind", "127.0.0.1",
+		"--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca, "--tls-auth-clients", "no",
+		"--requirepass", "s3cr3t-pass", "--dir", dir, "--save", "", "--appendonly", "yes")
+	srv.Stdout, srv.Stderr = os.Stderr, os.Stderr
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	pool := x509.NewCertPool()
+	caPEM, _ := os.ReadFile(ca)
+	pool.AppendCertsFromPEM(caPEM)
+	waitFor(t, 10*time.Second, "redis over TLS", func() bool {
+		c, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), &tls.Config{RootCAs: pool})
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	})
+
+	e := newE2E(t)
+	url := fmt.Sprintf("rediss://:s3cr3t-pass@127.0.0.1:%d/0", port)
+	tlsEnv := []string{"DAB_REDIS_URL=" + url, "DAB_REDIS_CA_FILE=" + ca}
+	e.start(tlsEnv, "work").waitLog(t, "worker.started", 30*time.Second)
+	file, sum := writeRandomFile(t, t.TempDir(), "NODE_tls.png", 3000)
+	out, errOut, code := e.run(tlsEnv, "upload", file, "--type", "cyoa", "--wait", "--json")
+	if code != 0 || !strings.Contains(out, `"state":"completed"`) || !strings.Contains(out, sum) {
+		t.Fatalf("upload over TLS: exit %d\n%s\n%s", code, out, errOut)
+	}
+	// A wrong password and a missing CA each get a clear error, no secret in it.
+	for _, bad := range [][]string{
+		{"DAB_REDIS_URL=" + strings.Replace(url, "s3cr3t-pass", "wrong-pass", 1), "DAB_REDIS_CA_FILE=" + ca},
+		{"DAB_REDIS_URL=" + url},
+	} {
+		_, errOut, code := e.run(bad, "assets", "list")
+		if code != 1 || !strings.Contains(errOut, "is unreachable") || strings.Contains(errOut, "s3cr3t") || strings.Contains(errOut, "wrong-pass") {
+			t.Fatalf("bad connection: exit %d: %s", code, errOut)
+		}
+	}
+}

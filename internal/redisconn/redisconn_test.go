@@ -1,0 +1,45 @@
+package redisconn
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/hibiken/asynq"
+)
+
+func TestOpenModes(t *testing.T) {
+	t.Parallel()
+	c, opt, err := Open(Options{URL: "rediss://u:p@10.0.0.1:6380/2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if o, ok := opt.(asynq.RedisClientOpt); !ok || o.Addr != "10.0.0.1:6380" || o.Password != "p" || o.DB != 2 || o.TLSConfig == nil {
+		t.Fatalf("single: %#v", opt)
+	}
+	c, opt, err = Open(Options{URL: "redis://sent:spw@10.0.0.1:26379?master_name=main&addr=10.0.0.2:26379&password=mpw", Mode: Sentinel})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if o, ok := opt.(asynq.RedisFailoverClientOpt); !ok || o.MasterName != "main" || len(o.SentinelAddrs) != 2 || o.SentinelPassword != "spw" || o.Password != "mpw" {
+		t.Fatalf("sentinel: %#v", opt)
+	}
+	c, opt, err = Open(Options{URL: "rediss://u:p@10.0.0.1:7000?addr=10.0.0.2:7000", Mode: Cluster})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if o, ok := opt.(asynq.RedisClusterClientOpt); !ok || len(o.Addrs) != 2 || o.TLSConfig == nil {
+		t.Fatalf("cluster: %#v", opt)
+	}
+	for _, bad := range []Options{
+		{URL: "redis://h:1", Mode: "ring"},
+		{URL: "redis://h:1", Mode: Sentinel},
+		{URL: "redis://h:1", CAFile: "/nonexistent"},
+	} {
+		if _, _, err := Open(bad); err == nil || !strings.Contains(err.Error(), "DAB_REDIS") {
+			t.Errorf("%+v: %v", bad, err)
+		}
+	}
+}
