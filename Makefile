@@ -25,6 +25,9 @@ deps:
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
 		echo "installing Node.js and npm from Debian's packages (the tus tests drive a real tus client)"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm; }
+	@command -v systemd-analyze >/dev/null 2>&1 || { \
+		echo "installing systemd's tools (the tests verify the units in deploy/systemd)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq systemd; }
 	@command -v chromium >/dev/null 2>&1 || { \
 		echo "installing Chromium from Debian's packages (the console test drives a real browser)"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
