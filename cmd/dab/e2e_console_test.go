@@ -323,7 +323,7 @@ func TestConsolePages(t *testing.T) {
 	// Metrics: dab's own next to asynq's.
 	waitFor(t, 10*time.Second, "upload metrics", func() bool {
 		_, m := get("/metrics")
-		return strings.Contains(m, `dab_uploads_total{result="uploaded"} 2`) && strings.Contains(m, `asynq_queue_size{queue="uploads"}`) &&
+		return strings.Contains(m, `dab_uploads_total{result="uploaded"} 2`) && strings.Contains(m, `asynq_queue_size{queue="uploads:`) &&
 			strings.Contains(m, "dab_watcher_rescans_total") && strings.Contains(m, "dab_spool_entries 0")
 	})
 	// A form without a file gets the form back with the reason.

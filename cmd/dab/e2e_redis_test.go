@@ -62,7 +62,9 @@ func TestRedisWithTLSAndPassword(t *testing.T) {
 	srv := exec.Command(bin, "--port", "0", "--tls-port", fmt.Sprint(port), "--bind", "127.0.0.1",
 		"--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca, "--tls-auth-clients", "no",
 		"--requirepass", "s3cr3t-pass", "--dir", dir, "--save", "", "--appendonly", "yes")
-	srv.Stdout, srv.Stderr = os.Stderr, os.Stderr
+	logf, _ := os.Create(filepath.Join(dir, "redis.log"))
+	defer logf.Close()
+	srv.Stdout, srv.Stderr = logf, logf
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
