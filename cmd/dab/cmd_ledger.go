@@ -9,6 +9,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dab-assets/dab/internal/apiclient"
 	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/worker/task"
 )
@@ -39,24 +42,15 @@ func runCredits(ctx context.Context, e *env, args []string) error {
 		key = newKey("grant")
 	}
 	var res ledger.GrantResult
-	if a.cfg.Server != "" {
-		c, err := a.apiClient()
-		if err != nil {
-			return err
-		}
+	err = a.viaServerOrRedis(ctx, func(c *apiclient.Client) (err error) {
 		res, err = c.Grant(ctx, key, a.args[1], n)
-		if err != nil {
-			return err
-		}
-	} else {
-		rdb, err := a.connectRedis(ctx)
-		if err != nil {
-			return err
-		}
-		defer rdb.Close()
-		if res, err = a.ledger(rdb).Grant(ctx, key, a.args[1], n); err != nil {
-			return err
-		}
+		return err
+	}, func(rdb redis.UniversalClient) (err error) {
+		res, err = a.ledger(rdb).Grant(ctx, key, a.args[1], n)
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	if asJSON {
 		return writeJSON(a, res)
@@ -76,23 +70,15 @@ func runAccount(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("%w: dab account show ACCOUNT", errUsage)
 	}
 	var acct ledger.Account
-	if a.cfg.Server != "" {
-		c, err := a.apiClient()
-		if err != nil {
-			return err
-		}
-		if acct, err = c.Account(ctx, a.args[1]); err != nil {
-			return err
-		}
-	} else {
-		rdb, err := a.connectRedis(ctx)
-		if err != nil {
-			return err
-		}
-		defer rdb.Close()
-		if acct, err = a.ledger(rdb).Account(ctx, a.args[1], 20); err != nil {
-			return err
-		}
+	err = a.viaServerOrRedis(ctx, func(c *apiclient.Client) (err error) {
+		acct, err = c.Account(ctx, a.args[1])
+		return err
+	}, func(rdb redis.UniversalClient) (err error) {
+		acct, err = a.ledger(rdb).Account(ctx, a.args[1], 20)
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	if asJSON {
 		return writeJSON(a, acct)

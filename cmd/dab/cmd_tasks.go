@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/dab-assets/dab/internal/api"
 	"github.com/dab-assets/dab/internal/apiclient"
@@ -60,27 +61,18 @@ func runTasks(ctx context.Context, e *env, args []string) error {
 	}
 	id := a.args[1]
 	var t api.Task
-	if a.cfg.Server != "" {
-		c, err := a.apiClient()
-		if err != nil {
-			return err
-		}
-		if t, err = c.Task(ctx, id); err != nil {
-			return err
-		}
-	} else {
-		rdb, err := a.connectRedis(ctx)
-		if err != nil {
-			return err
-		}
-		defer rdb.Close()
+	err = a.viaServerOrRedis(ctx, func(c *apiclient.Client) (err error) {
+		t, err = c.Task(ctx, id)
+		return err
+	}, func(rdb redis.UniversalClient) (err error) {
 		t, err = localTask(asynq.NewInspectorFromRedisClient(rdb), id)
 		if errors.Is(err, errTaskNotFound) {
 			return fmt.Errorf("no task %q (finished tasks are kept for 7 days)", id)
 		}
-		if err != nil {
-			return err
-		}
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	if asJSON {
 		return writeJSON(a, t)
@@ -93,4 +85,22 @@ func runTasks(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
 	}
 	return tw.Flush()
+}
+
+// viaServerOrRedis runs remote with a client of DAB_SERVER when that is set,
+// else local with a connection to the local Redis (closed afterwards).
+func (a *app) viaServerOrRedis(ctx context.Context, remote func(*apiclient.Client) error, local func(redis.UniversalClient) error) error {
+	if a.cfg.Server != "" {
+		c, err := a.apiClient()
+		if err != nil {
+			return err
+		}
+		return remote(c)
+	}
+	rdb, err := a.connectRedis(ctx)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	return local(rdb)
 }
