@@ -353,7 +353,7 @@ func TestConcurrencyLimit(t *testing.T) {
 	}()
 	go func() { done <- h.do(t, "PUT", "/v1/assets/generic/slow.bin", testIngest, pr, nil) }()
 	<-started
-	time.Sleep(100 * time.Millisecond)
+	h.eventually(10*time.Second, "the first upload to hold the slot", func() bool { return len(h.intake.slots) == 1 })
 	busy := h.do(t, "PUT", "/v1/assets/generic/other.bin", testIngest, strings.NewReader("x"), nil)
 	if busy.status != 503 || busy.errCode() != "busy" || busy.header.Get("Retry-After") == "" {
 		t.Fatalf("second upload: %d %s", busy.status, busy.body)
