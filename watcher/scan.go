@@ -88,6 +88,19 @@ func (w *Watcher) walk(dir string) {
 			return nil
 		}
 		if d.IsDir() {
+			// A folder directly in the drop folder is a type folder: it must
+			// name a registered type (files directly in the drop folder are
+			// generic, folders are not).
+			if filepath.Dir(path) == w.root {
+				name := filepath.Base(path)
+				if ignored(name) {
+					return fs.SkipDir
+				}
+				if !w.types[name] {
+					w.report(path, "unknown-type", w.unknownTypeMessage(name))
+					return fs.SkipDir
+				}
+			}
 			if path != w.root {
 				if _, _, ok, unknown := w.locate(path); unknown != "" {
 					w.report(filepath.Join(w.root, unknown), "unknown-type", w.unknownTypeMessage(unknown))

@@ -187,6 +187,11 @@ func TestLayoutAndTypes(t *testing.T) {
 	if n := strings.Count(b.logs.String(), `"kind":"unknown-type"`); n != 1 {
 		t.Fatalf("unknown type reported %d times", n)
 	}
+	// An empty folder of an unknown type is reported too, as soon as it appears.
+	os.MkdirAll(filepath.Join(b.drop, "videos"), 0o750)
+	b.eventually(5*time.Second, "the empty unknown folder reported", func() bool {
+		return strings.Contains(b.logs.String(), `folder \"videos\" is not a registered asset type`)
+	})
 }
 
 func TestSlowWriterIsTakenWhenComplete(t *testing.T) {

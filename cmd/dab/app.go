@@ -18,6 +18,7 @@ import (
 	"github.com/dab-assets/dab/internal/redisconn"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/internal/storage"
+	"github.com/dab-assets/dab/watcher"
 	"github.com/dab-assets/dab/worker/task"
 )
 
@@ -36,6 +37,8 @@ type app struct {
 	closers []func()
 	// metrics of this process (set by serve).
 	metrics *metrics.Metrics
+	// watcher of this process, if it runs one (its problems show in the console).
+	watcher *watcher.Watcher
 }
 
 // parse reads flags (anywhere on the line, before or after arguments) and the

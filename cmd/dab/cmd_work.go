@@ -78,6 +78,7 @@ func (a *app) serve(ctx context.Context, r roles, ready func() error) error {
 			return err
 		}
 		a.metrics.RegisterWatcher(func() metrics.WatchStats { return metrics.WatchStats(wt.Stats()) }, func() int { return len(wt.Problems()) })
+		a.watcher = wt
 		runs = append(runs, wt.Run)
 	}
 	if r.http {

@@ -320,6 +320,16 @@ func TestConsolePages(t *testing.T) {
 			t.Errorf("GET %s: %d, want %d with %q", tt.path, code, tt.code, tt.want)
 		}
 	}
+	// A drop-folder problem shows in the status strip.
+	for _, kv := range e.env {
+		if strings.HasPrefix(kv, "DAB_DROP_DIR=") {
+			os.MkdirAll(filepath.Join(strings.TrimPrefix(kv, "DAB_DROP_DIR="), "photos"), 0o750)
+		}
+	}
+	waitFor(t, 45*time.Second, "the unknown type folder in the status strip", func() bool {
+		_, body := get("/assets")
+		return strings.Contains(body, "drop folder:") && strings.Contains(body, "photos")
+	})
 	// Metrics: dab's own next to asynq's.
 	waitFor(t, 10*time.Second, "upload metrics", func() bool {
 		_, m := get("/metrics")

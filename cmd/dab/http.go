@@ -97,6 +97,7 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 		Server: srv, Sessions: sessions, Assets: a.assets(rdb), Ledger: led,
 		Inspector: asynq.NewInspectorFromRedisClient(rdb), Checks: checks,
 		Types: builtin.Registry().Types(), Uploader: intake, Purchaser: purchases, Monitor: true, Logger: a.log,
+		Problems: a.watcherProblems,
 	}); err != nil {
 		return nil, err
 	}
@@ -123,4 +124,16 @@ func (a *app) metricsServer() (func(context.Context) error, error) {
 	return func(ctx context.Context) error {
 		return api.Serve(ctx, ln, mux, a.cfg.ShutdownTimeout, a.log)
 	}, nil
+}
+
+// watcherProblems lists the drop folder's problems for the console.
+func (a *app) watcherProblems() []web.Problem {
+	if a.watcher == nil {
+		return nil
+	}
+	var out []web.Problem
+	for _, p := range a.watcher.Problems() {
+		out = append(out, web.Problem{Path: p.Path, Message: p.Message})
+	}
+	return out
 }

@@ -61,7 +61,10 @@ type Deps struct {
 	Purchaser Purchaser
 	// Monitor is true when the Asynq monitor is mounted at /monitoring/.
 	Monitor bool
-	Logger  *slog.Logger
+	// Problems, when set, lists drop-folder problems that need a person
+	// (shown in the status strip).
+	Problems func() []Problem
+	Logger   *slog.Logger
 }
 
 // Console serves the pages.
@@ -150,9 +153,15 @@ type queueStatus struct {
 }
 
 type status struct {
-	Queues []queueStatus
-	Checks map[string]string
-	Ready  bool
+	Queues   []queueStatus
+	Checks   map[string]string
+	Ready    bool
+	Problems []Problem
+}
+
+// Problem is a condition in the drop folder that needs a person.
+type Problem struct {
+	Path, Message string
 }
 
 func (c *Console) status(ctx context.Context) status {
@@ -171,6 +180,9 @@ func (c *Console) status(ctx context.Context) status {
 			qs.LastError = tasks[0].LastErr
 		}
 		st.Queues = append(st.Queues, qs)
+	}
+	if c.d.Problems != nil {
+		st.Problems = c.d.Problems()
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
