@@ -25,8 +25,8 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"work":     {"run a worker: upload spooled files to S3, run plugins, record assets", runWork},
-		"watch":    {"run a watcher: take complete files from the drop folder and queue their upload", runWatch},
-		"serve":    {"run the watcher and the worker in one process", runServe},
+		"watch":    {"run the intake: the drop-folder watcher and the HTTP API, console and monitor", runWatch},
+		"serve":    {"run the watcher, the HTTP API (console, monitor) and a worker in one process", runServe},
 		"dev":      {"run everything on this machine with a local Redis and S3-compatible store", runDev},
 		"upload":   {"spool files and queue their upload: dab upload FILE... --type TYPE", runUpload},
 		"assets":   {"list and show asset records: dab assets list | dab assets show ID", runAssets},
