@@ -547,9 +547,11 @@ func (w *Watcher) enqueue(ctx context.Context, m *spool.Manifest) error {
 		_, err = w.queue.EnqueueContext(ctx, t)
 	}
 	if err == nil || task.IsAlreadyQueued(err) {
-		w.enqueued.Add(1)
 		w.queueUp()
-		w.log.Info("watcher.queued", "task_id", task.UploadTaskID(m.ID), "spool_id", m.ID, "key", m.Key())
+		if err == nil { // an existing task (recovery at start) was counted when it was queued
+			w.enqueued.Add(1)
+			w.log.Info("watcher.queued", "task_id", task.UploadTaskID(m.ID), "spool_id", m.ID, "key", m.Key())
+		}
 		return nil
 	}
 	w.enqueueErrors.Add(1)

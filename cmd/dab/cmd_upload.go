@@ -177,7 +177,7 @@ func (u *localUploader) task(_ context.Context, id string) (api.Task, error) {
 }
 
 func (u *localUploader) upload(ctx context.Context, file string) (*uploadLine, error) {
-	a, sp, client, assetType, folder, meta := u.a, u.sp, u.client, u.typ, u.folder, u.meta
+	a, assetType, folder := u.a, u.typ, u.folder
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, err
@@ -194,13 +194,13 @@ func (u *localUploader) upload(ctx context.Context, file string) (*uploadLine, e
 	if folder != "" {
 		rel = strings.Trim(folder, "/") + "/" + rel
 	}
-	in := spool.Input{Type: assetType, Path: rel, Metadata: meta, Source: "cli"}
+	in := spool.Input{Type: assetType, Path: rel, Metadata: u.meta, Source: "cli"}
 	var bar *progressBar
 	if st.Size() >= progressMin && isTerminal(a.stderr) {
 		bar = newProgressBar(a.stderr, filepath.Base(file), st.Size())
 		in.Progress = bar.update
 	}
-	m, err := sp.Put(io.Reader(f), in)
+	m, err := u.sp.Put(io.Reader(f), in)
 	if bar != nil {
 		bar.done()
 	}
@@ -209,12 +209,12 @@ func (u *localUploader) upload(ctx context.Context, file string) (*uploadLine, e
 	}
 	t, err := task.NewUpload(task.UploadPayload{SpoolID: m.ID, Type: m.Type, Key: m.Key()}, asynq.Queue(a.uploadQueue()))
 	if err != nil {
-		sp.Remove(m.ID)
+		u.sp.Remove(m.ID)
 		return nil, err
 	}
-	if _, err := client.EnqueueContext(ctx, t); err != nil && !task.IsAlreadyQueued(err) {
+	if _, err := u.client.EnqueueContext(ctx, t); err != nil && !task.IsAlreadyQueued(err) {
 		// Nothing is lost: the original file is untouched; drop the copy.
-		if rerr := sp.Remove(m.ID); rerr != nil {
+		if rerr := u.sp.Remove(m.ID); rerr != nil {
 			return nil, fmt.Errorf("queue upload (redis at %s): %w; the spooled copy %s could not be removed either: %v", config.RedactURL(a.cfg.RedisURL), err, m.ID, rerr)
 		}
 		return nil, fmt.Errorf("queue upload (redis at %s): %w; nothing was queued and the file is unchanged: try again", config.RedactURL(a.cfg.RedisURL), err)

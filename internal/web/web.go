@@ -221,7 +221,6 @@ func (c *Console) deny(w http.ResponseWriter, r *http.Request, status int, messa
 		http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 		return true
 	}
-	r = r.WithContext(r.Context())
 	c.render(w, r, status, "message", "Not allowed", nil, message)
 	return true
 }

@@ -11,10 +11,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
 
 	"github.com/hibiken/asynq"
+
+	"github.com/dab-assets/dab/internal/spool"
 )
 
 // Task type names. Permanent: never rename or reuse one.
@@ -56,8 +57,6 @@ type UploadPayload struct {
 	Type string `json:"type,omitempty"`
 	Key  string `json:"key,omitempty"`
 }
-
-var spoolIDPattern = regexp.MustCompile(`^[0-9a-f]{28}$`)
 
 // UploadQueue is the queue of the upload tasks of files spooled on host: a
 // spool is local to its host, so only that host's workers can upload them.
@@ -109,7 +108,7 @@ func (p UploadPayload) validate() error {
 	if p.SpoolID == "" {
 		return fmt.Errorf("%w: upload payload has no spool_id", ErrBadPayload)
 	}
-	if !spoolIDPattern.MatchString(p.SpoolID) {
+	if !spool.ValidID(p.SpoolID) {
 		return fmt.Errorf("%w: upload payload spool_id %q is not a spool entry ID (28 lower-case hex digits)", ErrBadPayload, p.SpoolID)
 	}
 	return nil

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/hibiken/asynq"
+
+	"github.com/dab-assets/dab/internal/spool"
 )
 
 const goodID = "019ad5f0c2a1b2c3d4e5f6a7b8c9"
@@ -66,7 +68,7 @@ func FuzzDecodeUpload(f *testing.F) {
 			}
 			return
 		}
-		if !spoolIDPattern.MatchString(p.SpoolID) {
+		if !spool.ValidID(p.SpoolID) {
 			t.Fatalf("accepted bad spool id %q", p.SpoolID)
 		}
 	})
