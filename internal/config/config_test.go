@@ -70,6 +70,17 @@ func TestValidationNamesTheVariable(t *testing.T) {
 		{map[string]string{"DAB_MULTIPART_THRESHOLD": "6MiB"}, "smaller than DAB_PART_SIZE"},
 		{map[string]string{"DAB_KEY_PREFIX": "{x}"}, "DAB_KEY_PREFIX"},
 		{map[string]string{"DAB_S3_PATH_STYLE": "yes please"}, "DAB_S3_PATH_STYLE"},
+		{map[string]string{"DAB_HOST_ID": "host/../x"}, "DAB_HOST_ID"},
+		{map[string]string{"DAB_REDIS_MODE": "ring"}, "DAB_REDIS_MODE"},
+		{map[string]string{"DAB_REDIS_MODE": "sentinel", "DAB_REDIS_URL": "redis://h:1?bogus=1"}, "DAB_REDIS_URL"},
+		{map[string]string{"DAB_HOUSE_ACCOUNT": "issuance"}, "DAB_HOUSE_ACCOUNT"},
+		{map[string]string{"DAB_HTTP_ADDR": "8080"}, "DAB_HTTP_ADDR"},
+		{map[string]string{"DAB_MAX_UPLOAD_BYTES": "0"}, "DAB_MAX_UPLOAD_BYTES"},
+		{map[string]string{"DAB_MAX_CONCURRENT_UPLOADS": "0"}, "DAB_MAX_CONCURRENT_UPLOADS"},
+		{map[string]string{"DAB_SERVER": "ftp://x"}, "DAB_SERVER"},
+		{map[string]string{"DAB_SETTLE": "2h"}, "DAB_SETTLE"},
+		{map[string]string{"DAB_RESCAN_INTERVAL": "1ms"}, "DAB_RESCAN_INTERVAL"},
+		{map[string]string{"DAB_DROP_DIR": " "}, "DAB_DROP_DIR"},
 	}
 	for _, tt := range tests {
 		_, err := NewLoader(envOf(tt.env)).Load()
