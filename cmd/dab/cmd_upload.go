@@ -18,6 +18,7 @@ import (
 	"github.com/dab-assets/dab/internal/api"
 	"github.com/dab-assets/dab/internal/apiclient"
 	"github.com/dab-assets/dab/internal/config"
+	"github.com/dab-assets/dab/internal/naming"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/worker/task"
@@ -33,7 +34,11 @@ func (m metaFlag) Set(v string) error {
 	if !ok || strings.TrimSpace(k) == "" {
 		return fmt.Errorf("%q is not key=value", v)
 	}
-	m[strings.TrimSpace(k)] = val
+	k = strings.TrimSpace(k)
+	if err := naming.CheckMetadataKey(k); err != nil {
+		return err
+	}
+	m[k] = val
 	return nil
 }
 

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // ErrInvalid is wrapped by every validation error, so callers can branch on
@@ -22,6 +24,11 @@ const MaxKeyBytes = 1024
 
 // MaxTypeLen bounds asset type names; they become the first folder of every key.
 const MaxTypeLen = 32
+
+// MaxSegmentBytes bounds each folder or file name in a path: the limit of
+// common file systems (NAME_MAX), which the spool's failed folder and every
+// tool that copies the bucket to disk must be able to hold.
+const MaxSegmentBytes = 255
 
 // ValidateType checks an asset type name: 1-32 characters, lower-case letters,
 // digits and '-', starting with a letter. Whether the type is registered is the
@@ -43,10 +50,14 @@ func ValidateType(t string) error {
 }
 
 // CleanPath validates the path of a file relative to its type folder
-// ("forest/NODE_a.png") and returns it in canonical slash-separated form.
+// ("forest/NODE_a.png") and returns it in canonical form: slash-separated
+// and in Unicode NFC, so a name typed on one system and the same name
+// decomposed by another (macOS) are one key, not two.
 // It refuses anything that could escape a folder or confuse a reader of the
 // bucket: absolute paths, "." and ".." segments, empty segments, backslashes,
-// control characters, invalid UTF-8 and hidden (dot) segments.
+// control, format (bidi overrides, zero-width, BOM) and non-ASCII space
+// characters, invalid UTF-8, hidden (dot) segments and names longer than
+// MaxSegmentBytes.
 func CleanPath(p string) (string, error) {
 	if p == "" {
 		return "", fmt.Errorf("%w: file name is empty", ErrInvalid)
@@ -61,10 +72,11 @@ func CleanPath(p string) (string, error) {
 		return "", fmt.Errorf("%w: path %q contains a backslash: use '/' between folders and rename files with '\\' in their name", ErrInvalid, p)
 	}
 	for _, r := range p {
-		if unicode.IsControl(r) {
-			return "", fmt.Errorf("%w: path %q contains a control character: rename the file", ErrInvalid, p)
+		if msg := badRune(r); msg != "" {
+			return "", fmt.Errorf("%w: path %q contains %s (%U): rename the file", ErrInvalid, p, msg, r)
 		}
 	}
+	p = norm.NFC.String(p)
 	for _, seg := range strings.Split(p, "/") {
 		switch {
 		case seg == "":
@@ -75,6 +87,8 @@ func CleanPath(p string) (string, error) {
 			return "", fmt.Errorf("%w: path %q contains the hidden name %q: rename it without the leading '.'", ErrInvalid, p, seg)
 		case strings.TrimSpace(seg) != seg:
 			return "", fmt.Errorf("%w: path %q has a name with leading or trailing spaces: rename it", ErrInvalid, p)
+		case len(seg) > MaxSegmentBytes:
+			return "", fmt.Errorf("%w: a name in path %q is %d bytes long, the most is %d: shorten it", ErrInvalid, p, len(seg), MaxSegmentBytes)
 		}
 	}
 	// path.Clean is a no-op on a path that passed the checks above; keep it
@@ -83,6 +97,25 @@ func CleanPath(p string) (string, error) {
 		return "", fmt.Errorf("%w: path %q is not in canonical form (%q)", ErrInvalid, p, c)
 	}
 	return p, nil
+}
+
+// badRune says why r may not appear in a name, or "" when it may. Format
+// characters (bidi overrides such as U+202E, zero-width spaces and joiners,
+// the BOM) make a name read differently from what it is; spaces other than
+// the ASCII one (no-break, ideographic, line and paragraph separators) make
+// two names that look alike differ.
+func badRune(r rune) string {
+	switch {
+	case unicode.IsControl(r):
+		return "a control character"
+	case unicode.Is(unicode.Cf, r):
+		return "an invisible format character (bidi control, zero-width or BOM)"
+	case r != ' ' && (unicode.Is(unicode.Zs, r) || unicode.Is(unicode.Zl, r) || unicode.Is(unicode.Zp, r)):
+		return "a space character other than the ordinary space"
+	case r == utf8.RuneError:
+		return "the Unicode replacement character"
+	}
+	return ""
 }
 
 // Key builds the S3 object key "<type>/<path>" and checks its length.
@@ -99,4 +132,47 @@ func Key(assetType, relPath string) (string, error) {
 		return "", fmt.Errorf("%w: object key for %q is %d bytes, S3 allows %d: shorten the name or folders", ErrInvalid, relPath, len(k), MaxKeyBytes)
 	}
 	return k, nil
+}
+
+// MaxMetadataKeyLen bounds the keys of caller metadata.
+const MaxMetadataKeyLen = 128
+
+// reservedMetadataKeys are the names of the fields dab itself records for
+// an asset. Caller metadata may not use them: a "sha256" or "owner" next to
+// the real one would mislead whoever reads the record, the console or the
+// object's S3 metadata.
+func reservedMetadataKeys() []string {
+	return []string{"id", "name", "type", "path", "s3_bucket", "s3_key", "size", "sha256", "content_type",
+		"owner", "created_at", "task_id", "spool_id", "source"}
+}
+
+// CheckMetadataKey validates one key of caller metadata: 1 to
+// MaxMetadataKeyLen ASCII letters, digits, '-', '_' or '.' (it becomes an
+// x-amz-meta-* header name on the object), and none of dab's own field
+// names, in any case.
+func CheckMetadataKey(k string) error {
+	if k == "" || len(k) > MaxMetadataKeyLen {
+		return fmt.Errorf("%w: metadata key %q: use 1 to %d characters", ErrInvalid, k, MaxMetadataKeyLen)
+	}
+	for _, r := range k {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return fmt.Errorf("%w: metadata key %q: use ASCII letters, digits, '-', '_' and '.'", ErrInvalid, k)
+		}
+	}
+	for _, f := range reservedMetadataKeys() {
+		if strings.EqualFold(k, f) {
+			return fmt.Errorf("%w: metadata key %q is dab's own field of the record: choose another name (such as \"your_%s\")", ErrInvalid, k, f)
+		}
+	}
+	return nil
+}
+
+// CheckMetadata validates every key of md (see CheckMetadataKey).
+func CheckMetadata(md map[string]string) error {
+	for k := range md {
+		if err := CheckMetadataKey(k); err != nil {
+			return err
+		}
+	}
+	return nil
 }
