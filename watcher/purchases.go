@@ -56,7 +56,9 @@ type PurchaseAccepted struct {
 }
 
 // post: the Idempotency-Key header is the purchase ID; the body is
-// {"asset_id", "buyer_id", "credits"}. A new or pending purchase answers 202;
+// {"asset_id", "buyer_id", "credits"} (read by api.DecodeJSON, credits from
+// 1 to ledger.CreditsMax by api.ParseCredits, as the ledger's own routes).
+// A new or pending purchase answers 202;
 // a repeat of a finished one answers 200 with its stored result; the same ID
 // with other parameters 409.
 func (p *PurchaseIntake) post(w http.ResponseWriter, r *http.Request) {
@@ -71,7 +73,7 @@ func (p *PurchaseIntake) post(w http.ResponseWriter, r *http.Request) {
 		Credits json.RawMessage `json:"credits"`
 	}
 	if err := api.DecodeJSON(r, &body); err != nil {
-		api.WriteError(w, http.StatusBadRequest, "bad_json", err.Error()+`; send {"asset_id": "...", "buyer_id": "...", "credits": N}`)
+		api.WriteDecodeError(w, err, `send {"asset_id": "...", "buyer_id": "...", "credits": N}`)
 		return
 	}
 	credits, err := api.ParseCredits(body.Credits)

@@ -1,12 +1,15 @@
 package watcher
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/dab-assets/dab/internal/api"
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/worker/task"
@@ -166,5 +169,49 @@ func TestPurchasesOverHTTP(t *testing.T) {
 	}
 	if a := h.do(t, "POST", "/v1/assets/0123456789abcdef0123/price", testAdmin, strings.NewReader(`{"credits": 1}`), nil); a.status != 404 {
 		t.Fatalf("price of a missing asset: %d", a.status)
+	}
+}
+
+// TestPurchaseBodyAndCredits: POST /v1/purchases reads its body like the
+// ledger's routes (one JSON object, at most api.JSONBodyMax bytes, nothing
+// after it: the security review's {...} + 5 MB of spaces + garbage once got
+// through) and takes amounts from 1 to ledger.CreditsMax.
+func TestPurchaseBodyAndCredits(t *testing.T) {
+	t.Parallel()
+	h := setupHTTP(t, IntakeConfig{})
+	rec, _, err := h.assets.Put(context.Background(), asset.Record{Name: "a", Type: "generic", Path: "a", S3Bucket: "b", S3Key: "generic/a", SHA256: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := func(credits int64) string {
+		return fmt.Sprintf(`{"asset_id": %q, "buyer_id": "zed", "credits": %d}`, rec.ID, credits)
+	}
+	tests := []struct {
+		key, body     string
+		status        int
+		code, message string
+	}{
+		{"attack", body(3) + strings.Repeat(" ", 5<<20) + "garbage", 413, "too_large", "64 KiB"},
+		{"inside", body(3) + strings.Repeat(" ", 60000) + "garbage", 400, "bad_json", "after the JSON value"},
+		{"over", body(ledger.CreditsMax + 1), 400, "bad_credits", fmt.Sprint("from 1 to ", int64(ledger.CreditsMax))},
+		{"max", body(ledger.CreditsMax), 202, "", ""},
+		{"padded", body(3) + strings.Repeat("\n", api.JSONBodyMax-len(body(3))), 202, "", ""},
+	}
+	for _, tt := range tests {
+		a := h.do(t, "POST", "/v1/purchases", testBuyer, bytes.NewReader([]byte(tt.body)),
+			map[string]string{"Content-Type": "application/json", "Idempotency-Key": tt.key})
+		var e api.ErrorBody
+		json.Unmarshal(a.body, &e)
+		if a.status != tt.status || e.Error.Code != tt.code || !strings.Contains(e.Error.Message, tt.message) {
+			t.Errorf("%s: %d %s, want %d %s %q", tt.key, a.status, a.body, tt.status, tt.code, tt.message)
+		}
+		_, err := h.ledger.GetPurchase(context.Background(), tt.key)
+		if recorded := err == nil; recorded != (tt.status == 202) {
+			t.Errorf("%s: recorded %v after %d", tt.key, recorded, a.status)
+		}
+	}
+	p, err := h.ledger.GetPurchase(context.Background(), "max")
+	if err != nil || p.Credits != ledger.CreditsMax {
+		t.Fatalf("purchase of CreditsMax: %+v, %v", p, err)
 	}
 }

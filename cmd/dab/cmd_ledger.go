@@ -36,10 +36,15 @@ func runCredits(ctx context.Context, e *env, args []string) error {
 	}
 	n, err := strconv.ParseInt(a.args[2], 10, 64)
 	if err != nil {
-		return fmt.Errorf("%w: credits %q is not a whole number", errUsage, a.args[2])
+		return fmt.Errorf("%w: credits %q: give a whole number from 1 to %d", errUsage, a.args[2], int64(ledger.CreditsMax))
 	}
 	if key == "" {
 		key = newKey("grant")
+	}
+	// Refused here, before anything is sent: a server or Redis would refuse
+	// it too, but only after the connection is made.
+	if err := ledger.CheckGrant(key, a.args[1], n); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	var res ledger.GrantResult
 	err = a.viaServerOrRedis(ctx, func(c *apiclient.Client) (err error) {

@@ -4,8 +4,13 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -16,6 +21,7 @@ import (
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/harness"
 	"github.com/dab-assets/dab/internal/ledger"
+	"github.com/dab-assets/dab/internal/localsvc"
 	"github.com/dab-assets/dab/worker/task"
 )
 
@@ -161,7 +167,7 @@ func TestLedgerCLI(t *testing.T) {
 		{nil, []string{"credits", "grant", "amy", "10", "--key", "g-amy"}, 0, "granted 10 credits to amy"},
 		{nil, []string{"credits", "grant", "amy", "10", "--key", "g-amy"}, 0, "balance 10"},
 		{nil, []string{"credits", "grant", "amy", "11", "--key", "g-amy"}, 1, "same ID, different parameters"},
-		{nil, []string{"credits", "grant", "amy", "0"}, 1, "from 1 to"},
+		{nil, []string{"credits", "grant", "amy", "0"}, 2, "from 1 to"},
 		{nil, []string{"purchase", "--asset", id, "--buyer", "amy", "--credits", "3", "--key", "k1"}, 1, "rejected (wrong_price)"},
 		{nil, []string{"purchase", "--asset", id, "--buyer", "amy", "--credits", "4", "--key", "k2"}, 0, "succeeded: amy paid 4 credits to house"},
 		{nil, []string{"purchase", "--asset", id, "--buyer", "amy", "--credits", "4", "--key", "k2"}, 0, "succeeded"},
@@ -178,5 +184,52 @@ func TestLedgerCLI(t *testing.T) {
 		if code != s.code || !strings.Contains(out+errOut, s.want) {
 			t.Fatalf("dab %v: exit %d\n%s%s\nwant exit %d and %q", s.args, code, out, errOut, s.code, s.want)
 		}
+	}
+}
+
+// TestCreditsGrantChecksBeforeSending: `dab credits grant` refuses an amount
+// outside 1..ledger.CreditsMax (and a bad account) as a usage error that
+// names the range, before it talks to a server or Redis.
+func TestCreditsGrantChecksBeforeSending(t *testing.T) {
+	t.Parallel()
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		http.Error(w, "not expected", http.StatusTeapot)
+	}))
+	defer srv.Close()
+	port, err := localsvc.FreePort() // nothing listens here
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &e2e{t: t, dir: t.TempDir()}
+	base := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "DAB_DATA_DIR=" + filepath.Join(e.dir, "data")}
+	viaServer := append(append([]string{}, base...), "DAB_SERVER="+srv.URL, "DAB_TOKEN="+e2eToken)
+	viaRedis := append(append([]string{}, base...), fmt.Sprintf("DAB_REDIS_URL=redis://127.0.0.1:%d/0", port))
+	rangeMsg := fmt.Sprintf("from 1 to %d", int64(ledger.CreditsMax))
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"credits", "grant", "amy", fmt.Sprint(int64(ledger.CreditsMax) + 1)}, rangeMsg},
+		{[]string{"credits", "grant", "amy", "0"}, rangeMsg},
+		{[]string{"credits", "grant", "amy", "--", "-5"}, rangeMsg},
+		{[]string{"credits", "grant", "amy", "99999999999999999999"}, rangeMsg},
+		{[]string{"credits", "grant", "amy", "1e3"}, rangeMsg},
+		{[]string{"credits", "grant", "bad account", "5"}, "account"},
+		{[]string{"credits", "grant", ledger.Issuance, "5"}, "issuance"},
+		{[]string{"credits", "grant", "amy", "5", "--key", "bad key"}, "grant key"},
+	}
+	for _, env := range [][]string{viaServer, viaRedis} {
+		e.env = env
+		for _, tt := range tests {
+			out, errOut, code := e.run(nil, tt.args...)
+			if code != 2 || !strings.Contains(errOut, tt.want) {
+				t.Errorf("dab %v: exit %d\n%s%s\nwant exit 2 and %q", tt.args, code, out, errOut, tt.want)
+			}
+		}
+	}
+	if n := requests.Load(); n != 0 {
+		t.Fatalf("%d requests reached the server", n)
 	}
 }

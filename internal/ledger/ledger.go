@@ -26,14 +26,38 @@ import (
 // credits ever issued.
 const Issuance = "issuance"
 
-// MaxCredits bounds one grant or purchase (exact in Lua's numbers).
-const MaxCredits = 1_000_000_000_000_000
+// Bounds on amounts. The scripts compute in Lua 5.1 numbers, which are
+// doubles: integers are exact only up to 2^53. A bound on one amount is not
+// enough, since balances add amounts up; but no balance except issuance is
+// negative and all balances sum to zero, so no balance can be larger than
+// the credits ever issued. The grant script keeps that total at most
+// IssuanceMax, and IssuanceMax + CreditsMax stays below 2^53, so every
+// balance, amount and sum a script computes is exact (and far inside the
+// int64 of Redis's HINCRBY).
+const (
+	// CreditsMax is the largest amount of one grant, purchase or price.
+	CreditsMax = 1_000_000_000_000_000
+	// IssuanceMax is the most credits that may ever be issued, all grants
+	// together (credits never return to issuance).
+	IssuanceMax = 8 * CreditsMax
+)
+
+// The build fails if the bounds ever leave Lua's exact integers.
+const _ uint64 = 1<<53 - 1 - (IssuanceMax + CreditsMax)
+
+// MaxCredits is the old name of CreditsMax.
+//
+// Deprecated: use CreditsMax.
+const MaxCredits = CreditsMax
 
 // Sentinel errors.
 var (
 	ErrConflict = errors.New("same ID, different parameters")
 	ErrInvalid  = errors.New("invalid input")
 	ErrNotFound = errors.New("not found")
+	// ErrIssuanceLimit: the grant would take the credits ever issued past
+	// IssuanceMax. Retrying does not help; a smaller grant may.
+	ErrIssuanceLimit = errors.New("issuance limit reached")
 )
 
 // Purchase statuses.
@@ -69,12 +93,27 @@ func CheckPurchaseID(id string) error {
 	return nil
 }
 
-// CheckCredits validates an amount.
+// CheckCredits validates an amount: 1 to CreditsMax.
 func CheckCredits(n int64) error {
-	if n <= 0 || n > MaxCredits {
-		return fmt.Errorf("%w: credits must be a whole number from 1 to %d, got %d", ErrInvalid, int64(MaxCredits), n)
+	if n <= 0 || n > CreditsMax {
+		return fmt.Errorf("%w: credits must be a whole number from 1 to %d, got %d", ErrInvalid, int64(CreditsMax), n)
 	}
 	return nil
+}
+
+// CheckGrant validates a grant's key, account and amount, so that clients
+// can refuse a bad grant before they send it.
+func CheckGrant(key, account string, credits int64) error {
+	if err := CheckPurchaseID(key); err != nil {
+		return fmt.Errorf("%w: grant key %q: use 1 to 128 letters, digits, '.', '_', ':', '@' or '-'", ErrInvalid, key)
+	}
+	if err := CheckAccount(account); err != nil {
+		return err
+	}
+	if account == Issuance {
+		return fmt.Errorf("%w: credits cannot be granted to the issuance account", ErrInvalid)
+	}
+	return CheckCredits(credits)
 }
 
 // Keys names the ledger's Redis keys (same hash tag as the asset records).
@@ -155,30 +194,44 @@ type GrantResult struct {
 	Balance int64  `json:"balance"`
 }
 
-// Grant gives credits to an account, from issuance, once per key.
+// Grant gives credits to an account, from issuance, once per key. It
+// returns ErrIssuanceLimit when the grant would take the credits ever
+// issued past IssuanceMax; nothing moves then.
 func (s *Store) Grant(ctx context.Context, key, account string, credits int64) (GrantResult, error) {
-	if err := CheckPurchaseID(key); err != nil {
-		return GrantResult{}, fmt.Errorf("%w: grant key %q", ErrInvalid, key)
-	}
-	if err := CheckAccount(account); err != nil {
-		return GrantResult{}, err
-	}
-	if account == Issuance {
-		return GrantResult{}, fmt.Errorf("%w: credits cannot be granted to the issuance account", ErrInvalid)
-	}
-	if err := CheckCredits(credits); err != nil {
+	if err := CheckGrant(key, account, credits); err != nil {
 		return GrantResult{}, err
 	}
 	keys := []string{s.keys.Grant(key), s.keys.Balances(), s.keys.Entries(), s.keys.History(account), s.keys.History(Issuance)}
-	res, err := s.grant.Run(ctx, s.rdb, keys, account, credits, Issuance, now(), key).StringSlice()
+	res, err := s.grant.Run(ctx, s.rdb, keys, account, credits, Issuance, now(), key, int64(IssuanceMax)).StringSlice()
 	if err != nil {
 		return GrantResult{}, fmt.Errorf("ledger: grant: %w", err)
 	}
-	if res[0] == "conflict" {
+	switch res[0] {
+	case "conflict":
 		return GrantResult{}, fmt.Errorf("%w: grant key %q was used for %q", ErrConflict, key, res[1])
+	case "issuance_limit":
+		return GrantResult{}, issuanceLimitError(res[1], credits)
+	case "invalid":
+		return GrantResult{}, fmt.Errorf("%w: %s", ErrInvalid, res[1])
 	}
-	bal, _ := strconv.ParseInt(res[2], 10, 64)
+	bal, err := strconv.ParseInt(res[2], 10, 64)
+	if err != nil {
+		return GrantResult{}, fmt.Errorf("ledger: grant: balance %q: %w", res[2], err)
+	}
 	return GrantResult{Account: account, Credits: credits, EntryID: res[1], Balance: bal}, nil
+}
+
+// issuanceLimitError says what was issued, what is left and what to do;
+// balance is the issuance account's balance as the script read it.
+func issuanceLimitError(balance string, credits int64) error {
+	bal, _ := strconv.ParseInt(balance, 10, 64)
+	issued := -bal
+	fix := "no more credits can be granted"
+	if left := int64(IssuanceMax) - issued; left > 0 {
+		fix = fmt.Sprintf("grant at most %d", left)
+	}
+	return fmt.Errorf("%w: %d credits have been issued and at most %d may ever be (ledger.IssuanceMax keeps every balance exact); a grant of %d would pass that: %s",
+		ErrIssuanceLimit, issued, int64(IssuanceMax), credits, fix)
 }
 
 // PurchaseRequest is what a buyer asks for.
@@ -268,6 +321,8 @@ func (s *Store) Apply(ctx context.Context, p PurchaseRequest) (PurchaseResult, e
 			continue
 		case "conflict":
 			return PurchaseResult{}, fmt.Errorf("%w: purchase %s was made with asset|buyer|credits %s", ErrConflict, p.PurchaseID, res[1])
+		case "invalid":
+			return PurchaseResult{}, fmt.Errorf("%w: purchase %s: %s", ErrInvalid, p.PurchaseID, res[1])
 		case "succeeded":
 			r.Status, r.EntryID, r.Seller = StatusSucceeded, res[1], res[2]
 		default:
@@ -332,11 +387,42 @@ func (s *Store) Account(ctx context.Context, id string, recent int) (Account, er
 	}
 	a := Account{ID: id, Balance: bal, Entries: make([]Entry, 0, len(lines))}
 	for _, l := range lines {
-		var e Entry
-		if err := json.Unmarshal([]byte(l), &e); err != nil {
+		e, err := s.historyEntry(ctx, l)
+		if err != nil {
 			return Account{}, fmt.Errorf("ledger: history of %s is damaged: %w", id, err)
 		}
 		a.Entries = append(a.Entries, e)
 	}
 	return a, nil
+}
+
+// historyEntry decodes one history line. Lines written before the scripts
+// spliced amounts in as integers carry cjson's "%.14g" rendering (1e+14,
+// 1.2345678901234e+14: digits lost); their exact amount is read from the
+// entries stream, which always kept the decimal string.
+func (s *Store) historyEntry(ctx context.Context, line string) (Entry, error) {
+	var l struct {
+		Entry
+		Amount json.Number `json:"amount"` // hides Entry.Amount
+	}
+	if err := json.Unmarshal([]byte(line), &l); err != nil {
+		return Entry{}, err
+	}
+	e := l.Entry
+	n, err := strconv.ParseInt(string(l.Amount), 10, 64)
+	if err != nil {
+		msgs, xerr := s.rdb.XRange(ctx, s.keys.Entries(), l.ID, l.ID).Result()
+		if xerr != nil {
+			return Entry{}, fmt.Errorf("entry %s: amount %s: read the entry: %w", l.ID, l.Amount, xerr)
+		}
+		if len(msgs) != 1 {
+			return Entry{}, fmt.Errorf("entry %s: amount %s is not a whole number and the entry is missing", l.ID, l.Amount)
+		}
+		amount, _ := msgs[0].Values["amount"].(string)
+		if n, err = strconv.ParseInt(amount, 10, 64); err != nil {
+			return Entry{}, fmt.Errorf("entry %s: amount %q: %w", l.ID, amount, err)
+		}
+	}
+	e.Amount = n
+	return e, nil
 }

@@ -255,7 +255,7 @@ func TestBadInput(t *testing.T) {
 	}{
 		{ledger.PurchaseRequest{PurchaseID: "p", AssetID: a, BuyerID: "x", Credits: 0}, "from 1 to"},
 		{ledger.PurchaseRequest{PurchaseID: "p", AssetID: a, BuyerID: "x", Credits: -5}, "from 1 to"},
-		{ledger.PurchaseRequest{PurchaseID: "p", AssetID: a, BuyerID: "x", Credits: ledger.MaxCredits + 1}, "from 1 to"},
+		{ledger.PurchaseRequest{PurchaseID: "p", AssetID: a, BuyerID: "x", Credits: ledger.CreditsMax + 1}, "from 1 to"},
 		{ledger.PurchaseRequest{PurchaseID: "", AssetID: a, BuyerID: "x", Credits: 1}, "purchase id"},
 		{ledger.PurchaseRequest{PurchaseID: "p q", AssetID: a, BuyerID: "x", Credits: 1}, "purchase id"},
 		{ledger.PurchaseRequest{PurchaseID: "p", AssetID: "../x", BuyerID: "x", Credits: 1}, "asset_id"},
@@ -271,7 +271,7 @@ func TestBadInput(t *testing.T) {
 	for _, g := range []struct {
 		key, account string
 		n            int64
-	}{{"k", "a", 0}, {"k", "a", -1}, {"k", "", 1}, {"", "a", 1}, {"k", ledger.Issuance, 1}} {
+	}{{"k", "a", 0}, {"k", "a", -1}, {"k", "a", ledger.CreditsMax + 1}, {"k", "", 1}, {"", "a", 1}, {"k", ledger.Issuance, 1}} {
 		if _, err := b.led.Grant(ctx, g.key, g.account, g.n); !errors.Is(err, ledger.ErrInvalid) {
 			t.Errorf("grant %+v: %v", g, err)
 		}
@@ -297,8 +297,152 @@ func FuzzPurchaseRequest(f *testing.F) {
 	f.Add("", "x", "", int64(-1))
 	f.Fuzz(func(t *testing.T, id, asset, buyer string, n int64) {
 		p := ledger.PurchaseRequest{PurchaseID: id, AssetID: asset, BuyerID: buyer, Credits: n}
-		if err := p.Check(); err == nil && (n <= 0 || n > ledger.MaxCredits || buyer == ledger.Issuance || strings.ContainsAny(id+buyer, " |\n")) {
+		if err := p.Check(); err == nil && (n <= 0 || n > ledger.CreditsMax || buyer == ledger.Issuance || strings.ContainsAny(id+buyer, " |\n")) {
 			t.Fatalf("accepted %+v", p)
 		}
 	})
+}
+
+// TestLargeAmountsAreExact: Lua's cjson writes numbers with "%.14g", so a
+// grant of 123456789012345 was kept in the history as 1.2345678901234e+14 (a
+// digit lost) and every later read of the account, issuance included,
+// failed. Amounts up to CreditsMax are exact everywhere they appear: grant
+// results, balances, history entries, rejection details and verify.
+func TestLargeAmountsAreExact(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	amounts := []int64{1, 99_999_999_999_999, 100_000_000_000_000, 123_456_789_012_345, ledger.CreditsMax - 1, ledger.CreditsMax}
+	var issued int64
+	for i, n := range amounts {
+		account := fmt.Sprintf("big-%d", i)
+		g, err := b.led.Grant(ctx, "k-"+account, account, n)
+		if err != nil || g.Credits != n || g.Balance != n {
+			t.Fatalf("grant %d: %+v, %v", n, g, err)
+		}
+		issued += n
+		a, err := b.led.Account(ctx, account, 10)
+		if err != nil || a.Balance != n || len(a.Entries) != 1 || a.Entries[0].Amount != n {
+			t.Fatalf("account after a grant of %d: %+v, %v", n, a, err)
+		}
+	}
+	iss, err := b.led.Account(ctx, ledger.Issuance, 100)
+	if err != nil || iss.Balance != -issued || len(iss.Entries) != len(amounts) {
+		t.Fatalf("issuance: %+v, %v", iss, err)
+	}
+	for i, e := range iss.Entries { // newest first
+		if want := amounts[len(amounts)-1-i]; e.Amount != want {
+			t.Errorf("issuance entry %d: amount %d, want %d", i, e.Amount, want)
+		}
+	}
+
+	const price = 123_456_789_012_345
+	dear := b.newAsset(t, "dear", fmt.Sprint(price))
+	poor, err := b.led.Apply(ctx, ledger.PurchaseRequest{PurchaseID: "poor", AssetID: dear, BuyerID: "big-2", Credits: price})
+	if err != nil || poor.Reason != ledger.ReasonInsufficientCredits || poor.Detail != "big-2 has 100000000000000 credits, the purchase needs 123456789012345" {
+		t.Fatalf("rejection: %+v, %v", poor, err)
+	}
+	rich, err := b.led.Apply(ctx, ledger.PurchaseRequest{PurchaseID: "rich", AssetID: dear, BuyerID: "big-3", Credits: price})
+	if err != nil || rich.Status != ledger.StatusSucceeded || rich.Seller != "house" {
+		t.Fatalf("purchase: %+v, %v", rich, err)
+	}
+	for account, want := range map[string]int64{"big-3": 0, "house": price} {
+		a, err := b.led.Account(ctx, account, 10)
+		if err != nil || a.Balance != want || a.Entries[0].Kind != "purchase" || a.Entries[0].Amount != price {
+			t.Fatalf("%s after the purchase: %+v, %v", account, a, err)
+		}
+	}
+	if rep := b.verify(t); rep.Issued != issued || rep.Purchases != 1 {
+		t.Fatalf("report %+v", rep)
+	}
+}
+
+// TestIssuanceLimitHoldsUnderConcurrency: the issuance total was bounded
+// only by int64, and passing it answered like an outage. The grant script
+// refuses any grant that would take the credits ever issued past
+// IssuanceMax, atomically, and says so; nothing moves when it refuses.
+func TestIssuanceLimitHoldsUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	b.grant(t, "seed", 1)
+	// 12 grants of CreditsMax race; with one credit already issued only 7
+	// fit under IssuanceMax (8 x CreditsMax).
+	const racing = 12
+	fits := int((ledger.IssuanceMax - 1) / ledger.CreditsMax)
+	errs := make([]error, racing)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = b.led.Grant(ctx, fmt.Sprintf("race-%d", i), fmt.Sprintf("acct-%d", i%3), ledger.CreditsMax)
+		}()
+	}
+	wg.Wait()
+	granted := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			granted++
+		case !errors.Is(err, ledger.ErrIssuanceLimit):
+			t.Fatalf("refused with %v, want ErrIssuanceLimit", err)
+		}
+	}
+	if granted != fits {
+		t.Fatalf("%d grants of %d went through, want %d", granted, int64(ledger.CreditsMax), fits)
+	}
+	left := ledger.IssuanceMax - 1 - int64(fits)*ledger.CreditsMax
+	// One credit more than is left: refused, with the cause and the fix.
+	_, err := b.led.Grant(ctx, "over", "late", left+1)
+	if !errors.Is(err, ledger.ErrIssuanceLimit) || !strings.Contains(err.Error(), fmt.Sprint(int64(ledger.IssuanceMax))) ||
+		!strings.Contains(err.Error(), fmt.Sprintf("at most %d", left)) {
+		t.Fatalf("grant of %d with %d left: %v", left+1, left, err)
+	}
+	if _, err := b.led.Grant(ctx, "exact", "late", left); err != nil {
+		t.Fatalf("grant of exactly what is left (%d): %v", left, err)
+	}
+	if _, err := b.led.Grant(ctx, "one-more", "later", 1); !errors.Is(err, ledger.ErrIssuanceLimit) {
+		t.Fatalf("grant of 1 at the limit: %v", err)
+	}
+	// A grant made before the limit still answers with its result.
+	if g, err := b.led.Grant(ctx, "exact", "late", left); err != nil || g.Balance != left {
+		t.Fatalf("repeat of a grant at the limit: %+v, %v", g, err)
+	}
+	if b.balance(t, ledger.Issuance) != -ledger.IssuanceMax || b.balance(t, "later") != 0 {
+		t.Fatalf("issuance %d, later %d", b.balance(t, ledger.Issuance), b.balance(t, "later"))
+	}
+	if rep := b.verify(t); rep.Issued != ledger.IssuanceMax || rep.Entries != 1+fits+1 {
+		t.Fatalf("report %+v", rep)
+	}
+}
+
+// TestOldHistoryLinesReadExactly: history lines written before amounts were
+// spliced in as integers carry cjson's rounded 1.2345678901234e+14; the
+// account still reads, with the exact amount from the entries stream.
+func TestOldHistoryLinesReadExactly(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	const n = 123_456_789_012_345
+	g, err := b.led.Grant(ctx, "old", "olga", n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := `{"id":"` + g.EntryID + `","kind":"grant","debit":"issuance","credit":"olga","amount":1.2345678901234e+14,"grant_key":"old","at":"2026-01-02T03:04:05Z"}`
+	for _, account := range []string{"olga", ledger.Issuance} {
+		if err := b.rdb.LSet(ctx, b.led.Keys().History(account), 0, old).Err(); err != nil {
+			t.Fatal(err)
+		}
+		a, err := b.led.Account(ctx, account, 10)
+		if err != nil || len(a.Entries) != 1 || a.Entries[0].Amount != n || a.Entries[0].ID != g.EntryID {
+			t.Fatalf("%s with an old history line: %+v, %v", account, a, err)
+		}
+	}
+	// A line that names no entry cannot be repaired: it is reported.
+	gone := strings.Replace(old, g.EntryID, "1-1", 1)
+	b.rdb.LSet(ctx, b.led.Keys().History("olga"), 0, gone)
+	if _, err := b.led.Account(ctx, "olga", 10); err == nil || !strings.Contains(err.Error(), "history of olga is damaged") {
+		t.Fatalf("damaged line: %v", err)
+	}
 }

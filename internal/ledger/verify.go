@@ -24,6 +24,7 @@ func (r Report) OK() bool { return len(r.Problems) == 0 }
 
 // Verify replays every entry and checks: each balance equals the sum of its
 // entries; no balance but issuance is negative; all balances sum to zero;
+// no more than IssuanceMax credits were issued;
 // each succeeded purchase has exactly one entry; each asset bought is owned
 // by the buyer of its last purchase. It reads without locking: run it while
 // no purchases are being applied for an exact answer.
@@ -86,6 +87,9 @@ func (s *Store) Verify(ctx context.Context) (Report, error) {
 		}
 	}
 	r.Accounts, r.Issued = len(names), -derived[Issuance]
+	if r.Issued > IssuanceMax {
+		r.Problems = append(r.Problems, fmt.Sprintf("%d credits were issued, more than the limit of %d: balances this large are not exact in the ledger's scripts", r.Issued, int64(IssuanceMax)))
+	}
 	if total != 0 {
 		r.Problems = append(r.Problems, fmt.Sprintf("balances sum to %d, not 0: credits were created or destroyed", total))
 	}
