@@ -1,9 +1,11 @@
 // Package watcher takes files from a drop folder into dab's pipeline. A file
-// is taken only once it is complete, is claimed by an atomic rename into the
-// spool (so two watchers or a rescan racing an event cannot take it twice),
-// and its upload task is enqueued with a deterministic ID. Events can be lost
-// (inotify overflow, network filesystems, files present before start), so the
-// whole tree is also rescanned at start, on overflow and periodically.
+// is taken only once it is complete (unchanged for the settle time and, on
+// Linux, open for writing in no process: see spool.Claim), is claimed by an
+// atomic rename into the spool (so two watchers or a rescan racing an event
+// cannot take it twice), and its upload task is enqueued with a deterministic
+// ID. Events can be lost (inotify overflow, network filesystems, files present
+// before start), so the whole tree is also rescanned at start, on overflow and
+// periodically.
 //
 // Layout: drop/<type>/<path> for each registered type; files directly in
 // drop/ are of type generic. The watcher imports only the worker's public task
@@ -90,6 +92,7 @@ type candidate struct {
 	renamedIn  bool
 	notBefore  time.Time // back-off after a failed claim
 	inflight   bool
+	inUse      bool // a claim found it open for writing (logged once)
 }
 
 // Watcher watches one drop folder.
@@ -490,6 +493,21 @@ func (w *Watcher) claim(ctx context.Context, job claimJob) {
 	switch {
 	case errors.Is(err, spool.ErrGone):
 		done() // another watcher took it, or it was deleted
+		return
+	case errors.Is(err, spool.ErrInUse):
+		// A writer pausing for longer than the settle time: the file is
+		// taken once it is closed. Said once, not on every look.
+		w.mu.Lock()
+		c, ok := w.pending[job.path]
+		first := ok && !c.inUse
+		if ok {
+			c.inUse = true
+		}
+		w.mu.Unlock()
+		if first {
+			log.Info("watcher.still_open", "note", "a process has the file open for writing: it is taken once closed")
+		}
+		retryLater(w.cfg.Settle)
 		return
 	case errors.Is(err, spool.ErrChanging):
 		log.Info("watcher.still_changing")

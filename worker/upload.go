@@ -51,6 +51,11 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("upload: spool entry %s is not in %s: the file was removed, or this worker uses another DAB_DATA_DIR or host than the producer; upload the file again: %w",
 			p.SpoolID, w.deps.Spool.Dir(), asynq.SkipRetry)
 	}
+	if errors.Is(err, spool.ErrDataChanged) {
+		// The file grew after its claim (a writer dab could not see):
+		// the whole file goes to the failed folder, nothing is cut short.
+		return w.fail(taskID, m, "SpoolChanged", fmt.Errorf("upload: %w", err))
+	}
 	if err != nil {
 		return fmt.Errorf("upload: %w", err)
 	}

@@ -23,6 +23,11 @@ import (
 // enough on disk (an origin note in the incoming folder, a lock held while
 // the claim runs) for Recover to finish or undo a claim that a crash cut
 // short: a claimed file is never lost.
+//
+// A claim that does not go through is undone by a rename back, never by a
+// copy: the file returns as it was (same inode, mode and mtime), so a writer
+// that still has it open keeps writing into it, and a watcher does not see a
+// new file to wait for.
 
 // Claim errors callers branch on.
 var (
@@ -32,6 +37,10 @@ var (
 	// ErrChanging: the file changed while it was being claimed; it was put
 	// back and should be looked at again later.
 	ErrChanging = errors.New("file changed while being claimed")
+	// ErrInUse: a process still has the file open for writing (see
+	// openForWriting); it was left (or put back) where it was and should be
+	// looked at again later.
+	ErrInUse = errors.New("file is still open for writing")
 )
 
 const originFile = "origin.json"
@@ -41,7 +50,8 @@ type origin struct {
 	// Source is the path the file had in the drop folder.
 	Source string `json:"source"`
 	// Claim is the hidden name the file was renamed to next to Source when
-	// the spool is on another filesystem (the copy is made from there).
+	// the spool is on another filesystem. The copy is made from there, and
+	// the original stays whole under that name until the entry is committed.
 	Claim string `json:"claim,omitempty"`
 	Input struct {
 		Type     string            `json:"type"`
@@ -94,8 +104,14 @@ func lockDir(dir string, wait bool) (func(), error) {
 
 // Claim takes the file at src into a new entry. seen is the state the caller
 // judged complete; a file that differs from it, or changes while it is being
-// hashed, is put back and ErrChanging returned.
+// claimed, is put back and ErrChanging returned. A file that a process still
+// has open for writing is left where it is (ErrInUse).
 func (s *Spool) Claim(src string, in Input, seen FileState) (*Manifest, error) {
+	// A first, cheap look: a file still being written is not moved at all
+	// (and put back, on every look while its writer pauses).
+	if s.openForWriting(src) {
+		return nil, fmt.Errorf("spool: claim %s: %w", src, ErrInUse)
+	}
 	m, err := s.newManifest(in)
 	if err != nil {
 		return nil, err
@@ -105,8 +121,7 @@ func (s *Spool) Claim(src string, in Input, seen FileState) (*Manifest, error) {
 		return nil, err
 	}
 	defer unlock()
-	var o origin
-	o.Source = src
+	o := &origin{Source: src}
 	o.Input.Type, o.Input.Path, o.Input.Metadata, o.Input.Source = in.Type, m.Path, in.Metadata, in.Source
 	if err := writeJSONSync(filepath.Join(tmp, originFile), o); err != nil {
 		os.RemoveAll(tmp)
@@ -115,7 +130,12 @@ func (s *Spool) Claim(src string, in Input, seen FileState) (*Manifest, error) {
 	data := filepath.Join(tmp, dataFile)
 	err = os.Rename(src, data)
 	if errors.Is(err, unix.EXDEV) {
-		err = s.claimAcross(tmp, &o, data)
+		// The spool is on another filesystem: the atomic step is a rename to
+		// a hidden name beside the file, and the copy is made from there.
+		o.Claim = filepath.Join(filepath.Dir(src), ".dab-claim-"+m.ID)
+		if err = writeJSONSync(filepath.Join(tmp, originFile), o); err == nil {
+			err = os.Rename(src, o.Claim)
+		}
 	}
 	if errors.Is(err, fs.ErrNotExist) {
 		os.RemoveAll(tmp)
@@ -125,47 +145,108 @@ func (s *Spool) Claim(src string, in Input, seen FileState) (*Manifest, error) {
 		os.RemoveAll(tmp)
 		return nil, fmt.Errorf("spool: claim %s: %w", src, err)
 	}
-	if st, err := os.Lstat(data); err != nil || !st.Mode().IsRegular() || st.Size() != seen.Size || !st.ModTime().Equal(seen.ModTime) {
-		return nil, s.putBack(tmp, data, src, ErrChanging)
+	// The file is ours now, under a name no writer opens. Checked here, after
+	// the rename, a writer that opened it before cannot slip through.
+	held := o.held(tmp)
+	if err := s.checkClaimed(held, seen); err != nil {
+		return nil, s.putBack(tmp, o, err)
 	}
-	if err := s.finish(tmp, data, m, seen); err != nil {
-		return nil, s.putBack(tmp, data, src, err)
+	want, sum := seen, ""
+	if o.Claim != "" {
+		if sum, want, err = copyClaimed(o.Claim, data, seen); err != nil {
+			return nil, s.putBack(tmp, o, err)
+		}
 	}
+	if err := s.finish(tmp, data, m, want, sum); err != nil {
+		return nil, s.putBack(tmp, o, err)
+	}
+	// Committed. One last look, for writers openForWriting cannot see: a
+	// write since the checks above would be cut off, so the claim is undone
+	// while the entry is known to nobody else, and the file is taken again,
+	// whole, later.
+	held = s.DataPath(m.ID)
+	if o.Claim != "" {
+		held, want = o.Claim, seen
+	}
+	if err := s.checkClaimed(held, want); err != nil {
+		return nil, s.uncommit(m.ID, o, err)
+	}
+	s.endClaim(m.ID, o)
 	return m, nil
 }
 
-// claimAcross claims a file on another filesystem than the spool: rename it
-// to a hidden name beside itself (the atomic step), copy it in with fsync,
-// check the copy, then remove the original.
-func (s *Spool) claimAcross(tmp string, o *origin, data string) error {
-	o.Claim = filepath.Join(filepath.Dir(o.Source), ".dab-claim-"+filepath.Base(tmp))
-	if err := writeJSONSync(filepath.Join(tmp, originFile), o); err != nil {
-		return err
+// held is where the claimed file (the inode that was at Source) is now.
+func (o *origin) held(tmp string) string {
+	if o.Claim != "" {
+		return o.Claim
 	}
-	if err := os.Rename(o.Source, o.Claim); err != nil {
-		return err
-	}
-	if err := copyVerified(o.Claim, data); err != nil {
-		// Undo: the original goes back under its name.
-		if rerr := renameNoReplace(o.Claim, o.Source); rerr != nil {
-			return fmt.Errorf("%w (and putting it back failed: %v; the file is at %s)", err, rerr, o.Claim)
-		}
-		return err
-	}
-	return os.Remove(o.Claim)
+	return filepath.Join(tmp, dataFile)
 }
 
-// copyVerified copies src to dst, fsyncs it and reads it back to check the
-// copy has the bytes the source had.
-func copyVerified(src, dst string) error {
-	in, err := os.Open(src)
+// checkClaimed checks that no process has the claimed file open for writing
+// and that it is still the file the caller judged complete. Writers first: a
+// writer that closes between the two checks has written already, and the
+// state shows it.
+func (s *Spool) checkClaimed(path string, want FileState) error {
+	if s.openForWriting(path) {
+		return ErrInUse
+	}
+	return checkState(path, want)
+}
+
+// checkState returns ErrChanging unless path is a regular file of want's size
+// and mtime.
+func checkState(path string, want FileState) error {
+	st, err := os.Lstat(path)
 	if err != nil {
 		return err
 	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
+	if !st.Mode().IsRegular() || st.Size() != want.Size || !st.ModTime().Equal(want.ModTime) {
+		return ErrChanging
+	}
+	return nil
+}
+
+// copyClaimed copies a file claimed across filesystems into the entry,
+// keeping its mode and mtime, and checks that the original did not change
+// meanwhile. It returns the SHA-256 of what it read and the copy's state
+// (what finish must find).
+func copyClaimed(claimed, data string, seen FileState) (string, FileState, error) {
+	sum, st, err := copyFile(claimed, data)
 	if err != nil {
-		return err
+		return "", FileState{}, err
+	}
+	if err := keepMetadata(data, st); err != nil {
+		return "", FileState{}, err
+	}
+	// A writer dab cannot see may have written while the copy was made.
+	if err := checkState(claimed, seen); err != nil {
+		return "", FileState{}, err
+	}
+	// The copy's mtime is compared as its filesystem stores it, which may be
+	// coarser than the original's.
+	cst, err := os.Lstat(data)
+	if err != nil {
+		return "", FileState{}, err
+	}
+	return sum, FileState{Size: cst.Size(), ModTime: cst.ModTime()}, nil
+}
+
+// copyFile copies src to a new file dst and fsyncs it. It returns the
+// SHA-256 of the bytes it read and src's file info.
+func copyFile(src, dst string) (string, fs.FileInfo, error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return "", nil, err
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return "", nil, err
+	}
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return "", nil, err
 	}
 	h := sha256.New()
 	_, err = io.Copy(io.MultiWriter(out, h), in)
@@ -176,16 +257,36 @@ func copyVerified(src, dst string) error {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("copy %s: %w", src, err)
+		os.Remove(dst)
+		return "", nil, fmt.Errorf("copy %s: %w", src, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), st, nil
+}
+
+// keepMetadata gives a copy its original's permissions and mtime, as mv does
+// across filesystems: the file is the same file wherever dab puts it.
+func keepMetadata(dst string, orig fs.FileInfo) error {
+	if err := os.Chmod(dst, orig.Mode().Perm()); err != nil {
+		return err
+	}
+	return os.Chtimes(dst, time.Time{}, orig.ModTime())
+}
+
+// copyVerified copies src to dst, fsyncs it, reads it back to check the copy
+// has the bytes the source had, and gives it the source's mode and mtime.
+func copyVerified(src, dst string) error {
+	want, st, err := copyFile(src, dst)
+	if err != nil {
+		return err
 	}
 	got, _, err := hashFile(dst)
 	if err != nil {
 		return err
 	}
-	if got != hex.EncodeToString(h.Sum(nil)) {
+	if got != want {
 		return fmt.Errorf("copy of %s does not read back the same (sha256 %s): disk error?", src, got)
 	}
-	return nil
+	return keepMetadata(dst, st)
 }
 
 func hashFile(name string) (string, int64, error) {
@@ -202,9 +303,10 @@ func hashFile(name string) (string, int64, error) {
 	return hex.EncodeToString(h.Sum(nil)), n, nil
 }
 
-// finish hashes the claimed data, checks it did not change meanwhile, and
-// commits the entry.
-func (s *Spool) finish(tmp, data string, m *Manifest, seen FileState) error {
+// finish hashes the claimed data, checks it did not change meanwhile (and,
+// for a copy, that it reads back as sum), and commits the entry. want is the
+// state data must have; a zero want.ModTime checks only that the size held.
+func (s *Spool) finish(tmp, data string, m *Manifest, want FileState, sum string) error {
 	f, err := os.Open(data)
 	if err != nil {
 		return err
@@ -220,40 +322,87 @@ func (s *Spool) finish(tmp, data string, m *Manifest, seen FileState) error {
 		return err
 	}
 	// A writer that still has the file open would have changed it by now.
-	if st, err := os.Stat(data); err != nil || st.Size() != n || (!seen.ModTime.IsZero() && !st.ModTime().Equal(seen.ModTime)) {
-		return ErrChanging
-	}
-	m.Size, m.SHA256, m.ContentType = n, hex.EncodeToString(h.Sum(nil)), contentType(m.Name, sniff.buf)
-	// The origin note goes only after the commit: until the entry is in
-	// place, the note is what tells Recover that this folder holds a
-	// user's file and not an abandoned stream.
-	if err := s.commit(tmp, m); err != nil {
+	st, err := os.Lstat(data)
+	if err != nil {
 		return err
 	}
-	os.Remove(filepath.Join(s.dir, m.ID, originFile))
-	return nil
+	if st.Size() != n || (!want.ModTime.IsZero() && (n != want.Size || !st.ModTime().Equal(want.ModTime))) {
+		return ErrChanging
+	}
+	got := hex.EncodeToString(h.Sum(nil))
+	if sum != "" && got != sum {
+		return fmt.Errorf("the copy does not read back the same (sha256 %s, copied %s): disk error?", got, sum)
+	}
+	m.Size, m.SHA256, m.ContentType = n, got, contentType(m.Name, sniff.buf)
+	// The origin note stays until the claim ends (endClaim): until the entry
+	// is in place, it is what tells Recover that this folder holds a user's
+	// file and not an abandoned stream; after, that the original of a copy
+	// may still be beside Source.
+	return s.commit(tmp, m)
 }
 
-// putBack returns a claimed file to where it came from, without replacing a
-// file that appeared there meanwhile (then it keeps both: the claimed one
-// goes next to it with a suffix).
-func (s *Spool) putBack(tmp, data, src string, cause error) error {
-	err := renameNoReplace(data, src)
-	if errors.Is(err, fs.ErrExist) {
-		alt := src + ".dab-returned-" + filepath.Base(tmp)
-		err = renameNoReplace(data, alt)
-	}
-	if errors.Is(err, unix.EXDEV) {
-		// The spool is on another filesystem: copy back, then drop ours.
-		if err = copyVerified(data, src); err == nil {
-			err = os.Remove(data)
+// endClaim finishes a committed claim: the original of a copy goes (the
+// entry holds a verified copy), then the origin note. A crash in between
+// leaves the note, and Recover ends the claim.
+func (s *Spool) endClaim(id string, o *origin) {
+	if o.Claim != "" {
+		if err := os.Remove(o.Claim); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return
 		}
 	}
-	if err != nil {
-		return fmt.Errorf("spool: claim of %s failed (%w) and the file could not be put back: it is at %s: %v", src, cause, data, err)
+	os.Remove(filepath.Join(s.dir, id, originFile))
+}
+
+// uncommit undoes a committed claim that no one has seen yet: the file goes
+// back where it came from, then the entry goes. Whenever a crash stops it,
+// the entry has no data file left, which tells Recover to finish the undo.
+func (s *Spool) uncommit(id string, o *origin, cause error) error {
+	held := s.DataPath(id)
+	if o.Claim != "" {
+		// The original is whole under its claim name: the copy goes first.
+		if err := os.Remove(held); err != nil {
+			return fmt.Errorf("spool: claim of %s: %w, and undoing it failed (%v): entry %s holds it", o.Source, cause, err, id)
+		}
+		held = o.Claim
+	}
+	if _, err := returnFile(held, o.Source, id); err != nil {
+		// The entry stays: it holds the file, if not all of what was
+		// written since.
+		return fmt.Errorf("spool: claim of %s: %w, and putting it back failed (%v): entry %s holds it", o.Source, cause, err, id)
+	}
+	if err := s.Remove(id); err != nil {
+		return fmt.Errorf("spool: claim of %s: %w; the file is back, and entry %s could not be removed: %v", o.Source, cause, id, err)
+	}
+	return fmt.Errorf("spool: claim %s: %w", o.Source, cause)
+}
+
+// putBack returns a claimed file to where it came from, by a rename (the
+// same file, with its mode and mtime), without replacing a file that
+// appeared there meanwhile (then it keeps both: see returnFile).
+func (s *Spool) putBack(tmp string, o *origin, cause error) error {
+	if o.Claim != "" {
+		// The original is whole under its claim name; a copy, whole or not,
+		// is of no use.
+		os.Remove(filepath.Join(tmp, dataFile))
+	}
+	held := o.held(tmp)
+	if _, err := returnFile(held, o.Source, filepath.Base(tmp)); err != nil {
+		return fmt.Errorf("spool: claim of %s failed (%w) and the file could not be put back: it is at %s: %v", o.Source, cause, held, err)
 	}
 	os.RemoveAll(tmp)
-	return fmt.Errorf("spool: claim %s: %w", src, cause)
+	return fmt.Errorf("spool: claim %s: %w", o.Source, cause)
+}
+
+// returnFile renames from back to src, or, when a new file took src
+// meanwhile, next to it as src.dab-returned-<id>. It returns where the file
+// went.
+func returnFile(from, src, id string) (string, error) {
+	err := renameNoReplace(from, src)
+	if errors.Is(err, fs.ErrExist) {
+		alt := src + ".dab-returned-" + id
+		return alt, renameNoReplace(from, alt)
+	}
+	return src, err
 }
 
 // renameNoReplace renames like os.Rename but fails with fs.ErrExist instead
@@ -311,7 +460,85 @@ func (s *Spool) Recover() []Recovered {
 		unlock()
 		out = append(out, r)
 	}
+	return append(out, s.endClaims()...)
+}
+
+// endClaims ends the claims that a crash stopped between their commit and
+// their end (endClaim): the entry is whole, and the original of a copy may
+// still be beside its drop path under its claim name. It goes, unless it
+// grew after it was copied (a writer dab could not see): then it goes back
+// under its name, to be taken again, so that what was written last is not
+// lost.
+func (s *Spool) endClaims() []Recovered {
+	des, err := os.ReadDir(s.dir)
+	if err != nil {
+		return []Recovered{{Action: "failed", Err: fmt.Errorf("spool: %w", err)}}
+	}
+	var out []Recovered
+	for _, de := range des {
+		if !de.IsDir() || !ValidID(de.Name()) {
+			continue
+		}
+		dir := filepath.Join(s.dir, de.Name())
+		b, err := os.ReadFile(filepath.Join(dir, originFile))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		unlock, lerr := lockDir(dir, false)
+		if lerr != nil {
+			continue // its claimer is alive and ending it
+		}
+		if r := s.endClaimOf(de.Name(), b, err); r.Action != "" {
+			out = append(out, r)
+		}
+		unlock()
+	}
 	return out
+}
+
+func (s *Spool) endClaimOf(id string, note []byte, err error) Recovered {
+	r := Recovered{ID: id}
+	var o origin
+	if err == nil {
+		err = json.Unmarshal(note, &o)
+	}
+	if err != nil {
+		r.Action, r.Err = "failed", fmt.Errorf("spool: recover entry %s: %w", id, err)
+		return r
+	}
+	if _, err := os.Lstat(s.DataPath(id)); errors.Is(err, fs.ErrNotExist) {
+		// A claim being undone (uncommit): the file went back already, or
+		// is still whole under its claim name.
+		r.Action, r.Path = "returned", o.Source
+		if _, err := os.Lstat(o.Claim); o.Claim != "" && err == nil {
+			r.Path, r.Err = returnFile(o.Claim, o.Source, id)
+		}
+		if r.Err == nil {
+			r.Err = s.Remove(id)
+		}
+		return r
+	}
+	if o.Claim != "" {
+		st, err := os.Lstat(o.Claim)
+		if err == nil {
+			m, err := s.Get(id)
+			switch {
+			case err != nil:
+				r.Action, r.Err = "failed", err
+			case st.Size() == m.Size:
+				r.Action, r.Path, r.Err = "cleaned", o.Claim, os.Remove(o.Claim)
+			default:
+				r.Action = "returned"
+				r.Path, r.Err = returnFile(o.Claim, o.Source, id)
+			}
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			r.Action, r.Err = "failed", err
+		}
+	}
+	if r.Err == nil {
+		os.Remove(filepath.Join(s.dir, id, originFile))
+	}
+	return r
 }
 
 func (s *Spool) recoverOne(tmp, id string) Recovered {
@@ -337,13 +564,8 @@ func (s *Spool) recoverOne(tmp, id string) Recovered {
 			// Crossed filesystems and the copy may be partial: the original is
 			// still whole under its claim name.
 			os.Remove(data)
-			r.Action, r.Path = "returned", o.Source
-			r.Err = renameNoReplace(o.Claim, o.Source)
-			if errors.Is(r.Err, fs.ErrExist) {
-				r.Path = o.Source + ".dab-returned-" + id
-				r.Err = renameNoReplace(o.Claim, r.Path)
-			}
-			if r.Err == nil {
+			r.Action = "returned"
+			if r.Path, r.Err = returnFile(o.Claim, o.Source, id); r.Err == nil {
 				os.RemoveAll(tmp)
 			}
 			return r
@@ -354,14 +576,7 @@ func (s *Spool) recoverOne(tmp, id string) Recovered {
 		r.Action, r.Err = "removed", os.RemoveAll(tmp)
 		return r
 	}
-	err = renameNoReplace(data, o.Source)
-	if errors.Is(err, fs.ErrExist) {
-		r.Path = o.Source + ".dab-returned-" + id
-		err = renameNoReplace(data, r.Path)
-	} else {
-		r.Path = o.Source
-	}
-	if err == nil {
+	if r.Path, err = returnFile(data, o.Source, id); err == nil {
 		r.Action = "returned"
 		os.RemoveAll(tmp)
 		return r
@@ -374,7 +589,9 @@ func (s *Spool) recoverOne(tmp, id string) Recovered {
 	}
 	m.ID = id
 	r.Action, r.Path = "committed", filepath.Join(s.dir, id)
-	r.Err = s.finish(tmp, data, m, FileState{})
+	if r.Err = s.finish(tmp, data, m, FileState{}, ""); r.Err == nil {
+		s.endClaim(id, &o)
+	}
 	return r
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // dropFile writes a file and returns its state as a watcher would see it.
@@ -80,10 +81,21 @@ func TestTwoClaimersOneWinner(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if m, err := sp.Claim(name, Input{Type: "generic", Path: "f"}, seen); err == nil {
-					wins <- m.ID
-				} else if !errors.Is(err, ErrGone) {
-					t.Errorf("claim: %v", err)
+				for try := 0; ; try++ {
+					m, err := sp.Claim(name, Input{Type: "generic", Path: "f"}, seen)
+					switch {
+					case err == nil:
+						wins <- m.ID
+					case errors.Is(err, ErrInUse) && try < 100:
+						// A child process that another test forks holds a copy of
+						// every descriptor until it execs, dropFile's writer too:
+						// as the watcher does, look again a little later.
+						time.Sleep(10 * time.Millisecond)
+						continue
+					case !errors.Is(err, ErrGone):
+						t.Errorf("claim: %v", err)
+					}
+					return
 				}
 			}()
 		}
@@ -92,33 +104,6 @@ func TestTwoClaimersOneWinner(t *testing.T) {
 		if n := len(wins); n != 1 {
 			t.Fatalf("file %d claimed %d times", i, n)
 		}
-	}
-}
-
-func TestClaimAcrossFilesystems(t *testing.T) {
-	t.Parallel()
-	s := open(t)
-	src := filepath.Join(t.TempDir(), "big.bin")
-	dropFile(t, src, strings.Repeat("z", 100000))
-	m, _ := s.newManifest(Input{Type: "generic", Path: "big.bin"})
-	tmp, unlock, err := s.newIncoming(m.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unlock()
-	o := origin{Source: src}
-	// The path taken when rename says EXDEV.
-	if err := s.claimAcross(tmp, &o, filepath.Join(tmp, dataFile)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(src); !errors.Is(err, os.ErrNotExist) {
-		t.Fatal("original kept after a verified copy")
-	}
-	if _, err := os.Stat(o.Claim); !errors.Is(err, os.ErrNotExist) {
-		t.Fatal("claim name left behind")
-	}
-	if b, _ := os.ReadFile(filepath.Join(tmp, dataFile)); len(b) != 100000 {
-		t.Fatalf("copy has %d bytes", len(b))
 	}
 }
 

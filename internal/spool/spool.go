@@ -35,8 +35,16 @@ import (
 	"github.com/dab-assets/dab/internal/naming"
 )
 
-// ErrNotFound means no spool entry has the given ID.
-var ErrNotFound = errors.New("spool entry not found")
+// Errors callers branch on.
+var (
+	// ErrNotFound means no spool entry has the given ID.
+	ErrNotFound = errors.New("spool entry not found")
+	// ErrDataChanged means an entry's file is no longer what its manifest
+	// describes: typically a writer that kept the file open (unseen, see
+	// Claim) wrote more after it was taken. Uploading the manifest's bytes
+	// would drop the rest; the entry must go to the failed folder whole.
+	ErrDataChanged = errors.New("spool entry's file changed after it was taken")
+)
 
 const (
 	dataFile     = "data"
@@ -77,6 +85,9 @@ type Failure struct {
 // Spool is a folder of entries.
 type Spool struct {
 	dir string
+	// openForWriting is openForWriting; tests replace it to act as a system
+	// where open writers cannot be seen.
+	openForWriting func(path string) bool
 }
 
 // Open creates the spool folder if needed.
@@ -88,7 +99,7 @@ func Open(dir string) (*Spool, error) {
 	if err := os.MkdirAll(filepath.Join(abs, incomingDir), 0o750); err != nil {
 		return nil, fmt.Errorf("spool: create %s: %w", abs, err)
 	}
-	return &Spool{dir: abs}, nil
+	return &Spool{dir: abs, openForWriting: openForWriting}, nil
 }
 
 // Dir is the spool's folder.
@@ -236,6 +247,9 @@ func (s *Spool) newManifest(in Input) (*Manifest, error) {
 	if _, err := naming.Key(in.Type, p); err != nil {
 		return nil, err
 	}
+	if err := naming.CheckMetadata(in.Metadata); err != nil {
+		return nil, err
+	}
 	return &Manifest{
 		ID: NewID(), Name: path.Base(p), Type: in.Type, Path: p,
 		Metadata: in.Metadata, Source: in.Source, CreatedAt: time.Now().UTC(),
@@ -283,7 +297,10 @@ func (s *Spool) Get(id string) (*Manifest, error) {
 	return &m, nil
 }
 
-// Open returns an entry's data file for reading, with its manifest.
+// Open returns an entry's data file for reading, with its manifest. An entry
+// whose file has grown or shrunk since it was spooled is refused with
+// ErrDataChanged; the manifest is returned with that error so that the caller
+// can move the entry out (FailOut) with the reason.
 func (s *Spool) Open(id string) (*os.File, *Manifest, error) {
 	m, err := s.Get(id)
 	if err != nil {
@@ -295,6 +312,16 @@ func (s *Spool) Open(id string) (*os.File, *Manifest, error) {
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("spool: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("spool: %w", err)
+	}
+	if st.Size() != m.Size {
+		f.Close()
+		return nil, m, fmt.Errorf("spool: entry %s (%s): its file has %d bytes, the manifest says %d: a writer kept writing after dab took the file, which must be taken again whole: %w",
+			id, m.Key(), st.Size(), m.Size, ErrDataChanged)
 	}
 	return f, m, nil
 }
