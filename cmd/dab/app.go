@@ -117,7 +117,7 @@ func (a *app) connectRedis(ctx context.Context) (redis.UniversalClient, error) {
 		if a.cfg.UsesDev() && a.dev == nil {
 			hint = "start Redis, set DAB_REDIS_URL, or start `dab dev` with the same DAB_DATA_DIR (" + a.cfg.DataDir + ")"
 		}
-		return nil, fmt.Errorf("redis at %s is unreachable: %v: %s", config.RedactURL(a.cfg.RedisURL), err, hint)
+		return nil, fmt.Errorf("redis at %s is unreachable: %w: %s", config.RedactURL(a.cfg.RedisURL), config.RedactError(err, a.cfg.RedisURL), hint)
 	}
 	return rdb, nil
 }
@@ -160,7 +160,7 @@ func (a *app) warnIfNotDurable(ctx context.Context, rdb redis.UniversalClient) {
 	aof, fsync, err := ledger.Durability(ctx, rdb)
 	switch {
 	case err != nil:
-		a.log.Warn("redis.durability_unknown", "error", err.Error(), "note", "could not read Redis persistence settings; make sure appendonly is on (see README, Redis for money)")
+		a.log.Warn("redis.durability_unknown", "error", config.RedactText(err.Error(), a.cfg.RedisURL), "note", "could not read Redis persistence settings; make sure appendonly is on (see README, Redis for money)")
 	case !aof:
 		a.log.Warn("redis.not_durable", "redis", config.RedactURL(a.cfg.RedisURL),
 			"warning", "Redis runs WITHOUT the append-only file: a restart loses queued tasks, asset records and every credit balance. Set appendonly yes and appendfsync everysec (or always) - see README, Redis for money")

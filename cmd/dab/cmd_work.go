@@ -133,13 +133,13 @@ func (a *app) newWorker(ctx context.Context, rdb redis.UniversalClient) (*worker
 		return nil, err
 	}
 	if err := worker.Check(ctx, rdb, config.RedactURL(a.cfg.RedisURL), st); err != nil {
-		return nil, fmt.Errorf("startup check: %w", err)
+		return nil, fmt.Errorf("startup check: %w", config.RedactError(err, a.cfg.RedisURL, a.cfg.S3.Endpoint))
 	}
 	sp, err := a.spool()
 	if err != nil {
 		return nil, err
 	}
-	a.log.Info("worker.config", "redis", config.RedactURL(a.cfg.RedisURL), "store", st.String(), "upload_queue", a.uploadQueue(),
+	a.log.Info("worker.config", "redis", config.RedactURL(a.cfg.RedisURL), "store", config.RedactText(st.String(), a.cfg.S3.Endpoint), "upload_queue", a.uploadQueue(),
 		"spool", sp.Dir(), "concurrency", a.cfg.Concurrency, "key_prefix", a.cfg.KeyPrefix,
 		"failed_dir", a.cfg.FailedRoot(), "done_dir", a.cfg.DoneDir)
 	return worker.New(rdb, worker.Config{

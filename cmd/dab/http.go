@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dab-assets/dab/internal/api"
+	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/idem"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
 	"github.com/dab-assets/dab/internal/redisconn"
@@ -43,15 +44,21 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 		return nil, err
 	}
 	srv := api.New(tokens, open, a.log)
+	// Failed logins are throttled per client address; behind a reverse
+	// proxy that address comes from X-Forwarded-For, believed only from
+	// the proxies DAB_TRUSTED_PROXIES names.
+	srv.SetTrustedProxies(a.cfg.TrustedProxies)
+	// The checks' errors show on /readyz and in the console's status strip:
+	// they must not quote a secret of the Redis URL or the S3 endpoint.
 	checks := map[string]func(context.Context) error{
-		"redis": func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+		"redis": func(ctx context.Context) error { return config.RedactError(rdb.Ping(ctx).Err(), a.cfg.RedisURL) },
 	}
 	if a.cfg.S3.Bucket != "" {
 		st, err := a.storage(ctx)
 		if err != nil {
 			return nil, err
 		}
-		checks["bucket"] = st.Check
+		checks["bucket"] = func(ctx context.Context) error { return config.RedactError(st.Check(ctx), a.cfg.S3.Endpoint) }
 	}
 	api.RegisterQueries(srv, api.QueryDeps{
 		Inspector: asynq.NewInspectorFromRedisClient(rdb),

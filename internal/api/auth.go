@@ -7,17 +7,27 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
+	"sort"
 	"strings"
+	"sync"
 )
 
 var knownScopes = map[string]bool{ScopeIngest: true, ScopeRead: true, ScopePurchase: true, ScopeAdmin: true}
 
 // Tokens holds the accepted bearer tokens and their scopes. Tokens are kept
-// as SHA-256 digests and compared in constant time.
+// as SHA-256 digests and compared in constant time. The throttle on failed
+// attempts lives here, beside what it protects: every check of a presented
+// token (console login, bearer header) goes through the token set.
 type Tokens struct {
 	entries []tokenEntry
+
+	once     sync.Once
+	throttle *Throttle
+	// trusted are the proxies whose X-Forwarded-For names the client.
+	trusted []netip.Prefix
 }
 
 type tokenEntry struct {
@@ -90,18 +100,52 @@ func (t *Tokens) add(tok string, scopes []string, name string) {
 // Empty reports whether no token is configured.
 func (t *Tokens) Empty() bool { return t == nil || len(t.entries) == 0 }
 
-// lookup finds the token's entry. Every entry is compared, in constant time,
-// so timing tells nothing about which token (or how much of one) matched.
+// lookup finds the token's entry.
 func (t *Tokens) lookup(tok string) (tokenEntry, bool) {
-	d := sha256.Sum256([]byte(tok))
+	return t.byDigest(sha256.Sum256([]byte(tok)))
+}
+
+// byDigest finds the entry of the token with SHA-256 d. Every entry is
+// compared, in constant time, so timing tells nothing about which token (or
+// how much of one) matched.
+func (t *Tokens) byDigest(d [32]byte) (tokenEntry, bool) {
 	var found tokenEntry
 	ok := 0
+	if t == nil {
+		return found, false
+	}
 	for _, e := range t.entries {
 		if subtle.ConstantTimeCompare(d[:], e.digest[:]) == 1 {
 			found, ok = e, 1
 		}
 	}
 	return found, ok == 1
+}
+
+// guard is the throttle on failed attempts (nil, which allows everything,
+// only when no token set exists: then no token can succeed anyway).
+func (t *Tokens) guard() *Throttle {
+	if t == nil {
+		return nil
+	}
+	t.once.Do(func() {
+		if t.throttle == nil {
+			t.throttle = NewThrottle(LoginFailuresPerMinuteDefault, ThrottleAddressesMax)
+		}
+	})
+	return t.throttle
+}
+
+// scopeList is a scope set as one sorted, comma-separated string.
+func scopeList(scopes map[string]bool) string {
+	var out []string
+	for sc, on := range scopes {
+		if on {
+			out = append(out, sc)
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, ",")
 }
 
 type ctxKey struct{}
@@ -112,6 +156,10 @@ type Caller struct {
 	Scopes map[string]bool
 	// Session is true for a console login (cookie) rather than a bearer token.
 	Session bool
+	// token is the SHA-256 of the token the caller proved (zero in
+	// --insecure mode). A session keeps it, never the token, to check on
+	// every request that the token is still configured with the same scopes.
+	token [32]byte
 }
 
 // CallerOf returns the authenticated caller of a request, if any.
@@ -136,9 +184,18 @@ func (c Caller) Has(scope string) bool {
 
 // require lets a request through when its bearer token carries scope:
 // 401 without a valid token, 403 with one that lacks the scope.
+//
+// A client address that has failed too often gets 429 with Retry-After
+// before its token is even looked at: otherwise the throttled attempts
+// would still tell a guesser which token is right.
 func (s *Server) require(scope string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, ok, tried := s.caller(r)
+		c, ok, tried, throttled := s.caller(r)
+		if throttled != nil {
+			throttled.SetRetryAfter(w.Header())
+			s.deny(w, r, http.StatusTooManyRequests, "throttled", throttled.Error())
+			return
+		}
 		if !tried {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="dab"`)
 			s.deny(w, r, http.StatusUnauthorized, "unauthorized", "send a token: Authorization: Bearer <token> (scope "+scope+" or admin)")
@@ -146,7 +203,7 @@ func (s *Server) require(scope string, h http.Handler) http.Handler {
 		}
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="dab", error="invalid_token"`)
-			s.deny(w, r, http.StatusUnauthorized, "unauthorized", "the token or session is not valid (sessions end after 12 hours: log in again)")
+			s.deny(w, r, http.StatusUnauthorized, "unauthorized", "the token is not valid")
 			return
 		}
 		if !c.Has(scope) {

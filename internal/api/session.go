@@ -4,9 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
-	"sort"
 	"strings"
 	"time"
 
@@ -16,9 +16,19 @@ import (
 // SessionCookie is the name of the console's session cookie.
 const SessionCookie = "dab_session"
 
+// SessionTTLDefault is how long a console login lasts at most.
+const SessionTTLDefault = 12 * time.Hour
+
+// ErrInvalidToken is returned by Authenticate for a token that is not configured.
+var ErrInvalidToken = errors.New("that token is not valid")
+
 // Sessions keeps console logins in Redis: the browser holds a random ID in
 // an HttpOnly, SameSite=Strict cookie; the token itself never leaves the
-// login request.
+// login request. A session holds the SHA-256 of its token (never the
+// token) and the token's scopes at login, and ends as soon as the server's
+// token set no longer has that token with those scopes: revoking a token
+// (and restarting dab, which reads DAB_TOKENS_FILE at start) ends its
+// sessions too.
 type Sessions struct {
 	rdb    redis.UniversalClient
 	prefix string
@@ -27,22 +37,29 @@ type Sessions struct {
 
 // NewSessions returns a store under prefix + "{web}:session:".
 func NewSessions(rdb redis.UniversalClient, prefix string) *Sessions {
-	return &Sessions{rdb: rdb, prefix: prefix + "{web}:session:", TTL: 12 * time.Hour}
+	return &Sessions{rdb: rdb, prefix: prefix + "{web}:session:", TTL: SessionTTLDefault}
 }
+
+// Session hash fields.
+const (
+	sessionName   = "name"
+	sessionScopes = "scopes"
+	// sessionToken is the hex SHA-256 of the token that logged in.
+	sessionToken = "token_sha256"
+)
 
 // Create starts a session for c and returns its ID.
 func (s *Sessions) Create(ctx context.Context, c Caller) (string, error) {
 	b := make([]byte, 32)
 	rand.Read(b)
 	id := hex.EncodeToString(b)
-	var scopes []string
-	for sc := range c.Scopes {
-		scopes = append(scopes, sc)
+	digest := ""
+	if c.token != ([32]byte{}) {
+		digest = hex.EncodeToString(c.token[:])
 	}
-	sort.Strings(scopes)
 	key := s.prefix + id
 	pipe := s.rdb.TxPipeline()
-	pipe.HSet(ctx, key, "name", c.Name, "scopes", strings.Join(scopes, ","))
+	pipe.HSet(ctx, key, sessionName, c.Name, sessionScopes, scopeList(c.Scopes), sessionToken, digest)
 	pipe.Expire(ctx, key, s.TTL)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return "", fmt.Errorf("session: %w", err)
@@ -50,7 +67,8 @@ func (s *Sessions) Create(ctx context.Context, c Caller) (string, error) {
 	return id, nil
 }
 
-// Get returns the caller of a session.
+// Get returns the caller a session was started for, as stored: who it is
+// now is for the server to decide (Server.caller checks the token).
 func (s *Sessions) Get(ctx context.Context, id string) (Caller, bool) {
 	if len(id) != 64 {
 		return Caller{}, false
@@ -59,11 +77,16 @@ func (s *Sessions) Get(ctx context.Context, id string) (Caller, bool) {
 	if err != nil || len(m) == 0 {
 		return Caller{}, false
 	}
-	c := Caller{Name: m["name"], Scopes: map[string]bool{}, Session: true}
-	for _, sc := range strings.Split(m["scopes"], ",") {
+	c := Caller{Name: m[sessionName], Scopes: map[string]bool{}, Session: true}
+	for _, sc := range strings.Split(m[sessionScopes], ",") {
 		if sc != "" {
 			c.Scopes[sc] = true
 		}
+	}
+	// A session without a readable digest (one started before sessions
+	// kept it) cannot be checked: it is left zero and so refused.
+	if d, err := hex.DecodeString(m[sessionToken]); err == nil && len(d) == len(c.token) {
+		copy(c.token[:], d)
 	}
 	return c, true
 }
@@ -79,42 +102,105 @@ func (s *Sessions) Delete(ctx context.Context, id string) {
 // well as a bearer token.
 func (s *Server) SetSessions(ss *Sessions) { s.sessions = ss }
 
-// Authenticate checks a token as the login form does.
-func (s *Server) Authenticate(token string) (Caller, bool) {
+// Authenticate checks a token presented by the client of r, as the login
+// form does: ErrInvalidToken when no such token is configured, a
+// *ThrottledError (checked before the token is) when the client's address
+// has failed too often. A success does not count against the address.
+func (s *Server) Authenticate(r *http.Request, token string) (Caller, error) {
 	if s.open {
-		return Caller{Name: "anyone (--insecure)", Scopes: map[string]bool{ScopeAdmin: true}}, true
+		return s.check(token)
+	}
+	addr := s.ClientAddr(r)
+	guard := s.tokens.guard()
+	if wait, ok := guard.Take(addr); !ok {
+		return Caller{}, &ThrottledError{RetryAfter: wait}
+	}
+	c, err := s.check(token)
+	if err == nil {
+		guard.Return(addr)
+		return c, nil
+	}
+	if guard.Left(addr) == 0 {
+		s.log.Warn("auth.throttled", "client", addr, "note", "this address has used up its failed logins: its next attempts get 429 until the throttle refills")
+	}
+	return Caller{}, err
+}
+
+// check looks a token up, without throttle.
+func (s *Server) check(token string) (Caller, error) {
+	if s.open {
+		return Caller{Name: "anyone (--insecure)", Scopes: map[string]bool{ScopeAdmin: true}}, nil
 	}
 	e, ok := s.tokens.lookup(token)
 	if !ok {
-		return Caller{}, false
+		return Caller{}, ErrInvalidToken
 	}
-	return Caller{Name: e.name, Scopes: e.scopes}, true
+	return Caller{Name: e.name, Scopes: e.scopes, token: e.digest}, nil
 }
 
-// caller finds who made a request: bearer token first, then session cookie.
-func (s *Server) caller(r *http.Request) (Caller, bool, bool) {
-	if tok, ok := bearer(r); ok {
-		c, ok := s.Authenticate(tok)
-		return c, ok, true
+// caller finds who made a request: bearer token first, then session
+// cookie. tried says whether the request carried credentials at all (a
+// cookie of an ended session counts as none, so pages send the browser to
+// the login page); throttled is set when the client's address has failed
+// too often.
+func (s *Server) caller(r *http.Request) (c Caller, ok, tried bool, throttled *ThrottledError) {
+	if tok, has := bearer(r); has {
+		c, err := s.Authenticate(r, tok)
+		if errors.As(err, &throttled) {
+			return Caller{}, false, true, throttled
+		}
+		return c, err == nil, true, nil
 	}
 	if s.sessions != nil {
 		if ck, err := r.Cookie(SessionCookie); err == nil {
-			c, ok := s.sessions.Get(r.Context(), ck.Value)
-			return c, ok, ok
+			c, ok := s.sessionCaller(r.Context(), ck.Value)
+			return c, ok, ok, nil
 		}
 	}
 	if s.open {
-		c, ok := s.Authenticate("")
-		return c, ok, true
+		c, err := s.check("")
+		return c, err == nil, true, nil
 	}
-	return Caller{}, false, false
+	return Caller{}, false, false, nil
+}
+
+// sessionCaller returns the caller of session id if its token is still
+// configured with the scopes it had at login; otherwise the session is
+// deleted. The token's name is a label (its line in the tokens file), so it
+// is taken from the current token set, not compared.
+func (s *Server) sessionCaller(ctx context.Context, id string) (Caller, bool) {
+	stored, ok := s.sessions.Get(ctx, id)
+	if !ok {
+		return Caller{}, false
+	}
+	if s.open {
+		c, err := s.check("")
+		c.Session = true
+		return c, err == nil
+	}
+	reason := ""
+	cur, ok := s.tokens.byDigest(stored.token)
+	switch {
+	case stored.token == [32]byte{}:
+		reason = "the session does not record its token"
+	case !ok:
+		reason = "its token is no longer configured"
+	case scopeList(cur.scopes) != scopeList(stored.Scopes):
+		reason = "its token's scopes changed from " + scopeList(stored.Scopes) + " to " + scopeList(cur.scopes)
+	}
+	if reason != "" {
+		s.sessions.Delete(ctx, id)
+		s.log.Info("session.ended", "caller", stored.Name, "reason", reason)
+		return Caller{}, false
+	}
+	return Caller{Name: cur.name, Scopes: cur.scopes, Session: true, token: stored.token}, true
 }
 
 // Optional passes a request on with its caller in the context when it has
 // one, and without when not (pages that show a login link).
 func (s *Server) Optional(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if c, ok, _ := s.caller(r); ok {
+		if c, ok, _, _ := s.caller(r); ok {
 			r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, c))
 		}
 		h.ServeHTTP(w, r)

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -29,6 +30,18 @@ const (
 	// reject them; dab still records the SHA-256 in object metadata and
 	// verifies size and metadata after the upload.
 	ChecksumOff = "off"
+)
+
+// Defaults of the HTTP intake's protections.
+const (
+	// MinUploadRateDefault: 1 KiB/s is far below any working link, and
+	// makes holding an upload slot cost a client a real transfer.
+	MinUploadRateDefault int64 = 1 << 10
+	// MinFreeBytesDefault keeps room for the spool's manifests and the
+	// system when uploads fill a disk.
+	MinFreeBytesDefault int64 = 256 << 20
+	// TusExpiryDefault gives a resumable upload a day to come back.
+	TusExpiryDefault = 24 * time.Hour
 )
 
 // Config is the effective configuration of one dab process.
@@ -80,6 +93,22 @@ type Config struct {
 	MaxUploadBytes int64
 	// MaxConcurrentUploads bounds HTTP uploads in progress. Default 16.
 	MaxConcurrentUploads int
+	// MinUploadRate is the slowest an HTTP upload body may arrive, in
+	// bytes per second averaged over 20 s windows; 0 turns the check off.
+	// Default MinUploadRateDefault.
+	MinUploadRate int64
+	// MinFreeBytes is kept free on the spool's disk: uploads that would
+	// leave less are refused (507) and /readyz is not ready. Default
+	// MinFreeBytesDefault; 0 turns the floor off.
+	MinFreeBytes int64
+	// TusExpiry removes resumable uploads that received nothing for this
+	// long. Default TusExpiryDefault.
+	TusExpiry time.Duration
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For dab
+	// believes when it needs a client's address (the throttle on failed
+	// logins). Empty (the default) means the connection's own address is
+	// the client's and X-Forwarded-For is ignored: anyone can write it.
+	TrustedProxies []netip.Prefix
 	// PrometheusAddr is a Prometheus server the monitor's metrics page queries.
 	PrometheusAddr string
 	// MetricsAddr, when set, makes `dab work` serve /metrics there.
@@ -129,15 +158,18 @@ type Setting struct {
 	Default string
 	Usage   string
 	Secret  bool
-	get     func(*Config) string
-	set     func(*Config, string) error
+	// URL marks a value that is a URL: it is shown through RedactURL, which
+	// masks the secrets a URL can carry (userinfo, ?password= and the like).
+	URL bool
+	get func(*Config) string
+	set func(*Config, string) error
 }
 
 // Settings lists every setting in the order `dab config` and the README show them.
 func Settings() []Setting {
 	return []Setting{
 		{Env: "DAB_REDIS_URL", Flag: "redis-url", Default: "redis://127.0.0.1:6379/0",
-			Usage: "Redis URL (redis:// or rediss://, user:password@ allowed)", Secret: true,
+			Usage: "Redis URL (redis:// or rediss://, user:password@ allowed)", URL: true,
 			get: func(c *Config) string { return c.RedisURL }, set: func(c *Config, v string) error { c.RedisURL = v; return nil }},
 		{Env: "DAB_REDIS_MODE", Flag: "redis-mode", Default: "single",
 			Usage: "single, sentinel (DAB_REDIS_URL names a sentinel, ?master_name=...) or cluster (any node, more with ?addr=)",
@@ -193,7 +225,19 @@ func Settings() []Setting {
 		{Env: "DAB_MAX_CONCURRENT_UPLOADS", Flag: "max-concurrent-uploads", Default: "16",
 			Usage: "HTTP uploads in progress at once (503 beyond)",
 			get:   func(c *Config) string { return strconv.Itoa(c.MaxConcurrentUploads) }, set: intSetter(func(c *Config) *int { return &c.MaxConcurrentUploads })},
-		{Env: "DAB_PROMETHEUS_ADDR", Flag: "prometheus-addr", Default: "",
+		{Env: "DAB_MIN_UPLOAD_RATE", Flag: "min-upload-rate", Default: FormatBytes(MinUploadRateDefault),
+			Usage: "slowest an HTTP upload may arrive, in bytes per second over 20 s (408 below; 0: no minimum), so trickling clients cannot hold the upload slots",
+			get:   func(c *Config) string { return FormatBytes(c.MinUploadRate) }, set: bytesSetter(func(c *Config) *int64 { return &c.MinUploadRate })},
+		{Env: "DAB_MIN_FREE_BYTES", Flag: "min-free-bytes", Default: FormatBytes(MinFreeBytesDefault),
+			Usage: "space kept free on the spool's disk: uploads that would leave less are refused (507) and /readyz is not ready (0: no floor)",
+			get:   func(c *Config) string { return FormatBytes(c.MinFreeBytes) }, set: bytesSetter(func(c *Config) *int64 { return &c.MinFreeBytes })},
+		{Env: "DAB_TUS_EXPIRY", Flag: "tus-expiry", Default: TusExpiryDefault.String(),
+			Usage: "resumable uploads that received nothing for this long are removed",
+			get:   func(c *Config) string { return c.TusExpiry.String() }, set: durationSetter(func(c *Config) *time.Duration { return &c.TusExpiry })},
+		{Env: "DAB_TRUSTED_PROXIES", Flag: "trusted-proxies", Default: "",
+			Usage: "comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For names the client (for the throttle on failed logins); empty: use the connection's address",
+			get:   func(c *Config) string { return FormatPrefixes(c.TrustedProxies) }, set: prefixesSetter(func(c *Config) *[]netip.Prefix { return &c.TrustedProxies })},
+		{Env: "DAB_PROMETHEUS_ADDR", Flag: "prometheus-addr", Default: "", URL: true,
 			Usage: "URL of a Prometheus server that scrapes dab; the monitor's metrics page queries it",
 			get:   func(c *Config) string { return c.PrometheusAddr }, set: func(c *Config, v string) error { c.PrometheusAddr = v; return nil }},
 		{Env: "DAB_METRICS_ADDR", Flag: "metrics-addr", Default: "",
@@ -208,7 +252,7 @@ func Settings() []Setting {
 		{Env: "DAB_SPOOL_SHARED", Flag: "spool-shared", Default: "false",
 			Usage: "the spool is on storage all workers share: one upload queue for all hosts",
 			get:   func(c *Config) string { return strconv.FormatBool(c.SpoolShared) }, set: boolSetter(func(c *Config) *bool { return &c.SpoolShared })},
-		{Env: "DAB_SERVER", Flag: "server", Default: "",
+		{Env: "DAB_SERVER", Flag: "server", Default: "", URL: true,
 			Usage: "client commands: URL of a dab HTTP API to use instead of the local spool and Redis",
 			get:   func(c *Config) string { return c.Server }, set: func(c *Config, v string) error { c.Server = v; return nil }},
 		{Env: "DAB_TOKEN", Flag: "token", Default: "", Secret: true,
@@ -229,7 +273,7 @@ func Settings() []Setting {
 		{Env: "AWS_SESSION_TOKEN", Flag: "aws-session-token", Default: "", Secret: true,
 			Usage: "session token of temporary credentials",
 			get:   func(c *Config) string { return c.S3.SessionToken }, set: func(c *Config, v string) error { c.S3.SessionToken = v; return nil }},
-		{Env: "AWS_ENDPOINT_URL_S3", Flag: "s3-endpoint", Default: "",
+		{Env: "AWS_ENDPOINT_URL_S3", Flag: "s3-endpoint", Default: "", URL: true,
 			Usage: "URL of an S3-compatible store; empty for AWS S3",
 			get:   func(c *Config) string { return c.S3.Endpoint }, set: func(c *Config, v string) error { c.S3.Endpoint = v; return nil }},
 		{Env: "DAB_S3_PATH_STYLE", Flag: "s3-path-style", Default: "false",
@@ -310,6 +354,53 @@ func bytesSetter(field func(*Config) *int64) func(*Config, string) error {
 		*field(c) = n
 		return nil
 	}
+}
+
+func prefixesSetter(field func(*Config) *[]netip.Prefix) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		p, err := ParsePrefixes(v)
+		if err != nil {
+			return err
+		}
+		*field(c) = p
+		return nil
+	}
+}
+
+// ParsePrefixes reads a comma-separated list of IP addresses and CIDRs
+// ("10.0.0.0/8, 192.0.2.7, ::1"); a bare address is a prefix of one.
+func ParsePrefixes(v string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if strings.Contains(f, "/") {
+			p, err := netip.ParsePrefix(f)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not an IP address or CIDR (example: 10.0.0.0/8)", f)
+			}
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an IP address or CIDR (example: 10.0.0.0/8)", f)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}
+
+// FormatPrefixes is the inverse of ParsePrefixes.
+func FormatPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
 }
 
 // Loader reads settings from the environment and from flags registered on a FlagSet.
@@ -421,7 +512,7 @@ func (c *Config) validate() []error {
 			bad("DAB_REDIS_MODE", "%q: use single, sentinel or cluster", c.RedisMode)
 		}
 		if perr != nil {
-			bad("DAB_REDIS_URL", "%v", redactErr(perr, c.RedisURL))
+			bad("DAB_REDIS_URL", "%v", RedactText(perr.Error(), c.RedisURL))
 		}
 	}
 	if c.KeyPrefix == "" || strings.ContainsAny(c.KeyPrefix, "{} \t\n") {
@@ -439,12 +530,21 @@ func (c *Config) validate() []error {
 	if c.MaxUploadBytes < 1 {
 		bad("DAB_MAX_UPLOAD_BYTES", "must be at least 1 byte")
 	}
+	if c.MinUploadRate < 0 {
+		bad("DAB_MIN_UPLOAD_RATE", "%d is negative: use 0 (no minimum) or a rate such as 1KiB", c.MinUploadRate)
+	}
+	if c.MinFreeBytes < 0 {
+		bad("DAB_MIN_FREE_BYTES", "%d is negative: use 0 (no floor) or a size such as 256MiB", c.MinFreeBytes)
+	}
+	if c.TusExpiry < time.Minute {
+		bad("DAB_TUS_EXPIRY", "%s is too short: use at least 1m (clients resume after network breaks)", c.TusExpiry)
+	}
 	if c.MaxConcurrentUploads < 1 || c.MaxConcurrentUploads > 10000 {
 		bad("DAB_MAX_CONCURRENT_UPLOADS", "%d is out of range: use 1 to 10000", c.MaxConcurrentUploads)
 	}
 	if c.Server != "" {
 		if u, err := url.Parse(c.Server); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("DAB_SERVER", "%q is not an http:// or https:// URL", c.Server)
+			bad("DAB_SERVER", "%q is not an http:// or https:// URL", RedactURL(c.Server))
 		}
 	}
 	if c.HouseAccount == "" || c.HouseAccount == "issuance" || strings.ContainsAny(c.HouseAccount, " |\t\n") {
@@ -472,7 +572,7 @@ func (c *Config) validate() []error {
 	}
 	if c.S3.Endpoint != "" {
 		if u, err := url.Parse(c.S3.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("AWS_ENDPOINT_URL_S3", "%q is not an http:// or https:// URL", c.S3.Endpoint)
+			bad("AWS_ENDPOINT_URL_S3", "%q is not an http:// or https:// URL", RedactURL(c.S3.Endpoint))
 		}
 	}
 	if (c.S3.AccessKeyID == "") != (c.S3.SecretAccessKey == "") {
@@ -521,7 +621,7 @@ func (c *Config) Effective() []Line {
 	for _, s := range Settings() {
 		v := s.get(c)
 		switch {
-		case s.Env == "DAB_REDIS_URL":
+		case s.URL:
 			v = RedactURL(v)
 		case s.Secret && v != "":
 			v = Mask(v)
@@ -529,31 +629,4 @@ func (c *Config) Effective() []Line {
 		out = append(out, Line{Env: s.Env, Flag: "--" + s.Flag, Value: v, Source: c.Sources[s.Env]})
 	}
 	return out
-}
-
-// Mask hides a secret, keeping enough to tell two secrets apart by length only.
-func Mask(s string) string {
-	if s == "" {
-		return ""
-	}
-	return "****** (" + strconv.Itoa(len(s)) + " chars)"
-}
-
-// RedactURL removes the password from a URL so it can be printed or logged.
-func RedactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "<unparseable URL>"
-	}
-	return u.Redacted()
-}
-
-func redactErr(err error, secret string) string {
-	msg := err.Error()
-	if u, perr := url.Parse(secret); perr == nil && u.User != nil {
-		if p, ok := u.User.Password(); ok && p != "" {
-			msg = strings.ReplaceAll(msg, p, "xxxxx")
-		}
-	}
-	return msg
 }

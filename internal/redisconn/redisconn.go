@@ -12,6 +12,8 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/dab-assets/dab/internal/config"
 )
 
 // Modes.
@@ -36,7 +38,8 @@ type Options struct {
 }
 
 // Open returns a client for dab's keys and the equivalent asynq connection
-// option (for the monitor, which opens its own).
+// option (for the monitor, which opens its own). Its errors never quote a
+// secret of the URL (go-redis quotes the whole URL when it does not parse).
 func Open(o Options) (redis.UniversalClient, asynq.RedisConnOpt, error) {
 	var roots *x509.CertPool
 	if o.CAFile != "" {
@@ -59,14 +62,14 @@ func Open(o Options) (redis.UniversalClient, asynq.RedisConnOpt, error) {
 	case "", Single:
 		opt, err := redis.ParseURL(o.URL)
 		if err != nil {
-			return nil, nil, fmt.Errorf("DAB_REDIS_URL: %v", err)
+			return nil, nil, fmt.Errorf("DAB_REDIS_URL: %w", config.RedactError(err, o.URL))
 		}
 		opt.TLSConfig = withCA(opt.TLSConfig)
 		return redis.NewClient(opt), asynq.RedisClientOpt{Addr: opt.Addr, Username: opt.Username, Password: opt.Password, DB: opt.DB, TLSConfig: opt.TLSConfig}, nil
 	case Sentinel:
 		opt, err := redis.ParseFailoverURL(o.URL)
 		if err != nil {
-			return nil, nil, fmt.Errorf("DAB_REDIS_URL (sentinel): %v", err)
+			return nil, nil, fmt.Errorf("DAB_REDIS_URL (sentinel): %w", config.RedactError(err, o.URL))
 		}
 		if opt.MasterName == "" {
 			return nil, nil, fmt.Errorf("DAB_REDIS_URL (sentinel): name the master with ?master_name=")
@@ -77,7 +80,7 @@ func Open(o Options) (redis.UniversalClient, asynq.RedisConnOpt, error) {
 	case Cluster:
 		opt, err := redis.ParseClusterURL(o.URL)
 		if err != nil {
-			return nil, nil, fmt.Errorf("DAB_REDIS_URL (cluster): %v", err)
+			return nil, nil, fmt.Errorf("DAB_REDIS_URL (cluster): %w", config.RedactError(err, o.URL))
 		}
 		opt.TLSConfig = withCA(opt.TLSConfig)
 		return redis.NewClusterClient(opt), asynq.RedisClusterClientOpt{Addrs: opt.Addrs, Username: opt.Username, Password: opt.Password, TLSConfig: opt.TLSConfig}, nil

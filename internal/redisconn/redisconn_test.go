@@ -43,3 +43,28 @@ func TestOpenModes(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenErrorsHideSecrets: a URL go-redis refuses is never quoted with its
+// passwords, whatever the mode.
+func TestOpenErrorsHideSecrets(t *testing.T) {
+	t.Parallel()
+	tests := []Options{
+		{URL: "redis://:pa ss-open@h:1/0"},
+		{URL: "redis://u:open-pw@h:notaport/0"},
+		{URL: "redis://u:open-pw@h:1/0?password=open-master&bogus=1"},
+		{URL: "redis://:open-pw@h:1?master_name=m&password=open-master&bogus=x", Mode: Sentinel},
+		{URL: "redis://:open pw@h:1?master_name=m", Mode: Sentinel},
+		{URL: "rediss://u:open-pw@h:1?addr=h2:1&password=open-master&bogus=1", Mode: Cluster},
+		{URL: "rediss://u:open pw@h:1?addr=h2:1", Mode: Cluster},
+	}
+	for _, o := range tests {
+		_, _, err := Open(o)
+		if err == nil {
+			t.Errorf("%s %q: no error", o.Mode, o.URL)
+			continue
+		}
+		if !strings.Contains(err.Error(), "DAB_REDIS_URL") || strings.Contains(err.Error(), "open-") || strings.Contains(err.Error(), "open pw") || strings.Contains(err.Error(), "ss-open") {
+			t.Errorf("%s %q: %v", o.Mode, o.URL, err)
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"path"
 	"sort"
 	"strconv"
 	"strings"
@@ -111,7 +112,7 @@ func Register(d Deps) (*Console, error) {
 	s := d.Server
 	page := api.Page()
 	static, _ := fs.Sub(staticFS, "static")
-	s.Handle(http.MethodGet, "/static/", api.ScopePublic, http.StripPrefix("/static/", http.FileServer(http.FS(static))), page)
+	s.Handle(http.MethodGet, "/static/", api.ScopePublic, http.StripPrefix("/static/", filesOnly(static)), page)
 	s.HandleFunc(http.MethodGet, "/{$}", api.ScopePublic, func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/assets", http.StatusSeeOther)
 	}, page)
@@ -132,6 +133,21 @@ func Register(d Deps) (*Console, error) {
 	// Browsers that are refused get the login page, not JSON.
 	s.Deny = c.deny
 	return c, nil
+}
+
+// filesOnly serves the files of fsys and answers 404 for its folders:
+// http.FileServer would list them, and a listing shows what the console
+// does not link to.
+func filesOnly(fsys fs.FS) http.Handler {
+	files := http.FileServer(http.FS(fsys))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := strings.TrimPrefix(path.Clean("/"+r.URL.Path), "/")
+		if fi, err := fs.Stat(fsys, name); name == "" || err != nil || fi.IsDir() || strings.HasSuffix(r.URL.Path, "/") {
+			api.WriteError(w, http.StatusNotFound, "not_found", "no such file: /static/"+r.URL.Path)
+			return
+		}
+		files.ServeHTTP(w, r)
+	})
 }
 
 // view is what every page template gets.
@@ -251,8 +267,14 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	next := safeNext(r.PostForm.Get("next"))
-	caller, ok := c.d.Server.Authenticate(strings.TrimSpace(r.PostForm.Get("token")))
-	if !ok {
+	caller, err := c.d.Server.Authenticate(r, strings.TrimSpace(r.PostForm.Get("token")))
+	var throttled *api.ThrottledError
+	switch {
+	case errors.As(err, &throttled):
+		throttled.SetRetryAfter(w.Header())
+		c.render(w, r, http.StatusTooManyRequests, "login", "Log in", map[string]string{"Next": next}, throttled.Error())
+		return
+	case err != nil:
 		c.render(w, r, http.StatusUnauthorized, "login", "Log in", map[string]string{"Next": next}, "that token is not valid")
 		return
 	}

@@ -3,11 +3,17 @@ package web
 import (
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/dab-assets/dab/internal/api"
 	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/harness"
 )
 
 func TestSafeNext(t *testing.T) {
@@ -47,5 +53,87 @@ func TestTemplatesEscape(t *testing.T) {
 		if strings.Contains(b.String(), evil) {
 			t.Fatalf("page %s renders user input as markup", name)
 		}
+	}
+}
+
+// TestStaticServesFilesNotListings: /static/ serves the console's files and
+// answers 404 for folders instead of listing them.
+func TestStaticServesFilesNotListings(t *testing.T) {
+	t.Parallel()
+	tokens, _ := api.LoadTokens("", "")
+	s := api.New(tokens, false, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if _, err := Register(Deps{Server: s}); err != nil {
+		t.Fatal(err)
+	}
+	h := s.Handler()
+	get := func(path string) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		return rec
+	}
+	for path, want := range map[string]string{"/static/style.css": "text/css", "/static/upload.js": "javascript"} {
+		if rec := get(path); rec.Code != http.StatusOK || !strings.Contains(rec.Header().Get("Content-Type"), want) || rec.Body.Len() == 0 {
+			t.Errorf("GET %s: %d %q", path, rec.Code, rec.Header().Get("Content-Type"))
+		}
+	}
+	for _, path := range []string{"/static/", "/static/nope.css", "/static/style.css/", "/static/%2e/", "/static//"} {
+		rec := get(path)
+		if rec.Code == http.StatusOK || strings.Contains(rec.Body.String(), "upload.js") {
+			t.Errorf("GET %s: %d, lists the folder:\n%s", path, rec.Code, rec.Body)
+		}
+	}
+	if rec := get("/static/"); rec.Code != http.StatusNotFound {
+		t.Errorf("GET /static/: %d, want 404", rec.Code)
+	}
+}
+
+// TestLoginThrottled: wrong tokens on the login form use up the client
+// address's attempts, then the form answers 429 with Retry-After and says
+// when to try again; right tokens never count, and other addresses are not
+// affected.
+func TestLoginThrottled(t *testing.T) {
+	t.Parallel()
+	const readTok = "web-read-token-0123456789"
+	file := filepath.Join(t.TempDir(), "tokens")
+	os.WriteFile(file, []byte("read "+readTok+"\n"), 0o600)
+	tokens, err := api.LoadTokens("", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := api.New(tokens, false, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	const burst = 3
+	s.SetThrottle(api.NewThrottle(burst, 100))
+	sessions := api.NewSessions(harness.RedisClient(t, harness.Redis(t)), "t:")
+	s.SetSessions(sessions)
+	if _, err := Register(Deps{Server: s, Sessions: sessions}); err != nil {
+		t.Fatal(err)
+	}
+	h := s.Handler()
+	post := func(addr, tok string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodPost, "/login", strings.NewReader(url.Values{"token": {tok}, "next": {"/assets"}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.RemoteAddr = addr
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	for range 2 * burst {
+		if rec := post("192.0.2.1:1", readTok); rec.Code != http.StatusSeeOther {
+			t.Fatalf("right token: %d", rec.Code)
+		}
+	}
+	for i := range burst {
+		if rec := post("192.0.2.1:1", "wrong-token-0123456789"); rec.Code != http.StatusUnauthorized {
+			t.Fatalf("wrong token %d: %d", i, rec.Code)
+		}
+	}
+	for _, tok := range []string{"wrong-token-0123456789", readTok} {
+		rec := post("192.0.2.1:2", tok)
+		if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") == "" || !strings.Contains(rec.Body.String(), "try again in") {
+			t.Fatalf("after %d failures: %d %v\n%s", burst, rec.Code, rec.Header(), rec.Body)
+		}
+	}
+	if rec := post("192.0.2.2:1", readTok); rec.Code != http.StatusSeeOther {
+		t.Fatalf("another address: %d", rec.Code)
 	}
 }
