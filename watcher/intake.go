@@ -18,6 +18,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/dab-assets/dab/internal/api"
+	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/idem"
 	"github.com/dab-assets/dab/internal/naming"
 	"github.com/dab-assets/dab/internal/spool"
@@ -34,9 +35,22 @@ type IntakeConfig struct {
 	MaxConcurrent int
 	// IdleTimeout ends an upload whose client sends nothing for this long (default 60s).
 	IdleTimeout time.Duration
+	// MinRate is the slowest an upload body may arrive, in bytes per second,
+	// judged over MinRateWindow; 0 means no minimum.
+	MinRate int64
+	// MinRateWindow is the span the rate is judged over (default
+	// MinRateWindowDefault).
+	MinRateWindow time.Duration
+	// MinFreeBytes is kept free on the spool's disk: an upload that would
+	// leave less is refused (507) and /readyz reports not ready; 0 means no
+	// floor.
+	MinFreeBytes int64
 	// TusDir holds resumable uploads in progress (required for /v1/uploads/).
 	TusDir string
-	Logger *slog.Logger
+	// TusExpiry removes resumable uploads that received nothing for this
+	// long (default config.TusExpiryDefault).
+	TusExpiry time.Duration
+	Logger    *slog.Logger
 	// Queue receives the upload tasks (task.UploadQueue of this host);
 	// default task.QueueUploads.
 	Queue string
@@ -52,6 +66,7 @@ type Intake struct {
 	idem  *idem.Store
 	slots chan struct{}
 	log   *slog.Logger
+	tus   tusStore
 }
 
 // NewIntake builds the intake.
@@ -67,6 +82,12 @@ func NewIntake(cfg IntakeConfig, sp *spool.Spool, queue Enqueuer, keys *idem.Sto
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 60 * time.Second
+	}
+	if cfg.MinRateWindow <= 0 {
+		cfg.MinRateWindow = MinRateWindowDefault
+	}
+	if cfg.TusExpiry <= 0 {
+		cfg.TusExpiry = config.TusExpiryDefault
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -107,8 +128,11 @@ func badRequest(code, format string, args ...any) *httpError {
 func writeErr(w http.ResponseWriter, err error) {
 	var he *httpError
 	if errors.As(err, &he) {
-		if he.status == http.StatusServiceUnavailable {
+		switch he.status {
+		case http.StatusServiceUnavailable:
 			w.Header().Set("Retry-After", "2")
+		case http.StatusInsufficientStorage:
+			w.Header().Set("Retry-After", "60")
 		}
 		api.WriteError(w, he.status, he.code, he.message)
 		return
@@ -116,24 +140,74 @@ func writeErr(w http.ResponseWriter, err error) {
 	api.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 }
 
-// begin takes an upload slot and checks the declared size. The returned
-// reader counts bytes (413 past MaxBytes) and keeps the connection's read
-// deadline a little ahead while data flows.
+// begin takes an upload slot and checks the declared size and the free
+// space. The returned reader counts bytes (413 past MaxBytes), keeps the
+// connection's read deadline a little ahead while data flows and stops a
+// transfer slower than MinRate.
 func (in *Intake) begin(w http.ResponseWriter, r *http.Request, slack int64) (io.Reader, func(), error) {
-	select {
-	case in.slots <- struct{}{}:
-	default:
-		return nil, nil, &httpError{http.StatusServiceUnavailable, "busy", fmt.Sprintf("%d uploads are in progress, the most this server takes at once: retry shortly", in.cfg.MaxConcurrent)}
+	release, err := in.takeSlot()
+	if err != nil {
+		return nil, nil, err
 	}
-	release := func() { <-in.slots }
 	if r.ContentLength > in.cfg.MaxBytes+slack {
 		release()
 		return nil, nil, in.tooLarge()
 	}
+	if err := in.checkFreeSpace(r.ContentLength); err != nil {
+		release()
+		return nil, nil, err
+	}
 	rc := http.NewResponseController(w)
 	rc.SetWriteDeadline(time.Time{})
-	body := &idleReader{r: http.MaxBytesReader(w, r.Body, in.cfg.MaxBytes+slack), rc: rc, idle: in.cfg.IdleTimeout}
+	body := &bodyReader{ReadCloser: http.MaxBytesReader(w, r.Body, in.cfg.MaxBytes+slack), rc: rc, idle: in.cfg.IdleTimeout,
+		rate: in.newRateCheck(), tooSlow: func(msg string) error { return &httpError{http.StatusRequestTimeout, "too_slow", msg} }}
 	return body, release, nil
+}
+
+// takeSlot reserves one of the MaxConcurrent upload slots; every intake
+// (form, PUT, tus) shares them.
+func (in *Intake) takeSlot() (func(), error) {
+	select {
+	case in.slots <- struct{}{}:
+		return func() { <-in.slots }, nil
+	default:
+		return nil, &httpError{http.StatusServiceUnavailable, "busy", fmt.Sprintf("%d uploads are in progress, the most this server takes at once (DAB_MAX_CONCURRENT_UPLOADS): retry shortly", in.cfg.MaxConcurrent)}
+	}
+}
+
+// errNoSpace answers an upload that the spool's disk cannot take. It names
+// the cause without the server's paths.
+var errNoSpace = &httpError{http.StatusInsufficientStorage, "insufficient_storage",
+	"the server's upload disk is full: nothing was kept; retry later (operators: free space on the spool's disk, see /readyz)"}
+
+// checkFreeSpace refuses an upload of declared bytes (-1: unknown) that
+// would leave less than MinFreeBytes on the spool's disk.
+func (in *Intake) checkFreeSpace(declared int64) error {
+	if in.cfg.MinFreeBytes <= 0 {
+		return nil
+	}
+	free, err := in.spool.FreeBytes()
+	if err != nil {
+		return err
+	}
+	if free-max(declared, 0) < in.cfg.MinFreeBytes {
+		in.log.Warn("intake.disk_low", "free_bytes", free, "declared_bytes", declared, "min_free_bytes", in.cfg.MinFreeBytes)
+		return errNoSpace
+	}
+	return nil
+}
+
+// CheckDisk is a readiness check: it fails while the spool's disk has less
+// than MinFreeBytes free.
+func (in *Intake) CheckDisk(context.Context) error {
+	free, err := in.spool.FreeBytes()
+	if err != nil {
+		return err
+	}
+	if free < in.cfg.MinFreeBytes {
+		return fmt.Errorf("%d bytes free on the spool's disk, below DAB_MIN_FREE_BYTES (%d): uploads are refused until space is freed", free, in.cfg.MinFreeBytes)
+	}
+	return nil
 }
 
 func (in *Intake) tooLarge() *httpError {
@@ -141,36 +215,58 @@ func (in *Intake) tooLarge() *httpError {
 		fmt.Sprintf("the file is larger than this server accepts (DAB_MAX_UPLOAD_BYTES = %d bytes)", in.cfg.MaxBytes)}
 }
 
-// idleReader moves the read deadline ahead on every read, so a slow but
-// steady upload of any size goes on while a stalled one ends.
-type idleReader struct {
-	r    io.Reader
-	rc   *http.ResponseController
-	idle time.Duration
-}
+// spoolWriteError marks a failure to write the spool (the server's side),
+// as opposed to a failure to read the request (the client's).
+type spoolWriteError struct{ err error }
 
-func (i *idleReader) Read(p []byte) (int, error) {
-	i.rc.SetReadDeadline(time.Now().Add(i.idle))
-	return i.r.Read(p)
+func (e *spoolWriteError) Error() string { return e.err.Error() }
+func (e *spoolWriteError) Unwrap() error { return e.err }
+
+type spoolSink struct{ w io.Writer }
+
+func (s spoolSink) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	if err != nil {
+		err = &spoolWriteError{err}
+	}
+	return n, err
 }
 
 // spoolBody streams r into a spool writer, refusing more than MaxBytes.
 func (in *Intake) spoolBody(r io.Reader) (*spool.Writer, error) {
 	sw, err := in.spool.Create()
 	if err != nil {
-		return nil, err
+		return nil, in.serverError("spool_create", err)
 	}
-	_, err = io.Copy(sw, io.LimitReader(r, in.cfg.MaxBytes+1))
-	var mbe *http.MaxBytesError
+	_, err = io.Copy(spoolSink{sw}, io.LimitReader(r, in.cfg.MaxBytes+1))
+	var (
+		mbe *http.MaxBytesError
+		he  *httpError
+		swe *spoolWriteError
+	)
 	switch {
+	case err == nil && sw.Written() <= in.cfg.MaxBytes:
+		return sw, nil
 	case errors.As(err, &mbe) || sw.Written() > in.cfg.MaxBytes:
-		sw.Abort()
-		return nil, in.tooLarge()
-	case err != nil:
-		sw.Abort()
-		return nil, &httpError{http.StatusBadRequest, "interrupted", "the upload was cut off before its end: " + err.Error() + "; nothing was kept, send it again"}
+		err = in.tooLarge()
+	case errors.As(err, &he):
+	case errors.As(err, &swe):
+		err = in.serverError("spool_write", swe.err)
+	default:
+		err = &httpError{http.StatusBadRequest, "interrupted", "the upload was cut off before its end (" + err.Error() + "): nothing was kept, send it again"}
 	}
-	return sw, nil
+	sw.Abort()
+	return nil, err
+}
+
+// serverError turns a failure on the server's side into an answer that
+// names the cause but not the server's paths; the log has the detail.
+func (in *Intake) serverError(step string, err error) *httpError {
+	in.log.Error("intake.failed", "step", step, "error", err.Error())
+	if spool.IsNoSpace(err) {
+		return errNoSpace
+	}
+	return &httpError{http.StatusInternalServerError, "internal", "the server could not keep the upload (" + step + "): nothing was kept; retry, and tell the operators if it goes on (the server log has the details)"}
 }
 
 // checkName validates type and path exactly as the drop folder does.
@@ -204,8 +300,8 @@ func parseMetadata(raw string) (map[string]string, error) {
 	}
 	md := make(map[string]string, len(obj))
 	for k, v := range obj {
-		if k == "" || len(k) > 128 {
-			return nil, badRequest("bad_metadata", "metadata keys must have 1 to 128 characters")
+		if err := naming.CheckMetadataKey(k); err != nil {
+			return nil, badRequest("bad_metadata", "%v", err)
 		}
 		var s string
 		if json.Unmarshal(v, &s) == nil {
@@ -377,7 +473,7 @@ func (in *Intake) accept(r *http.Request, sw *spool.Writer, input spool.Input) (
 		if errors.Is(err, naming.ErrInvalid) {
 			return nil, false, badRequest("bad_name", "%v", err)
 		}
-		return nil, false, err
+		return nil, false, in.serverError("spool_commit", err)
 	}
 	acc := api.Accepted{TaskID: task.UploadTaskID(m.ID), StatusURL: "/v1/tasks/" + task.UploadTaskID(m.ID),
 		SpoolID: m.ID, Type: m.Type, Key: m.Key(), Size: m.Size, SHA256: m.SHA256}

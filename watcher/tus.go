@@ -7,10 +7,11 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/tus/tusd/v2/pkg/filelocker"
-	"github.com/tus/tusd/v2/pkg/filestore"
 	tusd "github.com/tus/tusd/v2/pkg/handler"
 	expslog "golang.org/x/exp/slog"
 
@@ -37,11 +38,9 @@ func (in *Intake) registerTus(s *api.Server) error {
 	if err := os.MkdirAll(in.cfg.TusDir, 0o750); err != nil {
 		return fmt.Errorf("intake: %w", err)
 	}
-	store := filestore.New(in.cfg.TusDir)
-	locker := filelocker.New(in.cfg.TusDir)
+	store := newTusStore(in.cfg.TusDir)
 	composer := tusd.NewStoreComposer()
-	store.UseIn(composer)
-	locker.UseIn(composer)
+	store.useIn(composer)
 	h, err := tusd.NewHandler(tusd.Config{
 		BasePath:             tusBase,
 		StoreComposer:        composer,
@@ -58,15 +57,69 @@ func (in *Intake) registerTus(s *api.Server) error {
 	if err != nil {
 		return fmt.Errorf("intake: tus: %w", err)
 	}
-	handler := http.StripPrefix("/v1/uploads", h)
-	for _, m := range []string{http.MethodPost} {
-		s.Handle(m, tusBase, api.ScopeIngest, handler, api.Streaming())
-	}
+	in.tus = store
+	handler := in.tusGuard(http.StripPrefix("/v1/uploads", h))
+	s.Handle(http.MethodPost, tusBase+"{$}", api.ScopeIngest, handler, api.Streaming())
 	for _, m := range []string{http.MethodHead, http.MethodPatch, http.MethodDelete} {
 		s.Handle(m, tusBase+"{id}", api.ScopeIngest, handler, api.Streaming())
 	}
 	s.Handle(http.MethodOptions, tusBase, api.ScopePublic, handler) // CORS preflight and protocol discovery
 	return nil
+}
+
+// tusGuard checks what tusd would take on trust, before it sees the
+// request: the upload ID in the path must be exactly the form the store
+// creates (tusd joins the decoded ID to its folder, so "..%2F" would reach
+// outside it), a method override (which tusd honours on any POST) is
+// refused, and bodies take an upload slot and must keep a minimum rate.
+func (in *Intake) tusGuard(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-HTTP-Method-Override") != "" {
+			api.WriteError(w, http.StatusBadRequest, "method_override",
+				"X-HTTP-Method-Override is not accepted: send PATCH, HEAD or DELETE as the real method")
+			return
+		}
+		id := strings.TrimPrefix(r.URL.Path, tusBase)
+		switch {
+		case id == "" && (r.Method == http.MethodPost || r.Method == http.MethodOptions):
+		case id != "" && validTusID(id):
+		default:
+			api.WriteError(w, http.StatusNotFound, "not_found",
+				"no such upload: use the Location that creating the upload (POST "+tusBase+") answered")
+			return
+		}
+		if r.Method != http.MethodPost && r.Method != http.MethodPatch {
+			h.ServeHTTP(w, r)
+			return
+		}
+		declared := r.ContentLength
+		if n, err := strconv.ParseInt(r.Header.Get("Upload-Length"), 10, 64); err == nil && r.Method == http.MethodPost {
+			declared = n // the whole file is promised at creation
+		}
+		release, err := in.takeSlot()
+		if err == nil {
+			err = in.checkFreeSpace(declared)
+			if err != nil {
+				release()
+			}
+		}
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		defer release()
+		rc := http.NewResponseController(w)
+		body := &bodyReader{ReadCloser: r.Body, rc: rc, rate: in.newRateCheck(), tooSlow: func(msg string) error {
+			return tusd.NewError("ERR_TOO_SLOW", msg, http.StatusRequestTimeout)
+		}}
+		r.Body = body
+		h.ServeHTTP(w, r)
+		if body.stopped {
+			// tusd moved the deadline on after the last read; end the
+			// connection's reading so the trickle is not drained.
+			rc.SetReadDeadline(time.Now())
+		}
+	})
 }
 
 // tusInput reads dab's fields from tus Upload-Metadata.
@@ -94,7 +147,7 @@ func tusReject(err error) error {
 	if errors.As(err, &he) {
 		return tusd.NewError("ERR_"+he.code, he.message, he.status)
 	}
-	return tusd.NewError("ERR_INTERNAL", err.Error(), http.StatusInternalServerError)
+	return tusd.NewError("ERR_INTERNAL", "the server could not take the upload; the server log has the details", http.StatusInternalServerError)
 }
 
 // tusCreate refuses a bad type or name before any byte is sent.
@@ -114,18 +167,18 @@ func (in *Intake) tusFinish(ev tusd.HookEvent) (tusd.HTTPResponse, error) {
 	if err != nil {
 		return tusd.HTTPResponse{}, tusReject(err)
 	}
-	dataPath := ev.Upload.Storage["Path"]
+	// The path comes from the ID (which the store checked), not from what
+	// the upload's .info says.
+	dataPath := in.tus.dataPath(ev.Upload.ID)
 	st, err := os.Stat(dataPath)
 	if err != nil {
-		return tusd.HTTPResponse{}, tusReject(fmt.Errorf("finished upload %s not found: %w", ev.Upload.ID, err))
+		return tusd.HTTPResponse{}, tusReject(in.serverError("tus_finish", err))
 	}
 	m, err := in.spool.Claim(dataPath, input, spool.FileState{Size: st.Size(), ModTime: st.ModTime()})
 	if err != nil {
-		return tusd.HTTPResponse{}, tusReject(err)
+		return tusd.HTTPResponse{}, tusReject(in.serverError("tus_claim", err))
 	}
-	if info := ev.Upload.Storage["InfoPath"]; info != "" {
-		os.Remove(info)
-	}
+	os.Remove(in.tus.infoPath(ev.Upload.ID))
 	t, err := task.NewUpload(task.UploadPayload{SpoolID: m.ID, Type: m.Type, Key: m.Key()}, asynq.Queue(in.cfg.Queue))
 	if err == nil {
 		_, err = in.queue.EnqueueContext(context.WithoutCancel(ev.Context), t)

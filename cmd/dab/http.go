@@ -66,11 +66,13 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 	})
 	intake, err := watcher.NewIntake(watcher.IntakeConfig{
 		Types: builtin.Registry().Types(), MaxBytes: a.cfg.MaxUploadBytes, MaxConcurrent: a.cfg.MaxConcurrentUploads,
-		TusDir: filepath.Join(a.cfg.DataDir, "tus"), Logger: a.log, Queue: a.uploadQueue(),
+		MinRate: a.cfg.MinUploadRate, MinFreeBytes: a.cfg.MinFreeBytes,
+		TusDir: filepath.Join(a.cfg.DataDir, "tus"), TusExpiry: a.cfg.TusExpiry, Logger: a.log, Queue: a.uploadQueue(),
 	}, sp, a.asynqClient(rdb), idem.New(rdb, a.cfg.KeyPrefix))
 	if err != nil {
 		return nil, err
 	}
+	checks["spool_disk"] = intake.CheckDisk
 	if err := intake.Register(srv); err != nil {
 		return nil, err
 	}
@@ -114,6 +116,7 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 	}
 	a.httpURL = "http://" + ln.Addr().String()
 	return func(ctx context.Context) error {
+		go intake.ExpireTus(ctx)
 		return api.Serve(ctx, ln, srv.Handler(), a.cfg.ShutdownTimeout, a.log)
 	}, nil
 }

@@ -1,0 +1,140 @@
+package watcher
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dab-assets/dab/internal/spool"
+)
+
+// slowBody sends one byte every gap until stop is closed.
+func slowBody(gap time.Duration, stop <-chan struct{}) io.Reader {
+	pr, pw := io.Pipe()
+	go func() {
+		defer pw.Close()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(gap):
+			}
+			if _, err := pw.Write([]byte("x")); err != nil {
+				return
+			}
+		}
+	}()
+	return pr
+}
+
+// TestTricklingUploadsLoseTheirSlot: a client that sends a byte now and
+// then is stopped once a window falls below the minimum rate (408), nothing
+// of it is kept and its slot is free again; a steady upload goes through.
+func TestTricklingUploadsLoseTheirSlot(t *testing.T) {
+	t.Parallel()
+	h := setupHTTP(t, IntakeConfig{MaxConcurrent: 1, MinRate: 1000, MinRateWindow: 400 * time.Millisecond})
+	stop := make(chan struct{})
+	defer close(stop)
+	start := time.Now()
+	a := h.do(t, "PUT", "/v1/assets/generic/trickle.bin", testIngest, slowBody(100*time.Millisecond, stop), nil)
+	if a.status != http.StatusRequestTimeout || a.errCode() != "too_slow" || !strings.Contains(string(a.body), "DAB_MIN_UPLOAD_RATE") {
+		t.Fatalf("trickling PUT: %d %s", a.status, a.body)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("the trickling upload held its slot for %s", took)
+	}
+	spoolEmpty(t, h.spool)
+	if len(h.intake.slots) != 0 {
+		t.Fatal("the slot was not given back")
+	}
+	// tus: the PATCH is stopped the same way; what arrived is kept for a resume.
+	id := h.createTus(t, "trickle.bin", 1000)
+	start = time.Now()
+	a = h.tusRequest(t, "PATCH", tusBase+id, slowBody(100*time.Millisecond, stop), map[string]string{"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+	if a.status != http.StatusRequestTimeout || !strings.Contains(string(a.body), "DAB_MIN_UPLOAD_RATE") {
+		t.Fatalf("trickling PATCH: %d %s", a.status, a.body)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("the trickling PATCH held its connection for %s", took)
+	}
+	if len(h.intake.slots) != 0 {
+		t.Fatal("the tus slot was not given back")
+	}
+	if a := h.do(t, "PUT", "/v1/assets/generic/steady.bin", testIngest, strings.NewReader(strings.Repeat("s", 256<<10)), nil); a.status != http.StatusAccepted {
+		t.Fatalf("steady PUT: %d %s", a.status, a.body)
+	}
+}
+
+// mountTmpfs mounts a tmpfs of size bytes for the test: a disk that can
+// really fill up.
+func mountTmpfs(t *testing.T, size int) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("filling a real disk needs a small tmpfs, which only root can mount (CI runs as root)")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+itoa(size), "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount a %d-byte tmpfs on %s: %v %s", size, dir, err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	return dir
+}
+
+// TestFullDisk: uploads into a spool whose disk fills up are answered 507
+// (with Retry-After, without the server's paths) and leave nothing behind
+// but a resumable upload's received bytes; the free-space floor refuses
+// them up front and makes the readiness check fail.
+func TestFullDisk(t *testing.T) {
+	t.Parallel()
+	disk := mountTmpfs(t, 1<<20)
+	sp, err := spool.Open(filepath.Join(disk, "spool"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	useDisk := func(b *bundle) { b.spool = sp }
+	h := setupHTTP(t, IntakeConfig{TusDir: filepath.Join(disk, "tus")}, useDisk)
+	noPath := func(what string, a answer) {
+		t.Helper()
+		if a.status != http.StatusInsufficientStorage || a.header.Get("Retry-After") == "" ||
+			!strings.Contains(string(a.body), "disk is full") || strings.Contains(string(a.body), disk) {
+			t.Fatalf("%s on a full disk: %d %v %s", what, a.status, a.header, a.body)
+		}
+	}
+	big := strings.Repeat("b", 2<<20)
+	// Chunked, so the size is unknown until the disk runs out.
+	noPath("PUT", h.do(t, "PUT", "/v1/assets/generic/big.bin", testIngest, io.MultiReader(strings.NewReader(big)), map[string]string{"Transfer-Encoding": "chunked"}))
+	spoolEmpty(t, h.spool)
+
+	id := h.createTus(t, "big.bin", len(big))
+	noPath("tus PATCH", h.tusRequest(t, "PATCH", tusBase+id, strings.NewReader(big), map[string]string{"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}))
+	if a := h.tusRequest(t, "HEAD", tusBase+id, nil, nil); a.status != 200 || a.header.Get("Upload-Offset") == "0" {
+		t.Fatalf("the received part was not kept for a resume: %d %v", a.status, a.header)
+	}
+	if a := h.tusRequest(t, "DELETE", tusBase+id, nil, nil); a.status != 204 {
+		t.Fatalf("DELETE: %d %s", a.status, a.body)
+	}
+
+	// With a floor of 768 KiB on this 1 MiB disk, 300 KiB declared is
+	// refused before a byte is written, and the disk is reported not ready.
+	floor := setupHTTP(t, IntakeConfig{TusDir: filepath.Join(disk, "tus"), MinFreeBytes: 768 << 10}, useDisk)
+	noPath("PUT under the floor", floor.do(t, "PUT", "/v1/assets/generic/mid.bin", testIngest, strings.NewReader(strings.Repeat("m", 300<<10)), nil))
+	noPath("tus POST under the floor", floor.tusRequest(t, "POST", tusBase, nil, map[string]string{"Upload-Length": itoa(300 << 10), "Upload-Metadata": "filename " + b64("mid.bin")}))
+	if a := floor.do(t, "PUT", "/v1/assets/generic/small.bin", testIngest, strings.NewReader("small"), nil); a.status != http.StatusAccepted {
+		t.Fatalf("a small file above the floor: %d %s", a.status, a.body)
+	}
+	if err := floor.intake.CheckDisk(context.Background()); err != nil {
+		t.Fatalf("CheckDisk with room above the floor: %v", err)
+	}
+	fill, _ := os.Create(filepath.Join(disk, "filler"))
+	io.Copy(fill, strings.NewReader(strings.Repeat("f", 400<<10)))
+	fill.Close()
+	if err := floor.intake.CheckDisk(context.Background()); err == nil || !strings.Contains(err.Error(), "DAB_MIN_FREE_BYTES") {
+		t.Fatalf("CheckDisk below the floor: %v", err)
+	}
+}
