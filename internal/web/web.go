@@ -453,7 +453,11 @@ func (c *Console) grant(w http.ResponseWriter, r *http.Request) {
 		_, err = c.d.Ledger.Grant(r.Context(), r.PostForm.Get("key"), id, n)
 	}
 	if err != nil {
-		c.render(w, r, http.StatusBadRequest, "message", "Grant refused", nil, err.Error())
+		status := http.StatusBadRequest
+		if errors.Is(err, ledger.ErrIssuanceLimit) {
+			status = http.StatusUnprocessableEntity
+		}
+		c.render(w, r, status, "message", "Grant refused", nil, err.Error())
 		return
 	}
 	http.Redirect(w, r, "/accounts?id="+url.QueryEscape(id)+"&flash="+url.QueryEscape(fmt.Sprintf("granted %d credits", n)), http.StatusSeeOther)
