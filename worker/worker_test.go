@@ -355,3 +355,39 @@ func TestRedisRestartLosesNothing(t *testing.T) {
 		t.Fatalf("%d records after restart, want 2", n)
 	}
 }
+
+// TestGrownSpoolEntryFailsWhole: a spool file that grew after its claim
+// (a writer dab could not see) is not uploaded cut short: the task is
+// archived at once and the whole file waits in the failed folder.
+func TestGrownSpoolEntryFailsWhole(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	data := randomBytes(1000, 3)
+	m, err := b.spool.Put(bytes.NewReader(data), spool.Input{Type: "generic", Path: "grew.bin", Source: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(b.spool.DataPath(m.ID), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	more := randomBytes(500, 4)
+	f.Write(more)
+	f.Close()
+	tk, _ := task.NewUpload(task.UploadPayload{SpoolID: m.ID, Type: m.Type, Key: m.Key()})
+	if _, err := b.client.Enqueue(tk); err != nil {
+		t.Fatal(err)
+	}
+	b.startWorker(t, b.s3.Config())
+	info := b.waitState(t, task.UploadTaskID(m.ID), asynq.TaskStateArchived)
+	if info.Retried != 0 {
+		t.Fatalf("archived after %d retries with %q", info.Retried, info.LastErr)
+	}
+	kept := filepath.Join(b.failed, "generic", "grew.bin")
+	if got, err := os.ReadFile(kept); err != nil || !bytes.Equal(got, append(data, more...)) {
+		t.Fatalf("the whole file is not in the failed folder: %d bytes, %v", len(got), err)
+	}
+	if note, err := os.ReadFile(kept + ".error.json"); err != nil || !strings.Contains(string(note), "SpoolChanged") {
+		t.Fatalf("error note = %s, %v", note, err)
+	}
+}
