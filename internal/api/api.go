@@ -23,6 +23,9 @@ const (
 	ScopeRead     = "read"
 	ScopePurchase = "purchase"
 	ScopeAdmin    = "admin"
+	// ScopeBroker is for other systems that act for their users: it may
+	// buy for any buyer it names.
+	ScopeBroker = "broker"
 	// ScopePublic marks routes that need no token (health, the API document).
 	ScopePublic = ""
 )

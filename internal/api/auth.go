@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -15,7 +16,7 @@ import (
 	"sync"
 )
 
-var knownScopes = map[string]bool{ScopeIngest: true, ScopeRead: true, ScopePurchase: true, ScopeAdmin: true}
+var knownScopes = map[string]bool{ScopeIngest: true, ScopeRead: true, ScopePurchase: true, ScopeBroker: true, ScopeAdmin: true}
 
 // Tokens holds the accepted bearer tokens and their scopes. Tokens are kept
 // as SHA-256 digests and compared in constant time. The throttle on failed
@@ -154,6 +155,10 @@ type ctxKey struct{}
 type Caller struct {
 	Name   string
 	Scopes map[string]bool
+	// Account is the account a bound token ("scope@account token") acts
+	// as, and only as; empty for unbound tokens (admin, broker, ingest,
+	// read).
+	Account string
 	// Session is true for a console login (cookie) rather than a bearer token.
 	Session bool
 	// token is the SHA-256 of the token the caller proved (zero in
@@ -166,6 +171,41 @@ type Caller struct {
 func CallerOf(ctx context.Context) (Caller, bool) {
 	c, ok := ctx.Value(ctxKey{}).(Caller)
 	return c, ok
+}
+
+// Errors of the market rules callers branch on.
+var (
+	// ErrWrongBuyer: a bound token named a buyer other than its account.
+	ErrWrongBuyer = errors.New("wrong_buyer")
+	// ErrBuyerRequired: an unbound token (broker, admin) named no buyer.
+	ErrBuyerRequired = errors.New("buyer_required")
+	// ErrNotPermitted: the caller may not act for any buyer.
+	ErrNotPermitted = errors.New("not_permitted")
+)
+
+// Buyer says for whom a purchase by this caller is made. A bound token
+// buys as its account only (requested may be empty or must be that
+// account); a broker or admin must name the buyer; anyone else may not buy.
+func (c Caller) Buyer(requested string) (string, error) {
+	switch {
+	case c.Account != "":
+		if requested != "" && requested != c.Account {
+			return "", fmt.Errorf("%w: this token buys as %q only; leave buyer_id out or use a broker token to buy for others", ErrWrongBuyer, c.Account)
+		}
+		return c.Account, nil
+	case c.Scopes[ScopeAdmin] || c.Scopes[ScopeBroker]:
+		if requested == "" {
+			return "", fmt.Errorf("%w: name the buyer_id this purchase is for", ErrBuyerRequired)
+		}
+		return requested, nil
+	}
+	return "", fmt.Errorf("%w: buying needs a token bound to an account (purchase@alice) or a broker token", ErrNotPermitted)
+}
+
+// ActsFor reports whether the caller may act as account: admin always, a
+// bound token for its own account only.
+func (c Caller) ActsFor(account string) bool {
+	return c.Scopes[ScopeAdmin] || (c.Account != "" && c.Account == account)
 }
 
 // Has reports whether the caller may act in scope; a scope "a,b" is
