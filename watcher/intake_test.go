@@ -36,7 +36,8 @@ const (
 	testAdmin  = "admin-token-for-tests-0001"
 	testReader = "read-token-for-tests-00001"
 	testIngest = "ingest-token-for-tests-001"
-	testBuyer  = "purchase-token-for-tests1"
+	testBuyer  = "purchase-token-for-tests1" // bound to account zed
+	testBroker = "broker-token-for-tests-01"
 )
 
 // httpBundle is a full API server (queries + intake) on real Redis and S3.
@@ -60,7 +61,7 @@ func setupHTTP(t *testing.T, cfg IntakeConfig, opts ...func(*bundle)) *httpBundl
 	s3 := harness.StartS3(t)
 	rdb := harness.RedisClient(t, b.redis)
 	file := filepath.Join(t.TempDir(), "tokens")
-	os.WriteFile(file, []byte("read "+testReader+"\ningest "+testIngest+"\npurchase "+testBuyer+"\n"), 0o600)
+	os.WriteFile(file, []byte("read "+testReader+"\ningest "+testIngest+"\npurchase@zed "+testBuyer+"\nbroker "+testBroker+"\n"), 0o600)
 	tokens, err := api.LoadTokens(testAdmin, file)
 	if err != nil {
 		t.Fatal(err)

@@ -85,7 +85,7 @@ func TestSecurityConsoleSessionEndsWithToken(t *testing.T) {
 		reduced = "console-reduced-token-0123"
 	)
 	tokens := filepath.Join(t.TempDir(), "tokens")
-	os.WriteFile(tokens, []byte("read "+revoked+"\nread,purchase "+reduced+"\n"), 0o600)
+	os.WriteFile(tokens, []byte("read "+revoked+"\nread,purchase@reduced "+reduced+"\n"), 0o600)
 	e.env = append(e.env, "DAB_TOKENS_FILE="+tokens)
 	p := e.start(nil, "serve")
 	p.waitLog(t, "http.listening", 30*time.Second)

@@ -30,7 +30,7 @@ const (
 func testServer(t *testing.T, open bool) *httptest.Server {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "tokens")
-	os.WriteFile(file, []byte("# comment\nread "+readTok+"\n\ningest,purchase "+ingTok+"\n"), 0o600)
+	os.WriteFile(file, []byte("# comment\nread "+readTok+"\n\ningest,purchase@ing "+ingTok+"\n"), 0o600)
 	tokens, err := LoadTokens(adminTok, file)
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +42,7 @@ func testServer(t *testing.T, open bool) *httptest.Server {
 	for _, scope := range []string{ScopeRead, ScopeIngest, ScopePurchase, ScopeAdmin} {
 		s.HandleFunc(http.MethodGet, "/t/"+scope, scope, func(w http.ResponseWriter, r *http.Request) {
 			c, _ := CallerOf(r.Context())
-			WriteJSON(w, http.StatusOK, map[string]string{"caller": c.Name})
+			WriteJSON(w, http.StatusOK, map[string]string{"caller": c.Name, "account": c.Account})
 		})
 	}
 	s.HandleFunc(http.MethodGet, "/public", ScopePublic, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
@@ -129,7 +129,7 @@ func TestLoadTokensErrors(t *testing.T) {
 		admin, content, want string
 	}{
 		{"short", "", "at least 16 characters"},
-		{"", "read", `want "scope[,scope] token"`},
+		{"", "read", `want "scope[,scope][@account] token"`},
 		{"", "root " + readTok, `unknown scope "root"`},
 		{"", "read short", "line 1: a token must have"},
 	}
@@ -213,7 +213,7 @@ func authServer(t *testing.T, rdb *redis.Client, prefix, file string) *Server {
 	for _, scope := range []string{ScopeRead, ScopePurchase} {
 		s.HandleFunc(http.MethodGet, "/t/"+scope, scope, func(w http.ResponseWriter, r *http.Request) {
 			c, _ := CallerOf(r.Context())
-			WriteJSON(w, http.StatusOK, map[string]string{"caller": c.Name})
+			WriteJSON(w, http.StatusOK, map[string]string{"caller": c.Name, "account": c.Account})
 		})
 	}
 	return s
@@ -267,7 +267,7 @@ func TestSessionEndsWithItsToken(t *testing.T) {
 		prefix = "t:"
 	)
 	file := filepath.Join(t.TempDir(), "tokens")
-	os.WriteFile(file, []byte("read,purchase "+tokA+"\nread "+tokB+"\nread "+tokC+"\n"), 0o600)
+	os.WriteFile(file, []byte("read,purchase@alice "+tokA+"\nread "+tokB+"\nread "+tokC+"\n"), 0o600)
 	before := authServer(t, rdb, prefix, file)
 	ids := map[string]string{"A": sessionLogin(t, before, tokA), "B": sessionLogin(t, before, tokB), "C": sessionLogin(t, before, tokC)}
 	for who, id := range ids {

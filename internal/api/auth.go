@@ -14,6 +14,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/dab-assets/dab/internal/ledger"
 )
 
 var knownScopes = map[string]bool{ScopeIngest: true, ScopeRead: true, ScopePurchase: true, ScopeBroker: true, ScopeAdmin: true}
@@ -34,19 +36,22 @@ type Tokens struct {
 type tokenEntry struct {
 	digest [32]byte
 	scopes map[string]bool
-	name   string // for logs: "admin" or "tokens file line N"
+	// account is the one account a bound token acts as ("" unbound).
+	account string
+	name    string // for logs: "admin" or "tokens file line N"
 }
 
 // LoadTokens builds the token set from the admin token (may be empty) and a
-// tokens file (may be empty): one "scope[,scope] token" per line, '#' starts
-// a comment.
+// tokens file (may be empty): one "scope[,scope][@account] token" per line,
+// '#' starts a comment. A token bound to an account ("read,purchase@alice")
+// acts as that account only.
 func LoadTokens(adminToken, file string) (*Tokens, error) {
 	t := &Tokens{}
 	if adminToken != "" {
 		if err := checkToken(adminToken); err != nil {
 			return nil, fmt.Errorf("DAB_ADMIN_TOKEN: %w", err)
 		}
-		t.add(adminToken, []string{ScopeAdmin}, "admin token")
+		t.add(adminToken, []string{ScopeAdmin}, "", "admin token")
 	}
 	if file == "" {
 		return t, nil
@@ -64,23 +69,57 @@ func LoadTokens(adminToken, file string) (*Tokens, error) {
 		}
 		fields := strings.Fields(line)
 		if len(fields) != 2 {
-			return nil, fmt.Errorf("DAB_TOKENS_FILE %s line %d: want \"scope[,scope] token\"", file, n)
+			return nil, fmt.Errorf("DAB_TOKENS_FILE %s line %d: want \"scope[,scope][@account] token\"", file, n)
 		}
-		scopes := strings.Split(fields[0], ",")
-		for _, s := range scopes {
-			if !knownScopes[s] {
-				return nil, fmt.Errorf("DAB_TOKENS_FILE %s line %d: unknown scope %q (use ingest, read, purchase, admin)", file, n, s)
-			}
+		scopes, account, err := parseGrant(fields[0])
+		if err != nil {
+			return nil, fmt.Errorf("DAB_TOKENS_FILE %s line %d: %w", file, n, err)
 		}
 		if err := checkToken(fields[1]); err != nil {
 			return nil, fmt.Errorf("DAB_TOKENS_FILE %s line %d: %w", file, n, err)
 		}
-		t.add(fields[1], scopes, fmt.Sprintf("tokens file line %d", n))
+		t.add(fields[1], scopes, account, fmt.Sprintf("tokens file line %d", n))
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("DAB_TOKENS_FILE: %w", err)
 	}
 	return t, nil
+}
+
+// parseGrant reads the "scope[,scope][@account]" part of a tokens file
+// line. Buying spends an account's credits, so a purchase token must be
+// bound to the account it spends for; a system that buys for its users
+// is a broker.
+func parseGrant(grant string) ([]string, string, error) {
+	list, account, bound := strings.Cut(grant, "@")
+	if bound {
+		if err := checkAccount(account); err != nil {
+			return nil, "", err
+		}
+	}
+	scopes := strings.Split(list, ",")
+	for _, s := range scopes {
+		if !knownScopes[s] {
+			return nil, "", fmt.Errorf("unknown scope %q (use ingest, read, purchase, broker, admin)", s)
+		}
+		switch {
+		case bound && (s == ScopeAdmin || s == ScopeBroker):
+			return nil, "", fmt.Errorf("scope %s acts for every account and cannot be bound to %q: drop \"@%s\" or the scope", s, account, account)
+		case !bound && s == ScopePurchase:
+			return nil, "", fmt.Errorf("a purchase token spends an account's credits, so it must be bound to that account (%s@alice TOKEN); a system that buys for its users needs the broker scope instead (broker TOKEN)", list)
+		}
+	}
+	return scopes, account, nil
+}
+
+// checkAccount checks an account name in a tokens file with the ledger's
+// own rule, so a token can never be bound to an account the ledger would
+// refuse.
+func checkAccount(account string) error {
+	if err := ledger.CheckAccount(account); err != nil {
+		return fmt.Errorf("bound account: %w", err)
+	}
+	return nil
 }
 
 func checkToken(tok string) error {
@@ -90,8 +129,8 @@ func checkToken(tok string) error {
 	return nil
 }
 
-func (t *Tokens) add(tok string, scopes []string, name string) {
-	e := tokenEntry{digest: sha256.Sum256([]byte(tok)), scopes: map[string]bool{}, name: name}
+func (t *Tokens) add(tok string, scopes []string, account, name string) {
+	e := tokenEntry{digest: sha256.Sum256([]byte(tok)), scopes: map[string]bool{}, account: account, name: name}
 	for _, s := range scopes {
 		e.scopes[s] = true
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -46,6 +47,8 @@ const (
 	sessionScopes = "scopes"
 	// sessionToken is the hex SHA-256 of the token that logged in.
 	sessionToken = "token_sha256"
+	// sessionAccount is the account the token was bound to at login.
+	sessionAccount = "account"
 )
 
 // Create starts a session for c and returns its ID.
@@ -59,7 +62,7 @@ func (s *Sessions) Create(ctx context.Context, c Caller) (string, error) {
 	}
 	key := s.prefix + id
 	pipe := s.rdb.TxPipeline()
-	pipe.HSet(ctx, key, sessionName, c.Name, sessionScopes, scopeList(c.Scopes), sessionToken, digest)
+	pipe.HSet(ctx, key, sessionName, c.Name, sessionScopes, scopeList(c.Scopes), sessionToken, digest, sessionAccount, c.Account)
 	pipe.Expire(ctx, key, s.TTL)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return "", fmt.Errorf("session: %w", err)
@@ -77,7 +80,7 @@ func (s *Sessions) Get(ctx context.Context, id string) (Caller, bool) {
 	if err != nil || len(m) == 0 {
 		return Caller{}, false
 	}
-	c := Caller{Name: m[sessionName], Scopes: map[string]bool{}, Session: true}
+	c := Caller{Name: m[sessionName], Scopes: map[string]bool{}, Account: m[sessionAccount], Session: true}
 	for _, sc := range strings.Split(m[sessionScopes], ",") {
 		if sc != "" {
 			c.Scopes[sc] = true
@@ -135,7 +138,7 @@ func (s *Server) check(token string) (Caller, error) {
 	if !ok {
 		return Caller{}, ErrInvalidToken
 	}
-	return Caller{Name: e.name, Scopes: e.scopes, token: e.digest}, nil
+	return Caller{Name: e.name, Scopes: e.scopes, Account: e.account, token: e.digest}, nil
 }
 
 // caller finds who made a request: bearer token first, then session
@@ -187,13 +190,15 @@ func (s *Server) sessionCaller(ctx context.Context, id string) (Caller, bool) {
 		reason = "its token is no longer configured"
 	case scopeList(cur.scopes) != scopeList(stored.Scopes):
 		reason = "its token's scopes changed from " + scopeList(stored.Scopes) + " to " + scopeList(cur.scopes)
+	case cur.account != stored.Account:
+		reason = "its token is now bound to account " + strconv.Quote(cur.account) + ", not " + strconv.Quote(stored.Account)
 	}
 	if reason != "" {
 		s.sessions.Delete(ctx, id)
 		s.log.Info("session.ended", "caller", stored.Name, "reason", reason)
 		return Caller{}, false
 	}
-	return Caller{Name: cur.name, Scopes: cur.scopes, Session: true, token: stored.token}, true
+	return Caller{Name: cur.name, Scopes: cur.scopes, Account: cur.account, Session: true, token: stored.token}, true
 }
 
 // Optional passes a request on with its caller in the context when it has

@@ -214,7 +214,7 @@ func Settings() []Setting {
 			Usage: "bearer token with every scope (at least 16 characters)",
 			get:   func(c *Config) string { return c.AdminToken }, set: func(c *Config, v string) error { c.AdminToken = v; return nil }},
 		{Env: "DAB_TOKENS_FILE", Flag: "tokens-file", Default: "",
-			Usage: "file of further tokens, one \"scope[,scope] token\" per line (scopes: ingest, read, purchase, admin)",
+			Usage: "file of further tokens, one \"scope[,scope][@account] token\" per line (scopes: ingest, read, purchase (bound to an account), broker, admin)",
 			get:   func(c *Config) string { return c.TokensFile }, set: func(c *Config, v string) error { c.TokensFile = v; return nil }},
 		{Env: "DAB_INSECURE", Flag: "insecure", Default: "false",
 			Usage: "allow a non-loopback DAB_HTTP_ADDR without any token (warned at every start)",
