@@ -13,6 +13,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -67,6 +68,10 @@ type Intake struct {
 	slots chan struct{}
 	log   *slog.Logger
 	tus   tusStore
+	// spaceMu guards reserved: the disk space promised to uploads in
+	// progress and not yet written (see space.go).
+	spaceMu  sync.Mutex
+	reserved int64
 }
 
 // NewIntake builds the intake.
@@ -153,15 +158,16 @@ func (in *Intake) begin(w http.ResponseWriter, r *http.Request, slack int64) (io
 		release()
 		return nil, nil, in.tooLarge()
 	}
-	if err := in.checkFreeSpace(r.ContentLength); err != nil {
+	space, err := in.reserve(r.ContentLength)
+	if err != nil {
 		release()
 		return nil, nil, err
 	}
 	rc := http.NewResponseController(w)
 	rc.SetWriteDeadline(time.Time{})
 	body := &bodyReader{ReadCloser: http.MaxBytesReader(w, r.Body, in.cfg.MaxBytes+slack), rc: rc, idle: in.cfg.IdleTimeout,
-		rate: in.newRateCheck(), tooSlow: func(msg string) error { return &httpError{http.StatusRequestTimeout, "too_slow", msg} }}
-	return body, release, nil
+		rate: in.newRateCheck(), space: space, fail: func(he *httpError) error { return he }}
+	return body, func() { space.release(); release() }, nil
 }
 
 // takeSlot reserves one of the MaxConcurrent upload slots; every intake
@@ -173,41 +179,6 @@ func (in *Intake) takeSlot() (func(), error) {
 	default:
 		return nil, &httpError{http.StatusServiceUnavailable, "busy", fmt.Sprintf("%d uploads are in progress, the most this server takes at once (DAB_MAX_CONCURRENT_UPLOADS): retry shortly", in.cfg.MaxConcurrent)}
 	}
-}
-
-// errNoSpace answers an upload that the spool's disk cannot take. It names
-// the cause without the server's paths.
-var errNoSpace = &httpError{http.StatusInsufficientStorage, "insufficient_storage",
-	"the server's upload disk is full: nothing was kept; retry later (operators: free space on the spool's disk, see /readyz)"}
-
-// checkFreeSpace refuses an upload of declared bytes (-1: unknown) that
-// would leave less than MinFreeBytes on the spool's disk.
-func (in *Intake) checkFreeSpace(declared int64) error {
-	if in.cfg.MinFreeBytes <= 0 {
-		return nil
-	}
-	free, err := in.spool.FreeBytes()
-	if err != nil {
-		return err
-	}
-	if free-max(declared, 0) < in.cfg.MinFreeBytes {
-		in.log.Warn("intake.disk_low", "free_bytes", free, "declared_bytes", declared, "min_free_bytes", in.cfg.MinFreeBytes)
-		return errNoSpace
-	}
-	return nil
-}
-
-// CheckDisk is a readiness check: it fails while the spool's disk has less
-// than MinFreeBytes free.
-func (in *Intake) CheckDisk(context.Context) error {
-	free, err := in.spool.FreeBytes()
-	if err != nil {
-		return err
-	}
-	if free < in.cfg.MinFreeBytes {
-		return fmt.Errorf("%d bytes free on the spool's disk, below DAB_MIN_FREE_BYTES (%d): uploads are refused until space is freed", free, in.cfg.MinFreeBytes)
-	}
-	return nil
 }
 
 func (in *Intake) tooLarge() *httpError {

@@ -2,6 +2,7 @@ package watcher
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -136,5 +137,105 @@ func TestFullDisk(t *testing.T) {
 	fill.Close()
 	if err := floor.intake.CheckDisk(context.Background()); err == nil || !strings.Contains(err.Error(), "DAB_MIN_FREE_BYTES") {
 		t.Fatalf("CheckDisk below the floor: %v", err)
+	}
+}
+
+// TestSilentUploadsLoseTheirSlot: a client that sends nothing at all after
+// its headers is stopped when the rate window closes, not an idle minute
+// later, on PUT and tus PATCH alike.
+func TestSilentUploadsLoseTheirSlot(t *testing.T) {
+	t.Parallel()
+	h := setupHTTP(t, IntakeConfig{MaxConcurrent: 1, MinRate: 1000, MinRateWindow: 500 * time.Millisecond})
+	silent := func() io.Reader { pr, _ := io.Pipe(); return pr }
+	start := time.Now()
+	req, _ := http.NewRequest("PUT", h.srv.URL+"/v1/assets/generic/silent.bin", silent())
+	req.ContentLength = 1 << 20
+	req.Header.Set("Authorization", "Bearer "+testIngest)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(b), "DAB_MIN_UPLOAD_RATE") {
+		t.Fatalf("silent PUT: %d %s", resp.StatusCode, b)
+	}
+	id := h.createTus(t, "silent.bin", 1<<20)
+	a := h.tusRequest(t, "PATCH", tusBase+id, silent(), map[string]string{"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+	if a.status != http.StatusRequestTimeout || !strings.Contains(string(a.body), "DAB_MIN_UPLOAD_RATE") {
+		t.Fatalf("silent PATCH: %d %s", a.status, a.body)
+	}
+	if took := time.Since(start); took > 15*time.Second {
+		t.Fatalf("silent clients held the slot for %s", took)
+	}
+	if len(h.intake.slots) != 0 {
+		t.Fatal("the slot was not given back")
+	}
+}
+
+// TestFloorHoldsForEveryUpload: DAB_MIN_FREE_BYTES holds for bodies of
+// unknown size (chunked PUT, tus PATCH) and for uploads running at the same
+// time, not only for one declared size; and a disk that is full answers
+// every tus verb 507, an unreadable upload 404, never a 500 with a path.
+func TestFloorHoldsForEveryUpload(t *testing.T) {
+	t.Parallel()
+	disk := mountTmpfs(t, 8<<20)
+	sp, err := spool.Open(filepath.Join(disk, "spool"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := setupHTTP(t, IntakeConfig{TusDir: filepath.Join(disk, "tus"), MinFreeBytes: 4 << 20}, func(b *bundle) { b.spool = sp })
+	free := func() int64 { n, _ := sp.FreeBytes(); return n }
+	refused := func(what string, a answer) {
+		t.Helper()
+		if a.status != http.StatusInsufficientStorage || strings.Contains(string(a.body), disk) {
+			t.Fatalf("%s: %d %s", what, a.status, a.body)
+		}
+		if f := free(); f < 3<<20 {
+			t.Fatalf("%s: the disk went down to %d bytes free, under the floor", what, f)
+		}
+	}
+	big := strings.Repeat("c", 6<<20)
+	refused("chunked PUT past the floor", h.do(t, "PUT", "/v1/assets/generic/chunked.bin", testIngest, io.MultiReader(strings.NewReader(big)), map[string]string{"Transfer-Encoding": "chunked"}))
+	spoolEmpty(t, h.spool)
+
+	id := h.createTus(t, "t.bin", 3<<20)
+	other := h.createTus(t, "u.bin", 3<<20)
+	// A PATCH of unknown length: the rest of the file (3 MiB) is promised up front.
+	a := h.tusRequest(t, "PATCH", tusBase+id, io.MultiReader(strings.NewReader(big[:3<<20])), map[string]string{"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream", "Transfer-Encoding": "chunked"})
+	if a.status != 204 {
+		t.Fatalf("a PATCH that fits: %d %s", a.status, a.body)
+	}
+	refused("a second 3 MiB tus upload", h.tusRequest(t, "PATCH", tusBase+other, io.MultiReader(strings.NewReader(big[:3<<20])), map[string]string{"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream", "Transfer-Encoding": "chunked"}))
+
+	// Two declared uploads at once: their promises add up.
+	first, err := h.intake.reserve(256 << 10)
+	if err != nil {
+		t.Fatalf("first reservation: %v", err)
+	}
+	if _, err := h.intake.reserve(free() - h.intake.cfg.MinFreeBytes - (256 << 10) + 4096); !errors.Is(err, errNoSpace) {
+		t.Fatalf("a second reservation past the floor: %v", err)
+	}
+	first.release()
+	if h.intake.reserved != 0 {
+		t.Fatalf("%d bytes still promised after release", h.intake.reserved)
+	}
+
+	// Fill the disk to the last byte: every tus verb on an existing upload
+	// is 507 (tusd's lock file cannot be written), never a 500 with a path.
+	fill, _ := os.Create(filepath.Join(disk, "filler"))
+	io.Copy(fill, strings.NewReader(strings.Repeat("f", 16<<20)))
+	fill.Close()
+	for _, m := range []string{"HEAD", "PATCH", "DELETE"} {
+		a := h.tusRequest(t, m, tusBase+other, strings.NewReader("x"), map[string]string{"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+		if a.status != http.StatusInsufficientStorage || strings.Contains(string(a.body), disk) {
+			t.Errorf("%s on a full disk: %d %s", m, a.status, a.body)
+		}
+	}
+	os.Remove(filepath.Join(disk, "filler"))
+	// An upload whose .info cannot be read is not found, not a 500.
+	os.WriteFile(filepath.Join(disk, "tus", other+".info"), nil, 0o600)
+	if a := h.tusRequest(t, "HEAD", tusBase+other, nil, nil); a.status != 404 {
+		t.Fatalf("HEAD of an unreadable upload: %d %s", a.status, a.body)
 	}
 }

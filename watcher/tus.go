@@ -38,7 +38,7 @@ func (in *Intake) registerTus(s *api.Server) error {
 	if err := os.MkdirAll(in.cfg.TusDir, 0o750); err != nil {
 		return fmt.Errorf("intake: %w", err)
 	}
-	store := newTusStore(in.cfg.TusDir)
+	store := newTusStore(in.cfg.TusDir, in.log)
 	composer := tusd.NewStoreComposer()
 	store.useIn(composer)
 	h, err := tusd.NewHandler(tusd.Config{
@@ -92,26 +92,20 @@ func (in *Intake) tusGuard(h http.Handler) http.Handler {
 			h.ServeHTTP(w, r)
 			return
 		}
-		declared := r.ContentLength
-		if n, err := strconv.ParseInt(r.Header.Get("Upload-Length"), 10, 64); err == nil && r.Method == http.MethodPost {
-			declared = n // the whole file is promised at creation
-		}
 		release, err := in.takeSlot()
-		if err == nil {
-			err = in.checkFreeSpace(declared)
-			if err != nil {
-				release()
-			}
-		}
 		if err != nil {
 			writeErr(w, err)
 			return
 		}
 		defer release()
+		space, err := in.reserve(in.tusRemaining(r, id))
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		defer space.release()
 		rc := http.NewResponseController(w)
-		body := &bodyReader{ReadCloser: r.Body, rc: rc, rate: in.newRateCheck(), tooSlow: func(msg string) error {
-			return tusd.NewError("ERR_TOO_SLOW", msg, http.StatusRequestTimeout)
-		}}
+		body := &bodyReader{ReadCloser: r.Body, rc: rc, idle: in.cfg.IdleTimeout, rate: in.newRateCheck(), space: space, fail: tusError}
 		r.Body = body
 		h.ServeHTTP(w, r)
 		if body.stopped {
@@ -120,6 +114,46 @@ func (in *Intake) tusGuard(h http.Handler) http.Handler {
 			rc.SetReadDeadline(time.Now())
 		}
 	})
+}
+
+// tusRemaining is what a tus request will write: the whole file at
+// creation (Upload-Length), the rest of the file for a PATCH (the upload's
+// length less the offset it resumes from); -1 when unknown.
+func (in *Intake) tusRemaining(r *http.Request, id string) int64 {
+	if r.Method == http.MethodPost {
+		if n, err := strconv.ParseInt(r.Header.Get("Upload-Length"), 10, 64); err == nil {
+			return n
+		}
+		return -1
+	}
+	offset, err := strconv.ParseInt(r.Header.Get("Upload-Offset"), 10, 64)
+	if err != nil {
+		return -1
+	}
+	up, err := in.tus.GetUpload(r.Context(), id)
+	if err != nil {
+		return -1 // tusd answers for the missing upload
+	}
+	info, err := up.GetInfo(r.Context())
+	if err != nil || info.SizeIsDeferred {
+		return -1
+	}
+	return max(info.Size-offset, 0)
+}
+
+// tusError answers dab's error the way tusd answers, so tus clients read
+// it (and keep what arrived for a resume).
+func tusError(he *httpError) error {
+	e := tusd.NewError("ERR_"+strings.ToUpper(he.code), he.message, he.status)
+	switch he.status {
+	case http.StatusInsufficientStorage:
+		e.HTTPResponse.Header["Retry-After"] = "60"
+		e.Message = "the server's upload disk is full: the bytes it received are kept; resume the upload later (operators: free space on the spool's disk, see /readyz)"
+		e.HTTPResponse.Body = e.ErrorCode + ": " + e.Message + "\n"
+	case http.StatusServiceUnavailable:
+		e.HTTPResponse.Header["Retry-After"] = "2"
+	}
+	return e
 }
 
 // tusInput reads dab's fields from tus Upload-Metadata.
@@ -145,7 +179,7 @@ func (in *Intake) tusInput(md tusd.MetaData) (spool.Input, error) {
 func tusReject(err error) error {
 	var he *httpError
 	if errors.As(err, &he) {
-		return tusd.NewError("ERR_"+he.code, he.message, he.status)
+		return tusError(he)
 	}
 	return tusd.NewError("ERR_INTERNAL", "the server could not take the upload; the server log has the details", http.StatusInternalServerError)
 }

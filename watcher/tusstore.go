@@ -2,8 +2,12 @@ package watcher
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -42,14 +46,16 @@ func validTusID(id string) bool {
 // of the form validTusID accepts, never lets a hook choose where the bytes
 // go, and refuses an upload whose .info names any file but the one its ID
 // gives (tusd's file store would otherwise open whatever Storage["Path"]
-// says).
+// says). Its errors never carry the server's paths: a full disk is 507,
+// anything else a plain 500 with the detail in the log.
 type tusStore struct {
 	dir   string
 	inner filestore.FileStore
+	log   *slog.Logger
 }
 
-func newTusStore(dir string) tusStore {
-	return tusStore{dir: dir, inner: filestore.New(dir)}
+func newTusStore(dir string, log *slog.Logger) tusStore {
+	return tusStore{dir: dir, inner: filestore.New(dir), log: log}
 }
 
 // useIn registers the store for the tus features dab offers: create, write,
@@ -57,7 +63,7 @@ func newTusStore(dir string) tusStore {
 func (s tusStore) useIn(c *tusd.StoreComposer) {
 	c.UseCore(s)
 	c.UseTerminater(s)
-	c.UseLocker(tusLocker{inner: filelocker.New(s.dir)})
+	c.UseLocker(tusLocker{inner: filelocker.New(s.dir), store: s})
 }
 
 // dataPath is where the bytes of upload id live.
@@ -66,16 +72,37 @@ func (s tusStore) dataPath(id string) string { return filepath.Join(s.dir, id) }
 // infoPath is where tusd keeps the upload's description.
 func (s tusStore) infoPath(id string) string { return filepath.Join(s.dir, id+".info") }
 
+// answer turns a store error into what the client may see.
+func (s tusStore) answer(op string, err error) error {
+	var te tusd.Error
+	switch {
+	case err == nil || errors.As(err, &te):
+		return err
+	case spool.IsNoSpace(err):
+		return tusError(errNoSpace)
+	}
+	s.log.Error("intake.tus_failed", "op", op, "error", err.Error())
+	return tusd.NewError("ERR_INTERNAL", "the server could not handle the upload ("+op+"); the server log has the details", http.StatusInternalServerError)
+}
+
 func (s tusStore) NewUpload(ctx context.Context, info tusd.FileInfo) (tusd.Upload, error) {
 	if info.ID != "" && !validTusID(info.ID) {
-		return nil, fmt.Errorf("tus: refusing upload ID %q: not of the form the store creates", info.ID)
+		return nil, s.answer("create", fmt.Errorf("tus: refusing upload ID %q: not of the form the store creates", info.ID))
+	}
+	if info.ID == "" {
+		b := make([]byte, tusIDLen/2)
+		rand.Read(b)
+		info.ID = hex.EncodeToString(b)
 	}
 	info.Storage = nil // the store picks the path from the ID, never a hook
 	up, err := s.inner.NewUpload(ctx, info)
 	if err != nil {
-		return nil, tusDiskError(err)
+		// Leave nothing half-made (an empty .info would answer 500 forever).
+		os.Remove(s.dataPath(info.ID))
+		os.Remove(s.infoPath(info.ID))
+		return nil, s.answer("create", err)
 	}
-	return tusUpload{up}, nil
+	return tusUpload{Upload: up, store: s}, nil
 }
 
 func (s tusStore) GetUpload(ctx context.Context, id string) (tusd.Upload, error) {
@@ -84,57 +111,99 @@ func (s tusStore) GetUpload(ctx context.Context, id string) (tusd.Upload, error)
 	}
 	up, err := s.inner.GetUpload(ctx, id)
 	if err != nil {
-		return nil, err
+		var te tusd.Error
+		if !errors.As(err, &te) && !spool.IsNoSpace(err) {
+			// An unreadable .info (cut short by a crash or a full disk) is
+			// no upload the client can resume.
+			s.log.Warn("intake.tus_unreadable", "upload_id", id, "error", err.Error())
+			return nil, tusd.ErrNotFound
+		}
+		return nil, s.answer("read", err)
 	}
 	info, err := up.GetInfo(ctx)
 	if err != nil {
-		return nil, err
+		return nil, s.answer("read", err)
 	}
 	if info.ID != id || info.Storage[filestore.StorageKeyPath] != s.dataPath(id) ||
 		info.Storage[filestore.StorageKeyInfoPath] != s.infoPath(id) {
 		// A .info that points elsewhere was not written by this store.
+		s.log.Warn("intake.tus_foreign_info", "upload_id", id)
 		return nil, tusd.ErrNotFound
 	}
-	return tusUpload{up}, nil
+	return tusUpload{Upload: up, store: s}, nil
 }
 
 func (s tusStore) AsTerminatableUpload(up tusd.Upload) tusd.TerminatableUpload {
 	if u, ok := up.(tusUpload); ok {
-		up = u.Upload
+		return tusTerminator{inner: s.inner.AsTerminatableUpload(u.Upload), store: s}
 	}
-	return s.inner.AsTerminatableUpload(up)
+	return tusTerminator{inner: s.inner.AsTerminatableUpload(up), store: s}
 }
 
-// tusUpload answers a full disk as such: 507 without the server's paths
-// (the bytes that did arrive are kept, so the client can resume later).
-type tusUpload struct{ tusd.Upload }
+// tusUpload passes every error of the file store through answer.
+type tusUpload struct {
+	tusd.Upload
+	store tusStore
+}
 
 func (u tusUpload) WriteChunk(ctx context.Context, offset int64, src io.Reader) (int64, error) {
 	n, err := u.Upload.WriteChunk(ctx, offset, src)
-	return n, tusDiskError(err)
+	return n, u.store.answer("write", err)
 }
 
-func tusDiskError(err error) error {
-	if err == nil || !spool.IsNoSpace(err) {
-		return err
-	}
-	e := tusd.NewError("ERR_INSUFFICIENT_STORAGE",
-		"the server's upload disk is full: the bytes it received are kept; resume the upload later (operators: free space on the spool's disk, see /readyz)",
-		http.StatusInsufficientStorage)
-	e.HTTPResponse.Header["Retry-After"] = "60"
-	return e
+func (u tusUpload) GetInfo(ctx context.Context) (tusd.FileInfo, error) {
+	info, err := u.Upload.GetInfo(ctx)
+	return info, u.store.answer("read", err)
+}
+
+func (u tusUpload) GetReader(ctx context.Context) (io.ReadCloser, error) {
+	r, err := u.Upload.GetReader(ctx)
+	return r, u.store.answer("read", err)
+}
+
+func (u tusUpload) FinishUpload(ctx context.Context) error {
+	return u.store.answer("finish", u.Upload.FinishUpload(ctx))
+}
+
+type tusTerminator struct {
+	inner tusd.TerminatableUpload
+	store tusStore
+}
+
+func (t tusTerminator) Terminate(ctx context.Context) error {
+	return t.store.answer("delete", t.inner.Terminate(ctx))
 }
 
 // tusLocker is tusd's file locker, refusing IDs the store would not create
 // (its lock file is named after the ID).
-type tusLocker struct{ inner filelocker.FileLocker }
+type tusLocker struct {
+	inner filelocker.FileLocker
+	store tusStore
+}
 
 func (l tusLocker) NewLock(id string) (tusd.Lock, error) {
 	if !validTusID(id) {
 		return nil, tusd.ErrNotFound
 	}
-	return l.inner.NewLock(id)
+	lock, err := l.inner.NewLock(id)
+	if err != nil {
+		return nil, l.store.answer("lock", err)
+	}
+	return tusLock{inner: lock, store: l.store}, nil
 }
+
+// tusLock answers a lock file that cannot be written (a full disk) as the
+// store does.
+type tusLock struct {
+	inner tusd.Lock
+	store tusStore
+}
+
+func (l tusLock) Lock(ctx context.Context, requestRelease func()) error {
+	return l.store.answer("lock", l.inner.Lock(ctx, requestRelease))
+}
+
+func (l tusLock) Unlock() error { return l.inner.Unlock() }
 
 // ExpireTus removes abandoned resumable uploads (nothing received for
 // TusExpiry) until ctx ends, checking every tenth of TusExpiry (at most
@@ -187,7 +256,7 @@ func (in *Intake) expireTus(ctx context.Context, now time.Time) int {
 
 // removeTus deletes one upload under its lock (skipped when a request holds it).
 func (in *Intake) removeTus(ctx context.Context, id string) bool {
-	lock, err := tusLocker{inner: filelocker.New(in.tus.dir)}.NewLock(id)
+	lock, err := tusLocker{inner: filelocker.New(in.tus.dir), store: in.tus}.NewLock(id)
 	if err != nil {
 		return false
 	}

@@ -140,6 +140,9 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 // file itself must change (be renamed, or spooled again).
 var needsNewFile = map[string]bool{
 	"Conflict": true, "SpoolChanged": true, "RecordConflict": true, "EntityTooLarge": true, "KeyTooLongError": true,
+	// Stores on a file system (versitygw's posix backend) cannot hold both
+	// "a/b" and "a/b/c": the file needs another name.
+	"ObjectParentIsFile": true, "ExistingObjectIsDirectory": true,
 }
 
 // fail records a permanent failure and returns err so that the task is

@@ -391,3 +391,25 @@ func TestGrownSpoolEntryFailsWhole(t *testing.T) {
 		t.Fatalf("error note = %s, %v", note, err)
 	}
 }
+
+// TestKeyShapeClashGoesToFailedFolder: on a store that keeps objects as
+// files (versitygw posix), "a/b" and "a/b/child" cannot both exist; the
+// second file needs another name, so it waits in the failed folder with
+// the reason instead of staying in the spool for good.
+func TestKeyShapeClashGoesToFailedFolder(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.startWorker(t, b.s3.Config())
+	m1 := b.spoolBytes(t, "generic", "clash", randomBytes(10, 5))
+	b.waitState(t, task.UploadTaskID(m1.ID), asynq.TaskStateCompleted)
+	child := randomBytes(10, 6)
+	m2 := b.spoolBytes(t, "generic", "clash/child", child)
+	info := b.waitState(t, task.UploadTaskID(m2.ID), asynq.TaskStateArchived)
+	kept := filepath.Join(b.failed, "generic", "clash", "child")
+	if got, err := os.ReadFile(kept); err != nil || !bytes.Equal(got, child) {
+		t.Fatalf("the file is not in the failed folder (%q): %v", info.LastErr, err)
+	}
+	if _, err := b.spool.Get(m2.ID); err == nil {
+		t.Fatal("the entry is still in the spool")
+	}
+}

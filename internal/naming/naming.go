@@ -25,10 +25,15 @@ const MaxKeyBytes = 1024
 // MaxTypeLen bounds asset type names; they become the first folder of every key.
 const MaxTypeLen = 32
 
-// MaxSegmentBytes bounds each folder or file name in a path: the limit of
-// common file systems (NAME_MAX), which the spool's failed folder and every
-// tool that copies the bucket to disk must be able to hold.
+// MaxSegmentBytes bounds each folder name in a path: the limit of common
+// file systems (NAME_MAX), which the spool's failed folder and every tool
+// that copies the bucket to disk must be able to hold.
 const MaxSegmentBytes = 255
+
+// MaxFileNameBytes bounds the file name (the last segment): the failed
+// folder keeps "<name>.error.json" (written through a ".tmp") beside a file
+// it could not upload, and that name must fit NAME_MAX too.
+const MaxFileNameBytes = MaxSegmentBytes - len(".error.json.tmp")
 
 // ValidateType checks an asset type name: 1-32 characters, lower-case letters,
 // digits and '-', starting with a letter. Whether the type is registered is the
@@ -77,7 +82,12 @@ func CleanPath(p string) (string, error) {
 		}
 	}
 	p = norm.NFC.String(p)
-	for _, seg := range strings.Split(p, "/") {
+	segs := strings.Split(p, "/")
+	for i, seg := range segs {
+		limit := MaxSegmentBytes
+		if i == len(segs)-1 {
+			limit = MaxFileNameBytes
+		}
 		switch {
 		case seg == "":
 			return "", fmt.Errorf("%w: path %q has an empty folder name (\"//\" or a trailing '/')", ErrInvalid, p)
@@ -87,8 +97,8 @@ func CleanPath(p string) (string, error) {
 			return "", fmt.Errorf("%w: path %q contains the hidden name %q: rename it without the leading '.'", ErrInvalid, p, seg)
 		case strings.TrimSpace(seg) != seg:
 			return "", fmt.Errorf("%w: path %q has a name with leading or trailing spaces: rename it", ErrInvalid, p)
-		case len(seg) > MaxSegmentBytes:
-			return "", fmt.Errorf("%w: a name in path %q is %d bytes long, the most is %d: shorten it", ErrInvalid, p, len(seg), MaxSegmentBytes)
+		case len(seg) > limit:
+			return "", fmt.Errorf("%w: a name in path %q is %d bytes long, the most is %d: shorten it", ErrInvalid, p, len(seg), limit)
 		}
 	}
 	// path.Clean is a no-op on a path that passed the checks above; keep it
@@ -110,6 +120,8 @@ func badRune(r rune) string {
 		return "a control character"
 	case unicode.Is(unicode.Cf, r):
 		return "an invisible format character (bidi control, zero-width or BOM)"
+	case unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r) || unicode.Is(unicode.Variation_Selector, r):
+		return "an invisible character (a filler, joiner or variation selector)"
 	case r != ' ' && (unicode.Is(unicode.Zs, r) || unicode.Is(unicode.Zl, r) || unicode.Is(unicode.Zp, r)):
 		return "a space character other than the ordinary space"
 	case r == utf8.RuneError:
@@ -147,16 +159,16 @@ func reservedMetadataKeys() []string {
 }
 
 // CheckMetadataKey validates one key of caller metadata: 1 to
-// MaxMetadataKeyLen ASCII letters, digits, '-', '_' or '.' (it becomes an
-// x-amz-meta-* header name on the object), and none of dab's own field
-// names, in any case.
+// MaxMetadataKeyLen lower-case ASCII letters, digits, '-', '_' or '.' (it
+// becomes an x-amz-meta-* header name on the object, which S3 lower-cases),
+// and none of dab's own field names.
 func CheckMetadataKey(k string) error {
 	if k == "" || len(k) > MaxMetadataKeyLen {
 		return fmt.Errorf("%w: metadata key %q: use 1 to %d characters", ErrInvalid, k, MaxMetadataKeyLen)
 	}
 	for _, r := range k {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
-			return fmt.Errorf("%w: metadata key %q: use ASCII letters, digits, '-', '_' and '.'", ErrInvalid, k)
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return fmt.Errorf("%w: metadata key %q: use lower-case ASCII letters, digits, '-', '_' and '.' (S3 keeps metadata names in lower case, so \"Price\" and \"price\" would collide)", ErrInvalid, k)
 		}
 	}
 	for _, f := range reservedMetadataKeys() {

@@ -60,8 +60,13 @@ func TestCleanPath(t *testing.T) {
 		{".hidden", "hidden"},
 		{"dir/.git/config", "hidden"},
 		{" lead", "spaces"},
-		{strings.Repeat("n", MaxSegmentBytes), ""},
-		{"dir/" + strings.Repeat("n", MaxSegmentBytes+1), "256 bytes long, the most is 255"},
+		{strings.Repeat("d", MaxSegmentBytes) + "/" + strings.Repeat("n", MaxFileNameBytes), ""},
+		{strings.Repeat("d", MaxSegmentBytes+1) + "/n", "256 bytes long, the most is 255"},
+		{"dir/" + strings.Repeat("n", MaxFileNameBytes+1), "241 bytes long, the most is 240"},
+		{"a\u034Fb", "invisible character"}, // combining grapheme joiner
+		{"a\uFE0Fb", "invisible character"}, // variation selector
+		{"a\u115Fb", "invisible character"}, // Hangul filler
+		{"a\u3164b", "invisible character"},
 		{strings.Repeat("é", 128) + ".png", "bytes long"},
 		{"invoice\u202Egnp.exe", "format character"}, // right-to-left override: reads "invoiceexe.png"
 		{"a\u2066b", "format character"},             // isolate
@@ -115,7 +120,8 @@ func TestCheckMetadataKey(t *testing.T) {
 		{"a b", "ASCII"},
 		{"caf\u00e9", "ASCII"},
 		{"sha256", "dab's own field"},
-		{"SHA256", "dab's own field"},
+		{"SHA256", "lower-case"},
+		{"Price", "lower-case"},
 		{"owner", "dab's own field"},
 		{"s3_key", "dab's own field"},
 		{"content_type", "dab's own field"},
