@@ -19,6 +19,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/dab-assets/dab/internal/api"
+	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/idem"
 	"github.com/dab-assets/dab/internal/naming"
@@ -279,6 +280,11 @@ func parseMetadata(raw string) (map[string]string, error) {
 			md[k] = s
 		} else {
 			md[k] = string(v)
+		}
+		if k == asset.PriceMetadata {
+			if _, err := asset.ParsePrice(md[k]); err != nil {
+				return nil, badRequest("bad_price", "%v", err)
+			}
 		}
 	}
 	return md, nil

@@ -20,9 +20,10 @@ type PurchaseIntake struct {
 	Queue  Enqueuer
 }
 
-// Register adds POST /v1/purchases.
+// Register adds POST /v1/purchases: for bound purchase tokens (they buy as
+// their account), brokers and admin (they name the buyer).
 func (p *PurchaseIntake) Register(s *api.Server) {
-	s.HandleFunc(http.MethodPost, "/v1/purchases", api.ScopePurchase, p.post)
+	s.HandleFunc(http.MethodPost, "/v1/purchases", api.ScopePurchase+","+api.ScopeBroker, p.post)
 }
 
 // ErrQueueUnavailable: a purchase is recorded as pending but its task could
@@ -57,8 +58,11 @@ type PurchaseAccepted struct {
 
 // post: the Idempotency-Key header is the purchase ID; the body is
 // {"asset_id", "buyer_id", "credits"} (read by api.DecodeJSON, credits from
-// 1 to ledger.CreditsMax by api.ParseCredits, as the ledger's own routes).
-// A new or pending purchase answers 202;
+// 0 (free) to ledger.CreditsMax by api.ParsePriceCredits). The buyer is
+// the caller's (api.Caller.Buyer): a bound token buys as its account
+// (buyer_id may be left out; another one is 403 wrong_buyer), a broker or
+// admin names it (400 buyer_required without), anyone else may not buy
+// (403 not_permitted). A new or pending purchase answers 202;
 // a repeat of a finished one answers 200 with its stored result; the same ID
 // with other parameters 409.
 func (p *PurchaseIntake) post(w http.ResponseWriter, r *http.Request) {
@@ -76,13 +80,32 @@ func (p *PurchaseIntake) post(w http.ResponseWriter, r *http.Request) {
 		api.WriteDecodeError(w, err, `send {"asset_id": "...", "buyer_id": "...", "credits": N}`)
 		return
 	}
-	credits, err := api.ParseCredits(body.Credits)
+	caller, _ := api.CallerOf(r.Context())
+	buyer, err := caller.Buyer(body.BuyerID)
+	switch {
+	case errors.Is(err, api.ErrWrongBuyer):
+		api.WriteError(w, http.StatusForbidden, "wrong_buyer", err.Error())
+		return
+	case errors.Is(err, api.ErrBuyerRequired):
+		api.WriteError(w, http.StatusBadRequest, "buyer_required", err.Error())
+		return
+	case err != nil:
+		api.WriteError(w, http.StatusForbidden, "not_permitted", err.Error())
+		return
+	}
+	credits, err := api.ParsePriceCredits(body.Credits)
 	if err != nil {
 		api.WriteError(w, http.StatusBadRequest, "bad_credits", err.Error())
 		return
 	}
-	req := ledger.PurchaseRequest{PurchaseID: id, AssetID: body.AssetID, BuyerID: body.BuyerID, Credits: credits}
+	req := ledger.PurchaseRequest{PurchaseID: id, AssetID: body.AssetID, BuyerID: buyer, Credits: credits}
 	res, err := p.Submit(r.Context(), req)
+	if errors.Is(err, ledger.ErrConflict) && caller.Account != "" {
+		// The stored parameters may be another account's purchase: a
+		// bound token learns only that its key is taken.
+		api.WriteError(w, http.StatusConflict, "idempotency_conflict", "this Idempotency-Key was used for another purchase: use a new key for a new request")
+		return
+	}
 	if errors.Is(err, ErrQueueUnavailable) {
 		api.WriteError(w, http.StatusServiceUnavailable, "queue_unavailable", err.Error())
 		return

@@ -13,9 +13,11 @@ import (
 )
 
 // handlePurchase applies a purchase to the ledger. The ledger script makes it
-// exactly once: a re-run returns the stored result. Rejections (unknown
-// asset, wrong price, already owner, insufficient credits) are results, not
-// errors: the task completes and nothing moves.
+// exactly once, by the market rules (the house sells unowned assets at their
+// price, owners sell only what they list): a re-run returns the stored
+// result. Rejections (unknown asset, already owner, not for sale, wrong
+// price, insufficient credits) are results, not errors: the task completes
+// and nothing moves. The buyer was proved by the intake (api.Caller.Buyer).
 func (w *Worker) handlePurchase(ctx context.Context, t *asynq.Task) error {
 	p, err := task.DecodePurchase(t.Payload())
 	if err != nil {

@@ -103,6 +103,11 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 		Size: m.Size, SHA256: m.SHA256, ContentType: m.ContentType, Metadata: md,
 		TaskID: taskID, SpoolID: m.ID, Source: m.Source,
 	})
+	if errors.Is(err, asset.ErrBadPrice) {
+		// Intakes refuse bad prices; one that got into the spool anyway
+		// (an older dab, a hand-made entry) waits in the failed folder.
+		return w.fail(taskID, m, "BadPrice", fmt.Errorf("upload: %w: fix the price metadata and upload the file again", err))
+	}
 	if errors.Is(err, asset.ErrConflict) {
 		return w.fail(taskID, m, "RecordConflict", fmt.Errorf("upload: %w: the bucket and the records disagree; inspect s3://%s/%s", err, put.Bucket, put.Key))
 	}
@@ -143,6 +148,7 @@ var needsNewFile = map[string]bool{
 	// Stores on a file system (versitygw's posix backend) cannot hold both
 	// "a/b" and "a/b/c": the file needs another name.
 	"ObjectParentIsFile": true, "ExistingObjectIsDirectory": true,
+	"BadPrice": true,
 }
 
 // fail records a permanent failure and returns err so that the task is

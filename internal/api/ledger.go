@@ -14,32 +14,57 @@ import (
 	"github.com/dab-assets/dab/internal/ledger"
 )
 
-// RegisterLedger adds the account, price and purchase-status endpoints.
-// (Creating purchases queues tasks, so that route belongs to the intake.)
+// RegisterLedger adds the account, price, listing, sales-history and
+// purchase-status endpoints. (Creating purchases queues tasks, so that
+// route belongs to the intake.) The market rules themselves are in the
+// ledger's scripts; these handlers say who asks.
 func RegisterLedger(s *Server, led *ledger.Store, assets *asset.Store) {
+	// The house's price of an asset nobody owns (0: free); an owned
+	// asset is sold by its owner's listing instead (409 owned).
 	s.HandleFunc(http.MethodPost, "/v1/assets/{id}/price", ScopeAdmin, func(w http.ResponseWriter, r *http.Request) {
-		var body struct {
-			Credits json.RawMessage `json:"credits"`
-		}
-		if err := DecodeJSON(r, &body); err != nil {
-			WriteDecodeError(w, err, `send {"credits": N} (0 clears the price)`)
+		n, ok := readOfferCredits(w, r, `send {"credits": N}: 0 is free; DELETE /v1/assets/{id}/price removes the price`)
+		if !ok {
 			return
 		}
-		n, err := strconv.ParseInt(string(body.Credits), 10, 64)
-		if err != nil || n < 0 || n > ledger.CreditsMax {
-			WriteError(w, http.StatusBadRequest, "bad_credits", "credits must be a whole number from 0 (no price) to "+strconv.FormatInt(ledger.CreditsMax, 10))
+		_, err := led.SetPrice(r.Context(), r.PathValue("id"), n, actor(r))
+		writeOffer(w, r, assets, err)
+	})
+	s.HandleFunc(http.MethodDelete, "/v1/assets/{id}/price", ScopeAdmin, func(w http.ResponseWriter, r *http.Request) {
+		_, err := led.ClearPrice(r.Context(), r.PathValue("id"), actor(r))
+		writeOffer(w, r, assets, err)
+	})
+	// An owner's listing: a bound token for its own assets, or admin.
+	s.HandleFunc(http.MethodPut, "/v1/assets/{id}/listing", ScopePurchase, func(w http.ResponseWriter, r *http.Request) {
+		owner, ok := listingOwner(w, r)
+		if !ok {
 			return
 		}
-		rec, err := assets.SetPrice(r.Context(), r.PathValue("id"), n)
-		if errors.Is(err, asset.ErrNotFound) {
-			WriteError(w, http.StatusNotFound, "asset_not_found", err.Error())
+		n, ok := readOfferCredits(w, r, `send {"credits": N}: 0 is free; DELETE /v1/assets/{id}/listing unlists`)
+		if !ok {
 			return
 		}
-		if err != nil {
-			WriteError(w, http.StatusServiceUnavailable, "store_unavailable", err.Error())
+		_, err := led.SetListing(r.Context(), r.PathValue("id"), owner, n, actor(r))
+		writeOffer(w, r, assets, err)
+	})
+	s.HandleFunc(http.MethodDelete, "/v1/assets/{id}/listing", ScopePurchase, func(w http.ResponseWriter, r *http.Request) {
+		owner, ok := listingOwner(w, r)
+		if !ok {
 			return
 		}
-		WriteJSON(w, http.StatusOK, rec)
+		_, err := led.ClearListing(r.Context(), r.PathValue("id"), owner, actor(r))
+		writeOffer(w, r, assets, err)
+	})
+	s.HandleFunc(http.MethodGet, "/v1/assets/{id}/history", ScopeRead, func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		if _, err := assets.Get(r.Context(), id); err != nil {
+			writeAssetError(w, err)
+			return
+		}
+		sales, err := led.Sales(r.Context(), id)
+		if WriteLedgerError(w, err) {
+			return
+		}
+		WriteJSON(w, http.StatusOK, SalesHistory{AssetID: id, Sales: sales})
 	})
 	s.HandleFunc(http.MethodPost, "/v1/accounts/{id}/grants", ScopeAdmin, func(w http.ResponseWriter, r *http.Request) {
 		key := r.Header.Get("Idempotency-Key")
@@ -68,7 +93,14 @@ func RegisterLedger(s *Server, led *ledger.Store, assets *asset.Store) {
 			WriteJSON(w, http.StatusCreated, res)
 		}
 	})
-	s.HandleFunc(http.MethodGet, "/v1/accounts/{id}", ScopeRead+","+ScopePurchase, func(w http.ResponseWriter, r *http.Request) {
+	// A bound token sees its own account only; read, broker and admin
+	// tokens see any.
+	s.HandleFunc(http.MethodGet, "/v1/accounts/{id}", ScopeRead+","+ScopePurchase+","+ScopeBroker, func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		if c, _ := CallerOf(r.Context()); c.Account != "" && c.Account != id {
+			WriteError(w, http.StatusForbidden, "not_your_account", fmt.Sprintf("this token acts as %q and sees that account only", c.Account))
+			return
+		}
 		recent := 20
 		if v := r.URL.Query().Get("entries"); v != "" {
 			n, err := strconv.Atoi(v)
@@ -78,17 +110,99 @@ func RegisterLedger(s *Server, led *ledger.Store, assets *asset.Store) {
 			}
 			recent = n
 		}
-		a, err := led.Account(r.Context(), r.PathValue("id"), recent)
+		a, err := led.Account(r.Context(), id, recent)
 		if !WriteLedgerError(w, err) {
 			WriteJSON(w, http.StatusOK, a)
 		}
 	})
-	s.HandleFunc(http.MethodGet, "/v1/purchases/{id}", ScopeRead+","+ScopePurchase, func(w http.ResponseWriter, r *http.Request) {
-		p, err := led.GetPurchase(r.Context(), r.PathValue("id"))
+	// A bound token sees its own purchases only: another account's
+	// purchase answers 404, as an unknown one does, so that purchase IDs
+	// reveal nothing.
+	s.HandleFunc(http.MethodGet, "/v1/purchases/{id}", ScopeRead+","+ScopePurchase+","+ScopeBroker, func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		p, err := led.GetPurchase(r.Context(), id)
+		if c, _ := CallerOf(r.Context()); err == nil && c.Account != "" && p.BuyerID != c.Account {
+			err = fmt.Errorf("purchase %s: %w", id, ledger.ErrNotFound)
+		}
 		if !WriteLedgerError(w, err) {
 			WriteJSON(w, http.StatusOK, p)
 		}
 	})
+}
+
+// SalesHistory is the answer of GET /v1/assets/{id}/history: every sale of
+// the asset, oldest first.
+type SalesHistory struct {
+	AssetID string        `json:"asset_id"`
+	Sales   []ledger.Sale `json:"sales"`
+}
+
+// actor names the caller in price and listing entries: its account, else
+// its token's name.
+func actor(r *http.Request) string {
+	c, _ := CallerOf(r.Context())
+	if c.Account != "" {
+		return c.Account
+	}
+	return c.Name
+}
+
+// listingOwner is whose assets the caller may list: any owner's for admin,
+// its own account's for a bound token. Anyone else gets 403 not_owner.
+func listingOwner(w http.ResponseWriter, r *http.Request) (string, bool) {
+	c, _ := CallerOf(r.Context())
+	switch {
+	case c.Scopes[ScopeAdmin]:
+		return ledger.AnyOwner, true
+	case c.Account != "":
+		return c.Account, true
+	}
+	WriteError(w, http.StatusForbidden, "not_owner", "this token acts for no account: only an asset's owner (a token bound to it, such as purchase@alice) or an admin lists it")
+	return "", false
+}
+
+// readOfferCredits reads {"credits": N} for a price or a listing (0 to
+// ledger.CreditsMax) or answers 400.
+func readOfferCredits(w http.ResponseWriter, r *http.Request, hint string) (int64, bool) {
+	var body struct {
+		Credits json.RawMessage `json:"credits"`
+	}
+	if err := DecodeJSON(r, &body); err != nil {
+		WriteDecodeError(w, err, hint)
+		return 0, false
+	}
+	n, err := ParsePriceCredits(body.Credits)
+	if err != nil {
+		WriteError(w, http.StatusBadRequest, "bad_credits", err.Error())
+		return 0, false
+	}
+	return n, true
+}
+
+// writeOffer answers a price or listing change: the asset's record, or the
+// error (404 asset_not_found, 409 owned or not_owned, 403 not_owner).
+func writeOffer(w http.ResponseWriter, r *http.Request, assets *asset.Store, err error) {
+	if errors.Is(err, ledger.ErrNotFound) {
+		WriteError(w, http.StatusNotFound, "asset_not_found", err.Error())
+		return
+	}
+	if WriteLedgerError(w, err) {
+		return
+	}
+	rec, err := assets.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		writeAssetError(w, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, rec)
+}
+
+func writeAssetError(w http.ResponseWriter, err error) {
+	if errors.Is(err, asset.ErrNotFound) {
+		WriteError(w, http.StatusNotFound, "asset_not_found", err.Error())
+		return
+	}
+	WriteError(w, http.StatusServiceUnavailable, "store_unavailable", err.Error())
 }
 
 // WriteLedgerError answers a ledger error with its status; it reports
@@ -107,6 +221,12 @@ func WriteLedgerError(w http.ResponseWriter, err error) bool {
 		WriteError(w, http.StatusUnprocessableEntity, "issuance_limit", err.Error())
 	case errors.Is(err, ledger.ErrNotFound):
 		WriteError(w, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, ledger.ErrNotOwned):
+		WriteError(w, http.StatusConflict, "not_owned", err.Error())
+	case errors.Is(err, ledger.ErrNotOwner):
+		WriteError(w, http.StatusForbidden, "not_owner", err.Error())
+	case errors.Is(err, ledger.ErrOwned):
+		WriteError(w, http.StatusConflict, "owned", err.Error())
 	default:
 		WriteError(w, http.StatusServiceUnavailable, "ledger_unavailable", err.Error())
 	}
@@ -166,8 +286,26 @@ func WriteDecodeError(w http.ResponseWriter, err error, hint string) {
 	WriteError(w, http.StatusBadRequest, "bad_json", err.Error()+"; "+hint)
 }
 
-// ParseCredits reads a whole, positive number of credits: a JSON number,
-// not a string, not a fraction.
+// ParsePriceCredits reads the credits of a price, a listing or a purchase:
+// a whole number from 0 (free) to ledger.CreditsMax, as a JSON number (not
+// a string, not a fraction).
+func ParsePriceCredits(raw json.RawMessage) (int64, error) {
+	n := string(raw)
+	if n == "" || n == "null" {
+		return 0, errors.New("credits is missing")
+	}
+	v, err := strconv.ParseInt(n, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("credits %s is not a whole number from 0 (free) to %d", n, int64(ledger.CreditsMax))
+	}
+	if err := ledger.CheckPrice(v); err != nil {
+		return 0, err
+	}
+	return v, nil
+}
+
+// ParseCredits reads the credits of a grant: a whole, positive number, as
+// a JSON number (not a string, not a fraction).
 func ParseCredits(raw json.RawMessage) (int64, error) {
 	n := string(raw)
 	if n == "" || n == "null" {

@@ -114,7 +114,7 @@ func TestLedgerJSONTrailingDataOverHTTP(t *testing.T) {
 	if acct := b.account(t, "alice"); acct.Balance != 0 || len(acct.Entries) != 0 {
 		t.Fatalf("refused bodies granted: %+v", acct)
 	}
-	if r, _ := b.assets.Get(context.Background(), rec.ID); r.Price != 0 {
+	if r, _ := b.assets.Get(context.Background(), rec.ID); r.Price != nil {
 		t.Fatalf("refused bodies set a price: %+v", r)
 	}
 	// Whitespace up to the limit is still JSON.

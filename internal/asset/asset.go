@@ -30,7 +30,59 @@ var (
 	ErrNotFound  = errors.New("asset not found")
 	ErrConflict  = errors.New("asset key already recorded with different content")
 	ErrBadCursor = errors.New("bad page cursor")
+	// ErrBadPrice: a price is not a whole number of credits from 0 to
+	// CreditsMax. The same price is refused again: fix the value.
+	ErrBadPrice = errors.New("bad price")
 )
+
+// CreditsMax is the largest amount of credits of one grant, purchase, price
+// or listing (ledger.CreditsMax is the same constant; the ledger explains
+// why it keeps every amount exact).
+const CreditsMax = 1_000_000_000_000_000
+
+// PriceMetadata is the metadata key an uploader sets an asset's price with.
+const PriceMetadata = "price"
+
+var pricePattern = regexp.MustCompile(`^(0|[1-9][0-9]{0,15})$`)
+
+// ParsePrice reads a price as an uploader writes it (the "price" metadata,
+// --meta price=10): a whole number of credits from 0 (free) to CreditsMax,
+// in plain digits (no sign, space, fraction, exponent or leading zero).
+// Its error wraps ErrBadPrice and says what was wrong and what to send.
+func ParsePrice(s string) (int64, error) {
+	fix := fmt.Sprintf("give a whole number of credits from 0 (free) to %d in plain digits, such as price=10", int64(CreditsMax))
+	if !pricePattern.MatchString(s) {
+		cause := "it is not a whole number in plain digits"
+		switch {
+		case s == "":
+			cause = "it is empty"
+		case strings.TrimSpace(s) != s:
+			cause = "it has spaces around it"
+		case strings.HasPrefix(s, "-"):
+			cause = "it is negative"
+		case strings.HasPrefix(s, "+"):
+			cause = "it has a sign"
+		case len(s) > 1 && s[0] == '0' && strings.Trim(s, "0123456789") == "":
+			cause = "it has a leading zero"
+		case strings.Trim(s, "0123456789") == "":
+			cause = "it is larger than the maximum"
+		}
+		return 0, fmt.Errorf("%w: price %q: %s: %s", ErrBadPrice, clip(s), cause, fix)
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n > CreditsMax {
+		return 0, fmt.Errorf("%w: price %q: it is larger than the maximum: %s", ErrBadPrice, clip(s), fix)
+	}
+	return n, nil
+}
+
+// clip shortens a value quoted in an error message.
+func clip(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "..."
+	}
+	return s
+}
 
 // Record is one banked asset.
 type Record struct {
@@ -45,8 +97,15 @@ type Record struct {
 	ContentType string            `json:"content_type"`
 	Metadata    map[string]string `json:"metadata"`
 	Owner       string            `json:"owner"`
-	// Price, when set (> 0), is what a purchase must pay, in credits.
-	Price     int64     `json:"price,omitempty"`
+	// Price is what the house sells the asset for while nobody owns it, in
+	// credits: nil means unpriced (not for sale), 0 means free. Set at
+	// record time from the "price" metadata (ParsePrice), then by an admin
+	// through the ledger.
+	Price *int64 `json:"price,omitempty"`
+	// Listing is what its owner sells an owned asset for, in credits: nil
+	// means not listed (not for sale), 0 means free. Only the ledger's
+	// scripts change it; a sale ends it.
+	Listing   *int64    `json:"listing,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	TaskID    string    `json:"task_id,omitempty"`
 	SpoolID   string    `json:"spool_id,omitempty"`
@@ -115,8 +174,19 @@ func (s *Store) Keys() Keys { return s.keys }
 // Put records r (r.ID is set from bucket and key). It returns the stored
 // record and created=false when it was there already. A record with the same
 // ID and a different SHA-256 is ErrConflict.
+//
+// The price is r.Price, else the "price" metadata read by ParsePrice; a
+// price that ParsePrice refuses, or a metadata price that differs from
+// r.Price, is an error wrapping ErrBadPrice and nothing is recorded (the
+// intakes check the price before they spool the file, so this happens only
+// to a spool entry written before they did). Put never sets a listing.
 func (s *Store) Put(ctx context.Context, r Record) (Record, bool, error) {
 	r.ID = ID(r.S3Bucket, r.S3Key)
+	price, err := priceOf(r)
+	if err != nil {
+		return r, false, fmt.Errorf("asset: %s: %w", r.S3Key, err)
+	}
+	r.Price, r.Listing = price, nil
 	if r.CreatedAt.IsZero() {
 		r.CreatedAt = time.Now().UTC()
 	}
@@ -137,7 +207,7 @@ func (s *Store) Put(ctx context.Context, r Record) (Record, bool, error) {
 		{"id", r.ID}, {"name", r.Name}, {"type", r.Type}, {"path", r.Path},
 		{"s3_bucket", r.S3Bucket}, {"s3_key", r.S3Key}, {"size", strconv.FormatInt(r.Size, 10)},
 		{"sha256", r.SHA256}, {"content_type", r.ContentType}, {"metadata", string(md)},
-		{"owner", r.Owner}, {"price", priceOf(r.Metadata)}, {"created_at", r.CreatedAt.Format(time.RFC3339Nano)},
+		{"owner", r.Owner}, {"price", formatCredits(r.Price)}, {"created_at", r.CreatedAt.Format(time.RFC3339Nano)},
 		{"task_id", r.TaskID}, {"spool_id", r.SpoolID}, {"source", r.Source},
 	} {
 		args = append(args, kv[0], kv[1])
@@ -158,14 +228,47 @@ func (s *Store) Put(ctx context.Context, r Record) (Record, bool, error) {
 	}
 }
 
-// priceOf reads the "price" metadata (whole credits) that an uploader may
-// set; anything else means no price.
-func priceOf(md map[string]string) string {
-	n, err := strconv.ParseInt(strings.TrimSpace(md["price"]), 10, 64)
-	if err != nil || n <= 0 {
+// priceOf is a new record's price: r.Price, else the "price" metadata.
+func priceOf(r Record) (*int64, error) {
+	v, has := r.Metadata[PriceMetadata]
+	if r.Price != nil {
+		if *r.Price < 0 || *r.Price > CreditsMax {
+			return nil, fmt.Errorf("%w: price %d: give a whole number of credits from 0 (free) to %d", ErrBadPrice, *r.Price, int64(CreditsMax))
+		}
+		if has && v != strconv.FormatInt(*r.Price, 10) {
+			return nil, fmt.Errorf("%w: the record's price %d and its price metadata %q differ: give one of them", ErrBadPrice, *r.Price, clip(v))
+		}
+		return r.Price, nil
+	}
+	if !has {
+		return nil, nil
+	}
+	n, err := ParsePrice(v)
+	if err != nil {
+		return nil, err
+	}
+	return &n, nil
+}
+
+// formatCredits writes an optional amount as the record hash keeps it:
+// "" for none, else plain digits.
+func formatCredits(n *int64) string {
+	if n == nil {
 		return ""
 	}
-	return strconv.FormatInt(n, 10)
+	return strconv.FormatInt(*n, 10)
+}
+
+// parseCredits reads an optional amount of the record hash.
+func parseCredits(id, field, v string) (*int64, error) {
+	if v == "" {
+		return nil, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return nil, fmt.Errorf("asset %s: damaged %s %q", id, field, v)
+	}
+	return &n, nil
 }
 
 // member is an index entry: zero-padded milliseconds then the ID, so the
@@ -213,8 +316,11 @@ func fromHash(m map[string]string) (Record, error) {
 	if r.Size, err = strconv.ParseInt(m["size"], 10, 64); err != nil {
 		return r, fmt.Errorf("asset %s: damaged size %q", r.ID, m["size"])
 	}
-	if p := m["price"]; p != "" {
-		r.Price, _ = strconv.ParseInt(p, 10, 64)
+	if r.Price, err = parseCredits(r.ID, "price", m["price"]); err != nil {
+		return r, err
+	}
+	if r.Listing, err = parseCredits(r.ID, "listing", m["listing"]); err != nil {
+		return r, err
 	}
 	if r.CreatedAt, err = time.Parse(time.RFC3339Nano, m["created_at"]); err != nil {
 		return r, fmt.Errorf("asset %s: damaged created_at %q", r.ID, m["created_at"])
@@ -313,17 +419,5 @@ func (s *Store) Count(ctx context.Context, assetType string) (int64, error) {
 	return n, nil
 }
 
-// SetPrice sets (credits > 0) or clears (0) the price a purchase must pay.
-func (s *Store) SetPrice(ctx context.Context, id string, credits int64) (Record, error) {
-	if _, err := s.Get(ctx, id); err != nil {
-		return Record{}, err
-	}
-	v := ""
-	if credits > 0 {
-		v = strconv.FormatInt(credits, 10)
-	}
-	if err := s.rdb.HSet(ctx, s.keys.Record(id), "price", v).Err(); err != nil {
-		return Record{}, fmt.Errorf("asset: set price of %s: %w", id, err)
-	}
-	return s.Get(ctx, id)
-}
+// Credits returns a pointer to n, for Record.Price and Record.Listing.
+func Credits(n int64) *int64 { return &n }

@@ -35,8 +35,10 @@ const Issuance = "issuance"
 // balance, amount and sum a script computes is exact (and far inside the
 // int64 of Redis's HINCRBY).
 const (
-	// CreditsMax is the largest amount of one grant, purchase or price.
-	CreditsMax = 1_000_000_000_000_000
+	// CreditsMax is the largest amount of one grant, purchase, price or
+	// listing. It is asset.CreditsMax, so that the asset records (which
+	// parse uploaders' prices) and the ledger share one number.
+	CreditsMax = asset.CreditsMax
 	// IssuanceMax is the most credits that may ever be issued, all grants
 	// together (credits never return to issuance).
 	IssuanceMax = 8 * CreditsMax
@@ -58,6 +60,15 @@ var (
 	// ErrIssuanceLimit: the grant would take the credits ever issued past
 	// IssuanceMax. Retrying does not help; a smaller grant may.
 	ErrIssuanceLimit = errors.New("issuance limit reached")
+	// ErrNotOwned: a listing change for an asset nobody owns (the house
+	// sells it at its price instead).
+	ErrNotOwned = errors.New("not_owned")
+	// ErrNotOwner: a listing change by someone who does not act for the
+	// asset's owner.
+	ErrNotOwner = errors.New("not_owner")
+	// ErrOwned: a price for an asset somebody owns (its owner lists it
+	// instead).
+	ErrOwned = errors.New("owned")
 )
 
 // Purchase statuses.
@@ -73,7 +84,23 @@ const (
 	ReasonAlreadyOwner        = "already_owner"
 	ReasonWrongPrice          = "wrong_price"
 	ReasonInsufficientCredits = "insufficient_credits"
+	// ReasonNotForSale: an owned asset that is not listed, or an unowned
+	// asset without a price.
+	ReasonNotForSale = "not_for_sale"
 )
+
+// Entry kinds. Grants and purchases move credits; price and listing
+// changes move none and are in the entries stream only.
+const (
+	KindGrant    = "grant"
+	KindPurchase = "purchase"
+	KindPrice    = "price"
+	KindListing  = "listing"
+)
+
+// AnyOwner, as the owner of a listing change, lets it be made for whoever
+// owns the asset (admin).
+const AnyOwner = "*"
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$`)
 
@@ -93,10 +120,19 @@ func CheckPurchaseID(id string) error {
 	return nil
 }
 
-// CheckCredits validates an amount: 1 to CreditsMax.
+// CheckCredits validates the amount of a grant: 1 to CreditsMax.
 func CheckCredits(n int64) error {
 	if n <= 0 || n > CreditsMax {
 		return fmt.Errorf("%w: credits must be a whole number from 1 to %d, got %d", ErrInvalid, int64(CreditsMax), n)
+	}
+	return nil
+}
+
+// CheckPrice validates the amount of a price, a listing or a purchase: 0
+// (free) to CreditsMax.
+func CheckPrice(n int64) error {
+	if n < 0 || n > CreditsMax {
+		return fmt.Errorf("%w: credits must be a whole number from 0 (free) to %d, got %d", ErrInvalid, int64(CreditsMax), n)
 	}
 	return nil
 }
@@ -127,11 +163,18 @@ func (k Keys) Purchase(id string) string     { return k.base() + "purchase:" + i
 func (k Keys) Purchases() string             { return k.base() + "purchases" }
 func (k Keys) Grant(key string) string       { return k.base() + "grant:" + key }
 
+// Sales is the list of an asset's sales, oldest first: one history line
+// per purchase entry.
+func (k Keys) Sales(assetID string) string { return k.base() + "sales:" + assetID }
+
 //go:embed purchase.lua
 var purchaseLua string
 
 //go:embed grant.lua
 var grantLua string
+
+//go:embed offer.lua
+var offerLua string
 
 // acceptLua records a purchase as pending unless it is known.
 //
@@ -159,13 +202,16 @@ type Store struct {
 	purchase *redis.Script
 	grant    *redis.Script
 	accept   *redis.Script
+	offer    *redis.Script
+	rebuild  *redis.Script
 }
 
 // New returns a Store; house receives the price of assets that have no
 // owner and no uploader account.
 func New(rdb redis.UniversalClient, prefix, house string) *Store {
 	return &Store{rdb: rdb, keys: Keys{Prefix: prefix}, assets: asset.Keys{Prefix: prefix}, house: house,
-		purchase: redis.NewScript(purchaseLua), grant: redis.NewScript(grantLua), accept: redis.NewScript(acceptLua)}
+		purchase: redis.NewScript(purchaseLua), grant: redis.NewScript(grantLua), accept: redis.NewScript(acceptLua),
+		offer: redis.NewScript(offerLua), rebuild: redis.NewScript(rebuildSalesLua)}
 }
 
 // Keys returns the key names.
@@ -176,7 +222,7 @@ func now() string { return time.Now().UTC().Format(time.RFC3339Nano) }
 // Entry is one immutable ledger entry.
 type Entry struct {
 	ID         string `json:"id"`
-	Kind       string `json:"kind"` // grant or purchase
+	Kind       string `json:"kind"` // grant or purchase (KindGrant, KindPurchase)
 	Debit      string `json:"debit"`
 	Credit     string `json:"credit"`
 	Amount     int64  `json:"amount"`
@@ -234,7 +280,8 @@ func issuanceLimitError(balance string, credits int64) error {
 		ErrIssuanceLimit, issued, int64(IssuanceMax), credits, fix)
 }
 
-// PurchaseRequest is what a buyer asks for.
+// PurchaseRequest is what a buyer asks for. Credits is what the asset is
+// offered at (its price or listing), 0 for a free one.
 type PurchaseRequest struct {
 	PurchaseID string `json:"purchase_id"`
 	AssetID    string `json:"asset_id"`
@@ -256,7 +303,7 @@ func (p PurchaseRequest) Check() error {
 	if p.BuyerID == Issuance {
 		return fmt.Errorf("%w: the issuance account cannot buy", ErrInvalid)
 	}
-	return CheckCredits(p.Credits)
+	return CheckPrice(p.Credits)
 }
 
 func (p PurchaseRequest) params() string {
@@ -310,7 +357,7 @@ func (s *Store) Apply(ctx context.Context, p PurchaseRequest) (PurchaseResult, e
 			return PurchaseResult{}, err
 		}
 		keys := []string{s.keys.Purchase(p.PurchaseID), s.assets.Record(p.AssetID), s.keys.Balances(), s.keys.Entries(),
-			s.keys.History(p.BuyerID), s.keys.History(seller), s.keys.Purchases()}
+			s.keys.History(p.BuyerID), s.keys.History(seller), s.keys.Purchases(), s.keys.Sales(p.AssetID)}
 		res, err := s.purchase.Run(ctx, s.rdb, keys, p.PurchaseID, p.AssetID, p.BuyerID, p.Credits, seller, s.house, now()).StringSlice()
 		if err != nil {
 			return PurchaseResult{}, fmt.Errorf("ledger: purchase %s: %w", p.PurchaseID, err)

@@ -125,7 +125,7 @@ func TestSamePurchaseThousandTimes(t *testing.T) {
 		t.Fatalf("report %+v", rep)
 	}
 	rec, _ := b.assets.Get(context.Background(), id)
-	if rec.Owner != "alice" || rec.Price != 10 {
+	if rec.Owner != "alice" || rec.Price == nil || *rec.Price != 10 || rec.Listing != nil {
 		t.Fatalf("asset %+v", rec)
 	}
 }
@@ -136,7 +136,7 @@ func TestNoOverdraftUnderConcurrency(t *testing.T) {
 	b.grant(t, "bob", 500)
 	ids := make([]string, 1000)
 	for i := range ids {
-		ids[i] = b.newAsset(t, fmt.Sprintf("x%d", i), "")
+		ids[i] = b.newAsset(t, fmt.Sprintf("x%d", i), "1")
 	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -170,7 +170,9 @@ func TestRejectionsMoveNothing(t *testing.T) {
 	b := setup(t)
 	b.grant(t, "carol", 20)
 	priced := b.newAsset(t, "priced", "15")
-	free := b.newAsset(t, "free", "")
+	cheap := b.newAsset(t, "cheap", "3")
+	dear := b.newAsset(t, "dear", "21")
+	unpriced := b.newAsset(t, "unpriced", "")
 	ctx := context.Background()
 	buy := func(id, asset, buyer string, n int64) ledger.PurchaseResult {
 		r, err := b.led.Apply(ctx, ledger.PurchaseRequest{PurchaseID: id, AssetID: asset, BuyerID: buyer, Credits: n})
@@ -186,8 +188,10 @@ func TestRejectionsMoveNothing(t *testing.T) {
 	}{
 		{"r1", "0123456789abcdef0123", "carol", 5, ledger.ReasonUnknownAsset},
 		{"r2", priced, "carol", 5, ledger.ReasonWrongPrice},
-		{"r3", free, "carol", 21, ledger.ReasonInsufficientCredits},
+		{"r3", dear, "carol", 21, ledger.ReasonInsufficientCredits},
 		{"r4", priced, "dave", 15, ledger.ReasonInsufficientCredits},
+		{"r5", unpriced, "carol", 1, ledger.ReasonNotForSale},
+		{"r6", unpriced, "carol", 0, ledger.ReasonNotForSale},
 	}
 	for _, tt := range tests {
 		r := buy(tt.id, tt.asset, tt.buyer, tt.n)
@@ -199,21 +203,27 @@ func TestRejectionsMoveNothing(t *testing.T) {
 			t.Errorf("%s repeated: %+v vs %+v", tt.id, again, r)
 		}
 	}
-	if r := buy("ok", free, "carol", 3); r.Status != ledger.StatusSucceeded {
+	if r := buy("ok", cheap, "carol", 3); r.Status != ledger.StatusSucceeded {
 		t.Fatalf("purchase: %+v", r)
 	}
-	if r := buy("again", free, "carol", 3); r.Reason != ledger.ReasonAlreadyOwner {
+	if r := buy("again", cheap, "carol", 3); r.Reason != ledger.ReasonAlreadyOwner {
 		t.Fatalf("second purchase by the owner: %+v", r)
 	}
-	// Resale: erin buys from carol, who now owns it.
+	// Resale: erin buys from carol, who now owns it, once carol lists it.
 	b.grant(t, "erin", 10)
-	if r := buy("resale", free, "erin", 4); r.Status != ledger.StatusSucceeded || r.Seller != "carol" {
+	if r := buy("unlisted", cheap, "erin", 3); r.Reason != ledger.ReasonNotForSale {
+		t.Fatalf("purchase of an owned, unlisted asset: %+v", r)
+	}
+	if _, err := b.led.SetListing(ctx, cheap, "carol", 4, "carol"); err != nil {
+		t.Fatal(err)
+	}
+	if r := buy("resale", cheap, "erin", 4); r.Status != ledger.StatusSucceeded || r.Seller != "carol" {
 		t.Fatalf("resale: %+v", r)
 	}
 	if b.balance(t, "carol") != 20-3+4 || b.balance(t, "erin") != 6 || b.balance(t, "house") != 3 {
 		t.Fatal("balances after resale")
 	}
-	if rep := b.verify(t); rep.Rejected != 5 || rep.Purchases != 2 {
+	if rep := b.verify(t); rep.Rejected != 8 || rep.Purchases != 2 || rep.Listings != 1 {
 		t.Fatalf("report %+v", rep)
 	}
 }
@@ -222,7 +232,7 @@ func TestConflictMovesNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	b.grant(t, "fay", 50)
-	a := b.newAsset(t, "a", "")
+	a := b.newAsset(t, "a", "5")
 	ctx := context.Background()
 	if _, err := b.led.Apply(ctx, ledger.PurchaseRequest{PurchaseID: "k", AssetID: a, BuyerID: "fay", Credits: 5}); err != nil {
 		t.Fatal(err)
@@ -253,9 +263,9 @@ func TestBadInput(t *testing.T) {
 		req  ledger.PurchaseRequest
 		want string
 	}{
-		{ledger.PurchaseRequest{PurchaseID: "p", AssetID: a, BuyerID: "x", Credits: 0}, "from 1 to"},
-		{ledger.PurchaseRequest{PurchaseID: "p", AssetID: a, BuyerID: "x", Credits: -5}, "from 1 to"},
-		{ledger.PurchaseRequest{PurchaseID: "p", AssetID: a, BuyerID: "x", Credits: ledger.CreditsMax + 1}, "from 1 to"},
+		{ledger.PurchaseRequest{PurchaseID: "p", AssetID: a, BuyerID: "x", Credits: -5}, "from 0 (free) to"},
+		{ledger.PurchaseRequest{PurchaseID: "p", AssetID: a, BuyerID: "x", Credits: -1}, "from 0 (free) to"},
+		{ledger.PurchaseRequest{PurchaseID: "p", AssetID: a, BuyerID: "x", Credits: ledger.CreditsMax + 1}, "from 0 (free) to"},
 		{ledger.PurchaseRequest{PurchaseID: "", AssetID: a, BuyerID: "x", Credits: 1}, "purchase id"},
 		{ledger.PurchaseRequest{PurchaseID: "p q", AssetID: a, BuyerID: "x", Credits: 1}, "purchase id"},
 		{ledger.PurchaseRequest{PurchaseID: "p", AssetID: "../x", BuyerID: "x", Credits: 1}, "asset_id"},
@@ -297,7 +307,7 @@ func FuzzPurchaseRequest(f *testing.F) {
 	f.Add("", "x", "", int64(-1))
 	f.Fuzz(func(t *testing.T, id, asset, buyer string, n int64) {
 		p := ledger.PurchaseRequest{PurchaseID: id, AssetID: asset, BuyerID: buyer, Credits: n}
-		if err := p.Check(); err == nil && (n <= 0 || n > ledger.CreditsMax || buyer == ledger.Issuance || strings.ContainsAny(id+buyer, " |\n")) {
+		if err := p.Check(); err == nil && (n < 0 || n > ledger.CreditsMax || buyer == ledger.Issuance || strings.ContainsAny(id+buyer, " |\n")) {
 			t.Fatalf("accepted %+v", p)
 		}
 	})

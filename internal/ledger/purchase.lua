@@ -1,7 +1,13 @@
--- Apply a purchase exactly once: check the asset, the price, the owner and
--- the buyer's balance; then debit the buyer, credit the seller, hand the
--- asset to the buyer, append the entry and store the result. A rejection is
--- stored too and moves nothing. Repeats return the stored result.
+-- Apply a purchase exactly once, by the market rules: an asset nobody owns
+-- is sold by the house (its uploader's account, else the house account) at
+-- its price; an owned asset is for sale only while its owner lists it, at
+-- the listing's credits; unpriced or unlisted is not for sale. The
+-- purchase must name that amount exactly (0 is free and still a sale), the
+-- buyer must not own the asset already and must have the credits. Then it
+-- debits the buyer, credits the seller, hands the asset to the buyer, ends
+-- the listing, appends the entry (to the entries stream, both accounts'
+-- histories and the asset's sales list) and stores the result. A rejection
+-- is stored too and moves nothing. Repeats return the stored result.
 --
 -- Amounts and balances stay decimal strings wherever they are written or
 -- shown: Lua numbers are doubles that tostring(), '..' and cjson print with
@@ -13,9 +19,9 @@
 -- KEYS[1] purchase hash          KEYS[2] asset record hash
 -- KEYS[3] balances hash          KEYS[4] entries stream
 -- KEYS[5] buyer's history list   KEYS[6] expected seller's history list
--- KEYS[7] set of purchase IDs
+-- KEYS[7] set of purchase IDs    KEYS[8] the asset's sales list
 -- ARGV[1] purchase id   ARGV[2] asset id   ARGV[3] buyer
--- ARGV[4] credits (1 to 16 digits, no sign or leading 0)
+-- ARGV[4] credits ("0", or 1 to 16 digits with no sign or leading 0)
 -- ARGV[5] expected seller (read before the call)   ARGV[6] house account
 -- ARGV[7] time (RFC 3339)
 --
@@ -24,9 +30,11 @@
 --   {"conflict", stored params}         (same id, other parameters)
 --   {"stale", actual seller}            (the seller changed: read it and call again)
 --   {"invalid", detail}                 (ARGV[4] is not a canonical amount; nothing stored)
+-- Reasons: unknown_asset, already_owner, not_for_sale, wrong_price,
+-- insufficient_credits.
 local pid, aid, buyer, amount = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-if not string.match(amount, '^[1-9]%d*$') or #amount > 16 then
-  return {'invalid', 'credits ' .. string.format('%q', amount) .. ' is not a whole number from 1 to 16 digits'}
+if not (amount == '0' or string.match(amount, '^[1-9]%d*$')) or #amount > 16 then
+  return {'invalid', 'credits ' .. string.format('%q', amount) .. ' is not a whole number of 0 or 1 to 16 digits'}
 end
 local credits = tonumber(amount)
 local params = aid .. '|' .. buyer .. '|' .. amount
@@ -67,21 +75,42 @@ end
 if seller ~= ARGV[5] then
   return {'stale', seller}
 end
-if owner == buyer or seller == buyer then
+if owner == buyer then
   return reject('already_owner', buyer .. ' owns ' .. aid .. ' already')
 end
-local price = redis.call('HGET', KEYS[2], 'price') or ''
-if price ~= '' and tonumber(price) ~= credits then
-  return reject('wrong_price', 'the price of ' .. aid .. ' is ' .. price .. ' credits, the purchase offers ' .. amount)
+if seller == buyer then
+  return reject('already_owner', buyer .. ' sells ' .. aid .. ' (nobody owns it yet) and cannot buy it from itself')
+end
+
+-- What the asset is for sale at: an owned asset's listing, an unowned
+-- asset's price; '' is not for sale.
+local ask, what
+if owner ~= '' then
+  ask, what = redis.call('HGET', KEYS[2], 'listing') or '', 'listed at'
+  if ask == '' then
+    return reject('not_for_sale', aid .. ' is owned by ' .. owner .. ' and not listed: it is for sale only while its owner lists it (PUT /v1/assets/' .. aid .. '/listing)')
+  end
+else
+  ask, what = redis.call('HGET', KEYS[2], 'price') or '', 'priced at'
+  if ask == '' then
+    return reject('not_for_sale', 'nobody owns ' .. aid .. ' and it has no price: the house sells it once an admin prices it (POST /v1/assets/' .. aid .. '/price)')
+  end
+end
+if ask ~= amount then
+  return reject('wrong_price', aid .. ' is ' .. what .. ' ' .. ask .. ' credits, the purchase offers ' .. amount)
 end
 local balance = redis.call('HGET', KEYS[3], buyer) or '0'
 if tonumber(balance) < credits then
   return reject('insufficient_credits', buyer .. ' has ' .. balance .. ' credits, the purchase needs ' .. amount)
 end
 
-redis.call('HINCRBY', KEYS[3], buyer, '-' .. amount)
-redis.call('HINCRBY', KEYS[3], seller, amount)
+if credits > 0 then
+  redis.call('HINCRBY', KEYS[3], buyer, '-' .. amount)
+  redis.call('HINCRBY', KEYS[3], seller, amount)
+end
 redis.call('HSET', KEYS[2], 'owner', buyer)
+-- A sale ends the listing: the new owner has not offered it.
+redis.call('HDEL', KEYS[2], 'listing')
 local entry = redis.call('XADD', KEYS[4], '*', 'kind', 'purchase', 'debit', buyer, 'credit', seller,
   'amount', amount, 'purchase_id', pid, 'asset_id', aid, 'at', ARGV[7])
 -- cjson encodes the strings; the amount, checked above, goes in as written.
@@ -89,6 +118,8 @@ local line = '{"amount":' .. amount .. ',' .. string.sub(cjson.encode({id = entr
   debit = buyer, credit = seller, purchase_id = pid, asset_id = aid, at = ARGV[7]}), 2)
 redis.call('LPUSH', KEYS[5], line)
 redis.call('LPUSH', KEYS[6], line)
+-- Oldest first: the asset's provenance, one line per sale.
+redis.call('RPUSH', KEYS[8], line)
 redis.call('HSET', KEYS[1], 'status', 'succeeded', 'entry_id', entry, 'seller', seller,
   'params', params, 'asset_id', aid, 'buyer', buyer, 'credits', amount, 'updated_at', ARGV[7])
 redis.call('SADD', KEYS[7], pid)

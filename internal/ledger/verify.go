@@ -7,6 +7,8 @@ import (
 	"strconv"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/dab-assets/dab/internal/asset"
 )
 
 // Report is what Verify found.
@@ -17,6 +19,10 @@ type Report struct {
 	Rejected  int      `json:"purchases_rejected"`
 	Issued    int64    `json:"credits_issued"`
 	Problems  []string `json:"problems"`
+	// Listings and Prices count the listing and price changes (entries
+	// that move no credits).
+	Listings int `json:"listing_entries"`
+	Prices   int `json:"price_entries"`
 }
 
 // OK reports whether no problem was found.
@@ -26,13 +32,19 @@ func (r Report) OK() bool { return len(r.Problems) == 0 }
 // entries; no balance but issuance is negative; all balances sum to zero;
 // no more than IssuanceMax credits were issued;
 // each succeeded purchase has exactly one entry; each asset bought is owned
-// by the buyer of its last purchase. It reads without locking: run it while
+// by the buyer of its last purchase; each asset's listing is what its
+// listing entries and sales leave (a sale ends it) and only owned assets
+// are listed; each asset's sales list names its purchase entries in order.
+// Price and listing entries move no credits; a purchase entry may be of 0
+// credits (free), a grant may not. It reads without locking: run it while
 // no purchases are being applied for an exact answer.
 func (s *Store) Verify(ctx context.Context) (Report, error) {
 	var r Report
 	derived := map[string]int64{}
 	entriesByPurchase := map[string]int{}
 	lastBuyer := map[string]string{} // asset -> buyer of its last purchase entry
+	listing := map[string]string{}   // asset -> its listing by the entries ("" none)
+	sales := map[string][]Entry{}    // asset -> its purchase entries, oldest first
 	start := "-"
 	for {
 		msgs, err := s.rdb.XRangeN(ctx, s.keys.Entries(), start, "+", 1000).Result()
@@ -42,16 +54,38 @@ func (s *Store) Verify(ctx context.Context) (Report, error) {
 		for _, m := range msgs {
 			r.Entries++
 			get := func(k string) string { v, _ := m.Values[k].(string); return v }
+			kind := get("kind")
+			switch kind {
+			case KindGrant, KindPurchase:
+			case KindListing, KindPrice:
+				if p := checkOfferEntry(m.ID, get); p != "" {
+					r.Problems = append(r.Problems, p)
+					continue
+				}
+				if kind == KindPrice {
+					r.Prices++
+					continue
+				}
+				r.Listings++
+				listing[get("asset_id")] = get("amount")
+				continue
+			default:
+				r.Problems = append(r.Problems, fmt.Sprintf("entry %s has an unknown kind %q", m.ID, kind))
+				continue
+			}
 			amount, err := strconv.ParseInt(get("amount"), 10, 64)
-			if err != nil || amount <= 0 {
+			if err != nil || amount < 0 || amount == 0 && kind == KindGrant {
 				r.Problems = append(r.Problems, fmt.Sprintf("entry %s has a bad amount %q", m.ID, get("amount")))
 				continue
 			}
 			derived[get("debit")] -= amount
 			derived[get("credit")] += amount
-			if get("kind") == "purchase" {
+			if kind == KindPurchase {
+				a := get("asset_id")
 				entriesByPurchase[get("purchase_id")]++
-				lastBuyer[get("asset_id")] = get("debit")
+				lastBuyer[a] = get("debit")
+				listing[a] = "" // a sale ends the listing
+				sales[a] = append(sales[a], Entry{ID: m.ID})
 			}
 		}
 		if len(msgs) < 1000 {
@@ -131,8 +165,49 @@ func (s *Store) Verify(ctx context.Context) (Report, error) {
 			r.Problems = append(r.Problems, fmt.Sprintf("asset %s is owned by %q, its last purchase was by %q", assetID, owner, buyer))
 		}
 	}
+	for _, assetID := range sortedKeys(listing) {
+		vals, err := s.rdb.HMGet(ctx, s.assets.Record(assetID), "owner", "listing").Result()
+		if err != nil {
+			return r, fmt.Errorf("ledger: %w", err)
+		}
+		owner, _ := vals[0].(string)
+		listed, _ := vals[1].(string)
+		if want := listing[assetID]; listed != want {
+			r.Problems = append(r.Problems, fmt.Sprintf("asset %s is listed at %q, its entries leave it listed at %q", assetID, listed, want))
+		}
+		if listed != "" && owner == "" {
+			r.Problems = append(r.Problems, fmt.Sprintf("asset %s is listed but nobody owns it", assetID))
+		}
+	}
+	for _, assetID := range sortedKeys(sales) {
+		lines, err := s.rdb.LRange(ctx, s.keys.Sales(assetID), 0, -1).Result()
+		if err != nil {
+			return r, fmt.Errorf("ledger: %w", err)
+		}
+		if p := salesMismatch(assetID, lines, sales[assetID]); p != "" {
+			r.Problems = append(r.Problems, p)
+		}
+	}
 	sort.Strings(r.Problems)
 	return r, nil
+}
+
+// checkOfferEntry checks a price or listing entry's form: an asset, an
+// action, and an amount from 0 to CreditsMax when set, none when cleared.
+func checkOfferEntry(id string, get func(string) string) string {
+	amount := get("amount")
+	switch {
+	case !asset.ValidID(get("asset_id")):
+		return fmt.Sprintf("%s entry %s names no asset (%q)", get("kind"), id, get("asset_id"))
+	case get("action") == "clear" && amount == "":
+		return ""
+	case get("action") == "set":
+		n, err := strconv.ParseInt(amount, 10, 64)
+		if err == nil && n >= 0 && n <= CreditsMax && strconv.FormatInt(n, 10) == amount {
+			return ""
+		}
+	}
+	return fmt.Sprintf("%s entry %s has a bad action %q or amount %q", get("kind"), id, get("action"), amount)
 }
 
 // Durability says whether the Redis behind the ledger keeps writes on disk

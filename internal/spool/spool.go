@@ -32,6 +32,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/naming"
 )
 
@@ -249,6 +250,11 @@ func (s *Spool) newManifest(in Input) (*Manifest, error) {
 	}
 	if err := naming.CheckMetadata(in.Metadata); err != nil {
 		return nil, err
+	}
+	if p, ok := in.Metadata[asset.PriceMetadata]; ok {
+		if _, err := asset.ParsePrice(p); err != nil {
+			return nil, err
+		}
 	}
 	return &Manifest{
 		ID: NewID(), Name: path.Base(p), Type: in.Type, Path: p,

@@ -142,8 +142,8 @@ func PurchaseTaskID(purchaseID string) string { return "purchase-" + purchaseID 
 // fields when the task runs (and stores a clear rejection); here only the
 // shape is checked.
 func NewPurchase(p PurchasePayload, opts ...asynq.Option) (*asynq.Task, error) {
-	if p.PurchaseID == "" || p.AssetID == "" || p.BuyerID == "" || p.Credits <= 0 {
-		return nil, fmt.Errorf("%w: a purchase needs purchase_id, asset_id, buyer_id and credits > 0", ErrBadPayload)
+	if p.PurchaseID == "" || p.AssetID == "" || p.BuyerID == "" || p.Credits < 0 {
+		return nil, fmt.Errorf("%w: a purchase needs purchase_id, asset_id, buyer_id and credits >= 0 (0: a free asset)", ErrBadPayload)
 	}
 	b, err := json.Marshal(p)
 	if err != nil {
@@ -164,8 +164,8 @@ func DecodePurchase(b []byte) (PurchasePayload, error) {
 	if err := json.Unmarshal(b, &p); err != nil {
 		return p, fmt.Errorf("%w: purchase payload is not the JSON object {\"purchase_id\", \"asset_id\", \"buyer_id\", \"credits\"}: %v", ErrBadPayload, err)
 	}
-	if p.PurchaseID == "" || p.AssetID == "" || p.BuyerID == "" || p.Credits <= 0 {
-		return p, fmt.Errorf("%w: purchase payload needs purchase_id, asset_id, buyer_id and credits > 0", ErrBadPayload)
+	if p.PurchaseID == "" || p.AssetID == "" || p.BuyerID == "" || p.Credits < 0 {
+		return p, fmt.Errorf("%w: purchase payload needs purchase_id, asset_id, buyer_id and credits >= 0", ErrBadPayload)
 	}
 	return p, nil
 }

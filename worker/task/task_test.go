@@ -84,7 +84,7 @@ func TestPurchaseTask(t *testing.T) {
 	if err != nil || p.Credits != 3 || PurchaseTaskID("p1") != "purchase-p1" {
 		t.Fatalf("%+v %v", p, err)
 	}
-	for _, bad := range []string{`x`, `{}`, `{"purchase_id":"p","asset_id":"a","buyer_id":"b","credits":0}`, `{"credits":"1"}`} {
+	for _, bad := range []string{`x`, `{}`, `{"purchase_id":"p","asset_id":"a","buyer_id":"b","credits":-1}`, `{"credits":"1"}`} {
 		if _, err := DecodePurchase([]byte(bad)); !errors.Is(err, asynq.SkipRetry) {
 			t.Errorf("%s: %v", bad, err)
 		}
@@ -95,7 +95,7 @@ func FuzzDecodePurchase(f *testing.F) {
 	f.Add([]byte(`{"purchase_id":"p","asset_id":"a","buyer_id":"b","credits":1}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := DecodePurchase(b)
-		if err == nil && p.Credits <= 0 {
+		if err == nil && p.Credits < 0 {
 			t.Fatalf("accepted %+v", p)
 		}
 	})
