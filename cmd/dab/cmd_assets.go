@@ -2,41 +2,58 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"sort"
 	"text/tabwriter"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
 	"github.com/dab-assets/dab/internal/apiclient"
 	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/storage"
 )
 
-// runAssets: dab assets list [--type T] [--json] | dab assets show ID [--json].
+const assetsUsage = "dab assets list [--type T] [--json] | dab assets show ID [--json] | dab assets get ID [-o FILE] [--force]"
+
+// runAssets: dab assets list [--type T] [--json] | dab assets show ID [--json]
+// | dab assets get ID [-o FILE] [--force].
 func runAssets(ctx context.Context, e *env, args []string) error {
 	var (
-		assetType, cursor string
-		limit             int
-		asJSON            bool
+		assetType, cursor, output string
+		limit                     int
+		asJSON, force             bool
 	)
 	a, err := e.parse("assets", args, func(fs *flag.FlagSet) {
 		fs.StringVar(&assetType, "type", "", "list: only assets of this type")
 		fs.StringVar(&cursor, "cursor", "", "list: continue after a previous page (its next_cursor)")
 		fs.IntVar(&limit, "limit", 50, "list: records per page (1-1000)")
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
+		fs.StringVar(&output, "o", "", "get: save to this file (or into this folder); default: the asset's name in the current folder")
+		fs.StringVar(&output, "output", "", "get: same as -o")
+		fs.BoolVar(&force, "force", false, "get: replace an existing file")
 	})
 	if err != nil {
 		return err
 	}
 	if len(a.args) == 0 {
-		return fmt.Errorf("%w: dab assets list [--type T] [--json] | dab assets show ID [--json]", errUsage)
+		return fmt.Errorf("%w: %s", errUsage, assetsUsage)
 	}
-	// Records come from the local Redis, or from DAB_SERVER.
+	// Records come from the local Redis, or from DAB_SERVER; so do the
+	// bytes (through a presigned URL either way).
 	var (
 		list func(context.Context, asset.ListOptions) (asset.Page, error)
 		get  func(context.Context, string) (asset.Record, error)
+		open func(context.Context, asset.Record) (io.ReadCloser, int64, error)
 	)
 	if a.cfg.Server != "" {
 		c, err := a.apiClient()
@@ -52,6 +69,7 @@ func runAssets(ctx context.Context, e *env, args []string) error {
 			}
 			return r, err
 		}
+		open = func(ctx context.Context, r asset.Record) (io.ReadCloser, int64, error) { return c.Download(ctx, r.ID) }
 	} else {
 		rdb, err := a.connectRedis(ctx)
 		if err != nil {
@@ -60,6 +78,19 @@ func runAssets(ctx context.Context, e *env, args []string) error {
 		defer rdb.Close()
 		st := a.assets(rdb)
 		list, get = st.List, st.Get
+		open = func(ctx context.Context, r asset.Record) (io.ReadCloser, int64, error) {
+			// Local access (Redis and the store's credentials) is an
+			// operator's: no owner check, as for every local verb.
+			ps, err := a.presigner()
+			if err != nil {
+				return nil, 0, err
+			}
+			su, err := ps.GetURL(ctx, r.S3Bucket, r.S3Key, storage.URLOptions{TTL: a.cfg.DownloadTTL, Filename: r.Name})
+			if err != nil {
+				return nil, 0, err
+			}
+			return apiclient.Fetch(ctx, su.URL)
+		}
 	}
 	switch a.args[0] {
 	case "list":
@@ -118,9 +149,180 @@ func runAssets(ctx context.Context, e *env, args []string) error {
 			fmt.Fprintf(tw, "metadata.%s:\t%s\n", k, r.Metadata[k])
 		}
 		return tw.Flush()
+	case "get":
+		if len(a.args) != 2 {
+			return fmt.Errorf("%w: dab assets get ID [-o FILE] [--force]", errUsage)
+		}
+		id := a.args[1]
+		if !asset.ValidID(id) {
+			return fmt.Errorf("no asset with ID %q (IDs are 20 hex digits): list IDs with `dab assets list`", id)
+		}
+		r, err := get(ctx, id)
+		if errors.Is(err, asset.ErrNotFound) {
+			return fmt.Errorf("no asset with ID %q: list IDs with `dab assets list`", id)
+		}
+		if err != nil {
+			return err
+		}
+		return a.getAsset(ctx, r, open, output, force)
 	default:
-		return fmt.Errorf("%w: unknown assets verb %q: use list or show", errUsage, a.args[0])
+		return fmt.Errorf("%w: unknown assets verb %q: use list, show or get", errUsage, a.args[0])
 	}
+}
+
+// presigner makes presigned URLs with this process's store settings (the
+// same client settings as uploads: endpoint, path style, credentials).
+func (a *app) presigner() (*storage.Presigner, error) {
+	if err := a.cfg.RequireS3(); err != nil {
+		return nil, err
+	}
+	client, err := storage.NewClient(context.Background(), a.cfg.S3)
+	if err != nil {
+		return nil, err
+	}
+	return storage.NewPresigner(s3.NewPresignClient(client), a.cfg.S3.Bucket)
+}
+
+// errMismatch: downloaded bytes that are not what the record says.
+var errMismatch = errors.New("download does not match the asset's record")
+
+// getAsset saves r's bytes to output (a file, a folder for the asset's
+// name, or empty: the asset's name here), verified against the record.
+// The bytes go to a temporary file beside the target, which becomes the
+// target only when size and SHA-256 match: a failed or mismatching download
+// leaves nothing, and an existing file is replaced only with force.
+func (a *app) getAsset(ctx context.Context, r asset.Record, open func(context.Context, asset.Record) (io.ReadCloser, int64, error), output string, force bool) error {
+	dest, err := downloadTarget(r, output)
+	if err != nil {
+		return err
+	}
+	if st, err := os.Lstat(dest); err == nil {
+		if st.IsDir() {
+			return fmt.Errorf("%s is a folder: give a file name with -o", dest)
+		}
+		if !force {
+			return fmt.Errorf("%s exists: give --force to replace it, or -o to save elsewhere", dest)
+		}
+	}
+	body, length, err := open(ctx, r)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	if length >= 0 && length != r.Size {
+		return fmt.Errorf("%w: asset %s: the store sends %d bytes, the record says %d bytes (sha256 %s); nothing was saved: the object in the store is not the one recorded, tell an operator",
+			errMismatch, r.ID, length, r.Size, r.SHA256)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".dab-part-*")
+	if err != nil {
+		return fmt.Errorf("cannot write beside %s: %w", dest, err)
+	}
+	kept := false
+	defer func() {
+		if !kept {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	var src io.Reader = body
+	if r.Size >= progressMin && isTerminal(a.stderr) {
+		bar := newProgressBar(a.stderr, r.Name, r.Size)
+		defer bar.done()
+		src = &countingReader{r: body, report: bar.update}
+	}
+	h := sha256.New()
+	// One byte past the record's size is enough to know the body is longer.
+	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(src, r.Size+1))
+	if err != nil {
+		return fmt.Errorf("download of asset %s broke off after %d of %d bytes: %w; nothing was saved, run the command again", r.ID, n, r.Size, err)
+	}
+	if sum := hex.EncodeToString(h.Sum(nil)); n != r.Size || sum != r.SHA256 {
+		got := fmt.Sprintf("%d bytes", n)
+		if n > r.Size {
+			got = fmt.Sprintf("more than %d bytes", r.Size)
+		}
+		return fmt.Errorf("%w: asset %s: downloaded %s with sha256 %s, the record says %d bytes with sha256 %s; the copy was removed: the object in the store is not the one recorded, tell an operator",
+			errMismatch, r.ID, got, sum, r.Size, r.SHA256)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("write %s: %w", dest, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", dest, err)
+	}
+	if err := place(tmp.Name(), dest, force); err != nil {
+		return err
+	}
+	kept = true
+	fmt.Fprintf(a.stdout, "saved %s (%d bytes, sha256 verified)\n", dest, r.Size)
+	return nil
+}
+
+// downloadTarget is where `dab assets get` writes: output as given, the
+// asset's name inside output when it is a folder, or the asset's name in
+// the current folder. The asset's name is reduced to a plain file name, so
+// a record can never direct the file elsewhere.
+func downloadTarget(r asset.Record, output string) (string, error) {
+	name := storage.CleanFilename(r.Name)
+	if output != "" {
+		st, err := os.Stat(output)
+		if err != nil || !st.IsDir() {
+			return output, nil
+		}
+	}
+	if name == "" {
+		return "", fmt.Errorf("asset %s has no name usable as a file name (%q): give one with -o FILE", r.ID, r.Name)
+	}
+	if output == "" {
+		return name, nil
+	}
+	return filepath.Join(output, name), nil
+}
+
+// place moves the finished temporary file to dest: with a hard link when
+// dest must not be replaced (the link fails if dest appeared meanwhile),
+// with a rename when it may be. A rename replaces a symbolic link at dest
+// itself, never the file it points to.
+func place(tmp, dest string, force bool) error {
+	if force {
+		if err := os.Rename(tmp, dest); err != nil {
+			return fmt.Errorf("save %s: %w", dest, err)
+		}
+		return nil
+	}
+	err := os.Link(tmp, dest)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%s appeared while downloading: give --force to replace it, or -o to save elsewhere", dest)
+	}
+	if err != nil {
+		// Filesystems without hard links: check once more, then rename.
+		if _, serr := os.Lstat(dest); serr == nil {
+			return fmt.Errorf("%s appeared while downloading: give --force to replace it, or -o to save elsewhere", dest)
+		}
+		if err := os.Rename(tmp, dest); err != nil {
+			return fmt.Errorf("save %s: %w", dest, err)
+		}
+		return nil
+	}
+	os.Remove(tmp)
+	return nil
+}
+
+// countingReader reports the bytes read so far.
+type countingReader struct {
+	r      io.Reader
+	n      int64
+	report func(int64)
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	c.report(c.n)
+	return n, err
 }
 
 func writeJSON(a *app, v any) error {

@@ -17,8 +17,12 @@ import (
 )
 
 // iamActionOf maps each S3 call dab's storage code can make (the methods of
-// storage.S3API) to the IAM action that allows it.
+// storage.S3API and storage.PresignAPI) to the IAM action that allows it.
+// A presigned URL sends nothing when it is made; it is the request of
+// whoever fetches it, made with dab's credentials, so it needs the action
+// of the request it presigns.
 var iamActionOf = map[string]string{
+	"PresignGetObject":        "s3:GetObject",
 	"PutObject":               "s3:PutObject",
 	"CreateMultipartUpload":   "s3:PutObject",
 	"UploadPart":              "s3:PutObject",
@@ -167,14 +171,18 @@ func TestCloudFormationSecurity(t *testing.T) {
 func TestIAMPolicyMatchesStorageCalls(t *testing.T) {
 	t.Parallel()
 	want := map[string]bool{}
-	api := reflect.TypeOf((*storage.S3API)(nil)).Elem()
-	for i := range api.NumMethod() {
-		m := api.Method(i).Name
-		action, ok := iamActionOf[m]
-		if !ok {
-			t.Fatalf("storage.S3API calls %s, which has no IAM action in this test's map: add it here and to deploy/cloudformation/dab.yaml", m)
+	for _, api := range []reflect.Type{reflect.TypeFor[storage.S3API](), reflect.TypeFor[storage.PresignAPI]()} {
+		for i := range api.NumMethod() {
+			m := api.Method(i).Name
+			action, ok := iamActionOf[m]
+			if !ok {
+				t.Fatalf("storage.%s calls %s, which has no IAM action in this test's map: add it here and to deploy/cloudformation/dab.yaml", api.Name(), m)
+			}
+			want[action] = true
 		}
-		want[action] = true
+	}
+	if !want["s3:GetObject"] {
+		t.Fatal("presigned downloads need s3:GetObject: storage.PresignAPI must presign GetObject")
 	}
 	got := map[string]bool{}
 	policy := mapGet(mapGet(mapGet(mapGet(loadTemplate(t), "Resources"), "WorkerPolicy"), "Properties"), "PolicyDocument")

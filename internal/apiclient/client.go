@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/dab-assets/dab/internal/api"
 	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/ledger"
 )
 
@@ -46,7 +48,38 @@ func New(server, token string) (*Client, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("DAB_SERVER %q is not an http:// or https:// URL", server)
 	}
-	return &Client{base: u, token: token, http: &http.Client{}}, nil
+	c := &Client{base: u, token: token}
+	c.http = &http.Client{CheckRedirect: c.checkRedirect}
+	return c, nil
+}
+
+// checkRedirect keeps the token to the server: Go's client passes an
+// Authorization header on to any port of the same host name (a store on
+// 127.0.0.1:7070 behind an API on 127.0.0.1:8080 would receive it).
+func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if !sameOrigin(req.URL, c.base) {
+		req.Header.Del("Authorization")
+		req.Header.Del("Cookie")
+	}
+	return nil
+}
+
+func sameOrigin(a, b *url.URL) bool {
+	return strings.EqualFold(a.Scheme, b.Scheme) && strings.EqualFold(canonicalHost(a), canonicalHost(b))
+}
+
+// canonicalHost is host:port with the scheme's default port made explicit.
+func canonicalHost(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	if strings.EqualFold(u.Scheme, "https") {
+		return u.Host + ":443"
+	}
+	return u.Host + ":80"
 }
 
 // Error is an error answer from the server.
@@ -77,26 +110,114 @@ func (c *Client) do(ctx context.Context, method, u string, body io.Reader, hdr h
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, u, err)
+		// DAB_SERVER may carry a password or a token: never quote it.
+		return nil, config.RedactError(fmt.Errorf("%s %s: %w", method, u, err), c.base.String(), u)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 400 {
-		var eb api.ErrorBody
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		if json.Unmarshal(b, &eb) != nil || eb.Error.Code == "" {
-			eb.Error.Code, eb.Error.Message = http.StatusText(resp.StatusCode), strings.TrimSpace(string(b))
-		}
-		if resp.StatusCode == http.StatusUnauthorized {
-			eb.Error.Message += " (give a token with --token or DAB_TOKEN)"
-		}
-		return resp, &Error{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+		return resp, errorOf(resp)
 	}
 	if out != nil {
 		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-			return resp, fmt.Errorf("%s %s: bad answer: %w", method, u, err)
+			return resp, config.RedactError(fmt.Errorf("%s %s: bad answer: %w", method, u, err), c.base.String(), u)
 		}
 	}
 	return resp, nil
+}
+
+// errorOf reads an error answer of the server.
+func errorOf(resp *http.Response) error {
+	var eb api.ErrorBody
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if json.Unmarshal(b, &eb) != nil || eb.Error.Code == "" {
+		eb.Error.Code, eb.Error.Message = http.StatusText(resp.StatusCode), strings.TrimSpace(string(b))
+	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		eb.Error.Message += " (give a token with --token or DAB_TOKEN)"
+	}
+	return &Error{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+}
+
+// DownloadURL asks the server for a presigned URL of an asset's object
+// (the Location of its 302 to the store), without following it. The URL
+// is a bearer credential until it expires: do not print or log it.
+func (c *Client) DownloadURL(ctx context.Context, id string) (string, error) {
+	u := c.url("/v1/assets/" + url.PathEscape(id) + "/download")
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return "", err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	noFollow := &http.Client{Transport: c.http.Transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("GET %s: %w", u, err)
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode >= 400:
+		return "", errorOf(resp)
+	case resp.StatusCode >= 300 && resp.StatusCode < 400:
+		loc, err := resp.Location()
+		if err != nil {
+			return "", fmt.Errorf("GET %s: %d without a usable Location: %w", u, resp.StatusCode, err)
+		}
+		return loc.String(), nil
+	}
+	return "", fmt.Errorf("GET %s: the server answered %d, not a redirect to the store: is it a dab server with downloads?", u, resp.StatusCode)
+}
+
+// Download opens an asset's bytes: the server's presigned URL, fetched
+// from the store with no dab credentials. The caller closes the body.
+func (c *Client) Download(ctx context.Context, id string) (io.ReadCloser, int64, error) {
+	u, err := c.DownloadURL(ctx, id)
+	if err != nil {
+		return nil, 0, err
+	}
+	return Fetch(ctx, u)
+}
+
+// fetchClient sends no token, no cookie and follows no redirect: a
+// presigned URL is answered by the store itself.
+var fetchClient = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// Fetch GETs a presigned URL and returns its body and length (-1 when
+// unknown). Its errors name the store and the object, never the URL's
+// query (the signature).
+func Fetch(ctx context.Context, presigned string) (io.ReadCloser, int64, error) {
+	u, err := url.Parse(presigned)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, 0, errors.New("the download URL is not an http(s) URL")
+	}
+	where := u.Scheme + "://" + u.Host + u.EscapedPath()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, presigned, nil)
+	if err != nil {
+		return nil, 0, fmt.Errorf("GET %s: %w", where, err)
+	}
+	resp, err := fetchClient.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // its text quotes the whole URL
+		}
+		return nil, 0, fmt.Errorf("GET %s: %w", where, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<10))
+		var s3err struct {
+			Code    string `xml:"Code"`
+			Message string `xml:"Message"`
+		}
+		detail := http.StatusText(resp.StatusCode)
+		if xml.Unmarshal(b, &s3err) == nil && s3err.Code != "" {
+			detail = s3err.Code + ": " + s3err.Message
+		}
+		return nil, 0, fmt.Errorf("the store answered %d (%s) for %s: the download URL may have expired (ask again) or the object is gone", resp.StatusCode, detail, where)
+	}
+	return resp.Body, resp.ContentLength, nil
 }
 
 // Task reads a task.
@@ -355,5 +476,22 @@ func (c *Client) Purchase(ctx context.Context, p ledger.PurchaseRequest) (ledger
 func (c *Client) GetPurchase(ctx context.Context, id string) (ledger.PurchaseResult, error) {
 	var r ledger.PurchaseResult
 	_, err := c.do(ctx, http.MethodGet, c.url("/v1/purchases/"+url.PathEscape(id)), nil, nil, &r)
+	return r, err
+}
+
+// SetListing puts an owned asset up for sale at credits (its owner's bound
+// token, or admin).
+func (c *Client) SetListing(ctx context.Context, id string, credits int64) (asset.Record, error) {
+	var r asset.Record
+	body, _ := json.Marshal(map[string]int64{"credits": credits})
+	_, err := c.do(ctx, http.MethodPut, c.url("/v1/assets/"+url.PathEscape(id)+"/listing"), bytes.NewReader(body),
+		http.Header{"Content-Type": {"application/json"}}, &r)
+	return r, err
+}
+
+// ClearListing takes an asset off sale.
+func (c *Client) ClearListing(ctx context.Context, id string) (asset.Record, error) {
+	var r asset.Record
+	_, err := c.do(ctx, http.MethodDelete, c.url("/v1/assets/"+url.PathEscape(id)+"/listing"), nil, nil, &r)
 	return r, err
 }

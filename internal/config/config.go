@@ -44,6 +44,19 @@ const (
 	TusExpiryDefault = 24 * time.Hour
 )
 
+// Lifetimes of presigned download URLs (DAB_DOWNLOAD_TTL).
+const (
+	// DownloadTTLDefault is long enough to start a large download (S3
+	// checks the signature when a transfer starts, not while it runs) and
+	// short enough that a URL that leaks is soon worthless.
+	DownloadTTLDefault = 5 * time.Minute
+	// DownloadTTLMin: SigV4 counts whole seconds.
+	DownloadTTLMin = time.Second
+	// DownloadTTLMax is S3's limit: it refuses presigned URLs that live
+	// longer than 7 days.
+	DownloadTTLMax = 7 * 24 * time.Hour
+)
+
 // Config is the effective configuration of one dab process.
 type Config struct {
 	// RedisURL locates the Redis that holds the queues, asset records and
@@ -115,6 +128,10 @@ type Config struct {
 	MetricsAddr string
 	// HouseAccount receives the price of assets that have no owner yet.
 	HouseAccount string
+	// DownloadTTL is the lifetime of the presigned S3 URLs that downloads
+	// and image previews hand out. Default DownloadTTLDefault, from
+	// DownloadTTLMin to DownloadTTLMax.
+	DownloadTTL time.Duration
 	// HostID names this host's upload queue (uploads:<host id>): its spool
 	// is local, so only its workers may upload its files. Default: the host name.
 	HostID string
@@ -246,6 +263,9 @@ func Settings() []Setting {
 		{Env: "DAB_HOUSE_ACCOUNT", Flag: "house-account", Default: "house",
 			Usage: "account that receives the price of an asset nobody owns yet",
 			get:   func(c *Config) string { return c.HouseAccount }, set: func(c *Config, v string) error { c.HouseAccount = v; return nil }},
+		{Env: "DAB_DOWNLOAD_TTL", Flag: "download-ttl", Default: DownloadTTLDefault.String(),
+			Usage: "lifetime of the presigned S3 URLs of downloads and image previews (1s to 168h, S3's limit)",
+			get:   func(c *Config) string { return c.DownloadTTL.String() }, set: durationSetter(func(c *Config) *time.Duration { return &c.DownloadTTL })},
 		{Env: "DAB_HOST_ID", Flag: "host-id", Default: defaultHostID(),
 			Usage: "this host's name in its upload queue (uploads:<host id>); workers upload only their own host's files",
 			get:   func(c *Config) string { return c.HostID }, set: func(c *Config, v string) error { c.HostID = v; return nil }},
@@ -538,6 +558,9 @@ func (c *Config) validate() []error {
 	}
 	if c.TusExpiry < time.Minute {
 		bad("DAB_TUS_EXPIRY", "%s is too short: use at least 1m (clients resume after network breaks)", c.TusExpiry)
+	}
+	if c.DownloadTTL < DownloadTTLMin || c.DownloadTTL > DownloadTTLMax {
+		bad("DAB_DOWNLOAD_TTL", "%s is out of range: use %s to %s (S3 refuses presigned URLs that live longer than 7 days)", c.DownloadTTL, DownloadTTLMin, DownloadTTLMax)
 	}
 	if c.MaxConcurrentUploads < 1 || c.MaxConcurrentUploads > 10000 {
 		bad("DAB_MAX_CONCURRENT_UPLOADS", "%d is out of range: use 1 to 10000", c.MaxConcurrentUploads)

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"strings"
 	"testing"
+	"time"
 )
 
 func envOf(m map[string]string) func(string) string {
@@ -81,6 +82,9 @@ func TestValidationNamesTheVariable(t *testing.T) {
 		{map[string]string{"DAB_SETTLE": "2h"}, "DAB_SETTLE"},
 		{map[string]string{"DAB_RESCAN_INTERVAL": "1ms"}, "DAB_RESCAN_INTERVAL"},
 		{map[string]string{"DAB_DROP_DIR": " "}, "DAB_DROP_DIR"},
+		{map[string]string{"DAB_DOWNLOAD_TTL": "soon"}, "DAB_DOWNLOAD_TTL"},
+		{map[string]string{"DAB_DOWNLOAD_TTL": "999ms"}, "DAB_DOWNLOAD_TTL: 999ms is out of range"},
+		{map[string]string{"DAB_DOWNLOAD_TTL": "168h0m1s"}, "DAB_DOWNLOAD_TTL: 168h0m1s is out of range"},
 	}
 	for _, tt := range tests {
 		_, err := NewLoader(envOf(tt.env)).Load()
@@ -144,4 +148,28 @@ func FuzzParseBytes(f *testing.F) {
 			t.Fatalf("ParseBytes(%q) = %d", s, n)
 		}
 	})
+}
+
+// TestDownloadTTL: the default and both ends of the range S3 accepts.
+func TestDownloadTTL(t *testing.T) {
+	t.Parallel()
+	cfg, err := NewLoader(envOf(nil)).Load()
+	if err != nil || cfg.DownloadTTL != DownloadTTLDefault {
+		t.Fatalf("default DownloadTTL = %v, %v; want %s", cfg, err, DownloadTTLDefault)
+	}
+	for _, v := range []string{DownloadTTLMin.String(), DownloadTTLMax.String()} {
+		cfg, err := NewLoader(envOf(map[string]string{"DAB_DOWNLOAD_TTL": v})).Load()
+		if err != nil || cfg.DownloadTTL.String() != v {
+			t.Errorf("DAB_DOWNLOAD_TTL=%s: %v", v, err)
+		}
+	}
+	l := NewLoader(envOf(map[string]string{"DAB_DOWNLOAD_TTL": "1h"}))
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	l.RegisterFlags(fs)
+	if err := fs.Parse([]string{"--download-ttl", "90s"}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := l.Load(); err != nil || cfg.DownloadTTL != 90*time.Second || cfg.Sources["DAB_DOWNLOAD_TTL"] != "flag" {
+		t.Fatalf("--download-ttl 90s: %v", err)
+	}
 }

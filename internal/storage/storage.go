@@ -33,7 +33,8 @@ const MetaSHA256 = "sha256"
 // S3API is the narrow set of S3 calls dab makes; *s3.Client implements it.
 // The IAM policy in deploy/ grants exactly these (s3:PutObject covers the
 // multipart calls, s3:GetObject covers HeadObject, s3:ListBucket covers
-// ListObjectsV2, s3:ListMultipartUploadParts covers ListParts).
+// ListObjectsV2, s3:ListMultipartUploadParts covers ListParts); presigned
+// downloads are PresignAPI's.
 type S3API interface {
 	PutObject(context.Context, *s3.PutObjectInput, ...func(*s3.Options)) (*s3.PutObjectOutput, error)
 	HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
