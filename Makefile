@@ -52,3 +52,4 @@ fuzz:
 	$(GO) test ./internal/api -run '^$$' -fuzz FuzzDecodeJSON -fuzztime 30s
 	$(GO) test ./watcher -run '^$$' -fuzz FuzzTusGuard -fuzztime 30s
 	$(GO) test ./watcher -run '^$$' -fuzz FuzzParseMetadata -fuzztime 30s
+	$(GO) test ./internal/asset -run '^$$' -fuzz FuzzParsePrice -fuzztime 30s

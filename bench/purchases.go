@@ -49,7 +49,8 @@ func runPurchases(dabBin string, env []string, rdb *redis.Client, r *localsvc.Re
 	led := ledger.New(rdb, "bench:", "house")
 	ids := make([]string, 2*n)
 	for i := range ids {
-		rec, _, err := assets.Put(ctx, asset.Record{Name: "p", Type: "generic", Path: fmt.Sprint(i), S3Bucket: "b", S3Key: fmt.Sprintf("generic/p%d", i), SHA256: "s"})
+		rec, _, err := assets.Put(ctx, asset.Record{Name: "p", Type: "generic", Path: fmt.Sprint(i), S3Bucket: "b", S3Key: fmt.Sprintf("generic/p%d", i), SHA256: "s",
+			Metadata: map[string]string{asset.PriceMetadata: "1"}}) // unpriced assets are not for sale
 		if err != nil {
 			return err
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dab-assets/dab/internal/apiclient"
+	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/worker/task"
 )
@@ -114,7 +115,7 @@ func runPurchase(ctx context.Context, e *env, args []string) error {
 	)
 	a, err := e.parse("purchase", args, func(fs *flag.FlagSet) {
 		fs.StringVar(&p.AssetID, "asset", "", "asset ID (see `dab assets list`)")
-		fs.StringVar(&p.BuyerID, "buyer", "", "buyer account")
+		fs.StringVar(&p.BuyerID, "buyer", "", "buyer account (through DAB_SERVER a bound token buys as its own account: leave it out)")
 		fs.Int64Var(&p.Credits, "credits", 0, "credits to pay (the asset's price, when it has one)")
 		fs.StringVar(&p.PurchaseID, "key", "", "purchase ID, the idempotency key: sending the same purchase again buys once (default: a new key, printed)")
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
@@ -124,7 +125,7 @@ func runPurchase(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if len(a.args) > 0 {
-		return fmt.Errorf("%w: dab purchase takes flags only: --asset ID --buyer B --credits N [--key K]", errUsage)
+		return fmt.Errorf("%w: dab purchase takes flags only: --asset ID [--buyer B] --credits N [--key K]", errUsage)
 	}
 	if p.PurchaseID == "" {
 		p.PurchaseID = newKey("purchase")
@@ -203,14 +204,25 @@ func runLedger(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(a.args) != 1 || a.args[0] != "verify" {
-		return fmt.Errorf("%w: dab ledger verify", errUsage)
+	if len(a.args) != 1 || (a.args[0] != "verify" && a.args[0] != "rebuild-sales") {
+		return fmt.Errorf("%w: dab ledger verify | dab ledger rebuild-sales", errUsage)
 	}
 	rdb, err := a.connectRedis(ctx)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
+	if a.args[0] == "rebuild-sales" {
+		// Sales made before each asset kept its own list of sales: rebuilt
+		// from the entries (safe while purchases run; a second run changes
+		// nothing).
+		ids, err := a.ledger(rdb).RebuildSales(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "rebuilt the sales history of %d assets\n", len(ids))
+		return nil
+	}
 	r, err := a.ledger(rdb).Verify(ctx)
 	if err != nil {
 		return err
@@ -228,6 +240,76 @@ func runLedger(ctx context.Context, e *env, args []string) error {
 	}
 	if !asJSON {
 		fmt.Fprintln(a.stdout, "ok: every balance is the sum of its entries, none but issuance is negative, balances sum to zero, every purchase is applied once")
+	}
+	return nil
+}
+
+// runListing: dab listing set ID CREDITS | dab listing remove ID. Through
+// DAB_SERVER it acts as the token's account (the owner's bound token, or
+// admin); locally (Redis) as the operator, for whoever owns the asset.
+func runListing(ctx context.Context, e *env, args []string) error {
+	var asJSON bool
+	a, err := e.parse("listing", args, func(fs *flag.FlagSet) { fs.BoolVar(&asJSON, "json", false, "print JSON") })
+	if err != nil {
+		return err
+	}
+	const usage = "dab listing set ASSET_ID CREDITS | dab listing remove ASSET_ID"
+	var credits int64
+	switch {
+	case len(a.args) == 3 && a.args[0] == "set":
+		if credits, err = asset.ParsePrice(a.args[2]); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+	case len(a.args) == 2 && a.args[0] == "remove":
+	default:
+		return fmt.Errorf("%w: %s", errUsage, usage)
+	}
+	id := a.args[1]
+	if !asset.ValidID(id) {
+		return fmt.Errorf("%w: %q is not an asset ID (20 hex digits): see `dab assets list`", errUsage, id)
+	}
+	var offer ledger.Offer
+	if a.cfg.Server != "" {
+		c, err := a.apiClient()
+		if err != nil {
+			return err
+		}
+		if a.args[0] == "set" {
+			_, err = c.SetListing(ctx, id, credits)
+		} else {
+			_, err = c.ClearListing(ctx, id)
+		}
+		if err != nil {
+			return err
+		}
+		rec, err := c.Asset(ctx, id)
+		if err != nil {
+			return err
+		}
+		offer = ledger.Offer{AssetID: id, Seller: rec.Owner}
+	} else {
+		rdb, err := a.connectRedis(ctx)
+		if err != nil {
+			return err
+		}
+		defer rdb.Close()
+		led := a.ledger(rdb)
+		if a.args[0] == "set" {
+			offer, err = led.SetListing(ctx, id, ledger.AnyOwner, credits, "operator")
+		} else {
+			offer, err = led.ClearListing(ctx, id, ledger.AnyOwner, "operator")
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if asJSON {
+		return writeJSON(a, offer)
+	}
+	if a.args[0] == "remove" {
+		fmt.Fprintf(a.stdout, "asset %s is not listed: not for sale\n", id)
+	} else {
+		fmt.Fprintf(a.stdout, "asset %s is listed by %s for %d credits\n", id, offer.Seller, credits)
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/dab-assets/dab/internal/api"
 	"github.com/dab-assets/dab/internal/apiclient"
+	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/naming"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
@@ -37,6 +38,11 @@ func (m metaFlag) Set(v string) error {
 	k = strings.TrimSpace(k)
 	if err := naming.CheckMetadataKey(k); err != nil {
 		return err
+	}
+	if k == asset.PriceMetadata {
+		if _, err := asset.ParsePrice(val); err != nil {
+			return err
+		}
 	}
 	m[k] = val
 	return nil

@@ -151,6 +151,9 @@ func TestManyHosts(t *testing.T) {
 	client := asynq.NewClientFromRedisClient(rdb)
 	led.Grant(context.Background(), "g", "buyer", 100)
 	for i, r := range page.Records {
+		if _, err := led.SetPrice(context.Background(), r.ID, 1, "test"); err != nil {
+			t.Fatalf("price %s: %v", r.ID, err)
+		}
 		p := ledger.PurchaseRequest{PurchaseID: fmt.Sprintf("mh-%d", i), AssetID: r.ID, BuyerID: "buyer", Credits: 1}
 		led.Accept(context.Background(), p)
 		tk, _ := task.NewPurchase(task.PurchasePayload{PurchaseID: p.PurchaseID, AssetID: p.AssetID, BuyerID: p.BuyerID, Credits: 1})

@@ -268,6 +268,11 @@ func TestCLIErrors(t *testing.T) {
 		{"redis down upload", []string{"DAB_REDIS_URL=redis://127.0.0.1:1/0"}, []string{"upload", file}, 1, "start Redis or fix DAB_REDIS_URL"},
 		{"unknown command", nil, []string{"frobnicate"}, 2, `unknown command "frobnicate"`},
 		{"no bucket", []string{"AWS_S3_BUCKET="}, []string{"work"}, 1, "AWS_S3_BUCKET is not set"},
+		{"price not a number", nil, []string{"upload", file, "--meta", "price=abc"}, 2, `price "abc": it is not a whole number`},
+		{"negative price", nil, []string{"upload", file, "--meta", "price=-3"}, 2, "it is negative"},
+		{"metadata shadowing a record field", nil, []string{"upload", file, "--meta", "sha256=00"}, 2, "dab's own field"},
+		{"server down, secrets in its URL", []string{"DAB_SERVER=http://u:pw-secret@127.0.0.1:1/?token=pw-secret"}, []string{"assets", "list"}, 1, "127.0.0.1:1"},
+		{"server down, upload", []string{"DAB_SERVER=http://u:pw-secret@127.0.0.1:1/"}, []string{"upload", file}, 1, "127.0.0.1:1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

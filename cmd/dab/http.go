@@ -53,12 +53,19 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 	checks := map[string]func(context.Context) error{
 		"redis": func(ctx context.Context) error { return config.RedactError(rdb.Ping(ctx).Err(), a.cfg.RedisURL) },
 	}
+	// Downloads and previews: presigned URLs of the bucket (none without one: 503).
+	var downloads *api.Downloads
 	if a.cfg.S3.Bucket != "" {
 		st, err := a.storage(ctx)
 		if err != nil {
 			return nil, err
 		}
 		checks["bucket"] = func(ctx context.Context) error { return config.RedactError(st.Check(ctx), a.cfg.S3.Endpoint) }
+		ps, err := a.presigner()
+		if err != nil {
+			return nil, err
+		}
+		downloads = api.NewDownloads(ps, a.cfg.DownloadTTL)
 	}
 	api.RegisterQueries(srv, api.QueryDeps{
 		Inspector: asynq.NewInspectorFromRedisClient(rdb),
@@ -76,6 +83,7 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 	if err := intake.Register(srv); err != nil {
 		return nil, err
 	}
+	api.RegisterDownload(srv, api.DownloadDeps{Assets: a.assets(rdb), Downloads: downloads})
 	led := a.ledger(rdb)
 	api.RegisterLedger(srv, led, a.assets(rdb))
 	purchases := &watcher.PurchaseIntake{Ledger: led, Queue: a.asynqClient(rdb)}
@@ -102,7 +110,7 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 
 	sessions := api.NewSessions(rdb, a.cfg.KeyPrefix)
 	srv.SetSessions(sessions)
-	if _, err := web.Register(web.Deps{
+	if _, err := web.Register(web.Deps{Downloads: downloads,
 		Server: srv, Sessions: sessions, Assets: a.assets(rdb), Ledger: led,
 		Inspector: asynq.NewInspectorFromRedisClient(rdb), Checks: checks,
 		Types: builtin.Registry().Types(), Uploader: intake, Purchaser: purchases, Monitor: true, Logger: a.log,

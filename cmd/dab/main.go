@@ -29,12 +29,13 @@ func commands() map[string]command {
 		"serve":    {"run the watcher, the HTTP API (console, monitor) and a worker in one process", runServe},
 		"dev":      {"run everything on this machine with a local Redis and S3-compatible store", runDev},
 		"upload":   {"spool files and queue their upload: dab upload FILE... --type TYPE", runUpload},
-		"assets":   {"list and show asset records: dab assets list | dab assets show ID", runAssets},
+		"assets":   {"list, show and download assets: dab assets list | show ID | get ID [-o FILE]", runAssets},
 		"tasks":    {"show a task's state: dab tasks show ID", runTasks},
 		"credits":  {"grant credits: dab credits grant ACCOUNT N [--key K]", runCredits},
 		"account":  {"show a balance and its entries: dab account show ACCOUNT", runAccount},
-		"purchase": {"buy an asset: dab purchase --asset ID --buyer B --credits N [--key K]", runPurchase},
-		"ledger":   {"check the ledger: dab ledger verify", runLedger},
+		"purchase": {"buy an asset: dab purchase --asset ID [--buyer B] --credits N [--key K]", runPurchase},
+		"ledger":   {"check the ledger: dab ledger verify | rebuild-sales", runLedger},
+		"listing":  {"sell an owned asset: dab listing set ID CREDITS | remove ID", runListing},
 		"config":   {"print the effective configuration, secrets masked", runConfig},
 	}
 }

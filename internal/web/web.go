@@ -66,6 +66,9 @@ type Deps struct {
 	// (shown in the status strip).
 	Problems func() []Problem
 	Logger   *slog.Logger
+	// Downloads hands out presigned URLs for the owner's download and the
+	// image previews (nil: no bucket, neither is shown).
+	Downloads *api.Downloads
 }
 
 // Console serves the pages.
@@ -121,11 +124,12 @@ func Register(d Deps) (*Console, error) {
 	s.HandleFunc(http.MethodPost, "/logout", api.ScopePublic, c.logout, page)
 	s.HandleFunc(http.MethodGet, "/assets", api.ScopeRead, c.assets, page)
 	s.HandleFunc(http.MethodGet, "/assets/{id}", api.ScopeRead, c.assetPage, page)
-	s.HandleFunc(http.MethodPost, "/assets/{id}/buy", api.ScopePurchase, c.buy, page)
+	s.HandleFunc(http.MethodPost, "/assets/{id}/buy", api.ScopePurchase+","+api.ScopeBroker, c.buy, page)
+	s.HandleFunc(http.MethodPost, "/assets/{id}/listing", api.ScopePurchase, c.listing, page)
 	s.HandleFunc(http.MethodGet, "/upload", api.ScopeIngest, c.uploadPage, page)
 	s.HandleFunc(http.MethodPost, "/upload", api.ScopeIngest, c.upload, page, api.Streaming())
-	s.HandleFunc(http.MethodGet, "/purchases/{id}", api.ScopeRead+","+api.ScopePurchase, c.purchasePage, page)
-	s.HandleFunc(http.MethodGet, "/accounts", api.ScopeRead+","+api.ScopePurchase, c.accountPage, page)
+	s.HandleFunc(http.MethodGet, "/purchases/{id}", api.ScopeRead+","+api.ScopePurchase+","+api.ScopeBroker, c.purchasePage, page)
+	s.HandleFunc(http.MethodGet, "/accounts", api.ScopeRead+","+api.ScopePurchase+","+api.ScopeBroker, c.accountPage, page)
 	s.HandleFunc(http.MethodPost, "/accounts/{id}/grant", api.ScopeAdmin, c.grant, page)
 	s.HandleFunc(http.MethodGet, "/stories", api.ScopeRead, c.storiesPage, page)
 	s.HandleFunc(http.MethodGet, "/stories/{story}", api.ScopeRead, c.storyPage, page)
@@ -219,7 +223,13 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 		v.Status = c.status(r.Context())
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'")
+	// Image previews are presigned URLs of the bucket: its origin, and no
+	// other, may serve images.
+	imgSrc := "'self' data:"
+	if o := c.d.Downloads.Origin(); o != "" {
+		imgSrc += " " + o
+	}
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src "+imgSrc+"; style-src 'self'; script-src 'self'; frame-ancestors 'none'")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	if err := c.pages[name].Execute(w, v); err != nil && c.d.Logger != nil {
@@ -340,6 +350,16 @@ type assetData struct {
 	Key    string
 	Story  string
 	CanBuy bool
+	// BuyAs is the account a bound login buys as (no buyer field then).
+	BuyAs string
+	// CanDownload shows the download button (owner or admin).
+	CanDownload bool
+	// Preview is a presigned URL of an image, shown inline.
+	Preview string
+	// CanList shows the owner's listing form.
+	CanList bool
+	// Sales are the asset's sales, oldest first.
+	Sales []ledger.Sale
 }
 
 func (c *Console) assetPage(w http.ResponseWriter, r *http.Request) {
@@ -361,7 +381,16 @@ func (c *Console) assetPage(w http.ResponseWriter, r *http.Request) {
 		d.Story = rec.Metadata["story"]
 	}
 	caller, _ := api.CallerOf(r.Context())
-	d.CanBuy = caller.Has(api.ScopePurchase)
+	d.CanBuy = caller.Has(api.ScopePurchase+","+api.ScopeBroker) && rec.Owner != caller.Account
+	d.BuyAs = caller.Account
+	d.CanDownload = caller.MayDownload(rec.Owner) && c.d.Downloads != nil
+	d.CanList = rec.Owner != "" && caller.ActsFor(rec.Owner) && caller.Has(api.ScopePurchase)
+	if sales, err := c.d.Ledger.Sales(r.Context(), rec.ID); err == nil {
+		d.Sales = sales
+	}
+	if u, err := c.d.Downloads.PreviewURL(r.Context(), rec); err == nil {
+		d.Preview = u
+	}
 	c.render(w, r, http.StatusOK, "asset", rec.Name, d, "")
 }
 
@@ -397,7 +426,17 @@ func (c *Console) buy(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, http.StatusBadRequest, "message", "Bad form", nil, "credits must be a whole number")
 		return
 	}
-	req := ledger.PurchaseRequest{PurchaseID: r.PostForm.Get("key"), AssetID: r.PathValue("id"), BuyerID: strings.TrimSpace(r.PostForm.Get("buyer")), Credits: credits}
+	caller, _ := api.CallerOf(r.Context())
+	buyer, err := caller.Buyer(strings.TrimSpace(r.PostForm.Get("buyer")))
+	if err != nil {
+		status := http.StatusForbidden
+		if errors.Is(err, api.ErrBuyerRequired) {
+			status = http.StatusBadRequest
+		}
+		c.render(w, r, status, "message", "Purchase refused", nil, err.Error())
+		return
+	}
+	req := ledger.PurchaseRequest{PurchaseID: r.PostForm.Get("key"), AssetID: r.PathValue("id"), BuyerID: buyer, Credits: credits}
 	if _, err := c.d.Purchaser.Submit(r.Context(), req); err != nil {
 		status := http.StatusServiceUnavailable
 		switch {
@@ -412,8 +451,59 @@ func (c *Console) buy(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/purchases/"+url.PathEscape(req.PurchaseID), http.StatusSeeOther)
 }
 
+// listing puts the owner's asset up for sale (credits) or takes it off
+// (remove), with the same rules as the API: the owner's bound login, or
+// admin for any owner.
+func (c *Console) listing(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		c.render(w, r, http.StatusBadRequest, "message", "Bad form", nil, err.Error())
+		return
+	}
+	caller, _ := api.CallerOf(r.Context())
+	owner := caller.Account
+	if caller.Has(api.ScopeAdmin) {
+		owner = ledger.AnyOwner
+	}
+	by := caller.Account
+	if by == "" {
+		by = caller.Name
+	}
+	id := r.PathValue("id")
+	var err error
+	flash := "not for sale any more"
+	if r.PostForm.Get("remove") != "" {
+		_, err = c.d.Ledger.ClearListing(r.Context(), id, owner, by)
+	} else {
+		var n int64
+		if n, err = asset.ParsePrice(strings.TrimSpace(r.PostForm.Get("credits"))); err == nil {
+			_, err = c.d.Ledger.SetListing(r.Context(), id, owner, n, by)
+			flash = fmt.Sprintf("listed for %d credits", n)
+		}
+	}
+	if err != nil {
+		status := http.StatusServiceUnavailable
+		switch {
+		case errors.Is(err, asset.ErrBadPrice), errors.Is(err, ledger.ErrInvalid):
+			status = http.StatusBadRequest
+		case errors.Is(err, ledger.ErrNotOwner):
+			status = http.StatusForbidden
+		case errors.Is(err, ledger.ErrNotOwned):
+			status = http.StatusConflict
+		case errors.Is(err, ledger.ErrNotFound):
+			status = http.StatusNotFound
+		}
+		c.render(w, r, status, "message", "Listing refused", nil, err.Error())
+		return
+	}
+	http.Redirect(w, r, "/assets/"+url.PathEscape(id)+"?flash="+url.QueryEscape(flash), http.StatusSeeOther)
+}
+
 func (c *Console) purchasePage(w http.ResponseWriter, r *http.Request) {
 	p, err := c.d.Ledger.GetPurchase(r.Context(), r.PathValue("id"))
+	caller, _ := api.CallerOf(r.Context())
+	if err == nil && caller.Account != "" && p.BuyerID != caller.Account {
+		err = fmt.Errorf("no purchase %q of yours", r.PathValue("id")) // others' purchases are not shown, nor said to exist
+	}
 	if err != nil {
 		c.render(w, r, http.StatusNotFound, "message", "Not found", nil, err.Error())
 		return
@@ -428,7 +518,15 @@ func (c *Console) purchasePage(w http.ResponseWriter, r *http.Request) {
 
 func (c *Console) accountPage(w http.ResponseWriter, r *http.Request) {
 	id := strings.TrimSpace(r.URL.Query().Get("id"))
-	data := map[string]any{"ID": id, "Key": newKey()}
+	caller, _ := api.CallerOf(r.Context())
+	if caller.Account != "" && id == "" {
+		id = caller.Account // "my balance"
+	}
+	data := map[string]any{"ID": id, "Key": newKey(), "Mine": caller.Account != ""}
+	if caller.Account != "" && id != caller.Account {
+		c.render(w, r, http.StatusForbidden, "account", "Accounts", data, "this login acts for account "+caller.Account+" and sees only its balance")
+		return
+	}
 	if id != "" {
 		a, err := c.d.Ledger.Account(r.Context(), id, 50)
 		if err != nil {
@@ -437,7 +535,6 @@ func (c *Console) accountPage(w http.ResponseWriter, r *http.Request) {
 		}
 		data["Account"] = a
 	}
-	caller, _ := api.CallerOf(r.Context())
 	data["CanGrant"] = caller.Has(api.ScopeAdmin)
 	c.render(w, r, http.StatusOK, "account", "Accounts", data, "")
 }
