@@ -1,10 +1,13 @@
 package watcher
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httputil"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,11 +112,12 @@ func TestFullDisk(t *testing.T) {
 	}
 	big := strings.Repeat("b", 2<<20)
 	// Chunked, so the size is unknown until the disk runs out.
-	noPath("PUT", h.do(t, "PUT", "/v1/assets/generic/big.bin", testIngest, io.MultiReader(strings.NewReader(big)), map[string]string{"Transfer-Encoding": "chunked"}))
+	noPath("PUT", h.earlyAnswer(t, "PUT", "/v1/assets/generic/big.bin", map[string]string{"Authorization": "Bearer " + testIngest}, strings.NewReader(big)))
 	spoolEmpty(t, h.spool)
 
 	id := h.createTus(t, "big.bin", len(big))
-	noPath("tus PATCH", h.tusRequest(t, "PATCH", tusBase+id, strings.NewReader(big), map[string]string{"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}))
+	noPath("tus PATCH", h.earlyAnswer(t, "PATCH", tusBase+id, map[string]string{"Authorization": "Bearer " + testIngest, "Tus-Resumable": "1.0.0",
+		"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}, strings.NewReader(big)))
 	if a := h.tusRequest(t, "HEAD", tusBase+id, nil, nil); a.status != 200 || a.header.Get("Upload-Offset") == "0" {
 		t.Fatalf("the received part was not kept for a resume: %d %v", a.status, a.header)
 	}
@@ -196,7 +200,7 @@ func TestFloorHoldsForEveryUpload(t *testing.T) {
 		}
 	}
 	big := strings.Repeat("c", 6<<20)
-	refused("chunked PUT past the floor", h.do(t, "PUT", "/v1/assets/generic/chunked.bin", testIngest, io.MultiReader(strings.NewReader(big)), map[string]string{"Transfer-Encoding": "chunked"}))
+	refused("chunked PUT past the floor", h.earlyAnswer(t, "PUT", "/v1/assets/generic/chunked.bin", map[string]string{"Authorization": "Bearer " + testIngest}, strings.NewReader(big)))
 	spoolEmpty(t, h.spool)
 
 	id := h.createTus(t, "t.bin", 3<<20)
@@ -206,7 +210,8 @@ func TestFloorHoldsForEveryUpload(t *testing.T) {
 	if a.status != 204 {
 		t.Fatalf("a PATCH that fits: %d %s", a.status, a.body)
 	}
-	refused("a second 3 MiB tus upload", h.tusRequest(t, "PATCH", tusBase+other, io.MultiReader(strings.NewReader(big[:3<<20])), map[string]string{"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream", "Transfer-Encoding": "chunked"}))
+	refused("a second 3 MiB tus upload", h.earlyAnswer(t, "PATCH", tusBase+other, map[string]string{"Authorization": "Bearer " + testIngest, "Tus-Resumable": "1.0.0",
+		"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}, strings.NewReader(big[:3<<20])))
 
 	// Two declared uploads at once: their promises add up.
 	first, err := h.intake.reserve(256 << 10)
@@ -238,4 +243,37 @@ func TestFloorHoldsForEveryUpload(t *testing.T) {
 	if a := h.tusRequest(t, "HEAD", tusBase+other, nil, nil); a.status != 404 {
 		t.Fatalf("HEAD of an unreadable upload: %d %s", a.status, a.body)
 	}
+}
+
+// earlyAnswer sends a request whose body the server may refuse half-way
+// (507, 408) and reads the answer while the body is still being written, as
+// a careful client does: a server that stops reading resets the connection,
+// and a client that only looks at its write error never sees why.
+func (h *httpBundle) earlyAnswer(t *testing.T, method, path string, hdr map[string]string, body io.Reader) answer {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	head := method + " " + path + " HTTP/1.1\r\nHost: dab.test\r\nTransfer-Encoding: chunked\r\n"
+	for k, v := range hdr {
+		head += k + ": " + v + "\r\n"
+	}
+	if _, err := io.WriteString(conn, head+"\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		cw := httputil.NewChunkedWriter(conn)
+		io.Copy(cw, body) // stops at the reset; the answer says why
+		cw.Close()
+		io.WriteString(conn, "\r\n")
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("%s %s: no answer: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return answer{resp.StatusCode, resp.Header, b}
 }

@@ -61,7 +61,7 @@ func setupHTTP(t *testing.T, cfg IntakeConfig, opts ...func(*bundle)) *httpBundl
 	s3 := harness.StartS3(t)
 	rdb := harness.RedisClient(t, b.redis)
 	file := filepath.Join(t.TempDir(), "tokens")
-	os.WriteFile(file, []byte("read "+testReader+"\ningest "+testIngest+"\npurchase@zed "+testBuyer+"\nbroker "+testBroker+"\n"), 0o600)
+	os.WriteFile(file, []byte("read "+testReader+"\ningest "+testIngest+"\nread,purchase@zed "+testBuyer+"\nbroker "+testBroker+"\n"), 0o600)
 	tokens, err := api.LoadTokens(testAdmin, file)
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +71,7 @@ func setupHTTP(t *testing.T, cfg IntakeConfig, opts ...func(*bundle)) *httpBundl
 	st := s3.Store(t)
 	assets := asset.NewStore(rdb, "dab:")
 	api.RegisterQueries(s, api.QueryDeps{
-		Inspector: asynq.NewInspectorFromRedisClient(rdb), Queues: []string{task.QueueUploads}, Assets: assets,
+		Inspector: asynq.NewInspectorFromRedisClient(rdb), Queues: []string{task.QueueUploads, task.QueuePurchases}, Assets: assets,
 		Checks: map[string]func(context.Context) error{
 			"redis":  func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 			"bucket": st.Check,

@@ -439,6 +439,16 @@ func TestPurchaseKeysAcrossBuyers(t *testing.T) {
 	if a := h.do(t, "GET", "/v1/purchases/shared-key", testBuyer, nil, nil); a.status != 404 {
 		t.Fatalf("zed reads yan's purchase: %d %s", a.status, a.body)
 	}
+	// Nor through its task: the payload and result are yan's.
+	taskPath := "/v1/tasks/" + task.PurchaseTaskID("shared-key")
+	if a := h.do(t, "GET", taskPath, testBuyer, nil, nil); a.status != 404 || strings.Contains(string(a.body), "yan") {
+		t.Fatalf("zed reads yan's purchase task: %d %s", a.status, a.body)
+	}
+	for _, tok := range []string{testAdmin, testReader} {
+		if a := h.do(t, "GET", taskPath, tok, nil, nil); a.status != 200 {
+			t.Fatalf("unbound token reads the purchase task: %d %s", a.status, a.body)
+		}
+	}
 	again := h.do(t, "POST", "/v1/purchases", testBroker, strings.NewReader(fmt.Sprintf(`{"asset_id": %q, "buyer_id": "yan", "credits": 3}`, id)), hdr)
 	if again.status != 202 {
 		t.Fatalf("broker again: %d %s", again.status, again.body)

@@ -209,6 +209,12 @@ func (in *Intake) tusFinish(ev tusd.HookEvent) (tusd.HTTPResponse, error) {
 		return tusd.HTTPResponse{}, tusReject(in.serverError("tus_finish", err))
 	}
 	m, err := in.spool.Claim(dataPath, input, spool.FileState{Size: st.Size(), ModTime: st.ModTime()})
+	for try := 0; errors.Is(err, spool.ErrInUse) && try < 40; try++ {
+		// tusd closed the file; a child process that this process forks
+		// holds a copy of every descriptor until it execs: look again.
+		time.Sleep(25 * time.Millisecond)
+		m, err = in.spool.Claim(dataPath, input, spool.FileState{Size: st.Size(), ModTime: st.ModTime()})
+	}
 	if err != nil {
 		return tusd.HTTPResponse{}, tusReject(in.serverError("tus_claim", err))
 	}

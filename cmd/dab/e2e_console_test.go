@@ -174,12 +174,16 @@ func TestConsoleInBrowser(t *testing.T) {
 			return os.WriteFile(filepath.Join(artifacts, name+".png"), buf, 0o644)
 		})
 	}
-	upload := func(path, name string) chromedp.Action[chromedp.Void] {
+	upload := func(path, name, metadata string) chromedp.Action[chromedp.Void] {
+		fill := chromedp.SendKeys(`input[name=name]`, "forest/"+name)
+		if metadata != "" {
+			fill = chromedp.Steps(fill, chromedp.SendKeys(`input[name=metadata]`, metadata))
+		}
 		return chromedp.Steps(
 			chromedp.Navigate(base+"/upload"),
 			chromedp.WaitVisible(`#upload`),
 			chromedp.SetValue(`select[name=type]`, "cyoa"),
-			chromedp.SendKeys(`input[name=name]`, "forest/"+name),
+			fill,
 			chromedp.SetUploadFiles(`input[type=file]`, []string{path}),
 			chromedp.Click(`#upload button[type=submit]`),
 			chromedp.WaitVisible(`code.task`),
@@ -192,9 +196,9 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.Submit(`input[name=token]`),
 		chromedp.WaitVisible(`table.assets`),
 		shot("01-assets-empty"),
-		upload(file, "NODE_start.png"),
+		upload(file, "NODE_start.png", `{"price": "7"}`), // unpriced assets are not for sale
 		shot("02-uploaded"),
-		upload(edge, "EDGE_start_to_cave.png"),
+		upload(edge, "EDGE_start_to_cave.png", ""),
 	)
 	if err != nil {
 		t.Fatalf("log in and upload: %v", err)
@@ -233,7 +237,11 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.WaitVisible(`dd.owner`),
 	)
 	if err != nil {
-		t.Fatalf("buy: %v", err)
+		sctx, cancelShot := context.WithTimeout(bctx, 10*time.Second)
+		text, _ := chromedp.Run(sctx, chromedp.Text(`main`))
+		chromedp.Do(sctx, shot("04-buy-failed"))
+		cancelShot()
+		t.Fatalf("buy: %v; the page said:\n%s", err, text)
 	}
 	owner, err := chromedp.Run(ctx, chromedp.Text(`dd.owner`))
 	if err != nil || strings.TrimSpace(owner) != "buyer-1" {

@@ -174,7 +174,7 @@ func TestLedgerCLI(t *testing.T) {
 		{nil, []string{"purchase", "--asset", id, "--buyer", "amy", "--credits", "5", "--key", "k2"}, 1, "same ID, different parameters"},
 		{nil, []string{"purchase", "--asset", "nope", "--buyer", "amy", "--credits", "4"}, 2, "asset_id"},
 		{nil, []string{"purchase", "--asset", id, "--buyer", "bo", "--credits", "4", "--key", "k2b"}, 1, "rejected (not_for_sale)"},
-		{nil, []string{"listing", "set", id, "-1"}, 2, "it is negative"},
+		{nil, []string{"listing", "set", id, "4.5"}, 2, "not a whole number"},
 		{nil, []string{"listing", "set", id, "4"}, 0, "listed by amy for 4 credits"},
 		{[]string{"DAB_SERVER=" + url, "DAB_TOKEN=" + e2eToken}, []string{"credits", "grant", "bo", "9", "--key", "g-bo"}, 0, "granted 9 credits to bo"},
 		{[]string{"DAB_SERVER=" + url, "DAB_TOKEN=" + e2eToken}, []string{"purchase", "--asset", id, "--buyer", "bo", "--credits", "4", "--key", "k3"}, 0, "bo paid 4 credits to amy"},

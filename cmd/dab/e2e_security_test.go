@@ -107,11 +107,15 @@ func TestSecurityConsoleSessionEndsWithToken(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	buy := url.Values{"credits": {"5"}, "key": {"b1"}, "buyer": {"zoe"}}
+	buy := url.Values{"credits": {"5"}, "key": {"b1"}} // a bound login buys as its account
 	for who, c := range clients {
 		if code := status(c, "GET", "/metrics", nil); code != 200 {
 			t.Fatalf("%s before the change: /metrics %d", who, code)
 		}
+	}
+	// A login bound to one account does not see every account's tasks.
+	if code := status(clients["reduced"], "GET", "/monitoring/api/queues", nil); code != http.StatusForbidden {
+		t.Fatalf("bound login in the monitor: %d, want 403", code)
 	}
 	// 303: on to the purchase (which fails later: no such asset), not refused.
 	if code := status(clients["reduced"], "POST", "/assets/0123456789abcdef0123/buy", buy); code != http.StatusSeeOther {

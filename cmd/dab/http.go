@@ -99,8 +99,15 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 	monRW := asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: connOpt, PrometheusAddress: a.cfg.PrometheusAddr})
 	a.closers = append(a.closers, func() { monRO.Close(); monRW.Close() })
 	srv.Handle("", "/monitoring/", api.ScopeRead, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if c, _ := api.CallerOf(r.Context()); c.Has(api.ScopeAdmin) {
+		c, _ := api.CallerOf(r.Context())
+		if c.Has(api.ScopeAdmin) {
 			monRW.ServeHTTP(w, r)
+			return
+		}
+		if c.Account != "" {
+			// The monitor shows every account's purchases and results: it is
+			// for operators, not for a token bound to one account.
+			api.WriteError(w, http.StatusForbidden, "operators_only", "the monitor shows every account's tasks: use an unbound read token (or admin); this token acts for "+c.Account+" only")
 			return
 		}
 		monRO.ServeHTTP(w, r)

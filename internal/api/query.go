@@ -136,10 +136,29 @@ func (d QueryDeps) getTask(w http.ResponseWriter, r *http.Request) {
 			WriteError(w, http.StatusServiceUnavailable, "queue_unavailable", "cannot read the queue: "+err.Error())
 			return
 		}
+		if c, _ := CallerOf(r.Context()); !mayReadTask(c, info) {
+			break // another buyer's purchase: not found, as if it did not exist
+		}
 		WriteJSON(w, http.StatusOK, TaskFromInfo(info))
 		return
 	}
 	WriteError(w, http.StatusNotFound, "task_not_found", "no task "+strconv.Quote(id)+" (finished tasks are kept for 7 days)")
+}
+
+// mayReadTask: a purchase (a task that names a buyer) is readable by a
+// token bound to another account no more than through /v1/purchases: its
+// parameters and result (a balance, in a rejection) are the buyer's.
+func mayReadTask(c Caller, info *asynq.TaskInfo) bool {
+	if c.Account == "" {
+		return true
+	}
+	var p struct {
+		BuyerID string `json:"buyer_id"`
+	}
+	if json.Unmarshal(info.Payload, &p) != nil || p.BuyerID == "" {
+		return true
+	}
+	return p.BuyerID == c.Account
 }
 
 func (d QueryDeps) listAssets(w http.ResponseWriter, r *http.Request) {

@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/hibiken/asynq"
 
@@ -184,7 +185,7 @@ type Problem struct {
 	Path, Message string
 }
 
-func (c *Console) status(ctx context.Context) status {
+func (c *Console) status(ctx context.Context, caller api.Caller) status {
 	st := status{Checks: map[string]string{}, Ready: true}
 	queues := c.d.Queues
 	if queues == nil {
@@ -197,7 +198,9 @@ func (c *Console) status(ctx context.Context) status {
 			qs.Size, qs.Active, qs.Pending, qs.Retry, qs.Archived, qs.Completed = info.Size, info.Active, info.Pending, info.Retry, info.Archived, info.Completed
 		}
 		if tasks, err := c.d.Inspector.ListArchivedTasks(q, asynq.PageSize(1)); err == nil && len(tasks) > 0 {
-			qs.LastError = tasks[0].LastErr
+			if caller.Account == "" { // another account's failure is not a bound login's to read
+				qs.LastError = tasks[0].LastErr
+			}
 		}
 		st.Queues = append(st.Queues, qs)
 	}
@@ -220,7 +223,7 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 	caller, ok := api.CallerOf(r.Context())
 	v := view{Title: title, Caller: caller, LoggedIn: ok, Monitor: c.d.Monitor, Data: data, Error: errMsg, Flash: r.URL.Query().Get("flash")}
 	if ok {
-		v.Status = c.status(r.Context())
+		v.Status = c.status(r.Context(), caller)
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	// Image previews are presigned URLs of the bucket: its origin, and no
@@ -265,7 +268,10 @@ func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
 
 // safeNext keeps redirects on this site.
 func safeNext(n string) string {
-	if !strings.HasPrefix(n, "/") || strings.HasPrefix(n, "//") || strings.Contains(n, `\`) {
+	// Browsers drop tabs and newlines from URLs ("/\t/evil.example" becomes
+	// "//evil.example"): any control or space character is refused too.
+	if !strings.HasPrefix(n, "/") || strings.HasPrefix(n, "//") || strings.Contains(n, `\`) ||
+		strings.ContainsFunc(n, func(r rune) bool { return r < 0x20 || r == 0x7f || unicode.IsSpace(r) }) {
 		return "/assets"
 	}
 	return n
@@ -381,7 +387,9 @@ func (c *Console) assetPage(w http.ResponseWriter, r *http.Request) {
 		d.Story = rec.Metadata["story"]
 	}
 	caller, _ := api.CallerOf(r.Context())
-	d.CanBuy = caller.Has(api.ScopePurchase+","+api.ScopeBroker) && rec.Owner != caller.Account
+	forSale := rec.Owner == "" && rec.Price != nil || rec.Owner != "" && rec.Listing != nil
+	ownIt := caller.Account != "" && rec.Owner == caller.Account
+	d.CanBuy = caller.Has(api.ScopePurchase+","+api.ScopeBroker) && forSale && !ownIt
 	d.BuyAs = caller.Account
 	d.CanDownload = caller.MayDownload(rec.Owner) && c.d.Downloads != nil
 	d.CanList = rec.Owner != "" && caller.ActsFor(rec.Owner) && caller.Has(api.ScopePurchase)
@@ -443,7 +451,10 @@ func (c *Console) buy(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, ledger.ErrInvalid):
 			status = http.StatusBadRequest
 		case errors.Is(err, ledger.ErrConflict):
-			status = http.StatusConflict
+			// The stored purchase may be another account's: say nothing of it.
+			c.render(w, r, http.StatusConflict, "message", "Purchase refused", nil,
+				"this purchase ID was used for another purchase: reload the asset page for a new one")
+			return
 		}
 		c.render(w, r, status, "message", "Purchase refused", nil, err.Error())
 		return

@@ -21,6 +21,8 @@ func TestSafeNext(t *testing.T) {
 	for in, want := range map[string]string{
 		"/assets?type=cyoa": "/assets?type=cyoa", "": "/assets", "https://evil.example/": "/assets",
 		"//evil.example": "/assets", `/\evil.example`: "/assets", "assets": "/assets",
+		"/\t/evil.example/": "/assets", "/\n/evil.example": "/assets", "/\r\n/evil.example": "/assets", "/ /evil.example": "/assets",
+		"/\u00a0/evil.example": "/assets", "/\x7f/evil": "/assets",
 	} {
 		if got := safeNext(in); got != want {
 			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)
