@@ -31,9 +31,9 @@ deps:
 	@command -v chromium >/dev/null 2>&1 || { \
 		echo "installing Chromium from Debian's packages (the console test drives a real browser)"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
-	@[ -d watcher/testdata/tus/node_modules/tus-js-client ] || { \
+	@[ -d watcher/intake/testdata/tus/node_modules/tus-js-client ] || { \
 		echo "installing tus-js-client for the tus tests"; \
-		npm ci --prefix watcher/testdata/tus --no-audit --no-fund --silent; }
+		npm ci --prefix watcher/intake/testdata/tus --no-audit --no-fund --silent; }
 
 build:
 	$(GO) build -o bin/dab ./cmd/dab
@@ -50,6 +50,6 @@ fuzz:
 	$(GO) test ./internal/config -run '^$$' -fuzz FuzzParseBytes -fuzztime 30s
 	$(GO) test ./internal/config -run '^$$' -fuzz FuzzRedactURL -fuzztime 30s
 	$(GO) test ./internal/api -run '^$$' -fuzz FuzzDecodeJSON -fuzztime 30s
-	$(GO) test ./watcher -run '^$$' -fuzz FuzzTusGuard -fuzztime 30s
-	$(GO) test ./watcher -run '^$$' -fuzz FuzzParseMetadata -fuzztime 30s
+	$(GO) test ./watcher/intake -run '^$$' -fuzz FuzzTusGuard -fuzztime 30s
+	$(GO) test ./watcher/intake -run '^$$' -fuzz FuzzParseMetadata -fuzztime 30s
 	$(GO) test ./internal/asset -run '^$$' -fuzz FuzzParsePrice -fuzztime 30s

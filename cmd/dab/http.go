@@ -18,7 +18,7 @@ import (
 	"github.com/dab-assets/dab/internal/plugin/builtin"
 	"github.com/dab-assets/dab/internal/redisconn"
 	"github.com/dab-assets/dab/internal/web"
-	"github.com/dab-assets/dab/watcher"
+	"github.com/dab-assets/dab/watcher/intake"
 )
 
 // newHTTP builds the HTTP API and binds its address (so a busy port fails at
@@ -71,7 +71,7 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 		Inspector: asynq.NewInspectorFromRedisClient(rdb),
 		Assets:    a.assets(rdb), Checks: checks,
 	})
-	intake, err := watcher.NewIntake(watcher.IntakeConfig{
+	uploads, err := intake.New(intake.Config{
 		Types: builtin.Registry().Types(), MaxBytes: a.cfg.MaxUploadBytes, MaxConcurrent: a.cfg.MaxConcurrentUploads,
 		MinRate: a.cfg.MinUploadRate, MinFreeBytes: a.cfg.MinFreeBytes,
 		TusDir: filepath.Join(a.cfg.DataDir, "tus"), TusExpiry: a.cfg.TusExpiry, Logger: a.log, Queue: a.uploadQueue(),
@@ -79,15 +79,14 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 	if err != nil {
 		return nil, err
 	}
-	checks["spool_disk"] = intake.CheckDisk
-	if err := intake.Register(srv); err != nil {
+	checks["spool_disk"] = uploads.CheckDisk
+	if err := uploads.Register(srv); err != nil {
 		return nil, err
 	}
 	api.RegisterDownload(srv, api.DownloadDeps{Assets: a.assets(rdb), Downloads: downloads})
 	led := a.ledger(rdb)
-	api.RegisterLedger(srv, led, a.assets(rdb))
-	purchases := &watcher.PurchaseIntake{Ledger: led, Queue: a.asynqClient(rdb)}
-	purchases.Register(srv)
+	purchases := &intake.Purchases{Ledger: led, Queue: a.asynqClient(rdb)}
+	api.RegisterLedger(srv, led, a.assets(rdb), purchases)
 
 	// The Asynq monitor: read-only for read tokens, full for admins.
 	spare, connOpt, err := redisconn.Open(redisconn.Options{URL: a.cfg.RedisURL, Mode: a.cfg.RedisMode, CAFile: a.cfg.RedisCAFile})
@@ -120,7 +119,7 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 	if _, err := web.Register(web.Deps{Downloads: downloads,
 		Server: srv, Sessions: sessions, Assets: a.assets(rdb), Ledger: led,
 		Inspector: asynq.NewInspectorFromRedisClient(rdb), Checks: checks,
-		Types: builtin.Registry().Types(), Uploader: intake, Purchaser: purchases, Monitor: true, Logger: a.log,
+		Types: builtin.Registry().Types(), Uploader: uploads, Purchaser: purchases, Monitor: true, Logger: a.log,
 		Problems: a.watcherProblems,
 	}); err != nil {
 		return nil, err
@@ -131,7 +130,7 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 	}
 	a.httpURL = "http://" + ln.Addr().String()
 	return func(ctx context.Context) error {
-		go intake.ExpireTus(ctx)
+		go uploads.ExpireTus(ctx)
 		return api.Serve(ctx, ln, srv.Handler(), a.cfg.ShutdownTimeout, a.log)
 	}, nil
 }

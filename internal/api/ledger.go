@@ -2,11 +2,13 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"github.com/dab-assets/dab/internal/asset"
@@ -14,11 +16,37 @@ import (
 	"github.com/dab-assets/dab/internal/ledger"
 )
 
-// RegisterLedger adds the account, price, listing, sales-history and
-// purchase-status endpoints. (Creating purchases queues tasks, so that
-// route belongs to the intake.) The market rules themselves are in the
-// ledger's scripts; these handlers say who asks.
-func RegisterLedger(s *Server, led *ledger.Store, assets *asset.Store) {
+// Purchases records a purchase and queues its task: the intake does that
+// (it owns the task contract); the ledger applies it in a worker.
+type Purchases interface {
+	// Submit records a purchase (once per ID) and queues it while it is
+	// pending; a finished purchase returns its stored result. Errors wrap
+	// ErrQueueUnavailable when the task could not be queued.
+	Submit(ctx context.Context, req ledger.PurchaseRequest) (ledger.PurchaseResult, error)
+	// TaskID is the task of a purchase.
+	TaskID(purchaseID string) string
+}
+
+// ErrQueueUnavailable: a purchase is recorded as pending but its task could
+// not be queued; sending the same purchase again queues it.
+var ErrQueueUnavailable = errors.New("the purchase is recorded as pending but could not be queued: send the same purchase again")
+
+// PurchaseAccepted is the answer to a new (or still pending) purchase.
+type PurchaseAccepted struct {
+	ledger.PurchaseResult
+	TaskID    string `json:"task_id"`
+	StatusURL string `json:"status_url"`
+}
+
+// RegisterLedger adds the market's endpoints in one place: purchases
+// (created through purchases, read back), accounts and grants, prices,
+// listings and each asset's sales. The market rules themselves are in the
+// ledger's scripts; these handlers say who asks. With purchases nil the
+// server takes no new purchases (only reads them).
+func RegisterLedger(s *Server, led *ledger.Store, assets *asset.Store, purchases Purchases) {
+	if purchases != nil {
+		s.HandleFunc(http.MethodPost, "/v1/purchases", ScopePurchase+","+ScopeBroker, postPurchase(purchases))
+	}
 	// The house's price of an asset nobody owns (0: free); an owned
 	// asset is sold by its owner's listing instead (409 owned).
 	s.HandleFunc(http.MethodPost, "/v1/assets/{id}/price", ScopeAdmin, func(w http.ResponseWriter, r *http.Request) {
@@ -319,4 +347,73 @@ func ParseCredits(raw json.RawMessage) (int64, error) {
 		return 0, err
 	}
 	return v, nil
+}
+
+// postPurchase: the Idempotency-Key header is the purchase ID; the body is
+// {"asset_id", "buyer_id", "credits"} (read by DecodeJSON, credits from
+// 0 (free) to ledger.CreditsMax by ParsePriceCredits). The buyer is
+// the caller's (Caller.Buyer): a bound token buys as its account
+// (buyer_id may be left out; another one is 403 wrong_buyer), a broker or
+// admin names it (400 buyer_required without), anyone else may not buy
+// (403 not_permitted). A new or pending purchase answers 202;
+// a repeat of a finished one answers 200 with its stored result; the same ID
+// with other parameters 409.
+func postPurchase(p Purchases) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("Idempotency-Key")
+		if id == "" {
+			WriteError(w, http.StatusBadRequest, "idempotency_key_required", "send an Idempotency-Key header: it is the purchase ID, so a retried purchase buys once")
+			return
+		}
+		var body struct {
+			AssetID string          `json:"asset_id"`
+			BuyerID string          `json:"buyer_id"`
+			Credits json.RawMessage `json:"credits"`
+		}
+		if err := DecodeJSON(r, &body); err != nil {
+			WriteDecodeError(w, err, `send {"asset_id": "...", "buyer_id": "...", "credits": N}`)
+			return
+		}
+		caller, _ := CallerOf(r.Context())
+		buyer, err := caller.Buyer(body.BuyerID)
+		switch {
+		case errors.Is(err, ErrWrongBuyer):
+			WriteError(w, http.StatusForbidden, "wrong_buyer", err.Error())
+			return
+		case errors.Is(err, ErrBuyerRequired):
+			WriteError(w, http.StatusBadRequest, "buyer_required", err.Error())
+			return
+		case err != nil:
+			WriteError(w, http.StatusForbidden, "not_permitted", err.Error())
+			return
+		}
+		credits, err := ParsePriceCredits(body.Credits)
+		if err != nil {
+			WriteError(w, http.StatusBadRequest, "bad_credits", err.Error())
+			return
+		}
+		req := ledger.PurchaseRequest{PurchaseID: id, AssetID: body.AssetID, BuyerID: buyer, Credits: credits}
+		res, err := p.Submit(r.Context(), req)
+		if errors.Is(err, ledger.ErrConflict) && caller.Account != "" {
+			// The stored parameters may be another account's purchase: a
+			// bound token learns only that its key is taken.
+			WriteError(w, http.StatusConflict, "idempotency_conflict", "this Idempotency-Key was used for another purchase: use a new key for a new request")
+			return
+		}
+		if errors.Is(err, ErrQueueUnavailable) {
+			WriteError(w, http.StatusServiceUnavailable, "queue_unavailable", err.Error())
+			return
+		}
+		if WriteLedgerError(w, err) {
+			return
+		}
+		if res.Status != ledger.StatusPending {
+			w.Header().Set("Idempotent-Replayed", "true")
+			WriteJSON(w, http.StatusOK, res)
+			return
+		}
+		status := "/v1/purchases/" + url.PathEscape(id)
+		w.Header().Set("Location", status)
+		WriteJSON(w, http.StatusAccepted, PurchaseAccepted{PurchaseResult: res, TaskID: p.TaskID(id), StatusURL: status})
+	}
 }

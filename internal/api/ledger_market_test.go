@@ -48,7 +48,7 @@ func marketSetup(t *testing.T) *marketBundle {
 	}
 	s := New(tokens, false, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	b := &ledgerBundle{led: ledger.New(rdb, "dab:", "house"), assets: asset.NewStore(rdb, "dab:")}
-	RegisterLedger(s, b.led, b.assets)
+	RegisterLedger(s, b.led, b.assets, nil)
 	b.srv = httptest.NewServer(s.Handler())
 	t.Cleanup(b.srv.Close)
 	return &marketBundle{b}

@@ -80,12 +80,16 @@ func (r *Registry) CheckType(t string) error {
 	return nil
 }
 
+// DefaultType is the type of a file that names none (a file directly in the
+// drop folder, an upload without a type).
+const DefaultType = "generic"
+
 // Generic serves the "generic" type: any file, no derived metadata beyond
 // its extension.
 type Generic struct{}
 
 // Type implements Plugin.
-func (Generic) Type() string { return "generic" }
+func (Generic) Type() string { return DefaultType }
 
 // Derive implements Plugin.
 func (Generic) Derive(_ context.Context, a Asset) (map[string]string, error) {

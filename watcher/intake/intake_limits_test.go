@@ -1,4 +1,4 @@
-package watcher
+package intake
 
 import (
 	"bufio"
@@ -42,7 +42,7 @@ func slowBody(gap time.Duration, stop <-chan struct{}) io.Reader {
 // of it is kept and its slot is free again; a steady upload goes through.
 func TestTricklingUploadsLoseTheirSlot(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, IntakeConfig{MaxConcurrent: 1, MinRate: 1000, MinRateWindow: 400 * time.Millisecond})
+	h := setupHTTP(t, Config{MaxConcurrent: 1, MinRate: 1000, MinRateWindow: 400 * time.Millisecond})
 	stop := make(chan struct{})
 	defer close(stop)
 	start := time.Now()
@@ -102,7 +102,7 @@ func TestFullDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	useDisk := func(b *bundle) { b.spool = sp }
-	h := setupHTTP(t, IntakeConfig{TusDir: filepath.Join(disk, "tus")}, useDisk)
+	h := setupHTTP(t, Config{TusDir: filepath.Join(disk, "tus")}, useDisk)
 	noPath := func(what string, a answer) {
 		t.Helper()
 		if a.status != http.StatusInsufficientStorage || a.header.Get("Retry-After") == "" ||
@@ -127,7 +127,7 @@ func TestFullDisk(t *testing.T) {
 
 	// With a floor of 768 KiB on this 1 MiB disk, 300 KiB declared is
 	// refused before a byte is written, and the disk is reported not ready.
-	floor := setupHTTP(t, IntakeConfig{TusDir: filepath.Join(disk, "tus"), MinFreeBytes: 768 << 10}, useDisk)
+	floor := setupHTTP(t, Config{TusDir: filepath.Join(disk, "tus"), MinFreeBytes: 768 << 10}, useDisk)
 	noPath("PUT under the floor", floor.do(t, "PUT", "/v1/assets/generic/mid.bin", testIngest, strings.NewReader(strings.Repeat("m", 300<<10)), nil))
 	noPath("tus POST under the floor", floor.tusRequest(t, "POST", tusBase, nil, map[string]string{"Upload-Length": itoa(300 << 10), "Upload-Metadata": "filename " + b64("mid.bin")}))
 	if a := floor.do(t, "PUT", "/v1/assets/generic/small.bin", testIngest, strings.NewReader("small"), nil); a.status != http.StatusAccepted {
@@ -149,7 +149,7 @@ func TestFullDisk(t *testing.T) {
 // later, on PUT and tus PATCH alike.
 func TestSilentUploadsLoseTheirSlot(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, IntakeConfig{MaxConcurrent: 1, MinRate: 1000, MinRateWindow: 500 * time.Millisecond})
+	h := setupHTTP(t, Config{MaxConcurrent: 1, MinRate: 1000, MinRateWindow: 500 * time.Millisecond})
 	silent := func() io.Reader { pr, _ := io.Pipe(); return pr }
 	start := time.Now()
 	req, _ := http.NewRequest("PUT", h.srv.URL+"/v1/assets/generic/silent.bin", silent())
@@ -188,7 +188,7 @@ func TestFloorHoldsForEveryUpload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := setupHTTP(t, IntakeConfig{TusDir: filepath.Join(disk, "tus"), MinFreeBytes: 4 << 20}, func(b *bundle) { b.spool = sp })
+	h := setupHTTP(t, Config{TusDir: filepath.Join(disk, "tus"), MinFreeBytes: 4 << 20}, func(b *bundle) { b.spool = sp })
 	free := func() int64 { n, _ := sp.FreeBytes(); return n }
 	refused := func(what string, a answer) {
 		t.Helper()

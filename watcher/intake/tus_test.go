@@ -1,4 +1,4 @@
-package watcher
+package intake
 
 import (
 	"bufio"
@@ -60,7 +60,7 @@ func (h *httpBundle) createTus(t *testing.T, name string, size int) string {
 // the files outside are untouched.
 func TestTusIDsCannotLeaveTheFolder(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, IntakeConfig{})
+	h := setupHTTP(t, Config{})
 	tusDir := h.intake.cfg.TusDir
 	outside := filepath.Dir(filepath.Dir(tusDir)) // two levels above the tus folder
 	victim := filepath.Join(outside, "victim")
@@ -122,7 +122,7 @@ func TestTusIDsCannotLeaveTheFolder(t *testing.T) {
 // claimed into the spool.
 func TestTusIgnoresWhereInfoPoints(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, IntakeConfig{})
+	h := setupHTTP(t, Config{})
 	victim := filepath.Join(t.TempDir(), "tokens")
 	os.WriteFile(victim, []byte("read token-a\n"), 0o600)
 	id := h.createTus(t, "x.bin", 30)
@@ -161,7 +161,7 @@ func TestTusIgnoresWhereInfoPoints(t *testing.T) {
 // every verb: HEAD, PATCH to the end (claimed and queued), DELETE.
 func TestTusVerbsOnOwnUploads(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, IntakeConfig{})
+	h := setupHTTP(t, Config{})
 	data := "0123456789"
 	id := h.createTus(t, "NODE_own.png", len(data))
 	if a := h.tusRequest(t, "HEAD", tusBase+id, nil, nil); a.status != 200 || a.header.Get("Upload-Offset") != "0" {
@@ -187,7 +187,7 @@ func TestTusVerbsOnOwnUploads(t *testing.T) {
 // DAB_MAX_CONCURRENT_UPLOADS like the other intakes.
 func TestTusSharesTheUploadSlots(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, IntakeConfig{MaxConcurrent: 1})
+	h := setupHTTP(t, Config{MaxConcurrent: 1})
 	id := h.createTus(t, "slow.bin", 20)
 	pr, pw := io.Pipe()
 	done := make(chan answer, 1)
@@ -219,7 +219,7 @@ func TestTusSharesTheUploadSlots(t *testing.T) {
 // TusExpiry is removed; a recent one stays.
 func TestTusExpiresAbandonedUploads(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, IntakeConfig{TusExpiry: time.Hour})
+	h := setupHTTP(t, Config{TusExpiry: time.Hour})
 	old, fresh := h.createTus(t, "old.bin", 10), h.createTus(t, "fresh.bin", 10)
 	h.tusRequest(t, "PATCH", tusBase+old, strings.NewReader("abc"), map[string]string{"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
 	past := time.Now().Add(-2 * time.Hour)
@@ -249,7 +249,7 @@ func FuzzTusGuard(f *testing.F) {
 	for _, s := range []string{"", "..%2F..%2Fvictim", "%2e%2e%2f", strings.Repeat("a", 32), strings.Repeat("0", 31) + "/", "a/../b", "%00"} {
 		f.Add("PATCH", s)
 	}
-	in := &Intake{cfg: IntakeConfig{MaxBytes: 1 << 20}, slots: make(chan struct{}, 4)}
+	in := &Intake{cfg: Config{MaxBytes: 1 << 20}, slots: make(chan struct{}, 4)}
 	const dir = "/srv/dab/tus"
 	f.Fuzz(func(t *testing.T, method, rawID string) {
 		// The request as net/http's server parses it off the wire.

@@ -1,4 +1,4 @@
-package watcher
+package intake
 
 import (
 	"bytes"
@@ -19,7 +19,7 @@ import (
 
 func TestGrantsAndAccounts(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, IntakeConfig{})
+	h := setupHTTP(t, Config{})
 	grant := func(token, key, body string) answer {
 		hdr := map[string]string{"Content-Type": "application/json"}
 		if key != "" {
@@ -84,7 +84,7 @@ func TestGrantsAndAccounts(t *testing.T) {
 
 func TestPurchasesOverHTTP(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, IntakeConfig{})
+	h := setupHTTP(t, Config{})
 	rec, _, err := h.assets.Put(context.Background(), asset.Record{Name: "a", Type: "generic", Path: "a", S3Bucket: "b", S3Key: "generic/a", SHA256: "s"})
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +125,7 @@ func TestPurchasesOverHTTP(t *testing.T) {
 	}
 	wg.Wait()
 	for _, a := range answers {
-		var pa PurchaseAccepted
+		var pa api.PurchaseAccepted
 		a.json(t, &pa)
 		if a.status != 202 || pa.PurchaseID != "p1" || pa.Status != ledger.StatusPending || pa.TaskID != task.PurchaseTaskID("p1") {
 			t.Fatalf("concurrent send: %d %s", a.status, a.body)
@@ -187,7 +187,7 @@ func TestPurchasesOverHTTP(t *testing.T) {
 // through) and takes amounts from 0 (free) to ledger.CreditsMax.
 func TestPurchaseBodyAndCredits(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, IntakeConfig{})
+	h := setupHTTP(t, Config{})
 	rec, _, err := h.assets.Put(context.Background(), asset.Record{Name: "a", Type: "generic", Path: "a", S3Bucket: "b", S3Key: "generic/a", SHA256: "s"})
 	if err != nil {
 		t.Fatal(err)
@@ -291,7 +291,7 @@ func (h *httpBundle) market(t *testing.T, key, state string) string {
 // rules decide the rest.
 func TestPurchaseMatrix(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, IntakeConfig{})
+	h := setupHTTP(t, Config{})
 	ctx := context.Background()
 	for _, b := range []string{"zed", "yan", "xia"} {
 		if _, err := h.ledger.Grant(ctx, "g-"+b, b, 100); err != nil {
@@ -350,7 +350,7 @@ func TestPurchaseMatrix(t *testing.T) {
 				}
 				continue
 			}
-			var pa PurchaseAccepted
+			var pa api.PurchaseAccepted
 			a.json(t, &pa)
 			if pa.BuyerID != c.buyer || pa.Status != ledger.StatusPending {
 				t.Errorf("%s: accepted %+v, want buyer %s", name, pa, c.buyer)
@@ -385,7 +385,7 @@ func TestPurchaseMatrix(t *testing.T) {
 // the ledger (an entry of 0). Paying anything else is wrong_price.
 func TestFreePurchasesOverHTTP(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, IntakeConfig{})
+	h := setupHTTP(t, Config{})
 	ctx := context.Background()
 	free, listedFree := h.market(t, "free", "price 0"), h.market(t, "lfree", "listing 0")
 	post := func(key, id string, credits int64) answer {
@@ -426,7 +426,7 @@ func TestFreePurchasesOverHTTP(t *testing.T) {
 // parameters; the same purchase again replays it.
 func TestPurchaseKeysAcrossBuyers(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, IntakeConfig{})
+	h := setupHTTP(t, Config{})
 	id := h.market(t, "k", "priced")
 	hdr := map[string]string{"Content-Type": "application/json", "Idempotency-Key": "shared-key"}
 	if a := h.do(t, "POST", "/v1/purchases", testBroker, strings.NewReader(fmt.Sprintf(`{"asset_id": %q, "buyer_id": "yan", "credits": 3}`, id)), hdr); a.status != 202 {

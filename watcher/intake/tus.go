@@ -1,4 +1,4 @@
-package watcher
+package intake
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	expslog "golang.org/x/exp/slog"
 
 	"github.com/dab-assets/dab/internal/api"
+	"github.com/dab-assets/dab/internal/plugin"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/worker/task"
 )
@@ -160,7 +161,7 @@ func tusError(he *httpError) error {
 func (in *Intake) tusInput(md tusd.MetaData) (spool.Input, error) {
 	typ := md["type"]
 	if typ == "" {
-		typ = DefaultType
+		typ = plugin.DefaultType
 	}
 	name := md["filename"]
 	if name == "" {

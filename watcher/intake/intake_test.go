@@ -1,4 +1,4 @@
-package watcher
+package intake
 
 import (
 	"bufio"
@@ -52,7 +52,7 @@ type httpBundle struct {
 
 // setupHTTP starts the server; opts may change the bundle first (another
 // spool, say).
-func setupHTTP(t *testing.T, cfg IntakeConfig, opts ...func(*bundle)) *httpBundle {
+func setupHTTP(t *testing.T, cfg Config, opts ...func(*bundle)) *httpBundle {
 	t.Helper()
 	b := setup(t)
 	for _, o := range opts {
@@ -81,7 +81,7 @@ func setupHTTP(t *testing.T, cfg IntakeConfig, opts ...func(*bundle)) *httpBundl
 	if cfg.TusDir == "" {
 		cfg.TusDir = filepath.Join(filepath.Dir(b.spool.Dir()), "tus")
 	}
-	in, err := NewIntake(cfg, b.spool, b.client, idem.New(rdb, "dab:"))
+	in, err := New(cfg, b.spool, b.client, idem.New(rdb, "dab:"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,8 +89,7 @@ func setupHTTP(t *testing.T, cfg IntakeConfig, opts ...func(*bundle)) *httpBundl
 		t.Fatal(err)
 	}
 	led := ledger.New(rdb, "dab:", "house")
-	api.RegisterLedger(s, led, assets)
-	(&PurchaseIntake{Ledger: led, Queue: b.client}).Register(s)
+	api.RegisterLedger(s, led, assets, &Purchases{Ledger: led, Queue: b.client})
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	return &httpBundle{bundle: b, srv: srv, routes: s.Routes(), assets: assets, intake: in, ledger: led}
@@ -172,7 +171,7 @@ func spoolEmpty(t *testing.T, sp *spool.Spool) {
 
 func TestPostAndPut(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, IntakeConfig{})
+	h := setupHTTP(t, Config{})
 	tests := []struct {
 		name      string
 		fields    [][2]string
@@ -223,7 +222,7 @@ func TestPostAndPut(t *testing.T) {
 
 func TestUploadErrors(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, IntakeConfig{MaxBytes: 1000})
+	h := setupHTTP(t, Config{MaxBytes: 1000})
 	body := func() io.Reader { return strings.NewReader("x") }
 	tests := []struct {
 		name, method, path, token string
@@ -279,7 +278,7 @@ func TestUploadErrors(t *testing.T) {
 
 func TestTooLargeChunkedLeavesNothing(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, IntakeConfig{MaxBytes: 64 << 10})
+	h := setupHTTP(t, Config{MaxBytes: 64 << 10})
 	for _, method := range []string{"PUT", "POST"} {
 		pr, pw := io.Pipe()
 		mw := multipart.NewWriter(pw)
@@ -322,7 +321,7 @@ func TestTooLargeChunkedLeavesNothing(t *testing.T) {
 
 func TestInterruptedUploadLeavesNothing(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, IntakeConfig{})
+	h := setupHTTP(t, Config{})
 	conn, err := net.Dial("tcp", strings.TrimPrefix(h.srv.URL, "http://"))
 	if err != nil {
 		t.Fatal(err)
@@ -340,7 +339,7 @@ func TestInterruptedUploadLeavesNothing(t *testing.T) {
 
 func TestIdempotencyKey(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, IntakeConfig{})
+	h := setupHTTP(t, Config{})
 	put := func(content string) answer {
 		return h.do(t, "PUT", "/v1/assets/generic/same.txt", testIngest, strings.NewReader(content), map[string]string{"Idempotency-Key": "order-42"})
 	}
@@ -361,7 +360,7 @@ func TestIdempotencyKey(t *testing.T) {
 
 func TestConcurrencyLimit(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, IntakeConfig{MaxConcurrent: 1})
+	h := setupHTTP(t, Config{MaxConcurrent: 1})
 	pr, pw := io.Pipe()
 	started := make(chan struct{})
 	done := make(chan answer)
@@ -384,7 +383,7 @@ func TestConcurrencyLimit(t *testing.T) {
 
 func TestQueriesAndReadiness(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, IntakeConfig{})
+	h := setupHTTP(t, Config{})
 	for i := range 3 {
 		h.assets.Put(context.Background(), asset.Record{Name: "n", Type: "cyoa", Path: fmt.Sprint(i), S3Bucket: "b", S3Key: fmt.Sprintf("cyoa/%d", i), SHA256: "s"})
 	}
@@ -421,7 +420,7 @@ func TestQueriesAndReadiness(t *testing.T) {
 // TestOpenAPIListsEveryRoute keeps the API document in step with the router.
 func TestOpenAPIListsEveryRoute(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, IntakeConfig{})
+	h := setupHTTP(t, Config{})
 	a := h.do(t, "GET", "/v1/openapi.json", "", nil, nil)
 	var doc struct {
 		Paths map[string]map[string]json.RawMessage `json:"paths"`
@@ -437,7 +436,7 @@ func TestOpenAPIListsEveryRoute(t *testing.T) {
 		}
 	}
 	// The document in the repository is the one served.
-	onDisk, err := os.ReadFile("../internal/api/openapi.json")
+	onDisk, err := os.ReadFile("../../internal/api/openapi.json")
 	if err != nil || !bytes.Equal(onDisk, a.body) {
 		t.Fatalf("served document differs from internal/api/openapi.json: %v", err)
 	}
@@ -450,12 +449,12 @@ func TestTusResumeWithRealClient(t *testing.T) {
 	t.Parallel()
 	node, err := exec.LookPath("node")
 	if err != nil {
-		t.Fatal("the tus test needs Node.js: apt-get install -y nodejs npm, then npm ci --prefix watcher/testdata/tus (or run `make test`)")
+		t.Fatal("the tus test needs Node.js: apt-get install -y nodejs npm, then npm ci --prefix watcher/intake/testdata/tus (or run `make test`)")
 	}
 	if _, err := os.Stat("testdata/tus/node_modules/tus-js-client"); err != nil {
-		t.Fatal("the tus test needs tus-js-client: npm ci --prefix watcher/testdata/tus (or run `make test`)")
+		t.Fatal("the tus test needs tus-js-client: npm ci --prefix watcher/intake/testdata/tus (or run `make test`)")
 	}
-	h := setupHTTP(t, IntakeConfig{})
+	h := setupHTTP(t, Config{})
 	data := bytes.Repeat([]byte("0123456789abcdef"), 192<<10) // 3 MiB
 	file := filepath.Join(t.TempDir(), "NODE_resumed.png")
 	os.WriteFile(file, data, 0o600)

@@ -1,4 +1,4 @@
-package watcher
+package intake
 
 import (
 	"context"
@@ -23,12 +23,13 @@ import (
 	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/idem"
 	"github.com/dab-assets/dab/internal/naming"
+	"github.com/dab-assets/dab/internal/plugin"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/worker/task"
 )
 
-// IntakeConfig tunes the HTTP intake.
-type IntakeConfig struct {
+// Config tunes the HTTP intake.
+type Config struct {
 	// Types are the registered asset types (required).
 	Types []string
 	// MaxBytes is the largest accepted file (default 5 GiB).
@@ -58,10 +59,15 @@ type IntakeConfig struct {
 	Queue string
 }
 
+// Enqueuer is the part of *asynq.Client the intake uses.
+type Enqueuer interface {
+	EnqueueContext(ctx context.Context, t *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
+}
+
 // Intake takes files over HTTP into the spool and queues their upload. It
 // validates names with the same code as the drop folder.
 type Intake struct {
-	cfg   IntakeConfig
+	cfg   Config
 	types map[string]bool
 	spool *spool.Spool
 	queue Enqueuer
@@ -75,8 +81,8 @@ type Intake struct {
 	reserved int64
 }
 
-// NewIntake builds the intake.
-func NewIntake(cfg IntakeConfig, sp *spool.Spool, queue Enqueuer, keys *idem.Store) (*Intake, error) {
+// New builds the intake.
+func New(cfg Config, sp *spool.Spool, queue Enqueuer, keys *idem.Store) (*Intake, error) {
 	if len(cfg.Types) == 0 || sp == nil || queue == nil || keys == nil {
 		return nil, errors.New("intake: Types, spool, queue and idempotency store are required")
 	}
@@ -244,7 +250,7 @@ func (in *Intake) serverError(step string, err error) *httpError {
 // checkName validates type and path exactly as the drop folder does.
 func (in *Intake) checkName(typ, p string) error {
 	if typ == "" {
-		typ = DefaultType
+		typ = plugin.DefaultType
 	}
 	if !in.types[typ] {
 		known := make([]string, 0, len(in.types))
@@ -379,7 +385,7 @@ func (in *Intake) receiveForm(w http.ResponseWriter, r *http.Request) ([]byte, b
 	}
 	typ := fields["type"]
 	if typ == "" {
-		typ = DefaultType
+		typ = plugin.DefaultType
 	}
 	own := sw
 	sw = nil

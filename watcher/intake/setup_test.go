@@ -1,0 +1,107 @@
+package intake
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/dab-assets/dab/internal/harness"
+	"github.com/dab-assets/dab/internal/localsvc"
+	"github.com/dab-assets/dab/internal/spool"
+	"github.com/dab-assets/dab/worker/task"
+)
+
+// bundle is one test's spool and real Redis.
+type bundle struct {
+	t      *testing.T
+	spool  *spool.Spool
+	redis  *localsvc.Redis
+	client *asynq.Client
+	insp   *asynq.Inspector
+	logs   *syncBuffer
+}
+
+// syncBuffer collects the server's log lines from its goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	sp, err := spool.Open(filepath.Join(t.TempDir(), "data", "spool"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := harness.Redis(t)
+	rdb := harness.RedisClient(t, r)
+	return &bundle{t: t, spool: sp, redis: r, client: asynq.NewClientFromRedisClient(rdb),
+		insp: asynq.NewInspectorFromRedisClient(rdb), logs: &syncBuffer{}}
+}
+
+// eventually waits for ok, failing the test with the log after timeout.
+func (b *bundle) eventually(timeout time.Duration, what string, ok func() bool) {
+	b.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !ok() {
+		if time.Now().After(deadline) {
+			log := b.logs.String()
+			if len(log) > 3000 {
+				log = "..." + log[len(log)-3000:]
+			}
+			b.t.Fatalf("timed out waiting for %s; log:\n%s", what, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// queued returns the number of upload tasks in the queue.
+func (b *bundle) queued() int {
+	info, err := b.insp.GetQueueInfo(task.QueueUploads)
+	if err != nil {
+		return 0
+	}
+	return info.Size
+}
+
+func sum(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// entries returns the spool entries by S3 key, failing on a key seen twice.
+func entries(t *testing.T, sps ...*spool.Spool) map[string]*spool.Manifest {
+	t.Helper()
+	out := map[string]*spool.Manifest{}
+	for _, sp := range sps {
+		list, err := sp.List()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range list {
+			if prev, dup := out[m.Key()]; dup {
+				t.Fatalf("%s claimed twice (entries %s and %s)", m.Key(), prev.ID, m.ID)
+			}
+			out[m.Key()] = m
+		}
+	}
+	return out
+}
