@@ -12,6 +12,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/dab-assets/dab/internal/api"
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/ledger"
@@ -40,6 +41,9 @@ type app struct {
 	metrics *metrics.Metrics
 	// watcher of this process, if it runs one (its problems show in the console).
 	watcher *watcher.Watcher
+	// server is this process's HTTP API once built: its route table is the
+	// one list the router, the OpenAPI check and the auth matrix test read.
+	server *api.Server
 }
 
 // parse reads flags (anywhere on the line, before or after arguments) and the

@@ -44,6 +44,7 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 		return nil, err
 	}
 	srv := api.New(tokens, open, a.log)
+	a.server = srv
 	// Failed logins are throttled per client address; behind a reverse
 	// proxy that address comes from X-Forwarded-For, believed only from
 	// the proxies DAB_TRUSTED_PROXIES names.
