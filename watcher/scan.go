@@ -1,3 +1,8 @@
+// Finding files: file events (fsnotify, one watch per folder, added as
+// folders appear) and full rescans (at start, on an event overflow, and
+// periodically, since events can be lost or never sent). Both only hand paths
+// to consider (settle.go); a rescan finds everything events would have.
+
 package watcher
 
 import (

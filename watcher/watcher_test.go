@@ -108,12 +108,25 @@ func (b *bundle) start(cfg Config, sp *spool.Spool) *Watcher {
 	return w
 }
 
+// eventually is the package-level eventually, failing with the watcher's log.
 func (b *bundle) eventually(timeout time.Duration, what string, ok func() bool) {
 	b.t.Helper()
+	eventually(b.t, timeout, what, ok, func() string { return "watcher log:\n" + tail(b.logs.String()) })
+}
+
+// eventually polls ok until it holds; after timeout it fails t, naming what
+// it waited for and adding detail, when given (what the failure needs to be
+// understood).
+func eventually(t *testing.T, timeout time.Duration, what string, ok func() bool, detail func() string) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !ok() {
 		if time.Now().After(deadline) {
-			b.t.Fatalf("timed out waiting for %s; watcher log:\n%s", what, tail(b.logs.String()))
+			msg := "timed out waiting for " + what
+			if detail != nil {
+				msg += "; " + detail()
+			}
+			t.Fatal(msg)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -374,13 +387,10 @@ func startWriter(t *testing.T, child bool, path string, first []byte) (finish fu
 		cmd.Process.Kill()
 		exited <- <-exited
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for st, err := os.Stat(path); err != nil || st.Size() != int64(len(first)); st, err = os.Stat(path) {
-		if time.Now().After(deadline) {
-			t.Fatal("the writer process did not write its first part")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	eventually(t, 10*time.Second, "the writer process to write its first part", func() bool {
+		st, err := os.Stat(path)
+		return err == nil && st.Size() == int64(len(first))
+	}, nil)
 	return func(second []byte) {
 		write(t, p2, second)
 		io.WriteString(stdin, "go\n")

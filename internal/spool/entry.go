@@ -1,0 +1,208 @@
+// An entry: its ID, its manifest and the names a producer gives it (Input,
+// checked once by newManifest for the writer and the claim alike), and
+// reading, listing and removing entries in place. An entry appears by one
+// rename, so everything here sees only whole entries.
+
+package spool
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"time"
+
+	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/naming"
+)
+
+// Errors callers branch on.
+var (
+	// ErrNotFound means no spool entry has the given ID.
+	ErrNotFound = errors.New("spool entry not found")
+	// ErrDataChanged means an entry's file is no longer what its manifest
+	// describes: typically a writer that kept the file open (unseen, see
+	// Claim) wrote more after it was taken. Uploading the manifest's bytes
+	// would drop the rest; the entry must go to the failed folder whole.
+	ErrDataChanged = errors.New("spool entry's file changed after it was taken")
+)
+
+// Manifest describes a spooled file.
+type Manifest struct {
+	ID string `json:"id"`
+	// Name is the file's base name as the producer gave it.
+	Name string `json:"name"`
+	// Type is the asset type (a registered plugin type).
+	Type string `json:"type"`
+	// Path is the file's path relative to its type folder; the S3 key is Type/Path.
+	Path        string            `json:"path"`
+	Size        int64             `json:"size"`
+	SHA256      string            `json:"sha256"`
+	ContentType string            `json:"content_type"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
+	// Source names the producer: cli, watcher, http.
+	Source    string    `json:"source"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Key is the S3 object key of the entry.
+func (m *Manifest) Key() string { return m.Type + "/" + m.Path }
+
+// Input is what a producer knows about a file before spooling it.
+type Input struct {
+	Type     string
+	Path     string // relative to the type folder, slash-separated
+	Metadata map[string]string
+	Source   string
+	// Progress, when set, is called with the running byte count while copying.
+	Progress func(written int64)
+}
+
+func (s *Spool) newManifest(in Input) (*Manifest, error) {
+	if err := naming.ValidateType(in.Type); err != nil {
+		return nil, err
+	}
+	p, err := naming.CleanPath(in.Path)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := naming.Key(in.Type, p); err != nil {
+		return nil, err
+	}
+	if err := naming.CheckMetadata(in.Metadata); err != nil {
+		return nil, err
+	}
+	if p, ok := in.Metadata[asset.PriceMetadata]; ok {
+		if _, err := asset.ParsePrice(p); err != nil {
+			return nil, err
+		}
+	}
+	return &Manifest{
+		ID: NewID(), Name: path.Base(p), Type: in.Type, Path: p,
+		Metadata: in.Metadata, Source: in.Source, CreatedAt: time.Now().UTC(),
+	}, nil
+}
+
+// NewID returns a new entry ID: 12 hex digits of milliseconds (so IDs sort by
+// time) and 16 random hex digits.
+func NewID() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("spool: crypto/rand failed: %v", err)) // never happens on Linux
+	}
+	return fmt.Sprintf("%012x%s", time.Now().UnixMilli(), hex.EncodeToString(b[:]))
+}
+
+var idPattern = regexp.MustCompile(`^[0-9a-f]{28}$`)
+
+// ValidID reports whether id has the form NewID produces; it keeps IDs from
+// outside (task payloads) from naming paths outside the spool.
+func ValidID(id string) bool { return idPattern.MatchString(id) }
+
+func (s *Spool) entryDir(id string) (string, error) {
+	if !ValidID(id) {
+		return "", fmt.Errorf("spool: %q is not a spool entry ID: %w", id, ErrNotFound)
+	}
+	return filepath.Join(s.dir, id), nil
+}
+
+// Get reads an entry's manifest.
+func (s *Spool) Get(id string) (*Manifest, error) {
+	dir, err := s.entryDir(id)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, manifestFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("spool: entry %s in %s: %w", id, s.dir, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("spool: manifest of %s is damaged: %w", id, err)
+	}
+	return &m, nil
+}
+
+// Open returns an entry's data file for reading, with its manifest. An entry
+// whose file has grown or shrunk since it was spooled is refused with
+// ErrDataChanged; the manifest is returned with that error so that the caller
+// can move the entry out (FailOut) with the reason.
+func (s *Spool) Open(id string) (*os.File, *Manifest, error) {
+	m, err := s.Get(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	f, err := os.Open(filepath.Join(s.dir, id, dataFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, fmt.Errorf("spool: data of entry %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("spool: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("spool: %w", err)
+	}
+	if st.Size() != m.Size {
+		f.Close()
+		return nil, m, fmt.Errorf("spool: entry %s (%s): its file has %d bytes, the manifest says %d: a writer kept writing after dab took the file, which must be taken again whole: %w",
+			id, m.Key(), st.Size(), m.Size, ErrDataChanged)
+	}
+	return f, m, nil
+}
+
+// DataPath is where an entry's bytes are.
+func (s *Spool) DataPath(id string) string { return filepath.Join(s.dir, id, dataFile) }
+
+// List returns the manifests of all entries, oldest first.
+func (s *Spool) List() ([]*Manifest, error) {
+	des, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	var out []*Manifest
+	for _, de := range des {
+		if !de.IsDir() || !ValidID(de.Name()) {
+			continue
+		}
+		m, err := s.Get(de.Name())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// Remove deletes an entry. Removing a missing entry is not an error, so a
+// re-run task can call it again.
+func (s *Spool) Remove(id string) error {
+	dir, err := s.entryDir(id)
+	if err != nil {
+		return err
+	}
+	// Rename first so a crash mid-delete never leaves a half entry that looks whole.
+	trash := filepath.Join(s.dir, incomingDir, id+".removing")
+	if err := os.Rename(dir, trash); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("spool: remove %s: %w", id, err)
+	}
+	if err := os.RemoveAll(trash); err != nil {
+		return fmt.Errorf("spool: remove %s: %w", id, err)
+	}
+	return syncDir(s.dir)
+}

@@ -1,0 +1,119 @@
+// Enqueueing uploads. Task IDs are deterministic, so enqueueing twice is
+// harmless; while Redis does not answer, a back-off stops new claims (the
+// files stay in the drop folder) and entries that could not be returned are
+// retried; at start, entries a crash left without a task are enqueued.
+
+package watcher
+
+import (
+	"context"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/dab-assets/dab/internal/spool"
+	"github.com/dab-assets/dab/worker/task"
+)
+
+// Enqueuer is the part of *asynq.Client the watcher uses.
+type Enqueuer interface {
+	EnqueueContext(ctx context.Context, t *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
+}
+
+// enqueue queues a spool entry's upload. On failure it starts the back-off
+// during which no new files are claimed, and returns the error.
+func (w *Watcher) enqueue(ctx context.Context, m *spool.Manifest) error {
+	t, err := task.NewUpload(task.UploadPayload{SpoolID: m.ID, Type: m.Type, Key: m.Key()}, asynq.Queue(w.cfg.Queue))
+	if err == nil {
+		_, err = w.queue.EnqueueContext(ctx, t)
+	}
+	if err == nil || task.IsAlreadyQueued(err) {
+		w.queueUp()
+		if err == nil { // an existing task (recovery at start) was counted when it was queued
+			w.enqueued.Add(1)
+			w.log.Info("watcher.queued", "task_id", task.UploadTaskID(m.ID), "spool_id", m.ID, "key", m.Key())
+		}
+		return nil
+	}
+	w.enqueueErrors.Add(1)
+	w.mu.Lock()
+	if w.queueDelay == 0 {
+		w.queueDelay = 500 * time.Millisecond
+	} else {
+		w.queueDelay = min(2*w.queueDelay, 30*time.Second)
+	}
+	w.queueDown = time.Now().Add(w.queueDelay)
+	delay := w.queueDelay
+	w.mu.Unlock()
+	w.log.Error("watcher.enqueue_failed", "spool_id", m.ID, "key", m.Key(), "error", err.Error(),
+		"retry_in", delay.String(), "note", "nothing is lost: files stay in the drop folder (or the spool) until the queue answers")
+	return err
+}
+
+// keepUnqueued remembers a spool entry whose enqueue must be retried.
+func (w *Watcher) keepUnqueued(m *spool.Manifest) {
+	w.mu.Lock()
+	w.unqueued[m.ID] = m
+	w.mu.Unlock()
+}
+
+func (w *Watcher) queueUp() {
+	w.mu.Lock()
+	w.queueDelay, w.queueDown = 0, time.Time{}
+	w.mu.Unlock()
+}
+
+func (w *Watcher) queueIsDown(now time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return now.Before(w.queueDown)
+}
+
+// retryUnqueued tries again to enqueue entries whose enqueue failed.
+func (w *Watcher) retryUnqueued(ctx context.Context) {
+	w.mu.Lock()
+	if len(w.unqueued) == 0 || time.Now().Before(w.queueDown) {
+		w.mu.Unlock()
+		return
+	}
+	batch := make([]*spool.Manifest, 0, len(w.unqueued))
+	for id, m := range w.unqueued {
+		batch = append(batch, m)
+		delete(w.unqueued, id)
+	}
+	w.mu.Unlock()
+	for _, m := range batch {
+		if err := w.enqueue(ctx, m); err != nil {
+			w.keepUnqueued(m)
+		}
+	}
+}
+
+// recover runs at start: claims a crash cut short are finished or undone,
+// and spool entries without a task (a crash between claim and enqueue) are
+// enqueued. Entries whose task exists are not duplicated: the task ID is
+// deterministic.
+func (w *Watcher) recover(ctx context.Context) {
+	for _, r := range w.spool.Recover() {
+		if r.Err != nil {
+			w.log.Error("watcher.recover_failed", "spool_id", r.ID, "error", r.Err.Error())
+			continue
+		}
+		if r.Action != "removed" {
+			w.log.Info("watcher.recovered", "spool_id", r.ID, "action", r.Action, "path", r.Path)
+		}
+	}
+	entries, err := w.spool.List()
+	if err != nil {
+		w.log.Error("watcher.recover_failed", "error", err.Error())
+		return
+	}
+	for _, m := range entries {
+		if f, _ := w.spool.Failed(m.ID); f != nil {
+			continue // archived for good; an operator re-runs it
+		}
+		if err := w.enqueue(ctx, m); err != nil {
+			w.keepUnqueued(m)
+		}
+	}
+}
