@@ -104,7 +104,7 @@ func run(dabBin string, nFiles, fileSize int, bigSize int64, concurrency int, se
 	}
 	defer s.Stop()
 	s3cfg := config.S3{Bucket: "dab-bench", Region: "us-east-1", Endpoint: s.Endpoint(), PathStyle: true,
-		AccessKeyID: "bench", SecretAccessKey: "bench-secret-key", ChecksumMode: config.ChecksumSHA256}
+		AccessKeyID: "bench", SecretAccessKey: "bench-secret-key", ChecksumMode: storage.ChecksumSHA256}
 	client, err := storage.NewClient(context.Background(), s3cfg)
 	if err != nil {
 		return err

@@ -9,27 +9,20 @@ import (
 	"context"
 	"time"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/worker/task"
 )
 
 // Enqueuer is the part of *asynq.Client the watcher uses.
-type Enqueuer interface {
-	EnqueueContext(ctx context.Context, t *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
-}
+type Enqueuer = task.Enqueuer
 
 // enqueue queues a spool entry's upload. On failure it starts the back-off
 // during which no new files are claimed, and returns the error.
 func (w *Watcher) enqueue(ctx context.Context, m *spool.Manifest) error {
-	t, err := task.NewUpload(task.UploadPayload{SpoolID: m.ID, Type: m.Type, Key: m.Key()}, asynq.Queue(w.cfg.Queue))
+	queued, err := task.EnqueueUpload(ctx, w.queue, m, w.cfg.Queue)
 	if err == nil {
-		_, err = w.queue.EnqueueContext(ctx, t)
-	}
-	if err == nil || task.IsAlreadyQueued(err) {
 		w.queueUp()
-		if err == nil { // an existing task (recovery at start) was counted when it was queued
+		if queued { // an existing task (recovery at start) was counted when it was queued
 			w.enqueued.Add(1)
 			w.log.Info("watcher.queued", "task_id", task.UploadTaskID(m.ID), "spool_id", m.ID, "key", m.Key())
 		}

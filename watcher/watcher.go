@@ -39,6 +39,13 @@ import (
 	"github.com/dab-assets/dab/worker/task"
 )
 
+// Defaults of Config; internal/config's settings state the same values
+// (cmd/dab's defaults test keeps them in step).
+const (
+	RescanIntervalDefault = 30 * time.Second
+	ClaimersDefault       = 4
+)
+
 // Config tunes a Watcher.
 type Config struct {
 	// DropDir is the folder to watch (required).
@@ -54,7 +61,8 @@ type Config struct {
 	RescanInterval time.Duration
 	// Poll disables file events: rescans alone find files.
 	Poll bool
-	// Claimers is the number of files claimed at once (default 4).
+	// Claimers is the number of files claimed at once (default
+	// ClaimersDefault).
 	Claimers int
 	// Logger receives the watcher's events; default slog.Default().
 	Logger *slog.Logger
@@ -118,10 +126,10 @@ func New(cfg Config, sp *spool.Spool, queue Enqueuer) (*Watcher, error) {
 		}
 	}
 	if cfg.RescanInterval <= 0 {
-		cfg.RescanInterval = 30 * time.Second
+		cfg.RescanInterval = RescanIntervalDefault
 	}
 	if cfg.Claimers <= 0 {
-		cfg.Claimers = 4
+		cfg.Claimers = ClaimersDefault
 	}
 	if cfg.Queue == "" {
 		cfg.Queue = task.QueueUploads

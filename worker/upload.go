@@ -17,17 +17,6 @@ import (
 	"github.com/dab-assets/dab/worker/task"
 )
 
-// UploadResult is written as the upload task's result (visible in the
-// monitor and to clients that follow the task).
-type UploadResult struct {
-	AssetID string `json:"asset_id"`
-	Bucket  string `json:"s3_bucket"`
-	Key     string `json:"s3_key"`
-	SHA256  string `json:"sha256"`
-	// Existed is true when the object or record was there already (a re-run).
-	Existed bool `json:"existed"`
-}
-
 // handleUpload: spool -> S3 -> plugin -> record -> remove spool entry. Every
 // step is idempotent, so a task that runs twice (a crash, a lost lease) ends
 // with one object and one record.
@@ -46,7 +35,7 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 		// from it, this is a re-run of a task that already succeeded.
 		if id, lerr := w.deps.Assets.BySpool(ctx, p.SpoolID); lerr == nil {
 			log.Info("upload.done", "asset_id", id, "rerun", true)
-			return w.writeResult(t, UploadResult{AssetID: id, Existed: true})
+			return w.writeResult(t, task.UploadResult{AssetID: id, Existed: true})
 		}
 		return fmt.Errorf("upload: spool entry %s is not in %s: the file was removed, or this worker uses another DAB_DATA_DIR or host than the producer; upload the file again: %w",
 			p.SpoolID, w.deps.Spool.Dir(), asynq.SkipRetry)
@@ -54,7 +43,7 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 	if errors.Is(err, spool.ErrDataChanged) {
 		// The file grew after its claim (a writer dab could not see):
 		// the whole file goes to the failed folder, nothing is cut short.
-		return w.fail(taskID, m, "SpoolChanged", fmt.Errorf("upload: %w", err))
+		return w.fail(taskID, m, "SpoolChanged", newFile, fmt.Errorf("upload: %w", err))
 	}
 	if err != nil {
 		return fmt.Errorf("upload: %w", err)
@@ -65,7 +54,7 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 
 	plug, ok := w.deps.Plugins.Lookup(m.Type)
 	if !ok {
-		return w.fail(taskID, m, "UnknownType",
+		return w.fail(taskID, m, "UnknownType", fixAndRerun,
 			fmt.Errorf("upload: asset type %q has no plugin in this worker (known: %v): run a dab version that knows the type, then re-run the task", m.Type, w.deps.Plugins.Types()))
 	}
 
@@ -79,7 +68,11 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 			w.metrics.S3Errors.WithLabelValues(se.Code).Inc()
 		}
 		if errors.As(err, &se) && se.Permanent {
-			return w.fail(taskID, m, se.Code, fmt.Errorf("upload: %w", err))
+			r := fixAndRerun
+			if se.NeedsNewFile {
+				r = newFile
+			}
+			return w.fail(taskID, m, se.Code, r, fmt.Errorf("upload: %w", err))
 		}
 		return fmt.Errorf("upload: %w", err)
 	}
@@ -106,15 +99,15 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 	if errors.Is(err, asset.ErrBadPrice) {
 		// Intakes refuse bad prices; one that got into the spool anyway
 		// (an older dab, a hand-made entry) waits in the failed folder.
-		return w.fail(taskID, m, "BadPrice", fmt.Errorf("upload: %w: fix the price metadata and upload the file again", err))
+		return w.fail(taskID, m, "BadPrice", newFile, fmt.Errorf("upload: %w: fix the price metadata and upload the file again", err))
 	}
 	if errors.Is(err, asset.ErrConflict) {
-		return w.fail(taskID, m, "RecordConflict", fmt.Errorf("upload: %w: the bucket and the records disagree; inspect s3://%s/%s", err, put.Bucket, put.Key))
+		return w.fail(taskID, m, "RecordConflict", newFile, fmt.Errorf("upload: %w: the bucket and the records disagree; inspect s3://%s/%s", err, put.Bucket, put.Key))
 	}
 	if err != nil {
 		return fmt.Errorf("upload: %w", err)
 	}
-	if err := w.writeResult(t, UploadResult{AssetID: rec.ID, Bucket: put.Bucket, Key: put.Key, SHA256: m.SHA256, Existed: put.Existed || !created}); err != nil {
+	if err := w.writeResult(t, task.UploadResult{AssetID: rec.ID, Bucket: put.Bucket, Key: put.Key, SHA256: m.SHA256, Existed: put.Existed || !created}); err != nil {
 		return err
 	}
 	// Only now, with the object verified and the record committed, may the
@@ -141,29 +134,34 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 	return nil
 }
 
-// needsNewFile lists the failures that no configuration change can fix: the
-// file itself must change (be renamed, or spooled again).
-var needsNewFile = map[string]bool{
-	"Conflict": true, "SpoolChanged": true, "RecordConflict": true, "EntityTooLarge": true, "KeyTooLongError": true,
-	// Stores on a file system (versitygw's posix backend) cannot hold both
-	// "a/b" and "a/b/c": the file needs another name.
-	"ObjectParentIsFile": true, "ExistingObjectIsDirectory": true,
-	"BadPrice": true,
-}
+// remedy is what it takes to get past a permanent upload failure. The code
+// that meets the failure decides it: storage for S3's answers
+// (storage.Error.NeedsNewFile), the upload handler for the spool's, the
+// plugins' and the records' sentinel errors.
+type remedy int
+
+const (
+	// fixAndRerun: the file is fine; configuration (credentials, bucket,
+	// permissions, a plugin) must change, then the task is re-run.
+	fixAndRerun remedy = iota
+	// newFile: no configuration change can help; the file itself must
+	// change (be renamed, or spooled again).
+	newFile
+)
 
 // fail records a permanent failure and returns err so that the task is
-// archived at once. A file that can never be uploaded as it is goes to the
-// failed folder with <name>.error.json beside it; otherwise (credentials,
-// bucket, permissions) the spool entry stays, marked failed, and an operator
-// who fixes the cause re-runs the task. The error handler logs the outcome
-// (task.failed); fail does not log too.
-func (w *Worker) fail(taskID string, m *spool.Manifest, code string, err error) error {
+// archived at once. With newFile the file goes to the failed folder with
+// <name>.error.json beside it; with fixAndRerun the spool entry stays,
+// marked failed, and an operator who fixes the cause re-runs the task. code
+// names the failure in the note and the metrics. The error handler logs the
+// outcome (task.failed); fail does not log too.
+func (w *Worker) fail(taskID string, m *spool.Manifest, code string, r remedy, err error) error {
 	if w.metrics != nil {
 		w.metrics.Uploads.WithLabelValues("failed").Inc()
 		w.metrics.UploadFailures.WithLabelValues(code).Inc()
 	}
 	f := spool.Failure{Code: code, Message: err.Error(), TaskID: taskID}
-	if needsNewFile[code] {
+	if r == newFile {
 		where, ferr := w.deps.Spool.FailOut(m.ID, w.failedDir, f)
 		if ferr != nil {
 			return fmt.Errorf("%w (and moving the file to the failed folder: %v): %w", err, ferr, asynq.SkipRetry)
@@ -176,7 +174,7 @@ func (w *Worker) fail(taskID string, m *spool.Manifest, code string, err error) 
 	return fmt.Errorf("%w; fix it and re-run the task: %w", err, asynq.SkipRetry)
 }
 
-func (w *Worker) writeResult(t *asynq.Task, r UploadResult) error {
+func (w *Worker) writeResult(t *asynq.Task, r task.UploadResult) error {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("upload: encode result: %w", err)

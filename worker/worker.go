@@ -23,14 +23,30 @@ import (
 	"github.com/dab-assets/dab/worker/task"
 )
 
+// ShutdownTimeoutDefault is how long a stopping worker lets running tasks
+// finish before it hands them back to their queue. Whatever stops the
+// process must wait longer before it kills it (deploy/systemd's units wait 40 s).
+const ShutdownTimeoutDefault = 25 * time.Second
+
+// Queues are the queues a worker serves, with their priorities: purchases
+// (2) before the uploads of uploadQueue (1), because a purchase is small and
+// a buyer waits for it while uploads are bulk work. asynq weighs queues by
+// priority rather than draining one first, so uploads still move while
+// purchases keep coming.
+func Queues(uploadQueue string) map[string]int {
+	return map[string]int{task.QueuePurchases: 2, uploadQueue: 1}
+}
+
 // Config tunes the server.
 type Config struct {
 	// Concurrency is the number of tasks run at once (required, > 0).
 	Concurrency int
-	// Queues maps queue names to priorities; default {uploads: 1}.
+	// Queues maps queue names to priorities; default
+	// Queues(task.QueueUploads), that is {purchases: 2, uploads: 1}.
 	Queues map[string]int
 	// ShutdownTimeout bounds how long Run waits for running tasks after its
-	// context ends; unfinished tasks go back to their queue. Default 25s.
+	// context ends; unfinished tasks go back to their queue. Default
+	// ShutdownTimeoutDefault.
 	ShutdownTimeout time.Duration
 	// Logger receives task outcomes and asynq's own messages; default slog.Default().
 	Logger *slog.Logger
@@ -78,11 +94,10 @@ func New(rdb redis.UniversalClient, cfg Config, d Deps) (*Worker, error) {
 		return nil, errors.New("worker: Deps needs Spool, Storage, Assets, Plugins and Ledger")
 	}
 	if cfg.Queues == nil {
-		// Purchases are small and someone waits for them: serve them first.
-		cfg.Queues = map[string]int{task.QueuePurchases: 2, task.QueueUploads: 1}
+		cfg.Queues = Queues(task.QueueUploads)
 	}
 	if cfg.ShutdownTimeout <= 0 {
-		cfg.ShutdownTimeout = 25 * time.Second
+		cfg.ShutdownTimeout = ShutdownTimeoutDefault
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

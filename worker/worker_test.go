@@ -20,13 +20,13 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dab-assets/dab/internal/asset"
-	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/harness"
 	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/internal/localsvc"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/internal/storage"
+	"github.com/dab-assets/dab/internal/storage/storagetest"
 	"github.com/dab-assets/dab/worker"
 	"github.com/dab-assets/dab/worker/task"
 )
@@ -62,14 +62,10 @@ func setup(t *testing.T) *testBundle {
 }
 
 // startWorker runs a worker with the given S3 settings until the test ends.
-func (b *testBundle) startWorker(t *testing.T, c config.S3) {
+func (b *testBundle) startWorker(t *testing.T, c storage.Options) {
 	t.Helper()
-	client, err := storage.NewClient(context.Background(), c)
-	if err != nil {
-		t.Fatal(err)
-	}
 	w, err := worker.New(b.rdb, worker.Config{Concurrency: 4, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), FailedDir: b.failed}, worker.Deps{
-		Spool: b.spool, Storage: storage.New(client, c), Assets: b.assets, Plugins: builtin.Registry(), Ledger: ledger.New(b.rdb, "dab:", "house"),
+		Spool: b.spool, Storage: storage.New(storagetest.Client(t, c), c), Assets: b.assets, Plugins: builtin.Registry(), Ledger: ledger.New(b.rdb, "dab:", "house"),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -137,7 +133,7 @@ func sha(b []byte) string {
 
 func (b *testBundle) readObject(t *testing.T, key string) []byte {
 	t.Helper()
-	rc, _, err := b.s3.Store(t).Get(context.Background(), key)
+	rc, _, err := storagetest.Store(t, b.s3).Get(context.Background(), key)
 	if err != nil {
 		t.Fatalf("get %s: %v", key, err)
 	}
@@ -152,7 +148,7 @@ func (b *testBundle) readObject(t *testing.T, key string) []byte {
 func TestUploadPipeline(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.startWorker(t, b.s3.Config())
+	b.startWorker(t, storagetest.Options(b.s3))
 	tests := []struct {
 		typ, path string
 		size      int
@@ -162,7 +158,7 @@ func TestUploadPipeline(t *testing.T) {
 		{"cyoa", "EDGE_intro_to_cave.png", 10, map[string]string{"graph_role": "edge", "src_node": "intro", "dst_node": "cave", "story": "default"}},
 		{"cyoa", "NODE_bad name.png", 1, map[string]string{"graph_role": "invalid"}},
 		{"generic", "empty.txt", 0, map[string]string{"extension": "txt"}},
-		{"generic", "big/video.bin", 13<<20 + 5, map[string]string{"extension": "bin"}}, // multipart in the harness config
+		{"generic", "big/video.bin", 13<<20 + 5, map[string]string{"extension": "bin"}}, // multipart in storagetest.Options
 	}
 	for i, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {
@@ -170,7 +166,7 @@ func TestUploadPipeline(t *testing.T) {
 			data := randomBytes(tt.size, uint64(i))
 			m := b.spoolBytes(t, tt.typ, tt.path, data)
 			info := b.waitState(t, task.UploadTaskID(m.ID), asynq.TaskStateCompleted)
-			var res worker.UploadResult
+			var res task.UploadResult
 			if err := json.Unmarshal(info.Result, &res); err != nil {
 				t.Fatalf("result %q: %v", info.Result, err)
 			}
@@ -200,7 +196,7 @@ func TestUploadPipeline(t *testing.T) {
 func TestRerunIsIdempotent(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.startWorker(t, b.s3.Config())
+	b.startWorker(t, storagetest.Options(b.s3))
 	data := randomBytes(1000, 1)
 	m := b.spoolBytes(t, "cyoa", "NODE_a.png", data)
 	id := task.UploadTaskID(m.ID)
@@ -233,7 +229,7 @@ func TestRerunIsIdempotent(t *testing.T) {
 func TestSameNameConflictKeepsBoth(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.startWorker(t, b.s3.Config())
+	b.startWorker(t, storagetest.Options(b.s3))
 	first := randomBytes(100, 1)
 	m1 := b.spoolBytes(t, "cyoa", "NODE_a.png", first)
 	b.waitState(t, task.UploadTaskID(m1.ID), asynq.TaskStateCompleted)
@@ -265,18 +261,18 @@ func TestPermanentErrorsThenFixAndRerun(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name   string
-		mutate func(*config.S3)
+		mutate func(*storage.Options)
 		want   string
 	}{
-		{"wrong secret", func(c *config.S3) { c.SecretAccessKey = "not-the-secret" }, "SignatureDoesNotMatch: the secret key is wrong: check AWS_SECRET_ACCESS_KEY"},
-		{"unknown access key", func(c *config.S3) { c.AccessKeyID = "nobody" }, "check AWS_ACCESS_KEY_ID"},
-		{"missing bucket", func(c *config.S3) { c.Bucket = "no-such-bucket" }, `NoSuchBucket: bucket "no-such-bucket" does not exist`},
+		{"wrong secret", func(c *storage.Options) { c.SecretAccessKey = "not-the-secret" }, "SignatureDoesNotMatch: the secret key is wrong: check AWS_SECRET_ACCESS_KEY"},
+		{"unknown access key", func(c *storage.Options) { c.AccessKeyID = "nobody" }, "check AWS_ACCESS_KEY_ID"},
+		{"missing bucket", func(c *storage.Options) { c.Bucket = "no-such-bucket" }, `NoSuchBucket: bucket "no-such-bucket" does not exist`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
-			bad := b.s3.Config()
+			bad := storagetest.Options(b.s3)
 			tt.mutate(&bad)
 			// The broken worker runs in its own scope so the fixed one replaces it.
 			badCtx, stopBad := context.WithCancel(context.Background())
@@ -302,7 +298,7 @@ func TestPermanentErrorsThenFixAndRerun(t *testing.T) {
 			<-done
 
 			// The operator fixes the configuration and re-runs the archived task.
-			b.startWorker(t, b.s3.Config())
+			b.startWorker(t, storagetest.Options(b.s3))
 			if err := b.insp.RunTask(task.QueueUploads, task.UploadTaskID(m.ID)); err != nil {
 				t.Fatal(err)
 			}
@@ -317,7 +313,7 @@ func TestPermanentErrorsThenFixAndRerun(t *testing.T) {
 func TestMissingSpoolEntryAndBadPayload(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.startWorker(t, b.s3.Config())
+	b.startWorker(t, storagetest.Options(b.s3))
 	// A task for an entry that was never spooled here.
 	tk, _ := task.NewUpload(task.UploadPayload{SpoolID: spool.NewID()})
 	info, err := b.client.Enqueue(tk)
@@ -342,7 +338,7 @@ func TestMissingSpoolEntryAndBadPayload(t *testing.T) {
 func TestRedisRestartLosesNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.startWorker(t, b.s3.Config())
+	b.startWorker(t, storagetest.Options(b.s3))
 	m := b.spoolBytes(t, "generic", "before.txt", []byte("before"))
 	b.waitState(t, task.UploadTaskID(m.ID), asynq.TaskStateCompleted)
 	// Redis restarts (AOF on): the record survives and the worker reconnects.
@@ -378,7 +374,7 @@ func TestGrownSpoolEntryFailsWhole(t *testing.T) {
 	if _, err := b.client.Enqueue(tk); err != nil {
 		t.Fatal(err)
 	}
-	b.startWorker(t, b.s3.Config())
+	b.startWorker(t, storagetest.Options(b.s3))
 	info := b.waitState(t, task.UploadTaskID(m.ID), asynq.TaskStateArchived)
 	if info.Retried != 0 {
 		t.Fatalf("archived after %d retries with %q", info.Retried, info.LastErr)
@@ -399,7 +395,7 @@ func TestGrownSpoolEntryFailsWhole(t *testing.T) {
 func TestKeyShapeClashGoesToFailedFolder(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.startWorker(t, b.s3.Config())
+	b.startWorker(t, storagetest.Options(b.s3))
 	m1 := b.spoolBytes(t, "generic", "clash", randomBytes(10, 5))
 	b.waitState(t, task.UploadTaskID(m1.ID), asynq.TaskStateCompleted)
 	child := randomBytes(10, 6)
@@ -411,5 +407,13 @@ func TestKeyShapeClashGoesToFailedFolder(t *testing.T) {
 	}
 	if _, err := b.spool.Get(m2.ID); err == nil {
 		t.Fatal("the entry is still in the spool")
+	}
+}
+
+func TestQueuesServePurchasesFirst(t *testing.T) {
+	t.Parallel()
+	q := worker.Queues(task.UploadQueue("host-a"))
+	if len(q) != 2 || q[task.QueuePurchases] != 2 || q["uploads:host-a"] != 1 {
+		t.Fatalf("Queues = %v, want purchases 2, uploads:host-a 1", q)
 	}
 }

@@ -94,7 +94,7 @@ func runDev(ctx context.Context, e *env, args []string) error {
 		port := reusePort(prev.S3Port)
 		s, err := localsvc.StartS3(localsvc.S3Options{Dir: filepath.Join(devDir, "s3"), Port: port, AccessKey: access, SecretKey: secret})
 		var endpoint, where string
-		checksum := config.ChecksumSHA256
+		checksum := storage.ChecksumSHA256
 		switch {
 		case err == nil:
 			defer s.Stop()
@@ -106,7 +106,7 @@ func runDev(ctx context.Context, e *env, args []string) error {
 			}
 			defer es.Stop()
 			endpoint, where = es.Endpoint(), "in-process gofakes3: no auth, no checksum checks; install versitygw for a real store"
-			checksum = config.ChecksumOff
+			checksum = storage.ChecksumOff
 			a.log.Warn("dev.s3.embedded", "reason", err.Error(),
 				"warning", "using in-process gofakes3: it checks no signatures or checksums; install versitygw to test against a real S3-compatible store")
 		default:

@@ -218,12 +218,7 @@ func (u *localUploader) upload(ctx context.Context, file string) (*uploadLine, e
 	if err != nil {
 		return nil, err
 	}
-	t, err := task.NewUpload(task.UploadPayload{SpoolID: m.ID, Type: m.Type, Key: m.Key()}, asynq.Queue(a.uploadQueue()))
-	if err != nil {
-		u.sp.Remove(m.ID)
-		return nil, err
-	}
-	if _, err := u.client.EnqueueContext(ctx, t); err != nil && !task.IsAlreadyQueued(err) {
+	if _, err := task.EnqueueUpload(ctx, u.client, m, a.uploadQueue()); err != nil {
 		// Nothing is lost: the original file is untouched; drop the copy.
 		if rerr := u.sp.Remove(m.ID); rerr != nil {
 			return nil, fmt.Errorf("queue upload (redis at %s): %w; the spooled copy %s could not be removed either: %v", config.RedactURL(a.cfg.RedisURL), err, m.ID, rerr)
@@ -303,6 +298,6 @@ func (u *serverUploader) upload(ctx context.Context, file string) (*uploadLine, 
 	if err != nil {
 		return nil, err
 	}
-	return &uploadLine{File: file, TaskID: acc.TaskID, SpoolID: strings.TrimPrefix(acc.TaskID, "upload-"),
+	return &uploadLine{File: file, TaskID: acc.TaskID, SpoolID: acc.SpoolID,
 		Key: u.typ + "/" + rel, Size: st.Size(), SHA256: acc.SHA256}, nil
 }

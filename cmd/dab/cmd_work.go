@@ -12,7 +12,6 @@ import (
 	"github.com/dab-assets/dab/internal/plugin/builtin"
 	"github.com/dab-assets/dab/watcher"
 	"github.com/dab-assets/dab/worker"
-	"github.com/dab-assets/dab/worker/task"
 )
 
 // runWork runs a worker until SIGINT or SIGTERM.
@@ -146,7 +145,7 @@ func (a *app) newWorker(ctx context.Context, rdb redis.UniversalClient) (*worker
 		Concurrency: a.cfg.Concurrency, ShutdownTimeout: a.cfg.ShutdownTimeout, Logger: a.log,
 		FailedDir: a.cfg.FailedRoot(), DoneDir: a.cfg.DoneDir, Metrics: a.metrics,
 		// Purchases first (someone waits for them), then this host's uploads.
-		Queues: map[string]int{task.QueuePurchases: 2, a.uploadQueue(): 1},
+		Queues: worker.Queues(a.uploadQueue()),
 	}, worker.Deps{Spool: sp, Storage: st, Assets: a.assets(rdb), Plugins: builtin.Registry(), Ledger: a.ledger(rdb)})
 }
 

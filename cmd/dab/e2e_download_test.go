@@ -25,6 +25,7 @@ import (
 	"github.com/dab-assets/dab/internal/api"
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/storage"
+	"github.com/dab-assets/dab/internal/storage/storagetest"
 )
 
 const (
@@ -44,7 +45,7 @@ func (e *e2e) putAsset(t *testing.T, key, name, owner string, size int) asset.Re
 	}
 	defer f.Close()
 	ctx := context.Background()
-	if _, err := e.s3.Store(t).Put(ctx, storage.PutInput{Key: key, File: f, Size: int64(size), SHA256: sum, ContentType: "image/png"}); err != nil {
+	if _, err := storagetest.Store(t, e.s3).Put(ctx, storage.PutInput{Key: key, File: f, Size: int64(size), SHA256: sum, ContentType: "image/png"}); err != nil {
 		t.Fatal(err)
 	}
 	rec, _, err := e.records(t).Put(ctx, asset.Record{Name: name, Type: "generic", Path: name, S3Bucket: e.s3.Bucket, S3Key: key,
@@ -174,7 +175,7 @@ func TestAssetsGetMismatch(t *testing.T) {
 	}
 
 	// The object was replaced by one of another size.
-	client := e.s3.Client(t, e.s3.Config())
+	client := storagetest.Client(t, storagetest.Options(e.s3))
 	if _, err := client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(e.s3.Bucket), Key: aws.String(other.S3Key),
 		Body: bytes.NewReader(bytes.Repeat([]byte("x"), 4999))}); err != nil {
 		t.Fatal(err)
@@ -232,7 +233,7 @@ func (e *e2e) downloadAPI(t *testing.T, storeURL string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := e.s3.Config()
+	c := storagetest.Options(e.s3)
 	c.Endpoint = storeURL
 	client, err := storage.NewClient(context.Background(), c)
 	if err != nil {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/harness"
+	"github.com/dab-assets/dab/internal/storage/storagetest"
 )
 
 var dabBin string
@@ -64,7 +65,7 @@ func newE2E(t *testing.T) *e2e {
 	r := harness.Redis(t)
 	s := harness.StartS3(t)
 	e := &e2e{t: t, redis: r.URL(), s3: s, dataDir: filepath.Join(t.TempDir(), "data"), dir: t.TempDir()}
-	c := s.Config()
+	c := storagetest.Options(s)
 	// A clean environment: nothing of the developer's AWS or dab settings leaks in.
 	e.env = []string{
 		"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(),
@@ -332,7 +333,7 @@ func TestWorkerKilledMidMultipart(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-w1.done
-	st := e.s3.Store(t)
+	st := storagetest.Store(t, e.s3)
 	if _, _, err := st.Get(context.Background(), "generic/movie.bin"); err == nil {
 		t.Fatal("the upload finished before the kill; the test needs a bigger file")
 	}

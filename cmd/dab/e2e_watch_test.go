@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/storage/storagetest"
 )
 
 func (e *e2e) records(t *testing.T) *asset.Store {
@@ -39,7 +40,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, ok func() bool) {
 
 func (e *e2e) objectSHA(t *testing.T, key string) string {
 	t.Helper()
-	rc, _, err := e.s3.Store(t).Get(context.Background(), key)
+	rc, _, err := storagetest.Store(t, e.s3).Get(context.Background(), key)
 	if err != nil {
 		t.Fatalf("get %s: %v", key, err)
 	}

@@ -73,7 +73,7 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 		Assets:    a.assets(rdb), Checks: checks,
 	})
 	uploads, err := intake.New(intake.Config{
-		Types: builtin.Registry().Types(), MaxBytes: a.cfg.MaxUploadBytes, MaxConcurrent: a.cfg.MaxConcurrentUploads,
+		Plugins: builtin.Registry(), MaxBytes: a.cfg.MaxUploadBytes, MaxConcurrent: a.cfg.MaxConcurrentUploads,
 		MinRate: a.cfg.MinUploadRate, MinFreeBytes: a.cfg.MinFreeBytes,
 		TusDir: filepath.Join(a.cfg.DataDir, "tus"), TusExpiry: a.cfg.TusExpiry, Logger: a.log, Queue: a.uploadQueue(),
 	}, sp, a.asynqClient(rdb), idem.New(rdb, a.cfg.KeyPrefix))

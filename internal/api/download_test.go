@@ -26,6 +26,7 @@ import (
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/harness"
 	"github.com/dab-assets/dab/internal/storage"
+	"github.com/dab-assets/dab/internal/storage/storagetest"
 )
 
 const (
@@ -100,8 +101,8 @@ func setupDownloads(t *testing.T) *downloadBundle {
 	t.Helper()
 	ctx := context.Background()
 	s3srv := harness.StartS3(t)
-	c := s3srv.Config()
-	client := s3srv.Client(t, c)
+	c := storagetest.Options(s3srv)
+	client := storagetest.Client(t, c)
 	st := storage.New(client, c)
 	assets := &countingAssets{Store: asset.NewStore(harness.RedisClient(t, harness.Redis(t)), "dl:")}
 	b := &downloadBundle{assets: assets, log: &lockedBuffer{}, sums: map[string]string{}}

@@ -19,17 +19,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-)
 
-// Checksum modes for uploads to S3.
-const (
-	// ChecksumSHA256 sends each object's SHA-256 to S3 (x-amz-checksum-sha256)
-	// so the store verifies the bytes it receives.
-	ChecksumSHA256 = "sha256"
-	// ChecksumOff sends no checksum headers, for S3-compatible stores that
-	// reject them; dab still records the SHA-256 in object metadata and
-	// verifies size and metadata after the upload.
-	ChecksumOff = "off"
+	"github.com/dab-assets/dab/internal/storage"
 )
 
 // Defaults of the HTTP intake's protections.
@@ -44,18 +35,12 @@ const (
 	TusExpiryDefault = 24 * time.Hour
 )
 
-// Lifetimes of presigned download URLs (DAB_DOWNLOAD_TTL).
-const (
-	// DownloadTTLDefault is long enough to start a large download (S3
-	// checks the signature when a transfer starts, not while it runs) and
-	// short enough that a URL that leaks is soon worthless.
-	DownloadTTLDefault = 5 * time.Minute
-	// DownloadTTLMin: SigV4 counts whole seconds.
-	DownloadTTLMin = time.Second
-	// DownloadTTLMax is S3's limit: it refuses presigned URLs that live
-	// longer than 7 days.
-	DownloadTTLMax = 7 * 24 * time.Hour
-)
+// DownloadTTLDefault is the lifetime of presigned download URLs
+// (DAB_DOWNLOAD_TTL, storage.URLTTLMin to storage.URLTTLMax): long enough to
+// start a large download (S3 checks the signature when a transfer starts,
+// not while it runs) and short enough that a URL that leaks is soon
+// worthless.
+const DownloadTTLDefault = 5 * time.Minute
 
 // Config is the effective configuration of one dab process.
 type Config struct {
@@ -74,7 +59,9 @@ type Config struct {
 	// Concurrency is the number of tasks one worker runs at once. Default 2x CPUs, at least 4.
 	Concurrency int
 	// ShutdownTimeout bounds how long a stopping worker waits for running
-	// tasks before handing them back to the queue. Default 25s.
+	// tasks before handing them back to the queue. Default
+	// worker.ShutdownTimeoutDefault (config sits below the worker, so a
+	// test in cmd/dab checks that Settings says the same).
 	ShutdownTimeout time.Duration
 
 	// DropDir is the folder the watcher takes files from. Default ./drop.
@@ -130,7 +117,7 @@ type Config struct {
 	HouseAccount string
 	// DownloadTTL is the lifetime of the presigned S3 URLs that downloads
 	// and image previews hand out. Default DownloadTTLDefault, from
-	// DownloadTTLMin to DownloadTTLMax.
+	// storage.URLTTLMin to storage.URLTTLMax.
 	DownloadTTL time.Duration
 	// HostID names this host's upload queue (uploads:<host id>): its spool
 	// is local, so only its workers may upload its files. Default: the host name.
@@ -148,25 +135,10 @@ type Config struct {
 	Sources map[string]string
 }
 
-// S3 holds the object store settings.
-type S3 struct {
-	Bucket          string
-	Region          string
-	AccessKeyID     string
-	SecretAccessKey string
-	SessionToken    string
-	// Endpoint is an S3-compatible endpoint URL; empty means AWS.
-	Endpoint  string
-	PathStyle bool
-	// ChecksumMode is ChecksumSHA256 or ChecksumOff.
-	ChecksumMode string
-	// MultipartThreshold: objects of this size or larger go multipart. Default 16 MiB.
-	MultipartThreshold int64
-	// PartSize of multipart uploads. Default 8 MiB, at least 5 MiB.
-	PartSize int64
-	// PartConcurrency is the number of parts of one object uploaded at once. Default 4.
-	PartConcurrency int
-}
+// S3 holds the object store settings (AWS_* and DAB_S3_*, DAB_MULTIPART_*,
+// DAB_PART_*): they are the store's own options, documented and defaulted
+// by package storage, so there is nothing to convert and nothing to drift.
+type S3 = storage.Options
 
 // Setting describes one configurable value.
 type Setting struct {
@@ -299,16 +271,16 @@ func Settings() []Setting {
 		{Env: "DAB_S3_PATH_STYLE", Flag: "s3-path-style", Default: "false",
 			Usage: "path-style bucket addressing (true for most S3-compatible stores)",
 			get:   func(c *Config) string { return strconv.FormatBool(c.S3.PathStyle) }, set: boolSetter(func(c *Config) *bool { return &c.S3.PathStyle })},
-		{Env: "DAB_S3_CHECKSUM", Flag: "s3-checksum", Default: ChecksumSHA256,
+		{Env: "DAB_S3_CHECKSUM", Flag: "s3-checksum", Default: storage.ChecksumSHA256,
 			Usage: "sha256 (the store verifies each upload) or off (for stores that reject checksum headers)",
 			get:   func(c *Config) string { return c.S3.ChecksumMode }, set: func(c *Config, v string) error { c.S3.ChecksumMode = v; return nil }},
-		{Env: "DAB_MULTIPART_THRESHOLD", Flag: "multipart-threshold", Default: "16MiB",
+		{Env: "DAB_MULTIPART_THRESHOLD", Flag: "multipart-threshold", Default: FormatBytes(storage.MultipartThresholdDefault),
 			Usage: "objects this size or larger upload in parts",
 			get:   func(c *Config) string { return FormatBytes(c.S3.MultipartThreshold) }, set: bytesSetter(func(c *Config) *int64 { return &c.S3.MultipartThreshold })},
-		{Env: "DAB_PART_SIZE", Flag: "part-size", Default: "8MiB",
-			Usage: "size of one part of a multipart upload (at least 5MiB)",
+		{Env: "DAB_PART_SIZE", Flag: "part-size", Default: FormatBytes(storage.PartSizeDefault),
+			Usage: "size of one part of a multipart upload (at least " + FormatBytes(storage.PartSizeMin) + ")",
 			get:   func(c *Config) string { return FormatBytes(c.S3.PartSize) }, set: bytesSetter(func(c *Config) *int64 { return &c.S3.PartSize })},
-		{Env: "DAB_PART_CONCURRENCY", Flag: "part-concurrency", Default: "4",
+		{Env: "DAB_PART_CONCURRENCY", Flag: "part-concurrency", Default: strconv.Itoa(storage.PartConcurrencyDefault),
 			Usage: "parts of one object uploaded at once",
 			get:   func(c *Config) string { return strconv.Itoa(c.S3.PartConcurrency) }, set: intSetter(func(c *Config) *int { return &c.S3.PartConcurrency })},
 	}
@@ -559,8 +531,8 @@ func (c *Config) validate() []error {
 	if c.TusExpiry < time.Minute {
 		bad("DAB_TUS_EXPIRY", "%s is too short: use at least 1m (clients resume after network breaks)", c.TusExpiry)
 	}
-	if c.DownloadTTL < DownloadTTLMin || c.DownloadTTL > DownloadTTLMax {
-		bad("DAB_DOWNLOAD_TTL", "%s is out of range: use %s to %s (S3 refuses presigned URLs that live longer than 7 days)", c.DownloadTTL, DownloadTTLMin, DownloadTTLMax)
+	if c.DownloadTTL < storage.URLTTLMin || c.DownloadTTL > storage.URLTTLMax {
+		bad("DAB_DOWNLOAD_TTL", "%s is out of range: use %s to %s (S3 refuses presigned URLs that live longer than 7 days)", c.DownloadTTL, storage.URLTTLMin, storage.URLTTLMax)
 	}
 	if c.MaxConcurrentUploads < 1 || c.MaxConcurrentUploads > 10000 {
 		bad("DAB_MAX_CONCURRENT_UPLOADS", "%d is out of range: use 1 to 10000", c.MaxConcurrentUploads)
@@ -601,12 +573,11 @@ func (c *Config) validate() []error {
 	if (c.S3.AccessKeyID == "") != (c.S3.SecretAccessKey == "") {
 		bad("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together (or neither, to use the AWS default credential chain)")
 	}
-	if c.S3.ChecksumMode != ChecksumSHA256 && c.S3.ChecksumMode != ChecksumOff {
+	if c.S3.ChecksumMode != storage.ChecksumSHA256 && c.S3.ChecksumMode != storage.ChecksumOff {
 		bad("DAB_S3_CHECKSUM", "%q is not one of sha256, off", c.S3.ChecksumMode)
 	}
-	const minPart = 5 << 20
-	if c.S3.PartSize < minPart || c.S3.PartSize > 5<<30 {
-		bad("DAB_PART_SIZE", "%s is out of range: S3 parts are 5MiB to 5GiB", FormatBytes(c.S3.PartSize))
+	if c.S3.PartSize < storage.PartSizeMin || c.S3.PartSize > storage.PartSizeMax {
+		bad("DAB_PART_SIZE", "%s is out of range: S3 parts are %s to %s", FormatBytes(c.S3.PartSize), FormatBytes(storage.PartSizeMin), FormatBytes(storage.PartSizeMax))
 	}
 	if c.S3.MultipartThreshold < c.S3.PartSize {
 		bad("DAB_MULTIPART_THRESHOLD", "%s is smaller than DAB_PART_SIZE %s: use at least the part size", FormatBytes(c.S3.MultipartThreshold), FormatBytes(c.S3.PartSize))

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dab-assets/dab/internal/storage"
 )
 
 func envOf(m map[string]string) func(string) string {
@@ -18,7 +20,8 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.RedisURL != "redis://127.0.0.1:6379/0" || cfg.KeyPrefix != "dab:" || cfg.DataDir != "./dab-data" ||
-		cfg.S3.ChecksumMode != ChecksumSHA256 || cfg.S3.MultipartThreshold != 16<<20 || cfg.S3.PartSize != 8<<20 {
+		cfg.S3.ChecksumMode != storage.ChecksumSHA256 || cfg.S3.MultipartThreshold != storage.MultipartThresholdDefault ||
+		cfg.S3.PartSize != storage.PartSizeDefault || cfg.S3.PartConcurrency != storage.PartConcurrencyDefault {
 		t.Fatalf("defaults = %+v", cfg)
 	}
 	if err := cfg.RequireS3(); err == nil || !strings.Contains(err.Error(), "AWS_S3_BUCKET") {
@@ -157,7 +160,7 @@ func TestDownloadTTL(t *testing.T) {
 	if err != nil || cfg.DownloadTTL != DownloadTTLDefault {
 		t.Fatalf("default DownloadTTL = %v, %v; want %s", cfg, err, DownloadTTLDefault)
 	}
-	for _, v := range []string{DownloadTTLMin.String(), DownloadTTLMax.String()} {
+	for _, v := range []string{storage.URLTTLMin.String(), storage.URLTTLMax.String()} {
 		cfg, err := NewLoader(envOf(map[string]string{"DAB_DOWNLOAD_TTL": v})).Load()
 		if err != nil || cfg.DownloadTTL.String() != v {
 			t.Errorf("DAB_DOWNLOAD_TTL=%s: %v", v, err)

@@ -14,12 +14,11 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/localsvc"
-	"github.com/dab-assets/dab/internal/storage"
 )
 
 // Redis starts a redis-server for the test.
@@ -44,9 +43,12 @@ func RedisClient(t testing.TB, r *localsvc.Redis) *redis.Client {
 	return c
 }
 
-// S3 is a running versitygw with one bucket.
+// S3 is a running versitygw with one bucket. It hands out plain connection
+// facts (Endpoint(), AccessKey, SecretKey, Region, Bucket); tests build
+// their own clients from them (internal/storage/storagetest builds dab's).
 type S3 struct {
 	*localsvc.S3
+	Region string
 	Bucket string
 }
 
@@ -61,42 +63,18 @@ func StartS3(t testing.TB) *S3 {
 		t.Fatalf("start versitygw: %v", err)
 	}
 	t.Cleanup(func() { s.Stop() })
-	h := &S3{S3: s, Bucket: "dab-test-" + randHex(4)}
-	client := h.Client(t, h.Config())
+	// versitygw ignores the region, but SigV4 signs with one.
+	h := &S3{S3: s, Region: "us-east-1", Bucket: "dab-test-" + randHex(4)}
+	client := s3.New(s3.Options{
+		Region: h.Region, BaseEndpoint: aws.String(h.Endpoint()), UsePathStyle: true,
+		Credentials: credentials.NewStaticCredentialsProvider(h.AccessKey, h.SecretKey, ""),
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(h.Bucket)}); err != nil {
 		t.Fatalf("create bucket %s: %v", h.Bucket, err)
 	}
 	return h
-}
-
-// Config returns dab's S3 settings for this server, with small multipart
-// sizes so tests exercise multipart uploads with little data.
-func (h *S3) Config() config.S3 {
-	return config.S3{
-		Bucket: h.Bucket, Region: "us-east-1", Endpoint: h.Endpoint(), PathStyle: true,
-		AccessKeyID: h.AccessKey, SecretAccessKey: h.SecretKey,
-		ChecksumMode:       config.ChecksumSHA256,
-		MultipartThreshold: 6 << 20, PartSize: 5 << 20, PartConcurrency: 2,
-	}
-}
-
-// Client builds an S3 client for c.
-func (h *S3) Client(t testing.TB, c config.S3) *s3.Client {
-	t.Helper()
-	client, err := storage.NewClient(context.Background(), c)
-	if err != nil {
-		t.Fatalf("s3 client: %v", err)
-	}
-	return client
-}
-
-// Store returns a storage.Store on this server's bucket.
-func (h *S3) Store(t testing.TB) *storage.Store {
-	t.Helper()
-	c := h.Config()
-	return storage.New(h.Client(t, c), c)
 }
 
 func randHex(n int) string {

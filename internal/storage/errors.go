@@ -29,8 +29,13 @@ type Error struct {
 	// Permanent is true when retrying the same request cannot succeed until
 	// someone changes configuration or data.
 	Permanent bool
-	Hint      string
-	Err       error
+	// NeedsNewFile is true for a permanent failure that no configuration
+	// change can fix: the file itself must change (be renamed, or spooled
+	// again). Storage decides it where it builds the error; callers need
+	// not know S3's codes.
+	NeedsNewFile bool
+	Hint         string
+	Err          error
 }
 
 func (e *Error) Error() string {
@@ -87,6 +92,26 @@ func permanentHint(code, bucket string) (string, bool) {
 	return "", false
 }
 
+// needsNewFile reports whether a permanent S3 error code is about the object
+// itself (its size, its name) rather than about configuration.
+func needsNewFile(code string) bool {
+	switch code {
+	case "EntityTooLarge", "KeyTooLongError",
+		// Stores on a file system (versitygw's posix backend) cannot hold
+		// both "a/b" and "a/b/c": the file needs another name.
+		"ObjectParentIsFile", "ExistingObjectIsDirectory":
+		return true
+	}
+	return false
+}
+
+// changed is the error of a spool file whose bytes are not those its
+// manifest describes; what says how they differ.
+func changed(bucket, key, what string) *Error {
+	return &Error{Op: "put", Bucket: bucket, Key: key, Code: "SpoolChanged", Permanent: true, NeedsNewFile: true, Err: ErrChanged,
+		Hint: what + ": the spool file was modified or damaged; spool the file again"}
+}
+
 // transient codes: the store is busy or had a hiccup.
 var transientCodes = map[string]bool{
 	"RequestTimeout": true, "SlowDown": true, "InternalError": true, "ServiceUnavailable": true,
@@ -123,6 +148,7 @@ func wrap(op, bucket, key string, err error) error {
 		} else if e.Status >= 400 && e.Status < 500 && e.Status != http.StatusRequestTimeout && e.Status != http.StatusTooManyRequests {
 			e.Permanent, e.Hint = true, "the store refused the request"
 		}
+		e.NeedsNewFile = e.Permanent && needsNewFile(e.Code)
 	}
 	return e
 }

@@ -4,15 +4,10 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
 )
-
-// SetTestStore lets the external tests (which can use the harness) give the
-// internal tests a store on a real server.
-func SetTestStore(f func(t *testing.T) (S3API, func(S3API) *Store)) { newTestStore = f }
 
 // WriteTestFile makes a file of n random bytes and returns it open, with its
 // hex SHA-256.
@@ -32,5 +27,3 @@ func WriteTestFile(t *testing.T, n int) (*os.File, string) {
 	s := sha256.Sum256(b)
 	return f, hex.EncodeToString(s[:])
 }
-
-func sectionOf(f *os.File, off, n int64) io.ReadSeeker { return io.NewSectionReader(f, off, n) }

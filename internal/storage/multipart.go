@@ -16,8 +16,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go/middleware"
-
-	"github.com/dab-assets/dab/internal/config"
 )
 
 // Why dab has its own multipart uploader rather than the SDK's transfer
@@ -61,7 +59,7 @@ func planParts(size, partSize int64) []part {
 }
 
 func (s *Store) putMultipart(ctx context.Context, in PutInput, meta map[string]string) error {
-	useSHA := s.cfg.ChecksumMode == config.ChecksumSHA256
+	useSHA := s.opts.ChecksumMode == ChecksumSHA256
 	uploadID, done := s.resumable(ctx, in, useSHA)
 	if uploadID == "" {
 		input := &s3.CreateMultipartUploadInput{
@@ -93,8 +91,7 @@ func (s *Store) putMultipart(ctx context.Context, in PutInput, meta map[string]s
 	}
 	if whole != in.SHA256 {
 		s.abort(in, uploadID)
-		return &Error{Op: "put", Bucket: s.bucket, Key: in.Key, Code: "SpoolChanged", Permanent: true, Err: ErrChanged,
-			Hint: fmt.Sprintf("the spool file's sha256 is now %s, the manifest says %s: the spool file was modified or damaged; spool the file again", whole, in.SHA256)}
+		return changed(s.bucket, in.Key, fmt.Sprintf("the spool file's sha256 is now %s, the manifest says %s", whole, in.SHA256))
 	}
 	_, err = s.api.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
 		Bucket: aws.String(s.bucket), Key: aws.String(in.Key), UploadId: aws.String(uploadID),
@@ -156,13 +153,14 @@ type hashedPart struct {
 }
 
 // uploadParts sends the parts not already done, PartConcurrency at a time,
-// and returns them with the hex SHA-256 of the whole file. One reader goes
+// and returns them with the hex SHA-256 of the whole file (a SpoolChanged
+// error when the file is longer than in.Size). One reader goes
 // through the file in order, hashing each part and the whole file in the
 // same pass; the senders then read each part once more as the request body
 // (from the page cache), with the part's hash given to the signer so the SDK
 // does not hash it a third time.
 func (s *Store) uploadParts(ctx context.Context, in PutInput, uploadID string, done map[int32]s3types.CompletedPart, useSHA bool) ([]s3types.CompletedPart, string, error) {
-	parts := planParts(in.Size, s.cfg.PartSize)
+	parts := planParts(in.Size, s.opts.PartSize)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -180,7 +178,7 @@ func (s *Store) uploadParts(ctx context.Context, in PutInput, uploadID string, d
 		}
 		mu.Unlock()
 	}
-	for range min(s.cfg.PartConcurrency, len(parts)) {
+	for range min(s.opts.PartConcurrency, len(parts)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -222,7 +220,7 @@ feed:
 	// A file that grew past the manifest's size does not match it either.
 	var probe [1]byte
 	if n, _ := in.File.ReadAt(probe[:], in.Size); n > 0 {
-		return nil, "longer than the manifest says", nil
+		return nil, "", changed(s.bucket, in.Key, fmt.Sprintf("the spool file is longer than the manifest's %d bytes", in.Size))
 	}
 	sort.Slice(result, func(i, j int) bool { return aws.ToInt32(result[i].PartNumber) < aws.ToInt32(result[j].PartNumber) })
 	return result, hex.EncodeToString(whole.Sum(nil)), nil

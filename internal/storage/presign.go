@@ -13,8 +13,6 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-
-	"github.com/dab-assets/dab/internal/config"
 )
 
 // PresignAPI is the presigning dab does; *s3.PresignClient (from
@@ -68,8 +66,7 @@ func (p *Presigner) Origin() string { return p.origin }
 
 // URLOptions shape one presigned GET.
 type URLOptions struct {
-	// TTL is how long the URL works, config.DownloadTTLMin to
-	// config.DownloadTTLMax (S3's limit).
+	// TTL is how long the URL works, URLTTLMin to URLTTLMax (S3's limit).
 	TTL time.Duration
 	// Filename, when set, makes the store answer with a Content-Disposition
 	// that names it (its last path element, without control characters).
@@ -92,8 +89,8 @@ var ErrTTL = errors.New("presigned URL lifetime out of range")
 
 // GetURL presigns a GET of key in bucket (empty: the presigner's bucket).
 func (p *Presigner) GetURL(ctx context.Context, bucket, key string, o URLOptions) (SignedURL, error) {
-	if o.TTL < config.DownloadTTLMin || o.TTL > config.DownloadTTLMax {
-		return SignedURL{}, fmt.Errorf("storage: %w: %s; DAB_DOWNLOAD_TTL must be %s to %s", ErrTTL, o.TTL, config.DownloadTTLMin, config.DownloadTTLMax)
+	if o.TTL < URLTTLMin || o.TTL > URLTTLMax {
+		return SignedURL{}, fmt.Errorf("storage: %w: %s; DAB_DOWNLOAD_TTL must be %s to %s", ErrTTL, o.TTL, URLTTLMin, URLTTLMax)
 	}
 	if bucket == "" {
 		bucket = p.bucket

@@ -14,9 +14,9 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/harness"
 	"github.com/dab-assets/dab/internal/storage"
+	"github.com/dab-assets/dab/internal/storage/storagetest"
 )
 
 // presignBundle is a store with one object in it and a presigner for it.
@@ -31,8 +31,8 @@ type presignBundle struct {
 func setupPresign(t *testing.T, size int) *presignBundle {
 	t.Helper()
 	srv := harness.StartS3(t)
-	c := srv.Config()
-	client := srv.Client(t, c)
+	c := storagetest.Options(srv)
+	client := storagetest.Client(t, c)
 	st := storage.New(client, c)
 	f, sum := storage.WriteTestFile(t, size)
 	key := "generic/folder/photo.png"
@@ -102,7 +102,7 @@ func TestPresignedURLExpires(t *testing.T) {
 	// SigV4 dates have whole seconds: sign just after a second begins, so
 	// the URL surely works for most of its one second.
 	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 20*time.Millisecond)))
-	su, err := b.ps.GetURL(context.Background(), "", b.key, storage.URLOptions{TTL: config.DownloadTTLMin})
+	su, err := b.ps.GetURL(context.Background(), "", b.key, storage.URLOptions{TTL: storage.URLTTLMin})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestPresignedURLExpires(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden || !strings.Contains(strings.ToLower(string(body)), "expired") {
 		t.Fatalf("expired URL answered %d %s, want 403 saying it expired", resp.StatusCode, body)
 	}
-	for _, ttl := range []time.Duration{0, config.DownloadTTLMin - time.Millisecond, config.DownloadTTLMax + time.Second} {
+	for _, ttl := range []time.Duration{0, storage.URLTTLMin - time.Millisecond, storage.URLTTLMax + time.Second} {
 		if _, err := b.ps.GetURL(context.Background(), "", b.key, storage.URLOptions{TTL: ttl}); err == nil || !strings.Contains(err.Error(), "DAB_DOWNLOAD_TTL") {
 			t.Errorf("ttl %s: err = %v, want a refusal naming DAB_DOWNLOAD_TTL", ttl, err)
 		}
@@ -126,9 +126,9 @@ func TestPresignedURLExpires(t *testing.T) {
 func TestPresignedURLWrongSecret(t *testing.T) {
 	t.Parallel()
 	b := setupPresign(t, 100)
-	c := b.srv.Config()
+	c := storagetest.Options(b.srv)
 	c.SecretAccessKey = "not-the-secret"
-	ps, err := storage.NewPresigner(s3.NewPresignClient(b.srv.Client(t, c)), c.Bucket)
+	ps, err := storage.NewPresigner(s3.NewPresignClient(storagetest.Client(t, c)), c.Bucket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,13 +195,13 @@ func TestPresignerOrigin(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name string
-		c    config.S3
+		c    storage.Options
 		want string
 	}{
-		{"aws virtual host", config.S3{Bucket: "my-assets", Region: "eu-west-1"}, "https://my-assets.s3.eu-west-1.amazonaws.com"},
-		{"aws path style", config.S3{Bucket: "my-assets", Region: "eu-west-1", PathStyle: true}, "https://s3.eu-west-1.amazonaws.com"},
-		{"endpoint path style", config.S3{Bucket: "my-assets", Endpoint: "http://127.0.0.1:7070", PathStyle: true}, "http://127.0.0.1:7070"},
-		{"endpoint virtual host", config.S3{Bucket: "my-assets", Endpoint: "https://s3.example.internal:8443"}, "https://my-assets.s3.example.internal:8443"},
+		{"aws virtual host", storage.Options{Bucket: "my-assets", Region: "eu-west-1"}, "https://my-assets.s3.eu-west-1.amazonaws.com"},
+		{"aws path style", storage.Options{Bucket: "my-assets", Region: "eu-west-1", PathStyle: true}, "https://s3.eu-west-1.amazonaws.com"},
+		{"endpoint path style", storage.Options{Bucket: "my-assets", Endpoint: "http://127.0.0.1:7070", PathStyle: true}, "http://127.0.0.1:7070"},
+		{"endpoint virtual host", storage.Options{Bucket: "my-assets", Endpoint: "https://s3.example.internal:8443"}, "https://my-assets.s3.example.internal:8443"},
 	}
 	for _, tt := range tests {
 		tt.c.AccessKeyID, tt.c.SecretAccessKey = "AKIDEXAMPLE", "secret"

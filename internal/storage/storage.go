@@ -22,8 +22,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
-
-	"github.com/dab-assets/dab/internal/config"
 )
 
 // MetaSHA256 is the object metadata key (x-amz-meta-sha256) holding the
@@ -54,12 +52,13 @@ const abortTimeout = 30 * time.Second
 type Store struct {
 	api    S3API
 	bucket string
-	cfg    config.S3
+	opts   Options
 }
 
-// NewClient builds an S3 client from dab's settings and the AWS SDK's default
-// credential chain (env, shared profiles, SSO, instance or task roles).
-func NewClient(ctx context.Context, c config.S3) (*s3.Client, error) {
+// NewClient builds an S3 client from o's region, endpoint, addressing and
+// credentials, or the AWS SDK's default credential chain (env, shared
+// profiles, SSO, instance or task roles) when o has no access key.
+func NewClient(ctx context.Context, c Options) (*s3.Client, error) {
 	opts := []func(*awsconfig.LoadOptions) error{
 		// dab sends the checksums it wants itself (see Put); the SDK's default
 		// CRC32 headers are refused by some S3-compatible stores.
@@ -91,9 +90,10 @@ func NewClient(ctx context.Context, c config.S3) (*s3.Client, error) {
 	}), nil
 }
 
-// New returns a Store for cfg.Bucket using api.
-func New(api S3API, cfg config.S3) *Store {
-	return &Store{api: api, bucket: cfg.Bucket, cfg: cfg}
+// New returns a Store for o.Bucket using api.
+func New(api S3API, o Options) *Store {
+	o = o.withDefaults()
+	return &Store{api: api, bucket: o.Bucket, opts: o}
 }
 
 // Bucket is the store's bucket.
@@ -144,7 +144,7 @@ func (s *Store) Put(ctx context.Context, in PutInput) (PutResult, error) {
 	}
 	meta[MetaSHA256] = in.SHA256 // what verification and idempotency rely on: never from the caller
 	var err error
-	if in.Size >= s.cfg.MultipartThreshold {
+	if in.Size >= s.opts.MultipartThreshold {
 		res.Multipart = true
 		// A multipart upload learns that the key exists only at the end, so
 		// look first: re-runs of big uploads must not send gigabytes again.
@@ -202,7 +202,7 @@ func (s *Store) existing(ctx context.Context, in PutInput, res *PutResult) (bool
 		theirs = "unknown (not written by dab)"
 	}
 	return false, &Error{
-		Op: "put", Bucket: s.bucket, Key: in.Key, Code: "Conflict", Status: http.StatusConflict, Permanent: true,
+		Op: "put", Bucket: s.bucket, Key: in.Key, Code: "Conflict", Status: http.StatusConflict, Permanent: true, NeedsNewFile: true,
 		Hint: fmt.Sprintf("s3://%s/%s already holds different content (sha256 %s, %d bytes; this file: sha256 %s, %d bytes): dab never overwrites; rename the file or remove the old object first",
 			s.bucket, in.Key, theirs, aws.ToInt64(out.ContentLength), in.SHA256, in.Size),
 		Err: ErrConflict,
@@ -225,7 +225,7 @@ func (s *Store) putSingle(ctx context.Context, in PutInput, meta map[string]stri
 		Metadata:      meta,
 		IfNoneMatch:   aws.String("*"),
 	}
-	if s.cfg.ChecksumMode == config.ChecksumSHA256 {
+	if s.opts.ChecksumMode == ChecksumSHA256 {
 		// The store hashes what it receives and refuses the object (BadDigest)
 		// unless it matches the hash taken when the file was spooled.
 		raw, err := hex.DecodeString(in.SHA256)
@@ -289,9 +289,9 @@ func isPreconditionFailed(err error) bool {
 
 // String describes the store for logs and `dab config`.
 func (s *Store) String() string {
-	ep := s.cfg.Endpoint
+	ep := s.opts.Endpoint
 	if ep == "" {
 		ep = "aws"
 	}
-	return "s3://" + s.bucket + " at " + ep + " (checksum " + s.cfg.ChecksumMode + ", multipart from " + strconv.FormatInt(s.cfg.MultipartThreshold, 10) + " bytes)"
+	return "s3://" + s.bucket + " at " + ep + " (checksum " + s.opts.ChecksumMode + ", multipart from " + strconv.FormatInt(s.opts.MultipartThreshold, 10) + " bytes)"
 }

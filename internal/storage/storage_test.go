@@ -9,9 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/harness"
 	"github.com/dab-assets/dab/internal/storage"
+	"github.com/dab-assets/dab/internal/storage/storagetest"
 )
 
 func readBack(t *testing.T, st *storage.Store, key string) []byte {
@@ -37,18 +37,18 @@ func TestPut(t *testing.T) {
 		multipart bool
 		checksum  string
 	}{
-		{"empty", 0, false, config.ChecksumSHA256},
-		{"small", 4096, false, config.ChecksumSHA256},
-		{"small checksum off", 4096, false, config.ChecksumOff},
-		{"multipart", 11<<20 + 123, true, config.ChecksumSHA256},
-		{"multipart checksum off", 6 << 20, true, config.ChecksumOff},
+		{"empty", 0, false, storage.ChecksumSHA256},
+		{"small", 4096, false, storage.ChecksumSHA256},
+		{"small checksum off", 4096, false, storage.ChecksumOff},
+		{"multipart", 11<<20 + 123, true, storage.ChecksumSHA256},
+		{"multipart checksum off", 6 << 20, true, storage.ChecksumOff},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			c := srv.Config()
+			c := storagetest.Options(srv)
 			c.ChecksumMode = tt.checksum
-			st := storage.New(srv.Client(t, c), c)
+			st := storage.New(storagetest.Client(t, c), c)
 			f, sum := storage.WriteTestFile(t, tt.size)
 			key := "generic/" + strings.ReplaceAll(tt.name, " ", "-") + ".bin"
 			in := storage.PutInput{Key: key, File: f, Size: int64(tt.size), SHA256: sum, ContentType: "application/octet-stream"}
@@ -76,7 +76,7 @@ func TestPut(t *testing.T) {
 func TestPutConflictNeverOverwrites(t *testing.T) {
 	t.Parallel()
 	srv := harness.StartS3(t)
-	st := srv.Store(t)
+	st := storagetest.Store(t, srv)
 	ctx := context.Background()
 	for _, size := range []int{100, 7 << 20} {
 		key := "cyoa/NODE_a-" + hex.EncodeToString([]byte{byte(size)}) + ".png"
@@ -86,8 +86,9 @@ func TestPutConflictNeverOverwrites(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := st.Put(ctx, storage.PutInput{Key: key, File: f2, Size: int64(size), SHA256: sum2})
-		if !errors.Is(err, storage.ErrConflict) || !storage.IsPermanent(err) {
-			t.Fatalf("size %d: conflicting put error = %v, want permanent ErrConflict", size, err)
+		var se *storage.Error
+		if !errors.Is(err, storage.ErrConflict) || !storage.IsPermanent(err) || !errors.As(err, &se) || !se.NeedsNewFile {
+			t.Fatalf("size %d: conflicting put error = %v, want permanent ErrConflict that needs a new file", size, err)
 		}
 		if !strings.Contains(err.Error(), "never overwrites") || !strings.Contains(err.Error(), sum1) {
 			t.Fatalf("conflict message %q does not explain", err)
@@ -104,21 +105,21 @@ func TestPermanentErrors(t *testing.T) {
 	srv := harness.StartS3(t)
 	tests := []struct {
 		name   string
-		mutate func(*config.S3)
+		mutate func(*storage.Options)
 		code   string
 		hint   string
 	}{
-		{"wrong secret", func(c *config.S3) { c.SecretAccessKey = "wrong-secret" }, "SignatureDoesNotMatch", "AWS_SECRET_ACCESS_KEY"},
+		{"wrong secret", func(c *storage.Options) { c.SecretAccessKey = "wrong-secret" }, "SignatureDoesNotMatch", "AWS_SECRET_ACCESS_KEY"},
 		// AWS says InvalidAccessKeyId; versitygw says XAdminUserNotFound. Both get the same hint.
-		{"unknown access key", func(c *config.S3) { c.AccessKeyID = "nobody" }, "XAdminUserNotFound", "check AWS_ACCESS_KEY_ID"},
-		{"missing bucket", func(c *config.S3) { c.Bucket = "no-such-bucket-here" }, "NoSuchBucket", `"no-such-bucket-here" does not exist`},
+		{"unknown access key", func(c *storage.Options) { c.AccessKeyID = "nobody" }, "XAdminUserNotFound", "check AWS_ACCESS_KEY_ID"},
+		{"missing bucket", func(c *storage.Options) { c.Bucket = "no-such-bucket-here" }, "NoSuchBucket", `"no-such-bucket-here" does not exist`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			c := srv.Config()
+			c := storagetest.Options(srv)
 			tt.mutate(&c)
-			st := storage.New(srv.Client(t, c), c)
+			st := storage.New(storagetest.Client(t, c), c)
 			f, sum := storage.WriteTestFile(t, 10)
 			for _, op := range []string{"check", "put", "put multipart"} {
 				var err error
@@ -143,13 +144,14 @@ func TestPermanentErrors(t *testing.T) {
 func TestPutDetectsChangedSpoolFile(t *testing.T) {
 	t.Parallel()
 	srv := harness.StartS3(t)
-	st := srv.Store(t)
+	st := storagetest.Store(t, srv)
 	f, _ := storage.WriteTestFile(t, 7<<20)
 	_, otherSum := storage.WriteTestFile(t, 7<<20)
 	// The manifest says otherSum: the file "changed" since it was spooled.
 	_, err := st.Put(context.Background(), storage.PutInput{Key: "generic/changed", File: f, Size: 7 << 20, SHA256: otherSum})
-	if !errors.Is(err, storage.ErrChanged) || !storage.IsPermanent(err) {
-		t.Fatalf("err = %v, want permanent ErrChanged", err)
+	var se *storage.Error
+	if !errors.Is(err, storage.ErrChanged) || !storage.IsPermanent(err) || !errors.As(err, &se) || !se.NeedsNewFile {
+		t.Fatalf("err = %v, want permanent ErrChanged that needs a new file", err)
 	}
 	if _, _, err := st.Get(context.Background(), "generic/changed"); err == nil {
 		t.Fatal("the object with the wrong bytes was left in the bucket")
@@ -165,10 +167,23 @@ func TestPutDetectsChangedSpoolFile(t *testing.T) {
 	}
 }
 
-func init() {
-	storage.SetTestStore(func(t *testing.T) (storage.S3API, func(storage.S3API) *storage.Store) {
-		srv := harness.StartS3(t)
-		c := srv.Config()
-		return srv.Client(t, c), func(api storage.S3API) *storage.Store { return storage.New(api, c) }
-	})
+// TestPutDetectsGrownSpoolFile: a multipart upload of a file that grew past
+// its manifest's size fails like a changed file, and leaves no object.
+func TestPutDetectsGrownSpoolFile(t *testing.T) {
+	t.Parallel()
+	st := storagetest.Store(t, harness.StartS3(t))
+	f, _ := storage.WriteTestFile(t, 7<<20)
+	size := int64(7<<20 - 1) // the manifest knew one byte less
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f, 0, size)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := st.Put(context.Background(), storage.PutInput{Key: "generic/grown", File: f, Size: size, SHA256: hex.EncodeToString(h.Sum(nil))})
+	var se *storage.Error
+	if !errors.Is(err, storage.ErrChanged) || !errors.As(err, &se) || !se.Permanent || !se.NeedsNewFile || !strings.Contains(err.Error(), "longer than the manifest") {
+		t.Fatalf("err = %v, want a permanent SpoolChanged error saying the file is longer", err)
+	}
+	if _, _, err := st.Get(context.Background(), "generic/grown"); err == nil {
+		t.Fatal("the object of a grown file was left in the bucket")
+	}
 }

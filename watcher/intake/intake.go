@@ -16,11 +16,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/dab-assets/dab/internal/api"
 	"github.com/dab-assets/dab/internal/asset"
-	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/idem"
 	"github.com/dab-assets/dab/internal/naming"
 	"github.com/dab-assets/dab/internal/plugin"
@@ -28,15 +25,28 @@ import (
 	"github.com/dab-assets/dab/worker/task"
 )
 
+// Defaults and bounds of Config; internal/config's settings state the same
+// values (cmd/dab's defaults test keeps them in step).
+const (
+	MaxBytesDefault      int64 = 5 << 30
+	MaxConcurrentDefault       = 16
+	IdleTimeoutDefault         = 60 * time.Second
+	// TusExpiryDefault gives a resumable upload a day to come back.
+	TusExpiryDefault = 24 * time.Hour
+)
+
 // Config tunes the HTTP intake.
 type Config struct {
-	// Types are the registered asset types (required).
-	Types []string
-	// MaxBytes is the largest accepted file (default 5 GiB).
+	// Plugins are the registered asset types (required): the registry
+	// answers which types exist and names them when one does not.
+	Plugins *plugin.Registry
+	// MaxBytes is the largest accepted file (default MaxBytesDefault).
 	MaxBytes int64
-	// MaxConcurrent bounds uploads in progress; more are answered 503 (default 16).
+	// MaxConcurrent bounds uploads in progress; more are answered 503
+	// (default MaxConcurrentDefault).
 	MaxConcurrent int
-	// IdleTimeout ends an upload whose client sends nothing for this long (default 60s).
+	// IdleTimeout ends an upload whose client sends nothing for this long
+	// (default IdleTimeoutDefault).
 	IdleTimeout time.Duration
 	// MinRate is the slowest an upload body may arrive, in bytes per second,
 	// judged over MinRateWindow; 0 means no minimum.
@@ -51,7 +61,7 @@ type Config struct {
 	// TusDir holds resumable uploads in progress (required for /v1/uploads/).
 	TusDir string
 	// TusExpiry removes resumable uploads that received nothing for this
-	// long (default config.TusExpiryDefault).
+	// long (default TusExpiryDefault).
 	TusExpiry time.Duration
 	Logger    *slog.Logger
 	// Queue receives the upload tasks (task.UploadQueue of this host);
@@ -60,15 +70,12 @@ type Config struct {
 }
 
 // Enqueuer is the part of *asynq.Client the intake uses.
-type Enqueuer interface {
-	EnqueueContext(ctx context.Context, t *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
-}
+type Enqueuer = task.Enqueuer
 
 // Intake takes files over HTTP into the spool and queues their upload. It
 // validates names with the same code as the drop folder.
 type Intake struct {
 	cfg   Config
-	types map[string]bool
 	spool *spool.Spool
 	queue Enqueuer
 	idem  *idem.Store
@@ -83,23 +90,23 @@ type Intake struct {
 
 // New builds the intake.
 func New(cfg Config, sp *spool.Spool, queue Enqueuer, keys *idem.Store) (*Intake, error) {
-	if len(cfg.Types) == 0 || sp == nil || queue == nil || keys == nil {
-		return nil, errors.New("intake: Types, spool, queue and idempotency store are required")
+	if cfg.Plugins == nil || sp == nil || queue == nil || keys == nil {
+		return nil, errors.New("intake: Plugins, spool, queue and idempotency store are required")
 	}
 	if cfg.MaxBytes <= 0 {
-		cfg.MaxBytes = 5 << 30
+		cfg.MaxBytes = MaxBytesDefault
 	}
 	if cfg.MaxConcurrent <= 0 {
-		cfg.MaxConcurrent = 16
+		cfg.MaxConcurrent = MaxConcurrentDefault
 	}
 	if cfg.IdleTimeout <= 0 {
-		cfg.IdleTimeout = 60 * time.Second
+		cfg.IdleTimeout = IdleTimeoutDefault
 	}
 	if cfg.MinRateWindow <= 0 {
 		cfg.MinRateWindow = MinRateWindowDefault
 	}
 	if cfg.TusExpiry <= 0 {
-		cfg.TusExpiry = config.TusExpiryDefault
+		cfg.TusExpiry = TusExpiryDefault
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -107,11 +114,8 @@ func New(cfg Config, sp *spool.Spool, queue Enqueuer, keys *idem.Store) (*Intake
 	if cfg.Queue == "" {
 		cfg.Queue = task.QueueUploads
 	}
-	in := &Intake{cfg: cfg, types: map[string]bool{}, spool: sp, queue: queue, idem: keys,
+	in := &Intake{cfg: cfg, spool: sp, queue: queue, idem: keys,
 		slots: make(chan struct{}, cfg.MaxConcurrent), log: cfg.Logger}
-	for _, t := range cfg.Types {
-		in.types[t] = true
-	}
 	return in, nil
 }
 
@@ -252,13 +256,8 @@ func (in *Intake) checkName(typ, p string) error {
 	if typ == "" {
 		typ = plugin.DefaultType
 	}
-	if !in.types[typ] {
-		known := make([]string, 0, len(in.types))
-		for t := range in.types {
-			known = append(known, t)
-		}
-		sort.Strings(known)
-		return badRequest("unknown_type", "unknown asset type %q: known types are %s", typ, strings.Join(known, ", "))
+	if err := in.cfg.Plugins.CheckType(typ); err != nil {
+		return badRequest("unknown_type", "%v", strings.TrimPrefix(err.Error(), naming.ErrInvalid.Error()+": "))
 	}
 	if _, err := naming.Key(typ, p); err != nil {
 		return badRequest("bad_name", "%v", err)
@@ -481,11 +480,7 @@ func (in *Intake) accept(r *http.Request, sw *spool.Writer, input spool.Input) (
 			return stored, true, nil
 		}
 	}
-	t, err := task.NewUpload(task.UploadPayload{SpoolID: m.ID, Type: m.Type, Key: m.Key()}, asynq.Queue(in.cfg.Queue))
-	if err == nil {
-		_, err = in.queue.EnqueueContext(r.Context(), t)
-	}
-	if err != nil && !task.IsAlreadyQueued(err) {
+	if _, err := task.EnqueueUpload(r.Context(), in.queue, m, in.cfg.Queue); err != nil {
 		in.spool.Remove(m.ID)
 		if key != "" {
 			in.idem.Release(context.WithoutCancel(r.Context()), "upload", key)

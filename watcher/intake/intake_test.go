@@ -28,7 +28,9 @@ import (
 	"github.com/dab-assets/dab/internal/harness"
 	"github.com/dab-assets/dab/internal/idem"
 	"github.com/dab-assets/dab/internal/ledger"
+	"github.com/dab-assets/dab/internal/plugin/builtin"
 	"github.com/dab-assets/dab/internal/spool"
+	"github.com/dab-assets/dab/internal/storage/storagetest"
 	"github.com/dab-assets/dab/worker/task"
 )
 
@@ -68,7 +70,7 @@ func setupHTTP(t *testing.T, cfg Config, opts ...func(*bundle)) *httpBundle {
 	}
 	log := slog.New(slog.NewJSONHandler(b.logs, nil))
 	s := api.New(tokens, false, log)
-	st := s3.Store(t)
+	st := storagetest.Store(t, s3)
 	assets := asset.NewStore(rdb, "dab:")
 	api.RegisterQueries(s, api.QueryDeps{
 		Inspector: asynq.NewInspectorFromRedisClient(rdb), Queues: []string{task.QueueUploads, task.QueuePurchases}, Assets: assets,
@@ -77,7 +79,7 @@ func setupHTTP(t *testing.T, cfg Config, opts ...func(*bundle)) *httpBundle {
 			"bucket": st.Check,
 		},
 	})
-	cfg.Types, cfg.Logger = []string{"cyoa", "generic"}, log
+	cfg.Plugins, cfg.Logger = builtin.Registry(), log
 	if cfg.TusDir == "" {
 		cfg.TusDir = filepath.Join(filepath.Dir(b.spool.Dir()), "tus")
 	}

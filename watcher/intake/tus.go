@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hibiken/asynq"
 	tusd "github.com/tus/tusd/v2/pkg/handler"
 	expslog "golang.org/x/exp/slog"
 
@@ -220,11 +219,7 @@ func (in *Intake) tusFinish(ev tusd.HookEvent) (tusd.HTTPResponse, error) {
 		return tusd.HTTPResponse{}, tusReject(in.serverError("tus_claim", err))
 	}
 	os.Remove(in.tus.infoPath(ev.Upload.ID))
-	t, err := task.NewUpload(task.UploadPayload{SpoolID: m.ID, Type: m.Type, Key: m.Key()}, asynq.Queue(in.cfg.Queue))
-	if err == nil {
-		_, err = in.queue.EnqueueContext(context.WithoutCancel(ev.Context), t)
-	}
-	if err != nil && !task.IsAlreadyQueued(err) {
+	if _, err := task.EnqueueUpload(context.WithoutCancel(ev.Context), in.queue, m, in.cfg.Queue); err != nil {
 		// The file is safe in the spool; the watcher queues entries without a
 		// task when it starts (or an operator runs `dab watch`).
 		in.log.Error("intake.enqueue_failed", "spool_id", m.ID, "key", m.Key(), "error", err.Error())

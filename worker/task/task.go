@@ -8,6 +8,7 @@
 package task
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -56,6 +57,18 @@ type UploadPayload struct {
 	// monitors; the worker trusts the manifest, not these.
 	Type string `json:"type,omitempty"`
 	Key  string `json:"key,omitempty"`
+}
+
+// UploadResult is the result an upload task writes (asynq's task result):
+// the monitor shows it and clients that follow the task read the asset ID
+// from it. Its JSON names are permanent, like the payload's.
+type UploadResult struct {
+	AssetID string `json:"asset_id"`
+	Bucket  string `json:"s3_bucket"`
+	Key     string `json:"s3_key"`
+	SHA256  string `json:"sha256"`
+	// Existed is true when the object or record was there already (a re-run).
+	Existed bool `json:"existed"`
 }
 
 // UploadQueue is the queue of the upload tasks of files spooled on host: a
@@ -168,4 +181,26 @@ func DecodePurchase(b []byte) (PurchasePayload, error) {
 		return p, fmt.Errorf("%w: purchase payload needs purchase_id, asset_id, buyer_id and credits >= 0", ErrBadPayload)
 	}
 	return p, nil
+}
+
+// Enqueuer is the part of *asynq.Client that queues tasks.
+type Enqueuer interface {
+	EnqueueContext(ctx context.Context, t *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
+}
+
+// EnqueueUpload queues the upload of spool entry m on queue. The task ID
+// comes from the spool ID, so queueing an entry again is not an error:
+// queued reports whether this call made the task (false: it existed).
+func EnqueueUpload(ctx context.Context, q Enqueuer, m *spool.Manifest, queue string) (queued bool, err error) {
+	t, err := NewUpload(UploadPayload{SpoolID: m.ID, Type: m.Type, Key: m.Key()}, asynq.Queue(queue))
+	if err != nil {
+		return false, err
+	}
+	if _, err := q.EnqueueContext(ctx, t); err != nil {
+		if IsAlreadyQueued(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("queue upload of spool entry %s: %w", m.ID, err)
+	}
+	return true, nil
 }

@@ -1,6 +1,7 @@
 package task
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -99,4 +100,18 @@ func FuzzDecodePurchase(f *testing.F) {
 			t.Fatalf("accepted %+v", p)
 		}
 	})
+}
+
+// TestUploadResultJSON: the result's JSON names are permanent (clients and
+// the HTTP API read them).
+func TestUploadResultJSON(t *testing.T) {
+	t.Parallel()
+	b, err := json.Marshal(UploadResult{AssetID: "a1", Bucket: "b", Key: "cyoa/NODE_a.png", SHA256: "ff", Existed: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `{"asset_id":"a1","s3_bucket":"b","s3_key":"cyoa/NODE_a.png","sha256":"ff","existed":true}`
+	if string(b) != want {
+		t.Fatalf("JSON = %s, want %s", b, want)
+	}
 }
