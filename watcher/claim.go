@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"path/filepath"
 	"time"
 
 	"github.com/dab-assets/dab/internal/naming"
@@ -83,7 +82,7 @@ func (w *Watcher) claim(ctx context.Context, job claimJob) {
 		// The queue is down: the file goes back where it was, and is taken
 		// again once the queue answers. If its name was taken meanwhile it
 		// waits in the spool and its enqueue is retried.
-		if rerr := w.spool.Return(m.ID, job.path); rerr != nil {
+		if rerr := w.spool.Unclaim(m.ID, job.path); rerr != nil {
 			w.keepUnqueued(m)
 			log.Warn("watcher.kept_in_spool", "spool_id", m.ID, "reason", rerr.Error())
 		} else {
@@ -98,19 +97,18 @@ func (w *Watcher) claim(ctx context.Context, job claimJob) {
 // failBadName moves a file whose name cannot become an S3 key to the failed
 // folder with the reason beside it.
 func (w *Watcher) failBadName(job claimJob, cause error) {
-	dst := filepath.Join(w.cfg.FailedDir, job.c.typ, filepath.FromSlash(job.c.rel))
-	where, err := spool.MoveFile(job.path, dst)
-	if errors.Is(err, fs.ErrNotExist) {
-		return
-	}
-	if err != nil {
-		w.report(job.path, "bad-name", fmt.Sprintf("%v; moving it to the failed folder failed too: %v", cause, err))
+	note := spool.FailureNote{Type: job.c.typ, Path: job.c.rel, Size: job.c.size, Source: "watcher",
+		Failure: spool.Failure{Code: "InvalidName", Message: cause.Error() + ": rename the file"}}
+	where, err := spool.RejectFile(job.path, w.cfg.FailedDir, note)
+	if where == "" {
+		// Not moved; a file that is gone already needs no report.
+		if !errors.Is(err, fs.ErrNotExist) {
+			w.report(job.path, "bad-name", fmt.Sprintf("%v; moving it to the failed folder failed too: %v", cause, err))
+		}
 		return
 	}
 	w.failed.Add(1)
-	note := spool.FailureNote{Type: job.c.typ, Path: job.c.rel, Size: job.c.size, Source: "watcher",
-		Failure: spool.Failure{Code: "InvalidName", Message: cause.Error() + ": rename the file"}}
-	if err := spool.WriteFailureNote(where, note); err != nil {
+	if err != nil {
 		w.log.Error("watcher.failure_note", "path", where, "error", err.Error())
 	}
 	w.log.Warn("watcher.rejected", "path", job.path, "moved_to", where, "reason", cause.Error())

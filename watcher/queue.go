@@ -92,7 +92,7 @@ func (w *Watcher) recover(ctx context.Context) {
 			w.log.Error("watcher.recover_failed", "spool_id", r.ID, "error", r.Err.Error())
 			continue
 		}
-		if r.Action != "removed" {
+		if r.Action != spool.RecoverRemoved {
 			w.log.Info("watcher.recovered", "spool_id", r.ID, "action", r.Action, "path", r.Path)
 		}
 	}
@@ -102,7 +102,7 @@ func (w *Watcher) recover(ctx context.Context) {
 		return
 	}
 	for _, m := range entries {
-		if f, _ := w.spool.Failed(m.ID); f != nil {
+		if _, ok, _ := w.spool.FailureMark(m.ID); ok {
 			continue // archived for good; an operator re-runs it
 		}
 		if err := w.enqueue(ctx, m); err != nil {

@@ -17,6 +17,9 @@ import (
 	"github.com/dab-assets/dab/worker/task"
 )
 
+// The spool keeps an entry's multipart upload across attempts for storage.
+var _ storage.UploadState = (*spool.UploadState)(nil)
+
 // handleUpload: spool -> S3 -> plugin -> record -> remove spool entry. Every
 // step is idempotent, so a task that runs twice (a crash, a lost lease) ends
 // with one object and one record.
@@ -29,7 +32,7 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 	taskID, _ := asynq.GetTaskID(ctx)
 	log := w.log.With("task_id", taskID, "spool_id", p.SpoolID)
 
-	f, m, err := w.deps.Spool.Open(p.SpoolID)
+	f, m, err := w.deps.Spool.OpenData(p.SpoolID)
 	if errors.Is(err, spool.ErrNotFound) {
 		// A run that finished removes the entry; if the asset was recorded
 		// from it, this is a re-run of a task that already succeeded.
@@ -60,7 +63,7 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 
 	put, err := w.deps.Storage.Put(ctx, storage.PutInput{
 		Key: m.Key(), File: f, Size: m.Size, SHA256: m.SHA256, ContentType: m.ContentType,
-		State: w.deps.Spool.UploadMark(m.ID),
+		State: w.deps.Spool.UploadState(m.ID),
 	})
 	if err != nil {
 		var se *storage.Error
@@ -113,7 +116,7 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 	// Only now, with the object verified and the record committed, may the
 	// spool entry go.
 	if w.doneDir != "" {
-		if _, err := w.deps.Spool.MoveOut(m.ID, w.doneDir); err != nil {
+		if _, err := w.deps.Spool.Archive(m.ID, w.doneDir); err != nil {
 			return fmt.Errorf("upload: archive the original: %w", err)
 		}
 	} else if err := w.deps.Spool.Remove(m.ID); err != nil {
@@ -162,7 +165,7 @@ func (w *Worker) fail(taskID string, m *spool.Manifest, code string, r remedy, e
 	}
 	f := spool.Failure{Code: code, Message: err.Error(), TaskID: taskID}
 	if r == newFile {
-		where, ferr := w.deps.Spool.FailOut(m.ID, w.failedDir, f)
+		where, ferr := w.deps.Spool.Reject(m.ID, w.failedDir, f)
 		if ferr != nil {
 			return fmt.Errorf("%w (and moving the file to the failed folder: %v): %w", err, ferr, asynq.SkipRetry)
 		}

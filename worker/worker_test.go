@@ -291,7 +291,7 @@ func TestPermanentErrorsThenFixAndRerun(t *testing.T) {
 			if !strings.Contains(info.LastErr, tt.want) || info.Retried != 0 {
 				t.Fatalf("archived after %d retries with %q, want %q", info.Retried, info.LastErr, tt.want)
 			}
-			if f, _ := b.spool.Failed(m.ID); f == nil {
+			if _, ok, _ := b.spool.FailureMark(m.ID); !ok {
 				t.Fatal("spool entry not marked failed")
 			}
 			stopBad()

@@ -8,7 +8,7 @@
 // A claim that does not go through is undone by a rename back, never by a
 // copy: the file returns as it was (same inode, mode and mtime), so a writer
 // that still has it open keeps writing into it, and a watcher does not see a
-// new file to wait for. Return, the undo a watcher asks for when it cannot
+// new file to wait for. Unclaim, the undo a watcher asks for when it cannot
 // enqueue, lives here for the same reason.
 
 package spool
@@ -298,10 +298,10 @@ func returnFile(from, src, id string) (string, error) {
 	return src, err
 }
 
-// Return gives an entry's file back to path (where a watcher claimed it
-// from) and removes the entry. It never replaces a file: when path is taken
-// it returns fs.ErrExist and the entry stays.
-func (s *Spool) Return(id, path string) error {
+// Unclaim undoes a Claim: it gives an entry's file back to path (where a
+// watcher claimed it from) and removes the entry. It never replaces a file:
+// when path is taken it returns fs.ErrExist and the entry stays.
+func (s *Spool) Unclaim(id, path string) error {
 	if _, err := s.entryDir(id); err != nil {
 		return err
 	}

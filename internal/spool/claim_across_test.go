@@ -221,14 +221,14 @@ func TestRecoverAcrossFilesystems(t *testing.T) {
 		grew bool
 		// undoing: the claim was being undone (the copy is gone already).
 		undoing    bool
-		wantAction string
+		wantAction RecoverAction
 		wantInDrop bool
 		wantEntry  bool
 	}{
-		{name: "copy cut short", wantAction: "returned", wantInDrop: true},
-		{name: "committed, original not yet removed", committed: true, wantAction: "cleaned", wantEntry: true},
-		{name: "committed, original grew after the copy", committed: true, grew: true, wantAction: "returned", wantInDrop: true, wantEntry: true},
-		{name: "committed, claim being undone", committed: true, grew: true, undoing: true, wantAction: "returned", wantInDrop: true},
+		{name: "copy cut short", wantAction: RecoverReturned, wantInDrop: true},
+		{name: "committed, original not yet removed", committed: true, wantAction: RecoverCleaned, wantEntry: true},
+		{name: "committed, original grew after the copy", committed: true, grew: true, wantAction: RecoverReturned, wantInDrop: true, wantEntry: true},
+		{name: "committed, claim being undone", committed: true, grew: true, undoing: true, wantAction: RecoverReturned, wantInDrop: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

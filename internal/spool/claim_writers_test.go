@@ -206,7 +206,7 @@ func TestGrowthAfterTheClaimIsNotLost(t *testing.T) {
 					t.Fatal(err)
 				}
 				finish(second)
-				if _, _, err := s.Open(m.ID); !errors.Is(err, ErrDataChanged) {
+				if _, _, err := s.OpenData(m.ID); !errors.Is(err, ErrDataChanged) {
 					t.Fatalf("Open of an entry that grew after its claim = %v, want ErrDataChanged", err)
 				}
 				if b, _ := os.ReadFile(s.DataPath(m.ID)); sha(b) != sha(all) {

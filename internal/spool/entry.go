@@ -133,11 +133,11 @@ func (s *Spool) Get(id string) (*Manifest, error) {
 	return &m, nil
 }
 
-// Open returns an entry's data file for reading, with its manifest. An entry
-// whose file has grown or shrunk since it was spooled is refused with
-// ErrDataChanged; the manifest is returned with that error so that the caller
-// can move the entry out (FailOut) with the reason.
-func (s *Spool) Open(id string) (*os.File, *Manifest, error) {
+// OpenData returns an entry's data file (DataPath) for reading, with its
+// manifest. An entry whose file has grown or shrunk since it was spooled is
+// refused with ErrDataChanged; the manifest is returned with that error so
+// that the caller can move the entry out (Reject) with the reason.
+func (s *Spool) OpenData(id string) (*os.File, *Manifest, error) {
 	m, err := s.Get(id)
 	if err != nil {
 		return nil, nil, err

@@ -23,7 +23,7 @@ func TestOpenRefusesDataThatGrew(t *testing.T) {
 	}
 	f.WriteString(", and the rest, written after the claim")
 	f.Close()
-	file, got, err := s.Open(m.ID)
+	file, got, err := s.OpenData(m.ID)
 	if file != nil {
 		file.Close()
 	}

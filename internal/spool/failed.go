@@ -1,8 +1,9 @@
 // Entries whose upload failed for good, and moving files out of the spool:
-// the failure mark kept beside an entry (failed.json), the failure note
-// written beside a file in the failed folder (<file>.error.json), and the
-// moves into the failed folder and the done archive, which never replace a
-// file that is already there.
+// the failure mark kept beside an entry (MarkFailed, FailureMark:
+// failed.json), the failure note written beside a file in the failed folder
+// (<file>.error.json), and the moves into the failed folder (Reject,
+// RejectFile) and the done archive (Archive), which never replace a file that
+// is already there.
 
 package spool
 
@@ -39,36 +40,24 @@ func (s *Spool) MarkFailed(id string, f Failure) error {
 	return writeJSONSync(filepath.Join(dir, failedFile), f)
 }
 
-// ClearFailed removes a failure mark, before an operator's re-run.
-func (s *Spool) ClearFailed(id string) error {
+// FailureMark returns an entry's failure mark (see MarkFailed); ok is false
+// when the entry has none, or when the mark cannot be read (err says why).
+func (s *Spool) FailureMark(id string) (f Failure, ok bool, err error) {
 	dir, err := s.entryDir(id)
 	if err != nil {
-		return err
-	}
-	if err := os.Remove(filepath.Join(dir, failedFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("spool: %w", err)
-	}
-	return nil
-}
-
-// Failed returns an entry's failure mark, or nil when it has none.
-func (s *Spool) Failed(id string) (*Failure, error) {
-	dir, err := s.entryDir(id)
-	if err != nil {
-		return nil, err
+		return Failure{}, false, err
 	}
 	b, err := os.ReadFile(filepath.Join(dir, failedFile))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return Failure{}, false, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
+		return Failure{}, false, fmt.Errorf("spool: %w", err)
 	}
-	var f Failure
 	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("spool: failure mark of %s is damaged: %w", id, err)
+		return Failure{}, false, fmt.Errorf("spool: failure mark of %s is damaged: %w", id, err)
 	}
-	return &f, nil
+	return f, true, nil
 }
 
 // FailureNote is written as <file>.error.json beside a file in the failed
@@ -88,8 +77,8 @@ type FailureNote struct {
 // RetryHint is the Retry text of every failure note.
 const RetryHint = "fix the cause, then put the file back into the drop folder (or upload it again)"
 
-// WriteFailureNote writes n as file.error.json.
-func WriteFailureNote(file string, n FailureNote) error {
+// writeFailureNote writes n as file.error.json.
+func writeFailureNote(file string, n FailureNote) error {
 	if n.Failure.At.IsZero() {
 		n.Failure.At = time.Now().UTC()
 	}
@@ -100,31 +89,50 @@ func WriteFailureNote(file string, n FailureNote) error {
 	return writeJSONSync(file+".error.json", n)
 }
 
-// FailOut moves an entry's file into the failed folder root and writes
-// <file>.error.json beside it with the reason and the fix.
-func (s *Spool) FailOut(id, root string, f Failure) (string, error) {
-	m, err := s.Get(id)
+// RejectFile moves src into the failed folder root, to root/<n.Type>/<n.Path>
+// (see moveFile: it never replaces a file), and writes n beside it as
+// <file>.error.json with the reason and the fix. It returns where the file
+// went. When the move fails it returns "" and the move's error (which wraps
+// fs.ErrNotExist when src is gone); when only the note cannot be written, the
+// file's new path and that error.
+func RejectFile(src, root string, n FailureNote) (string, error) {
+	target, err := moveFile(src, filepath.Join(root, n.Type, filepath.FromSlash(n.Path)))
 	if err != nil {
 		return "", err
 	}
-	target, err := s.MoveOut(id, root)
-	if err != nil {
-		return target, err
-	}
-	return target, WriteFailureNote(target, FailureNote{
-		Type: m.Type, Path: m.Path, Size: m.Size, SHA256: m.SHA256, Source: m.Source, Failure: f, SpooledAt: m.CreatedAt,
-	})
+	return target, writeFailureNote(target, n)
 }
 
-// MoveOut moves an entry's file to root/<type>/<path> (see MoveFile) and
-// removes the entry. It returns where the file went. Used for the done
-// archive and the failed folder.
-func (s *Spool) MoveOut(id, root string) (string, error) {
+// Reject moves an entry's file into the failed folder root (see RejectFile),
+// with <file>.error.json beside it saying what the file was, why it failed
+// (f) and how to retry, and removes the entry. It returns where the file
+// went.
+func (s *Spool) Reject(id, root string, f Failure) (string, error) {
 	m, err := s.Get(id)
 	if err != nil {
 		return "", err
 	}
-	target, err := MoveFile(filepath.Join(s.dir, id, dataFile), filepath.Join(root, m.Type, filepath.FromSlash(m.Path)))
+	target, err := RejectFile(s.DataPath(id), root, FailureNote{
+		Type: m.Type, Path: m.Path, Size: m.Size, SHA256: m.SHA256, Source: m.Source, Failure: f, SpooledAt: m.CreatedAt,
+	})
+	if target == "" {
+		return "", fmt.Errorf("spool: move entry %s out: %w", id, err)
+	}
+	if rerr := s.Remove(id); rerr != nil {
+		return target, rerr
+	}
+	return target, err
+}
+
+// Archive moves an entry's file into the done archive root, to
+// root/<type>/<path> (see moveFile), and removes the entry. It returns where
+// the file went.
+func (s *Spool) Archive(id, root string) (string, error) {
+	m, err := s.Get(id)
+	if err != nil {
+		return "", err
+	}
+	target, err := moveFile(s.DataPath(id), filepath.Join(root, m.Type, filepath.FromSlash(m.Path)))
 	if err != nil {
 		return "", fmt.Errorf("spool: move entry %s out: %w", id, err)
 	}
@@ -134,10 +142,10 @@ func (s *Spool) MoveOut(id, root string) (string, error) {
 	return target, nil
 }
 
-// MoveFile moves src to dst, creating dst's folder, never replacing a file:
+// moveFile moves src to dst, creating dst's folder, never replacing a file:
 // when dst is taken it uses dst.1, dst.2, ... Across filesystems it copies,
 // checks the copy and removes src. It returns the path used.
-func MoveFile(src, dst string) (string, error) {
+func moveFile(src, dst string) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
 		return "", err
 	}

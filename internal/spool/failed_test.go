@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-func TestMoveOutAndFailOut(t *testing.T) {
+func TestReject(t *testing.T) {
 	t.Parallel()
 	s := open(t)
 	root := t.TempDir()
@@ -17,7 +17,7 @@ func TestMoveOutAndFailOut(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := s.FailOut(m.ID, root, Failure{Code: "Conflict", Message: "why"})
+		got, err := s.Reject(m.ID, root, Failure{Code: "Conflict", Message: "why"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -33,7 +33,7 @@ func TestMoveOutAndFailOut(t *testing.T) {
 			t.Fatalf("error note %s, %v", note, err)
 		}
 		if _, err := s.Get(m.ID); !errors.Is(err, ErrNotFound) {
-			t.Fatal("entry kept after FailOut")
+			t.Fatal("entry kept after Reject")
 		}
 	}
 }

@@ -15,10 +15,32 @@ import (
 	"strings"
 )
 
-// Recovered says what Recover did with one unfinished incoming folder.
+// RecoverAction names what Recover did with one unfinished claim or stream.
+type RecoverAction string
+
+// What Recover did.
+const (
+	// RecoverReturned: a claimed file went back to its drop path (or beside
+	// it, when a new file took the name).
+	RecoverReturned RecoverAction = "returned"
+	// RecoverCommitted: a claimed file that could not go back was committed
+	// as an entry.
+	RecoverCommitted RecoverAction = "committed"
+	// RecoverRemoved: what was left of a stream that never finished, or of a
+	// claim cut short before its rename, was removed.
+	RecoverRemoved RecoverAction = "removed"
+	// RecoverCleaned: the original of a committed copy was removed from
+	// beside its drop path.
+	RecoverCleaned RecoverAction = "cleaned"
+	// RecoverFailed: recovery could not finish; Err says why.
+	RecoverFailed RecoverAction = "failed"
+)
+
+// Recovered says what Recover did with one unfinished incoming folder or
+// claim.
 type Recovered struct {
 	ID     string
-	Action string // "returned", "committed", "removed"
+	Action RecoverAction
 	Path   string // where the file is now (returned: its drop path)
 	Err    error
 }
@@ -30,7 +52,7 @@ type Recovered struct {
 func (s *Spool) Recover() []Recovered {
 	des, err := os.ReadDir(filepath.Join(s.dir, incomingDir))
 	if err != nil {
-		return []Recovered{{Action: "failed", Err: fmt.Errorf("spool: %w", err)}}
+		return []Recovered{{Action: RecoverFailed, Err: fmt.Errorf("spool: %w", err)}}
 	}
 	var out []Recovered
 	for _, de := range des {
@@ -62,7 +84,7 @@ func (s *Spool) Recover() []Recovered {
 func (s *Spool) endClaims() []Recovered {
 	des, err := os.ReadDir(s.dir)
 	if err != nil {
-		return []Recovered{{Action: "failed", Err: fmt.Errorf("spool: %w", err)}}
+		return []Recovered{{Action: RecoverFailed, Err: fmt.Errorf("spool: %w", err)}}
 	}
 	var out []Recovered
 	for _, de := range des {
@@ -93,13 +115,13 @@ func (s *Spool) endClaimOf(id string, note []byte, err error) Recovered {
 		err = json.Unmarshal(note, &o)
 	}
 	if err != nil {
-		r.Action, r.Err = "failed", fmt.Errorf("spool: recover entry %s: %w", id, err)
+		r.Action, r.Err = RecoverFailed, fmt.Errorf("spool: recover entry %s: %w", id, err)
 		return r
 	}
 	if _, err := os.Lstat(s.DataPath(id)); errors.Is(err, fs.ErrNotExist) {
 		// A claim being undone (uncommit): the file went back already, or
 		// is still whole under its claim name.
-		r.Action, r.Path = "returned", o.Source
+		r.Action, r.Path = RecoverReturned, o.Source
 		if _, err := os.Lstat(o.Claim); o.Claim != "" && err == nil {
 			r.Path, r.Err = returnFile(o.Claim, o.Source, id)
 		}
@@ -114,15 +136,15 @@ func (s *Spool) endClaimOf(id string, note []byte, err error) Recovered {
 			m, err := s.Get(id)
 			switch {
 			case err != nil:
-				r.Action, r.Err = "failed", err
+				r.Action, r.Err = RecoverFailed, err
 			case st.Size() == m.Size:
-				r.Action, r.Path, r.Err = "cleaned", o.Claim, os.Remove(o.Claim)
+				r.Action, r.Path, r.Err = RecoverCleaned, o.Claim, os.Remove(o.Claim)
 			default:
-				r.Action = "returned"
+				r.Action = RecoverReturned
 				r.Path, r.Err = returnFile(o.Claim, o.Source, id)
 			}
 		} else if !errors.Is(err, fs.ErrNotExist) {
-			r.Action, r.Err = "failed", err
+			r.Action, r.Err = RecoverFailed, err
 		}
 	}
 	if r.Err == nil {
@@ -137,7 +159,7 @@ func (s *Spool) recoverOne(tmp, id string) Recovered {
 	if errors.Is(err, fs.ErrNotExist) {
 		// A stream (CLI, HTTP) that never finished: its producer reported
 		// the failure and still has the bytes.
-		r.Action, r.Err = "removed", os.RemoveAll(tmp)
+		r.Action, r.Err = RecoverRemoved, os.RemoveAll(tmp)
 		return r
 	}
 	var o origin
@@ -145,7 +167,7 @@ func (s *Spool) recoverOne(tmp, id string) Recovered {
 		err = json.Unmarshal(b, &o)
 	}
 	if err != nil {
-		r.Action, r.Err = "failed", fmt.Errorf("spool: recover %s: %w", tmp, err)
+		r.Action, r.Err = RecoverFailed, fmt.Errorf("spool: recover %s: %w", tmp, err)
 		return r
 	}
 	data := filepath.Join(tmp, dataFile)
@@ -154,7 +176,7 @@ func (s *Spool) recoverOne(tmp, id string) Recovered {
 			// Crossed filesystems and the copy may be partial: the original is
 			// still whole under its claim name.
 			os.Remove(data)
-			r.Action = "returned"
+			r.Action = RecoverReturned
 			if r.Path, r.Err = returnFile(o.Claim, o.Source, id); r.Err == nil {
 				os.RemoveAll(tmp)
 			}
@@ -163,22 +185,22 @@ func (s *Spool) recoverOne(tmp, id string) Recovered {
 	}
 	if _, err := os.Lstat(data); errors.Is(err, fs.ErrNotExist) {
 		// The crash came before the rename: the file never left.
-		r.Action, r.Err = "removed", os.RemoveAll(tmp)
+		r.Action, r.Err = RecoverRemoved, os.RemoveAll(tmp)
 		return r
 	}
 	if r.Path, err = returnFile(data, o.Source, id); err == nil {
-		r.Action = "returned"
+		r.Action = RecoverReturned
 		os.RemoveAll(tmp)
 		return r
 	}
 	// It cannot go back (another filesystem, folder gone): finish the claim.
 	m, merr := s.newManifest(Input{Type: o.Input.Type, Path: o.Input.Path, Metadata: o.Input.Metadata, Source: o.Input.Source})
 	if merr != nil {
-		r.Action, r.Err = "failed", merr
+		r.Action, r.Err = RecoverFailed, merr
 		return r
 	}
 	m.ID = id
-	r.Action, r.Path = "committed", filepath.Join(s.dir, id)
+	r.Action, r.Path = RecoverCommitted, filepath.Join(s.dir, id)
 	if r.Err = s.finish(tmp, data, m, FileState{}, ""); r.Err == nil {
 		s.endClaim(id, &o)
 	}

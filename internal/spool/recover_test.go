@@ -61,7 +61,7 @@ func TestRecover(t *testing.T) {
 	live, unlockLive, _ := s.newIncoming(NewID())
 	defer unlockLive()
 
-	got := map[string]string{}
+	got := map[string]RecoverAction{}
 	for _, r := range s.Recover() {
 		if r.Err != nil {
 			t.Fatalf("recover %s: %v", r.ID, r.Err)

@@ -17,7 +17,7 @@ package spool
 // This file holds the Spool itself and the names of its folders and files.
 // What an entry is lives in entry.go; how one is written, claimed, recovered,
 // failed and moved out, in writer.go, claim.go, recover.go and failed.go; the
-// multipart upload mark in uploadmark.go; free space in space.go; the check
+// multipart upload state in uploadstate.go; free space in space.go; the check
 // for open writers in openwriters_*.go; the durable file operations they all
 // share, in files.go.
 

@@ -42,7 +42,7 @@ func TestPutGetRemove(t *testing.T) {
 	if err != nil || got.SHA256 != m.SHA256 || got.Metadata["k"] != "v" {
 		t.Fatalf("Get = %+v, %v", got, err)
 	}
-	f, _, err := s.Open(m.ID)
+	f, _, err := s.OpenData(m.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,8 +58,8 @@ func TestPutGetRemove(t *testing.T) {
 	if err := s.MarkFailed(m.ID, Failure{Code: "Conflict", Message: "why"}); err != nil {
 		t.Fatal(err)
 	}
-	if fl, err := s.Failed(m.ID); err != nil || fl.Code != "Conflict" || fl.At.IsZero() {
-		t.Fatalf("Failed = %+v, %v", fl, err)
+	if fl, ok, err := s.FailureMark(m.ID); err != nil || !ok || fl.Code != "Conflict" || fl.At.IsZero() {
+		t.Fatalf("FailureMark = %+v, %v, %v", fl, ok, err)
 	}
 	if err := s.Remove(m.ID); err != nil {
 		t.Fatal(err)

@@ -1,5 +1,5 @@
-// The upload mark: the ID of an entry's multipart upload in progress, kept in
-// the entry's folder so that a retried task or a restarted worker resumes
+// The upload state: the ID of an entry's multipart upload in progress, kept
+// in the entry's folder so that a retried task or a restarted worker resumes
 // (or aborts) the same upload instead of leaving parts behind in S3.
 
 package spool
@@ -16,19 +16,19 @@ import (
 // uploadIDFile holds the ID of an entry's multipart upload in progress.
 const uploadIDFile = "upload-id"
 
-// UploadMark remembers an entry's multipart upload across task attempts and
+// UploadState remembers an entry's multipart upload across task attempts and
 // worker crashes (it implements storage.UploadState).
-type UploadMark struct {
+type UploadState struct {
 	path string
 }
 
-// UploadMark returns the upload mark of an entry.
-func (s *Spool) UploadMark(id string) *UploadMark {
-	return &UploadMark{path: filepath.Join(s.dir, id, uploadIDFile)}
+// UploadState returns the upload state of an entry.
+func (s *Spool) UploadState(id string) *UploadState {
+	return &UploadState{path: filepath.Join(s.dir, id, uploadIDFile)}
 }
 
 // LoadUploadID returns the saved upload ID or "".
-func (u *UploadMark) LoadUploadID() (string, error) {
+func (u *UploadState) LoadUploadID() (string, error) {
 	b, err := os.ReadFile(u.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", nil
@@ -40,12 +40,12 @@ func (u *UploadMark) LoadUploadID() (string, error) {
 }
 
 // SaveUploadID records the upload ID, durably.
-func (u *UploadMark) SaveUploadID(id string) error {
+func (u *UploadState) SaveUploadID(id string) error {
 	return writeFileSync(u.path, []byte(id+"\n"))
 }
 
 // ClearUploadID forgets the upload.
-func (u *UploadMark) ClearUploadID() error {
+func (u *UploadState) ClearUploadID() error {
 	if err := os.Remove(u.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("spool: %w", err)
 	}
