@@ -11,10 +11,11 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/dab-assets/dab/internal/api"
 	"github.com/dab-assets/dab/internal/apiclient"
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/ledger"
-	"github.com/dab-assets/dab/worker/task"
+	"github.com/dab-assets/dab/watcher/intake"
 )
 
 // newKey makes an idempotency key for a command run; it is printed so that
@@ -151,19 +152,15 @@ func runPurchase(ctx context.Context, e *env, args []string) error {
 		}
 		defer rdb.Close()
 		led := a.ledger(rdb)
-		if res, _, err = led.Accept(ctx, p); err != nil {
-			return err
+		client := a.asynqClient(rdb)
+		defer client.Close()
+		// The same intake as the API's POST /v1/purchases: record, then queue.
+		res, err = (&intake.Purchases{Ledger: led, Queue: client}).Submit(ctx, p)
+		if errors.Is(err, api.ErrQueueUnavailable) {
+			return fmt.Errorf("purchase %s: %w (run the same command with --key %s again)", p.PurchaseID, err, p.PurchaseID)
 		}
-		if res.Status == ledger.StatusPending {
-			t, err := task.NewPurchase(task.PurchasePayload{PurchaseID: p.PurchaseID, AssetID: p.AssetID, BuyerID: p.BuyerID, Credits: p.Credits})
-			if err != nil {
-				return err
-			}
-			client := a.asynqClient(rdb)
-			defer client.Close()
-			if _, err := client.EnqueueContext(ctx, t); err != nil && !task.IsAlreadyQueued(err) {
-				return fmt.Errorf("queue purchase %s: %w (it is recorded as pending: run the same command with --key %s again)", p.PurchaseID, err, p.PurchaseID)
-			}
+		if err != nil {
+			return err
 		}
 		get = led.GetPurchase
 	}

@@ -15,27 +15,13 @@ import (
 	"github.com/dab-assets/dab/internal/apiclient"
 )
 
-// errTaskNotFound: no queue holds the task (yet, or any more).
-var errTaskNotFound = errors.New("task not found")
-
-// localTask reads a task from Redis, searching every queue (upload tasks
-// live in per-host queues).
+// localTask reads a task from Redis, searching every queue.
 func localTask(insp *asynq.Inspector, id string) (api.Task, error) {
-	queues, err := insp.Queues()
+	info, err := api.FindTask(insp, nil, id)
 	if err != nil {
 		return api.Task{}, err
 	}
-	for _, q := range queues {
-		info, err := insp.GetTaskInfo(q, id)
-		if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
-			continue
-		}
-		if err != nil {
-			return api.Task{}, err
-		}
-		return api.TaskFromInfo(info), nil
-	}
-	return api.Task{}, errTaskNotFound
+	return api.TaskFromInfo(info), nil
 }
 
 // apiClient builds a client for DAB_SERVER; its resumable-upload state lives
@@ -66,7 +52,7 @@ func runTasks(ctx context.Context, e *env, args []string) error {
 		return err
 	}, func(rdb redis.UniversalClient) (err error) {
 		t, err = localTask(asynq.NewInspectorFromRedisClient(rdb), id)
-		if errors.Is(err, errTaskNotFound) {
+		if errors.Is(err, api.ErrTaskNotFound) {
 			return fmt.Errorf("no task %q (finished tasks are kept for 7 days)", id)
 		}
 		return err

@@ -237,7 +237,7 @@ func waitTask(ctx context.Context, get func(context.Context, string) (api.Task, 
 	defer tick.Stop()
 	for {
 		t, err := get(ctx, line.TaskID)
-		if err != nil && !errors.Is(err, errTaskNotFound) {
+		if err != nil && !errors.Is(err, api.ErrTaskNotFound) {
 			return fmt.Errorf("follow task %s: %w", line.TaskID, err)
 		}
 		if err == nil {
@@ -271,7 +271,7 @@ func (u *serverUploader) task(ctx context.Context, id string) (api.Task, error) 
 	t, err := u.c.Task(ctx, id)
 	var ae *apiclient.Error
 	if errors.As(err, &ae) && ae.Status == 404 {
-		return t, errTaskNotFound
+		return t, api.ErrTaskNotFound
 	}
 	return t, err
 }

@@ -5,8 +5,10 @@ import (
 	_ "embed"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -117,32 +119,48 @@ func TaskFromInfo(info *asynq.TaskInfo) Task {
 	return t
 }
 
-func (d QueryDeps) getTask(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	queues := d.Queues
+// ErrTaskNotFound: no queue holds the task (yet, or any more).
+var ErrTaskNotFound = errors.New("task not found")
+
+// FindTask looks for task id in queues (nil: every queue; upload tasks
+// live in per-host queues). It is the one lookup the API and the CLI share.
+func FindTask(insp *asynq.Inspector, queues []string, id string) (*asynq.TaskInfo, error) {
 	if queues == nil {
 		var err error
-		if queues, err = d.Inspector.Queues(); err != nil {
-			WriteError(w, http.StatusServiceUnavailable, "queue_unavailable", "cannot read the queues: "+err.Error())
-			return
+		if queues, err = insp.Queues(); err != nil {
+			return nil, fmt.Errorf("read the queues: %w", err)
 		}
 	}
 	for _, q := range queues {
-		info, err := d.Inspector.GetTaskInfo(q, id)
+		info, err := insp.GetTaskInfo(q, id)
 		if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
 			continue
 		}
 		if err != nil {
-			WriteError(w, http.StatusServiceUnavailable, "queue_unavailable", "cannot read the queue: "+err.Error())
-			return
+			return nil, fmt.Errorf("read queue %s: %w", q, err)
 		}
-		if c, _ := CallerOf(r.Context()); !mayReadTask(c, info) {
-			break // another buyer's purchase: not found, as if it did not exist
-		}
-		WriteJSON(w, http.StatusOK, TaskFromInfo(info))
-		return
+		return info, nil
 	}
-	WriteError(w, http.StatusNotFound, "task_not_found", "no task "+strconv.Quote(id)+" (finished tasks are kept for 7 days)")
+	return nil, fmt.Errorf("%w: no task %q (finished tasks are kept for 7 days)", ErrTaskNotFound, id)
+}
+
+func (d QueryDeps) getTask(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	info, err := FindTask(d.Inspector, d.Queues, id)
+	if err == nil {
+		if c, _ := CallerOf(r.Context()); !mayReadTask(c, info) {
+			// another buyer's purchase: not found, as if it did not exist
+			err = fmt.Errorf("%w: no task %q (finished tasks are kept for 7 days)", ErrTaskNotFound, id)
+		}
+	}
+	switch {
+	case errors.Is(err, ErrTaskNotFound):
+		WriteError(w, http.StatusNotFound, "task_not_found", strings.TrimPrefix(err.Error(), ErrTaskNotFound.Error()+": "))
+	case err != nil:
+		WriteError(w, http.StatusServiceUnavailable, "queue_unavailable", "cannot "+err.Error())
+	default:
+		WriteJSON(w, http.StatusOK, TaskFromInfo(info))
+	}
 }
 
 // mayReadTask: a purchase (a task that names a buyer) is readable by a

@@ -251,13 +251,23 @@ func (in *Intake) serverError(step string, err error) *httpError {
 	return &httpError{http.StatusInternalServerError, "internal", "the server could not keep the upload (" + step + "): nothing was kept; retry, and tell the operators if it goes on (the server log has the details)"}
 }
 
-// checkName validates type and path exactly as the drop folder does.
-func (in *Intake) checkName(typ, p string) error {
+// checkType refuses a type the plugin registry does not know.
+func (in *Intake) checkType(typ string) error {
 	if typ == "" {
 		typ = plugin.DefaultType
 	}
 	if err := in.cfg.Plugins.CheckType(typ); err != nil {
 		return badRequest("unknown_type", "%v", strings.TrimPrefix(err.Error(), naming.ErrInvalid.Error()+": "))
+	}
+	return nil
+}
+
+// checkName refuses a bad type or path before any byte is read (PUT and
+// tus know the name up front; the spool checks it again when it commits,
+// with the same naming rules the drop folder uses).
+func (in *Intake) checkName(typ, p string) error {
+	if err := in.checkType(typ); err != nil {
+		return err
 	}
 	if _, err := naming.Key(typ, p); err != nil {
 		return badRequest("bad_name", "%v", err)
@@ -386,6 +396,9 @@ func (in *Intake) receiveForm(w http.ResponseWriter, r *http.Request) ([]byte, b
 	if typ == "" {
 		typ = plugin.DefaultType
 	}
+	if err := in.checkType(typ); err != nil {
+		return nil, false, err
+	}
 	own := sw
 	sw = nil
 	return in.accept(r, own, spool.Input{Type: typ, Path: name, Metadata: md, Source: "http"})
@@ -445,10 +458,8 @@ func writeAccepted(w http.ResponseWriter, answer []byte, replayed bool, err erro
 // the upload. It owns sw. It returns the answer's exact bytes (stored with
 // an idempotency key, so a replay is byte-for-byte the first answer).
 func (in *Intake) accept(r *http.Request, sw *spool.Writer, input spool.Input) ([]byte, bool, error) {
-	if err := in.checkName(input.Type, input.Path); err != nil {
-		sw.Abort()
-		return nil, false, err
-	}
+	// The spool validates the name (the one place that does); its errors
+	// become 400 bad_name here.
 	m, err := sw.Commit(input)
 	if err != nil {
 		sw.Abort()
