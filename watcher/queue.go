@@ -110,3 +110,38 @@ func (w *Watcher) recover(ctx context.Context) {
 		}
 	}
 }
+
+// OrphanAgeMin is how old a spool entry must be before RequeueOrphans
+// takes it: a younger one is still being queued by whoever spooled it (the
+// HTTP intake commits, then queues; a replayed Idempotency-Key removes its
+// entry again).
+const OrphanAgeMin = 10 * time.Second
+
+// RequeueOrphans queues the upload of every spool entry whose task is gone
+// from Redis (a Redis restored from an older backup, a failover to a replica
+// that had not synced, a FLUSHALL) and returns how many it queued. Task IDs
+// come from spool IDs, so an entry whose task exists is not queued twice;
+// entries marked failed wait for an operator.
+func RequeueOrphans(ctx context.Context, sp *spool.Spool, q Enqueuer, queue string, now time.Time) (int, error) {
+	entries, err := sp.List()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, m := range entries {
+		if now.Sub(m.CreatedAt) < OrphanAgeMin {
+			continue
+		}
+		if _, failed, _ := sp.FailureMark(m.ID); failed {
+			continue
+		}
+		queued, err := task.EnqueueUpload(ctx, q, m, queue)
+		if err != nil {
+			return n, err // Redis is down: the next round tries again
+		}
+		if queued {
+			n++
+		}
+	}
+	return n, nil
+}

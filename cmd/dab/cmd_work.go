@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -10,6 +11,7 @@ import (
 	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/metrics"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
+	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/watcher"
 	"github.com/dab-assets/dab/worker"
 )
@@ -79,6 +81,15 @@ func (a *app) serve(ctx context.Context, r roles, ready func() error) error {
 		a.metrics.RegisterWatcher(func() metrics.WatchStats { return metrics.WatchStats(wt.Stats()) }, func() int { return len(wt.Problems()) })
 		a.watcher = wt
 		runs = append(runs, wt.Run)
+	}
+	if r.worker || r.watcher {
+		// Whoever holds the spool queues again the entries whose task Redis
+		// lost, every rescan interval, without a restart.
+		if sp, err := a.spool(); err == nil {
+			client := a.asynqClient(rdb)
+			a.closers = append(a.closers, func() { client.Close() })
+			runs = append(runs, func(ctx context.Context) error { a.requeueOrphans(ctx, sp, client); return nil })
+		}
 	}
 	if r.http {
 		run, err := a.newHTTP(ctx, rdb)
@@ -159,4 +170,26 @@ func (a *app) newWatcher(rdb redis.UniversalClient) (*watcher.Watcher, error) {
 		DropDir: a.cfg.DropDir, FailedDir: a.cfg.FailedRoot(), Types: builtin.Registry().Types(),
 		Settle: a.cfg.Settle, RescanInterval: a.cfg.RescanInterval, Poll: a.cfg.Poll, Logger: a.log, Queue: a.uploadQueue(),
 	}, sp, a.asynqClient(rdb))
+}
+
+// requeueOrphans queues, every DAB_RESCAN_INTERVAL until ctx ends, the
+// spool entries whose upload task is gone from Redis.
+func (a *app) requeueOrphans(ctx context.Context, sp *spool.Spool, q watcher.Enqueuer) {
+	t := time.NewTicker(a.cfg.RescanInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			n, err := watcher.RequeueOrphans(ctx, sp, q, a.uploadQueue(), now)
+			if n > 0 {
+				a.metrics.Requeued.Add(float64(n))
+				a.log.Warn("spool.requeued", "entries", n, "note", "their tasks were gone from Redis (a lost, restored or failed-over Redis): queued again")
+			}
+			if err != nil && ctx.Err() == nil {
+				a.log.Warn("spool.requeue_failed", "error", config.RedactError(err, a.cfg.RedisURL).Error())
+			}
+		}
+	}
 }

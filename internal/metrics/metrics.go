@@ -25,6 +25,9 @@ type Metrics struct {
 	UploadSeconds  prometheus.Histogram
 	S3Errors       *prometheus.CounterVec // code
 	Purchases      *prometheus.CounterVec // outcome: succeeded, or the rejection reason
+	// Requeued counts spool entries whose task was gone from Redis and
+	// that were queued again.
+	Requeued prometheus.Counter
 }
 
 // New registers dab's metrics and the Go runtime's in a new registry.
@@ -43,8 +46,10 @@ func New() *Metrics {
 			Help: "Errors from S3, by error code."}, []string{"code"}),
 		Purchases: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dab_purchases_total",
 			Help: "Purchases applied, by outcome (succeeded or the rejection reason)."}, []string{"outcome"}),
+		Requeued: prometheus.NewCounter(prometheus.CounterOpts{Name: "dab_spool_requeued_total",
+			Help: "Spool entries whose upload task was gone from Redis (a lost or restored Redis), queued again."}),
 	}
-	m.Registry.MustRegister(m.Uploads, m.UploadFailures, m.UploadBytes, m.UploadSeconds, m.S3Errors, m.Purchases,
+	m.Registry.MustRegister(m.Uploads, m.UploadFailures, m.UploadBytes, m.UploadSeconds, m.S3Errors, m.Purchases, m.Requeued,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
