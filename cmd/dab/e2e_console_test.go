@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/dab-assets/dab/internal/harness"
 )
 
 const (
@@ -205,25 +208,20 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	// The worker records the asset; the list shows it.
 	assetHref := ""
-	deadline := time.Now().Add(30 * time.Second)
-	for assetHref == "" && time.Now().Before(deadline) {
+	harness.Eventually(t, 30*time.Second, "the uploaded asset in the list", func() bool {
 		if err := chromedp.Do(ctx, chromedp.Navigate(base+"/assets?name=NODE_start"), chromedp.WaitVisible(`table.assets`)); err != nil {
 			t.Fatal(err)
 		}
-		n, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('tr[data-asset]').length`))
-		if n > 0 {
-			res, err := chromedp.Run(ctx, chromedp.AttributeValue(`tr[data-asset] a`, "href"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			assetHref = res.Value
-		} else {
-			time.Sleep(300 * time.Millisecond)
+		if n, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('tr[data-asset]').length`)); n == 0 {
+			return false
 		}
-	}
-	if assetHref == "" {
-		t.Fatal("the uploaded asset never appeared in the list")
-	}
+		res, err := chromedp.Run(ctx, chromedp.AttributeValue(`tr[data-asset] a`, "href"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		assetHref = res.Value
+		return assetHref != ""
+	}, nil)
 	err = chromedp.Do(ctx,
 		shot("03-assets"),
 		chromedp.Navigate(base+assetHref),
@@ -265,13 +263,14 @@ func TestConsoleInBrowser(t *testing.T) {
 	chromedp.Do(mctx, chromedp.Navigate(base+"/monitoring/"))
 	mcancel()
 	var monitor string
-	for end := time.Now().Add(30 * time.Second); time.Now().Before(end) && !strings.Contains(monitor, "uploads"); time.Sleep(500 * time.Millisecond) {
+	harness.Eventually(t, 30*time.Second, "the monitor to show the uploads queue", func() bool {
 		monitor, err = chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText : ""`))
-	}
+		return err == nil && strings.Contains(monitor, "uploads")
+	}, func() string {
+		chromedp.Do(ctx, shot("06-monitor"))
+		return fmt.Sprintf("the monitor shows %q (error %v)", monitor[:min(len(monitor), 400)], err)
+	})
 	chromedp.Do(ctx, shot("06-monitor"))
-	if err != nil || !strings.Contains(monitor, "uploads") {
-		t.Fatalf("the monitor does not show the uploads queue: %q %v", monitor[:min(len(monitor), 400)], err)
-	}
 }
 
 // TestConsolePages checks the pages' answers and escaping.
@@ -298,10 +297,10 @@ func TestConsolePages(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	waitFor(t, 30*time.Second, "the evil name in the list", func() bool {
+	harness.Eventually(t, 30*time.Second, "the evil name in the list", func() bool {
 		_, body := get("/assets?type=cyoa")
 		return strings.Contains(body, "&lt;script&gt;alert(1)&lt;/script&gt;.png")
-	})
+	}, nil)
 	for _, path := range []string{"/assets?type=cyoa", "/stories/tale"} {
 		if _, body := get(path); strings.Contains(body, "<script>alert") {
 			t.Fatalf("%s renders a name as markup", path)
@@ -334,16 +333,16 @@ func TestConsolePages(t *testing.T) {
 			os.MkdirAll(filepath.Join(strings.TrimPrefix(kv, "DAB_DROP_DIR="), "photos"), 0o750)
 		}
 	}
-	waitFor(t, 45*time.Second, "the unknown type folder in the status strip", func() bool {
+	harness.Eventually(t, 45*time.Second, "the unknown type folder in the status strip", func() bool {
 		_, body := get("/assets")
 		return strings.Contains(body, "drop folder:") && strings.Contains(body, "photos")
-	})
+	}, nil)
 	// Metrics: dab's own next to asynq's.
-	waitFor(t, 10*time.Second, "upload metrics", func() bool {
+	harness.Eventually(t, 10*time.Second, "upload metrics", func() bool {
 		_, m := get("/metrics")
 		return strings.Contains(m, `dab_uploads_total{result="uploaded"} 2`) && strings.Contains(m, `asynq_queue_size{queue="uploads:`) &&
 			strings.Contains(m, "dab_watcher_rescans_total") && strings.Contains(m, "dab_spool_entries 0")
-	})
+	}, nil)
 	// A form without a file gets the form back with the reason.
 	resp, err := c.Post(base+"/upload", "multipart/form-data; boundary=x", strings.NewReader("--x\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\ncyoa\r\n--x--\r\n"))
 	if err != nil {

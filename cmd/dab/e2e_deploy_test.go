@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/harness"
 	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/worker/task"
 )
@@ -70,7 +71,8 @@ func TestProcfile(t *testing.T) {
 	for i := range 5 {
 		writeRandomFile(t, filepath.Join(drop, "generic"), fmt.Sprintf("f%d.bin", i), 1000+i)
 	}
-	waitFor(t, 60*time.Second, "5 records", func() bool { n, _ := e.records(t).Count(context.Background(), ""); return n == 5 })
+	records := e.records(t)
+	harness.Eventually(t, 60*time.Second, "5 records", func() bool { n, _ := records.Count(context.Background(), ""); return n == 5 }, nil)
 }
 
 func lookPathIn(name, path string) (string, error) {
@@ -111,7 +113,7 @@ func TestManyHosts(t *testing.T) {
 	}
 	drop("hosta", "a", 10)
 	drop("hostb", "a", 10)
-	waitFor(t, 60*time.Second, "20 records", func() bool { n, _ := records.Count(context.Background(), ""); return n == 20 })
+	harness.Eventually(t, 60*time.Second, "20 records", func() bool { n, _ := records.Count(context.Background(), ""); return n == 20 }, nil)
 	for _, id := range []string{"hosta", "hostb"} {
 		if n := strings.Count(workers[id].output(), `"msg":"upload.done"`); n != 10 {
 			t.Fatalf("the worker of %s uploaded %d files, want its own 10", id, n)
@@ -127,23 +129,37 @@ func TestManyHosts(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: strings.TrimSuffix(strings.TrimPrefix(e.redis, "redis://"), "/0")})
 	defer rdb.Close()
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	waitFor(t, 30*time.Second, "hosta's files queued and waiting", func() bool {
+	hostaWaiting := func() bool {
 		info, err := insp.GetQueueInfo(task.UploadQueue("hosta"))
 		return err == nil && info.Pending == 5
-	})
-	time.Sleep(2 * time.Second)
-	if n, _ := records.Count(context.Background(), ""); n != 20 {
-		t.Fatalf("%d records while hosta's worker is down, want 20", n)
+	}
+	harness.Eventually(t, 30*time.Second, "hosta's files queued and waiting", hostaWaiting, nil)
+	// The live workers take work queued after hosta's files, and still
+	// leave those alone: hostb's a dropped file, hostc's a `dab upload`.
+	drop("hostb", "later", 1)
+	later, _ := writeRandomFile(t, t.TempDir(), "hostc-later.bin", 700)
+	if out, errOut, code := e.run(host("hostc"), "upload", later, "--wait"); code != 0 || !strings.Contains(out, "completed") {
+		t.Fatalf("upload through hostc: exit %d\n%s\n%s", code, out, errOut)
+	}
+	harness.Eventually(t, 30*time.Second, "hostb's later file recorded", func() bool {
+		return strings.Count(workers["hostb"].output(), `"msg":"upload.done"`) == 11
+	}, nil)
+	if n := strings.Count(workers["hostc"].output(), `"msg":"upload.done"`); n != 1 || !hostaWaiting() {
+		info, _ := insp.GetQueueInfo(task.UploadQueue("hosta"))
+		t.Fatalf("while hosta's worker is down: hostc uploaded %d files, want its own 1; hosta's queue %+v", n, info)
+	}
+	if n, _ := records.Count(context.Background(), ""); n != 22 {
+		t.Fatalf("%d records while hosta's worker is down, want 22", n)
 	}
 	workers["hosta"] = e.start(host("hosta"), "work")
-	deadline := time.Now().Add(60 * time.Second)
-	for n, _ := records.Count(context.Background(), ""); n != 25; n, _ = records.Count(context.Background(), "") {
-		if time.Now().After(deadline) {
-			info, _ := insp.GetQueueInfo(task.UploadQueue("hosta"))
-			t.Fatalf("%d records, want 25; queue %+v; restarted worker:\n%s", n, info, workers["hosta"].output())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	harness.Eventually(t, 60*time.Second, "27 records", func() bool {
+		n, _ := records.Count(context.Background(), "")
+		return n == 27
+	}, func() string {
+		n, _ := records.Count(context.Background(), "")
+		info, _ := insp.GetQueueInfo(task.UploadQueue("hosta"))
+		return fmt.Sprintf("%d records; queue %+v; restarted worker:\n%s", n, info, workers["hosta"].output())
+	})
 
 	// Purchases are served by any worker, whichever host.
 	led := ledger.New(rdb, "dab:", "house")
@@ -159,12 +175,12 @@ func TestManyHosts(t *testing.T) {
 		tk, _ := task.NewPurchase(task.PurchasePayload{PurchaseID: p.PurchaseID, AssetID: p.AssetID, BuyerID: p.BuyerID, Credits: 1})
 		client.Enqueue(tk)
 	}
-	waitFor(t, 30*time.Second, "5 purchases", func() bool {
+	harness.Eventually(t, 30*time.Second, "5 purchases", func() bool {
 		for i := range page.Records {
 			if p, err := led.GetPurchase(context.Background(), fmt.Sprintf("mh-%d", i)); err != nil || p.Status != ledger.StatusSucceeded {
 				return false
 			}
 		}
 		return true
-	})
+	}, nil)
 }

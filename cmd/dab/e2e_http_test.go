@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dab-assets/dab/internal/harness"
 	"github.com/dab-assets/dab/internal/localsvc"
 )
 
@@ -84,7 +85,7 @@ func TestResumeAcrossRuns(t *testing.T) {
 	p := e.start(client, "upload", big)
 	state := filepath.Join(e.dataDir, "client-uploads")
 	var loc string
-	waitFor(t, 30*time.Second, "a resumable upload in progress", func() bool {
+	harness.Eventually(t, 30*time.Second, "a resumable upload in progress", func() bool {
 		files, _ := filepath.Glob(filepath.Join(state, "*.url"))
 		if len(files) == 0 {
 			return false
@@ -95,7 +96,7 @@ func TestResumeAcrossRuns(t *testing.T) {
 		// upload's lock from the running PATCH).
 		st, err := os.Stat(filepath.Join(e.dataDir, "tus", loc[strings.LastIndexByte(loc, '/')+1:]))
 		return err == nil && st.Size() > 8<<20
-	})
+	}, nil)
 	p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done
 	cut := offset(t, loc)

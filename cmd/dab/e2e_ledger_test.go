@@ -124,7 +124,7 @@ func TestLedgerSurvivesCrashes(t *testing.T) {
 		}
 	}
 
-	waitFor(t, 4*time.Minute, "every accepted purchase applied", func() bool {
+	harness.Eventually(t, 4*time.Minute, "every accepted purchase applied", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for id := range accepted {
@@ -134,7 +134,7 @@ func TestLedgerSurvivesCrashes(t *testing.T) {
 			}
 		}
 		return true
-	})
+	}, nil)
 	out, errOut, code := e.run(nil, "ledger", "verify")
 	if code != 0 || !strings.Contains(out, "ok:") {
 		t.Fatalf("dab ledger verify: exit %d\n%s\n%s", code, out, errOut)

@@ -24,6 +24,8 @@ import (
 	cdpbrowser "github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+
+	"github.com/dab-assets/dab/internal/harness"
 )
 
 const (
@@ -108,19 +110,17 @@ func (p *marketPage) text(expr string) string {
 // may reload meanwhile (a pending purchase refreshes itself).
 func (p *marketPage) until(what, cond string, timeout time.Duration) {
 	p.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	var err error
+	harness.Eventually(p.t, timeout, what, func() bool {
 		ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
-		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](cond))
-		cancel()
-		if err == nil && ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			p.fatalf("%s: not after %s (last error %v)", what, timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		defer cancel()
+		var ok bool
+		ok, err = chromedp.Run(ctx, chromedp.Evaluate[bool](cond))
+		return err == nil && ok
+	}, func() string {
+		p.shot("failed-" + p.who)
+		return fmt.Sprintf("last error %v\n%s", err, p.dump())
+	})
 }
 
 // login logs in through the form with token and checks whom the console

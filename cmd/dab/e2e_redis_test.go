@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dab-assets/dab/internal/harness"
 	"github.com/dab-assets/dab/internal/localsvc"
 )
 
@@ -72,14 +73,14 @@ func TestRedisWithTLSAndPassword(t *testing.T) {
 	pool := x509.NewCertPool()
 	caPEM, _ := os.ReadFile(ca)
 	pool.AppendCertsFromPEM(caPEM)
-	waitFor(t, 10*time.Second, "redis over TLS", func() bool {
+	harness.Eventually(t, 10*time.Second, "redis over TLS", func() bool {
 		c, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), &tls.Config{RootCAs: pool})
 		if err != nil {
 			return false
 		}
 		c.Close()
 		return true
-	})
+	}, nil)
 
 	e := newE2E(t)
 	url := fmt.Sprintf("rediss://:s3cr3t-pass@127.0.0.1:%d/0", port)

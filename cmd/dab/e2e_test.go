@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dab-assets/dab/internal/asset"
@@ -153,18 +155,17 @@ func (p *proc) output() string {
 // waitLog waits until the process logged a line containing s.
 func (p *proc) waitLog(t *testing.T, s string, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !strings.Contains(p.output(), s) {
+	harness.Eventually(t, timeout, fmt.Sprintf("%q in the log", s), func() bool {
+		if strings.Contains(p.output(), s) {
+			return true
+		}
 		select {
 		case <-p.done:
 			t.Fatalf("process exited before logging %q:\n%s", s, p.output())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q in the log after %s:\n%s", s, timeout, p.output())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return false
+	}, func() string { return "log:\n" + p.output() })
 }
 
 func writeRandomFile(t *testing.T, dir, name string, size int) (string, string) {
@@ -328,7 +329,17 @@ func TestWorkerKilledMidMultipart(t *testing.T) {
 
 	w1 := e.start(slow, "work")
 	w1.waitLog(t, "upload.started", 30*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	// Kill it once the store holds a part of the file: mid-multipart.
+	s3c := storagetest.Client(t, storagetest.Options(e.s3))
+	bucket, key := aws.String(e.s3.Bucket), aws.String("generic/movie.bin")
+	harness.Eventually(t, time.Minute, "a part of movie.bin in the store", func() bool {
+		ups, err := s3c.ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: bucket, Prefix: key})
+		if err != nil || len(ups.Uploads) == 0 {
+			return false
+		}
+		parts, err := s3c.ListParts(context.Background(), &s3.ListPartsInput{Bucket: bucket, Key: key, UploadId: ups.Uploads[0].UploadId})
+		return err == nil && len(parts.Parts) > 0
+	}, func() string { return "worker log:\n" + w1.output() })
 	if err := w1.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

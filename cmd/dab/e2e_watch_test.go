@@ -14,10 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/harness"
 	"github.com/dab-assets/dab/internal/storage/storagetest"
+	"github.com/dab-assets/dab/worker/task"
 )
 
 func (e *e2e) records(t *testing.T) *asset.Store {
@@ -27,15 +30,58 @@ func (e *e2e) records(t *testing.T) *asset.Store {
 	return asset.NewStore(rdb, "dab:")
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, ok func() bool) {
+// uploadsLeft returns a probe of what is left to upload: files in the drop
+// folder, spool entries (whole and half-written) and upload tasks not yet
+// finished. idle is true when there is none.
+func (e *e2e) uploadsLeft(t *testing.T, drop string) func() (state string, idle bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	rdb := redis.NewClient(&redis.Options{Addr: strings.TrimSuffix(strings.TrimPrefix(e.redis, "redis://"), "/0")})
+	t.Cleanup(func() { rdb.Close() })
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	return func() (string, bool) {
+		var left []string
+		filepath.WalkDir(drop, func(p string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				left = append(left, p)
+			}
+			return nil
+		})
+		spooled := 0
+		des, _ := os.ReadDir(filepath.Join(e.dataDir, "spool"))
+		for _, de := range des {
+			if !strings.HasPrefix(de.Name(), ".") {
+				spooled++
+			}
 		}
-		time.Sleep(50 * time.Millisecond)
+		incoming, _ := os.ReadDir(filepath.Join(e.dataDir, "spool", ".incoming"))
+		tasks := 0
+		queues, err := insp.Queues()
+		for _, q := range queues {
+			if q != task.QueueUploads && !strings.HasPrefix(q, task.QueueUploads+":") {
+				continue
+			}
+			info, qerr := insp.GetQueueInfo(q)
+			if qerr != nil {
+				err = qerr
+				break
+			}
+			tasks += info.Pending + info.Active + info.Scheduled + info.Retry
+		}
+		state := fmt.Sprintf("left in drop: %v; spool: %d entries, %d incoming; %d upload tasks unfinished (queue error %v)", left, spooled, len(incoming), tasks, err)
+		return state, len(left) == 0 && spooled == 0 && len(incoming) == 0 && tasks == 0 && err == nil
 	}
+}
+
+// waitIdle waits until nothing is left to upload (see uploadsLeft): only
+// then does a count of records show that nothing was uploaded twice.
+func (e *e2e) waitIdle(t *testing.T, drop string, timeout time.Duration) {
+	t.Helper()
+	probe, state := e.uploadsLeft(t, drop), ""
+	harness.Eventually(t, timeout, "nothing left to upload", func() bool {
+		var idle bool
+		state, idle = probe()
+		return idle
+	}, func() string { return state })
 }
 
 func (e *e2e) objectSHA(t *testing.T, key string) string {
@@ -81,7 +127,7 @@ func TestDropFolderServe(t *testing.T) {
 	if err := os.Rename(outside, filepath.Join(drop, "cyoa", "forest", "EDGE_slow_to_end.png")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "two records", func() bool { n, _ := records.Count(context.Background(), ""); return n == 2 })
+	harness.Eventually(t, 30*time.Second, "two records", func() bool { n, _ := records.Count(context.Background(), ""); return n == 2 }, nil)
 	if got := e.objectSHA(t, "cyoa/forest/NODE_slow.png"); got != slowSum {
 		t.Fatalf("slow file in S3 has sha %s, want %s", got, slowSum)
 	}
@@ -100,10 +146,10 @@ func TestDropFolderServe(t *testing.T) {
 	// reason beside it; renamed and dropped again, it is uploaded.
 	writeRandomFile(t, filepath.Join(drop, "cyoa", "forest"), "NODE_slow.png", 100)
 	failed := filepath.Join(e.dataDir, "failed", "cyoa", "forest", "NODE_slow.png")
-	waitFor(t, 30*time.Second, "the conflicting file in the failed folder", func() bool {
+	harness.Eventually(t, 30*time.Second, "the conflicting file in the failed folder", func() bool {
 		_, err := os.Stat(failed + ".error.json")
 		return err == nil
-	})
+	}, nil)
 	note, _ := os.ReadFile(failed + ".error.json")
 	if !strings.Contains(string(note), "never overwrites") || !strings.Contains(string(note), "drop folder") {
 		t.Fatalf("error note: %s", note)
@@ -111,7 +157,7 @@ func TestDropFolderServe(t *testing.T) {
 	if err := os.Rename(failed, filepath.Join(drop, "cyoa", "forest", "NODE_slow-v2.png")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the renamed file's record", func() bool { n, _ := records.Count(context.Background(), ""); return n == 3 })
+	harness.Eventually(t, 30*time.Second, "the renamed file's record", func() bool { n, _ := records.Count(context.Background(), ""); return n == 3 }, nil)
 }
 
 // TestWatcherKilledMidBurst kills `dab watch` with SIGKILL while it claims a
@@ -133,33 +179,21 @@ func TestWatcherKilledMidBurst(t *testing.T) {
 		_, sum := writeRandomFile(t, dir, fmt.Sprintf("f%03d.bin", i), 1000+i)
 		want[fmt.Sprintf("generic/batch%d/f%03d.bin", i%3, i)] = sum
 	}
-	waitFor(t, 30*time.Second, "some claims", func() bool { return strings.Count(w1.output(), "watcher.claimed") >= 30 })
+	harness.Eventually(t, 30*time.Second, "some claims", func() bool { return strings.Count(w1.output(), "watcher.claimed") >= 30 }, nil)
 	w1.cmd.Process.Signal(syscall.SIGKILL)
 	<-w1.done
 
 	e.start(nil, "watch").waitLog(t, "watcher.started", 30*time.Second)
 	records := e.records(t)
-	deadline := time.Now().Add(90 * time.Second)
-	for {
+	harness.Eventually(t, 90*time.Second, fmt.Sprintf("%d records", n), func() bool {
 		c, _ := records.Count(context.Background(), "")
-		if c >= n {
-			break
-		}
-		if time.Now().After(deadline) {
-			var left []string
-			filepath.WalkDir(drop, func(p string, d os.DirEntry, err error) error {
-				if err == nil && !d.IsDir() {
-					left = append(left, p)
-				}
-				return nil
-			})
-			spooled, _ := os.ReadDir(filepath.Join(e.dataDir, "spool"))
-			incoming, _ := os.ReadDir(filepath.Join(e.dataDir, "spool", ".incoming"))
-			t.Fatalf("%d of %d records after 90s; left in drop: %v; spool: %d entries, incoming %d", c, n, left, len(spooled), len(incoming))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	time.Sleep(time.Second) // anything doubled would show up now
+		return c >= n
+	}, func() string {
+		c, _ := records.Count(context.Background(), "")
+		state, _ := e.uploadsLeft(t, drop)()
+		return fmt.Sprintf("%d records; %s", c, state)
+	})
+	e.waitIdle(t, drop, 30*time.Second) // anything doubled would show up now
 	if c, _ := records.Count(context.Background(), ""); c != n {
 		t.Fatalf("%d records, want %d", c, n)
 	}
@@ -176,15 +210,6 @@ func TestWatcherKilledMidBurst(t *testing.T) {
 	if len(want) != 0 {
 		t.Fatalf("%d files never recorded", len(want))
 	}
-	waitFor(t, 10*time.Second, "an empty spool", func() bool {
-		entries, _ := os.ReadDir(filepath.Join(e.dataDir, "spool"))
-		for _, de := range entries {
-			if !strings.HasPrefix(de.Name(), ".") {
-				return false
-			}
-		}
-		return true
-	})
 }
 
 // TestDropFiveThousand drops 5,000 files at once into a running `dab serve`:
@@ -210,8 +235,8 @@ func TestDropFiveThousand(t *testing.T) {
 		t.Fatal(err)
 	}
 	records := e.records(t)
-	waitFor(t, 5*time.Minute, "5,000 records", func() bool { c, _ := records.Count(context.Background(), ""); return c >= n })
-	time.Sleep(time.Second)
+	harness.Eventually(t, 5*time.Minute, "5,000 records", func() bool { c, _ := records.Count(context.Background(), ""); return c >= n }, nil)
+	e.waitIdle(t, drop, time.Minute)
 	seen := map[string]bool{}
 	cursor := ""
 	for {

@@ -23,8 +23,8 @@ type ledgerBundle struct {
 	assets *asset.Store
 }
 
-// ledgerSetup serves RegisterLedger on a real redis-server.
-func ledgerSetup(t *testing.T) *ledgerBundle {
+// setupLedger serves RegisterLedger on a real redis-server.
+func setupLedger(t *testing.T) *ledgerBundle {
 	t.Helper()
 	rdb := harness.RedisClient(t, harness.Redis(t))
 	tokens, err := LoadTokens(adminTok, "")
@@ -85,7 +85,7 @@ func (b *ledgerBundle) account(t *testing.T, id string) ledger.Account {
 // {"credits":5} + 5 MB of spaces + garbage, was granted (201).
 func TestLedgerJSONTrailingDataOverHTTP(t *testing.T) {
 	t.Parallel()
-	b := ledgerSetup(t)
+	b := setupLedger(t)
 	rec, _, err := b.assets.Put(context.Background(), asset.Record{Name: "a", Type: "generic", Path: "a", S3Bucket: "b", S3Key: "generic/a", SHA256: "s"})
 	if err != nil {
 		t.Fatal(err)
@@ -129,7 +129,7 @@ func TestLedgerJSONTrailingDataOverHTTP(t *testing.T) {
 // 503 that invites a retry.
 func TestLedgerCreditsOverHTTP(t *testing.T) {
 	t.Parallel()
-	b := ledgerSetup(t)
+	b := setupLedger(t)
 	ctx := context.Background()
 	grant := func(account, key string, n int64) ledgerAnswer {
 		return b.do(t, "POST", "/v1/accounts/"+account+"/grants", key, []byte(fmt.Sprintf(`{"credits": %d}`, n)))

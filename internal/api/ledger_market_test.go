@@ -32,8 +32,8 @@ type marketBundle struct {
 	*ledgerBundle
 }
 
-// marketSetup serves RegisterLedger with bound, broker and read tokens.
-func marketSetup(t *testing.T) *marketBundle {
+// setupMarket serves RegisterLedger with bound, broker and read tokens.
+func setupMarket(t *testing.T) *marketBundle {
 	t.Helper()
 	rdb := harness.RedisClient(t, harness.Redis(t))
 	file := filepath.Join(t.TempDir(), "tokens")
@@ -125,7 +125,7 @@ func show(p *int64) string {
 // the house's to price, and each answer says why.
 func TestListingOverHTTP(t *testing.T) {
 	t.Parallel()
-	b := marketSetup(t)
+	b := setupMarket(t)
 	mine := b.newAsset(t, "mine", "2")
 	b.buy(t, "p-mine", mine, "alice", 2)
 	unowned := b.newAsset(t, "unowned", "")
@@ -183,7 +183,7 @@ func TestListingOverHTTP(t *testing.T) {
 // removes the price; an owned asset has no price to set.
 func TestPriceOverHTTP(t *testing.T) {
 	t.Parallel()
-	b := marketSetup(t)
+	b := setupMarket(t)
 	unowned := b.newAsset(t, "unowned", "")
 	mine := b.newAsset(t, "mine", "1")
 	b.buy(t, "p-mine", mine, "alice", 1)
@@ -223,7 +223,7 @@ func TestPriceOverHTTP(t *testing.T) {
 // tokens read any.
 func TestAccountsAndPurchasesAreTheirOwn(t *testing.T) {
 	t.Parallel()
-	b := marketSetup(t)
+	b := setupMarket(t)
 	id := b.newAsset(t, "a", "4")
 	b.buy(t, "p-secret-1", id, "alice", 4)
 	for _, tt := range []struct {
@@ -264,7 +264,7 @@ func TestAccountsAndPurchasesAreTheirOwn(t *testing.T) {
 // TestHistoryOverHTTP: every sale of an asset, oldest first.
 func TestHistoryOverHTTP(t *testing.T) {
 	t.Parallel()
-	b := marketSetup(t)
+	b := setupMarket(t)
 	ctx := context.Background()
 	id := b.newAsset(t, "story", "3")
 	b.buy(t, "s1", id, "alice", 3)

@@ -330,11 +330,11 @@ func TestInterruptedUploadLeavesNothing(t *testing.T) {
 	}
 	fmt.Fprintf(conn, "PUT /v1/assets/generic/cut.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 100000\r\n\r\n", testIngest)
 	conn.Write(bytes.Repeat([]byte("a"), 40000))
-	time.Sleep(200 * time.Millisecond)
+	incoming := func() int { des, _ := os.ReadDir(filepath.Join(h.spool.Dir(), ".incoming")); return len(des) }
+	h.eventually(5*time.Second, "the upload to be written in the spool", func() bool { return incoming() == 1 })
 	conn.Close() // the client goes away mid-body
 	h.eventually(5*time.Second, "the cut upload to be cleaned up", func() bool {
-		incoming, _ := os.ReadDir(filepath.Join(h.spool.Dir(), ".incoming"))
-		return len(incoming) == 0 && strings.Contains(h.logs.String(), `"status":400`)
+		return incoming() == 0 && strings.Contains(h.logs.String(), `"status":400`)
 	})
 	spoolEmpty(t, h.spool)
 }

@@ -57,20 +57,17 @@ func setup(t *testing.T) *bundle {
 		insp: asynq.NewInspectorFromRedisClient(rdb), logs: &syncBuffer{}}
 }
 
-// eventually waits for ok, failing the test with the log after timeout.
+// eventually waits for ok, failing the test with the log's tail after
+// timeout.
 func (b *bundle) eventually(timeout time.Duration, what string, ok func() bool) {
 	b.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !ok() {
-		if time.Now().After(deadline) {
-			log := b.logs.String()
-			if len(log) > 3000 {
-				log = "..." + log[len(log)-3000:]
-			}
-			b.t.Fatalf("timed out waiting for %s; log:\n%s", what, log)
+	harness.Eventually(b.t, timeout, what, ok, func() string {
+		log := b.logs.String()
+		if len(log) > 3000 {
+			log = "..." + log[len(log)-3000:]
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return "log:\n" + log
+	})
 }
 
 // queued returns the number of upload tasks in the queue.
