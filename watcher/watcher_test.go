@@ -108,28 +108,10 @@ func (b *bundle) start(cfg Config, sp *spool.Spool) *Watcher {
 	return w
 }
 
-// eventually is the package-level eventually, failing with the watcher's log.
+// eventually is harness.Eventually, failing with the watcher's log.
 func (b *bundle) eventually(timeout time.Duration, what string, ok func() bool) {
 	b.t.Helper()
-	eventually(b.t, timeout, what, ok, func() string { return "watcher log:\n" + tail(b.logs.String()) })
-}
-
-// eventually polls ok until it holds; after timeout it fails t, naming what
-// it waited for and adding detail, when given (what the failure needs to be
-// understood).
-func eventually(t *testing.T, timeout time.Duration, what string, ok func() bool, detail func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !ok() {
-		if time.Now().After(deadline) {
-			msg := "timed out waiting for " + what
-			if detail != nil {
-				msg += "; " + detail()
-			}
-			t.Fatal(msg)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	harness.Eventually(b.t, timeout, what, ok, func() string { return "watcher log:\n" + tail(b.logs.String()) })
 }
 
 func tail(s string) string {
@@ -387,7 +369,7 @@ func startWriter(t *testing.T, child bool, path string, first []byte) (finish fu
 		cmd.Process.Kill()
 		exited <- <-exited
 	})
-	eventually(t, 10*time.Second, "the writer process to write its first part", func() bool {
+	harness.Eventually(t, 10*time.Second, "the writer process to write its first part", func() bool {
 		st, err := os.Stat(path)
 		return err == nil && st.Size() == int64(len(first))
 	}, nil)
@@ -475,9 +457,12 @@ func TestIgnoredNamesWaitForTheirRename(t *testing.T) {
 		write(t, filepath.Join(b.drop, "generic", name), []byte("in progress"))
 	}
 	write(t, filepath.Join(b.drop, "generic", ".git", "config"), []byte("hidden folder"))
-	time.Sleep(1500 * time.Millisecond)
-	if n := len(entries(t, b.spool)); n != 0 {
-		t.Fatalf("%d ignored files taken", n)
+	// A file written after them is taken: by then the ignored ones had
+	// every chance to be taken too, and must not have been.
+	write(t, filepath.Join(b.drop, "generic", "ready.txt"), []byte("done"))
+	b.eventually(5*time.Second, "the ordinary file written after them", func() bool { return entries(t, b.spool)["generic/ready.txt"] != nil })
+	if n := len(entries(t, b.spool)); n != 1 {
+		t.Fatalf("%d ignored files taken", n-1)
 	}
 	// The download finishes: renamed to its real name, it is taken.
 	os.Rename(filepath.Join(b.drop, "generic", "movie.mp4.part"), filepath.Join(b.drop, "generic", "movie.mp4"))
@@ -547,9 +532,10 @@ func TestOverflowRescans(t *testing.T) {
 	for i := range 50 {
 		write(t, filepath.Join(b.drop, "generic", fmt.Sprintf("lost-%d", i)), []byte("x"))
 	}
-	time.Sleep(500 * time.Millisecond)
-	if len(entries(t, b.spool)) != 0 {
-		t.Fatal("files found without events or a rescan")
+	// Polling with no rescan due: nothing can find the files but the
+	// rescan the overflow asks for.
+	if st := w.Stats(); st.Detected != 0 || len(entries(t, b.spool)) != 0 {
+		t.Fatalf("files found without events or a rescan: %+v", st)
 	}
 	w.handleError(fmt.Errorf("read events: %w", fsnotify.ErrEventOverflow))
 	b.eventually(10*time.Second, "50 entries after the overflow", func() bool { return len(entries(t, b.spool)) == 50 })

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/dab-assets/dab/internal/harness"
 )
 
 // openWriter starts writing a file: it writes first and keeps the file open
@@ -61,16 +63,10 @@ func writerChild(t *testing.T, path string, first []byte) func([]byte) {
 		cmd.Process.Kill()
 		<-exited
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if st, err := os.Stat(path); err == nil && st.Size() == int64(len(first)) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the writer process did not write its first part")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	harness.Eventually(t, 10*time.Second, "the writer process to write its first part", func() bool {
+		st, err := os.Stat(path)
+		return err == nil && st.Size() == int64(len(first))
+	}, nil)
 	return func(second []byte) {
 		if err := os.WriteFile(p2, second, 0o600); err != nil {
 			t.Fatal(err)
