@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path"
 	"path/filepath"
 	"time"
 
@@ -55,15 +56,32 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 	log = log.With("key", m.Key())
 	log.Info("upload.started", "bytes", m.Size)
 
-	plug, ok := w.deps.Plugins.Lookup(m.Type)
-	if !ok {
+	// Checked before the upload too: without a plugin nothing is recorded.
+	if _, ok := w.deps.Plugins.Lookup(m.Type); !ok {
 		return w.fail(taskID, m, "UnknownType", fixAndRerun,
 			fmt.Errorf("upload: asset type %q has no plugin in this worker (known: %v): run a dab version that knows the type, then re-run the task", m.Type, w.deps.Plugins.Types()))
 	}
 
+	// The record's time is the spool's, so a re-run and `dab reconcile`
+	// give the record the time the object carries.
+	created := m.CreatedAt.UTC()
+	if created.IsZero() {
+		created = time.Now().UTC() // a manifest from before manifests had a time
+	}
+	// What the record holds that cannot be derived again goes on the object
+	// too: `dab reconcile` rebuilds a record Redis lost from it.
+	objMeta, err := storage.EncodeMetadata(storage.ObjectMeta{
+		Type: m.Type, Path: m.Path, SHA256: m.SHA256, Size: m.Size, ContentType: m.ContentType,
+		Source: m.Source, CreatedAt: created, Metadata: m.Metadata,
+	})
+	if err != nil {
+		// The intakes refuse such metadata (storage.MetadataFits); an entry
+		// spooled before they did waits in the failed folder.
+		return w.fail(taskID, m, "MetadataTooLarge", newFile, fmt.Errorf("upload: %w: upload the file again with less metadata", err))
+	}
 	put, err := w.deps.Storage.Put(ctx, storage.PutInput{
 		Key: m.Key(), File: f, Size: m.Size, SHA256: m.SHA256, ContentType: m.ContentType,
-		State: w.deps.Spool.UploadState(m.ID),
+		Metadata: objMeta, State: w.deps.Spool.UploadState(m.ID),
 	})
 	if err != nil {
 		var se *storage.Error
@@ -80,24 +98,10 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("upload: %w", err)
 	}
 
-	md := map[string]string{}
-	for k, v := range m.Metadata {
-		md[k] = v
-	}
-	derived, err := plug.Derive(ctx, plugin.Asset{
-		Type: m.Type, Path: m.Path, Name: m.Name, Size: m.Size, SHA256: m.SHA256, ContentType: m.ContentType,
-	})
-	if err != nil {
-		return fmt.Errorf("upload: %s plugin: %w", m.Type, err)
-	}
-	for k, v := range derived {
-		md[k] = v
-	}
-
-	rec, created, err := w.deps.Assets.Put(ctx, asset.Record{
+	rec, recorded, err := RecordAsset(ctx, w.deps.Plugins, w.deps.Assets, asset.Record{
 		Name: m.Name, Type: m.Type, Path: m.Path, S3Bucket: put.Bucket, S3Key: put.Key,
-		Size: m.Size, SHA256: m.SHA256, ContentType: m.ContentType, Metadata: md,
-		TaskID: taskID, SpoolID: m.ID, Source: m.Source,
+		Size: m.Size, SHA256: m.SHA256, ContentType: m.ContentType, Metadata: m.Metadata,
+		CreatedAt: created, TaskID: taskID, SpoolID: m.ID, Source: m.Source,
 	})
 	if errors.Is(err, asset.ErrBadPrice) {
 		// Intakes refuse bad prices; one that got into the spool anyway
@@ -107,10 +111,13 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 	if errors.Is(err, asset.ErrConflict) {
 		return w.fail(taskID, m, "RecordConflict", newFile, fmt.Errorf("upload: %w: the bucket and the records disagree; inspect s3://%s/%s", err, put.Bucket, put.Key))
 	}
+	if errors.Is(err, ErrUnknownType) {
+		return w.fail(taskID, m, "UnknownType", fixAndRerun, fmt.Errorf("upload: %w", err))
+	}
 	if err != nil {
 		return fmt.Errorf("upload: %w", err)
 	}
-	if err := w.writeResult(t, task.UploadResult{AssetID: rec.ID, Bucket: put.Bucket, Key: put.Key, SHA256: m.SHA256, Existed: put.Existed || !created}); err != nil {
+	if err := w.writeResult(t, task.UploadResult{AssetID: rec.ID, Bucket: put.Bucket, Key: put.Key, SHA256: m.SHA256, Existed: put.Existed || !recorded}); err != nil {
 		return err
 	}
 	// Only now, with the object verified and the record committed, may the
@@ -124,7 +131,7 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 	}
 	if w.metrics != nil {
 		result := "uploaded"
-		if put.Existed || !created {
+		if put.Existed || !recorded {
 			result = "existed"
 		} else {
 			w.metrics.UploadBytes.Add(float64(m.Size))
@@ -133,8 +140,43 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 		w.metrics.UploadSeconds.Observe(time.Since(start).Seconds())
 	}
 	log.Info("upload.done", "asset_id", rec.ID, "bytes", m.Size, "multipart", put.Multipart,
-		"existed", put.Existed, "created", created, "duration_ms", time.Since(start).Milliseconds())
+		"existed", put.Existed, "created", recorded, "duration_ms", time.Since(start).Milliseconds())
 	return nil
+}
+
+// ErrUnknownType: no plugin of this dab serves the asset's type.
+var ErrUnknownType = errors.New("asset type has no plugin")
+
+// RecordAsset records an asset whose object is in the bucket: it runs the
+// plugin of r.Type (Derive), adds the derived metadata to r.Metadata (the
+// caller's; a derived key wins) and records r (asset.Store.Put: idempotent,
+// created=false when the record was there). The upload handler and `dab
+// reconcile` both record through it, so a record rebuilt from the bucket is
+// the one the upload wrote. Errors wrap ErrUnknownType, asset.ErrBadPrice or
+// asset.ErrConflict where those apply; a plugin's error is worth a retry.
+func RecordAsset(ctx context.Context, plugins *plugin.Registry, assets *asset.Store, r asset.Record) (asset.Record, bool, error) {
+	plug, ok := plugins.Lookup(r.Type)
+	if !ok {
+		return r, false, fmt.Errorf("asset type %q: %w in this dab (known: %v): run a dab version that knows the type", r.Type, ErrUnknownType, plugins.Types())
+	}
+	if r.Name == "" {
+		r.Name = path.Base(r.Path)
+	}
+	md := make(map[string]string, len(r.Metadata))
+	for k, v := range r.Metadata {
+		md[k] = v
+	}
+	derived, err := plug.Derive(ctx, plugin.Asset{
+		Type: r.Type, Path: r.Path, Name: r.Name, Size: r.Size, SHA256: r.SHA256, ContentType: r.ContentType,
+	})
+	if err != nil {
+		return r, false, fmt.Errorf("%s plugin: %w", r.Type, err)
+	}
+	for k, v := range derived {
+		md[k] = v
+	}
+	r.Metadata = md
+	return assets.Put(ctx, r)
 }
 
 // remedy is what it takes to get past a permanent upload failure. The code

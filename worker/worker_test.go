@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -415,5 +416,73 @@ func TestQueuesServePurchasesFirst(t *testing.T) {
 	q := worker.Queues(task.UploadQueue("host-a"))
 	if len(q) != 2 || q[task.QueuePurchases] != 2 || q["uploads:host-a"] != 1 {
 		t.Fatalf("Queues = %v, want purchases 2, uploads:host-a 1", q)
+	}
+}
+
+// TestObjectCarriesTheRecord: every uploaded object carries, as user
+// metadata, what its record holds that cannot be derived again; recording
+// from that metadata (worker.RecordAsset, as `dab reconcile` does) gives the
+// record the upload wrote.
+func TestObjectCarriesTheRecord(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.startWorker(t, storagetest.Options(b.s3))
+	st := storagetest.Store(t, b.s3)
+	ctx := context.Background()
+	for i, tt := range []struct {
+		typ, path string
+		size      int
+	}{
+		{"cyoa", "forêt/NODE_café.png", 100},
+		{"generic", "été/grand fichier.bin", 13<<20 + 5}, // multipart in storagetest.Options
+	} {
+		t.Run(tt.path, func(t *testing.T) {
+			t.Parallel()
+			data := randomBytes(tt.size, uint64(100+i))
+			m, err := b.spool.Put(bytes.NewReader(data), spool.Input{Type: tt.typ, Path: tt.path, Source: "test",
+				Metadata: map[string]string{"price": "7", "title": "Crème brûlée & co = 100%"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tk, _ := task.NewUpload(task.UploadPayload{SpoolID: m.ID, Type: m.Type, Key: m.Key()})
+			if _, err := b.client.Enqueue(tk); err != nil {
+				t.Fatal(err)
+			}
+			info := b.waitState(t, task.UploadTaskID(m.ID), asynq.TaskStateCompleted)
+			var res task.UploadResult
+			json.Unmarshal(info.Result, &res)
+			rec, err := b.assets.Get(ctx, res.AssetID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			obj, err := st.Head(ctx, m.Key())
+			if err != nil {
+				t.Fatal(err)
+			}
+			om, err := obj.RecordMeta()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if om.Type != rec.Type || om.Path != rec.Path || om.SHA256 != rec.SHA256 || om.Size != rec.Size ||
+				om.ContentType != rec.ContentType || om.Source != rec.Source || !om.CreatedAt.Equal(rec.CreatedAt) ||
+				!om.CreatedAt.Equal(m.CreatedAt) || !reflect.DeepEqual(om.Metadata, m.Metadata) {
+				t.Fatalf("object says %+v, record is %+v", om, rec)
+			}
+			if err := b.rdb.Del(ctx, b.assets.Keys().Record(rec.ID)).Err(); err != nil {
+				t.Fatal(err)
+			}
+			again, created, err := worker.RecordAsset(ctx, builtin.Registry(), b.assets, asset.Record{
+				Type: om.Type, Path: om.Path, S3Bucket: st.Bucket(), S3Key: om.Key, Size: om.Size, SHA256: om.SHA256,
+				ContentType: om.ContentType, Metadata: om.Metadata, CreatedAt: om.CreatedAt, Source: om.Source,
+			})
+			if err != nil || !created {
+				t.Fatalf("record again: created=%v, %v", created, err)
+			}
+			again, _ = b.assets.Get(ctx, again.ID)
+			rec.TaskID, rec.SpoolID = "", ""
+			if !reflect.DeepEqual(again, rec) {
+				t.Fatalf("recorded again\n%+v\nwant\n%+v", again, rec)
+			}
+		})
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/dab-assets/dab/internal/naming"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
 	"github.com/dab-assets/dab/internal/spool"
+	"github.com/dab-assets/dab/internal/storage"
 	"github.com/dab-assets/dab/worker/task"
 )
 
@@ -91,6 +92,11 @@ func runUpload(ctx context.Context, e *env, args []string) error {
 	}
 	if err := builtin.Registry().CheckType(assetType); err != nil {
 		return fmt.Errorf("--type: %w", err)
+	}
+	// The metadata travels on the S3 object (for `dab reconcile`): refuse
+	// now what S3 would refuse at upload.
+	if err := storage.MetadataFits(meta); err != nil {
+		return fmt.Errorf("%w: --meta: %v", errUsage, err)
 	}
 	var up uploader
 	if a.cfg.Server != "" {

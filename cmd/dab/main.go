@@ -24,19 +24,20 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"work":     {"run a worker: upload spooled files to S3, run plugins, record assets", runWork},
-		"watch":    {"run the intake: the drop-folder watcher and the HTTP API, console and monitor", runWatch},
-		"serve":    {"run the watcher, the HTTP API (console, monitor) and a worker in one process", runServe},
-		"dev":      {"run everything on this machine with a local Redis and S3-compatible store", runDev},
-		"upload":   {"spool files and queue their upload: dab upload FILE... --type TYPE", runUpload},
-		"assets":   {"list, show and download assets: dab assets list | show ID | get ID [-o FILE]", runAssets},
-		"tasks":    {"show a task's state: dab tasks show ID", runTasks},
-		"credits":  {"grant credits: dab credits grant ACCOUNT N [--key K]", runCredits},
-		"account":  {"show a balance and its entries: dab account show ACCOUNT", runAccount},
-		"purchase": {"buy an asset: dab purchase --asset ID [--buyer B] --credits N [--key K]", runPurchase},
-		"ledger":   {"check the ledger: dab ledger verify | rebuild-sales", runLedger},
-		"listing":  {"sell an owned asset: dab listing set ID CREDITS | remove ID", runListing},
-		"config":   {"print the effective configuration, secrets masked", runConfig},
+		"work":      {"run a worker: upload spooled files to S3, run plugins, record assets", runWork},
+		"watch":     {"run the intake: the drop-folder watcher and the HTTP API, console and monitor", runWatch},
+		"serve":     {"run the watcher, the HTTP API (console, monitor) and a worker in one process", runServe},
+		"dev":       {"run everything on this machine with a local Redis and S3-compatible store", runDev},
+		"upload":    {"spool files and queue their upload: dab upload FILE... --type TYPE", runUpload},
+		"assets":    {"list, show and download assets: dab assets list | show ID | get ID [-o FILE]", runAssets},
+		"tasks":     {"show a task's state: dab tasks show ID", runTasks},
+		"credits":   {"grant credits: dab credits grant ACCOUNT N [--key K]", runCredits},
+		"account":   {"show a balance and its entries: dab account show ACCOUNT", runAccount},
+		"purchase":  {"buy an asset: dab purchase --asset ID [--buyer B] --credits N [--key K]", runPurchase},
+		"ledger":    {"check the ledger: dab ledger verify | rebuild-sales", runLedger},
+		"listing":   {"sell an owned asset: dab listing set ID CREDITS | remove ID", runListing},
+		"config":    {"print the effective configuration, secrets masked", runConfig},
+		"reconcile": {"rebuild asset records from the bucket: dab reconcile [--prefix P] [--dry-run] [--json]", runReconcile},
 	}
 }
 
@@ -95,8 +96,12 @@ func usage(w io.Writer, cmds map[string]command) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	width := 0
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-8s %s\n", n, cmds[n].summary)
+		width = max(width, len(n))
+	}
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-*s %s\n", width, n, cmds[n].summary)
 	}
 	fmt.Fprintln(w, "\nRun `dab COMMAND -h` for a command's flags. Every flag also has an environment variable; see `dab config`.")
 }

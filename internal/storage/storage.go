@@ -53,6 +53,8 @@ type Store struct {
 	api    S3API
 	bucket string
 	opts   Options
+	// listPage overrides List's page size (tests); 0 means listPageSize.
+	listPage int32
 }
 
 // NewClient builds an S3 client from o's region, endpoint, addressing and

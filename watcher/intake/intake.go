@@ -22,6 +22,7 @@ import (
 	"github.com/dab-assets/dab/internal/naming"
 	"github.com/dab-assets/dab/internal/plugin"
 	"github.com/dab-assets/dab/internal/spool"
+	"github.com/dab-assets/dab/internal/storage"
 	"github.com/dab-assets/dab/worker/task"
 )
 
@@ -301,6 +302,11 @@ func parseMetadata(raw string) (map[string]string, error) {
 				return nil, badRequest("bad_price", "%v", err)
 			}
 		}
+	}
+	// The metadata travels on the S3 object (for `dab reconcile`): refuse
+	// now what S3 would refuse at upload.
+	if err := storage.MetadataFits(md); err != nil {
+		return nil, badRequest("metadata_too_large", "%v", err)
 	}
 	return md, nil
 }
