@@ -18,6 +18,12 @@ import (
 // result. Rejections (unknown asset, already owner, not for sale, wrong
 // price, insufficient credits) are results, not errors: the task completes
 // and nothing moves. The buyer was proved by the intake (api.Caller.Buyer).
+//
+// With DAB_REDIS_MIN_REPLICAS set, a result the replicas have not
+// acknowledged is ledger.ErrNotReplicated: the task fails and is retried
+// (the re-run returns the stored result and waits again), the purchase
+// reads pending meanwhile, and purchase.done is logged only once the
+// replicas have it.
 func (w *Worker) handlePurchase(ctx context.Context, t *asynq.Task) error {
 	p, err := task.DecodePurchase(t.Payload())
 	if err != nil {

@@ -158,8 +158,11 @@ func (a *app) uploadQueue() string {
 	return task.UploadQueue(a.cfg.HostID)
 }
 
+// ledger is the ledger on rdb; with DAB_REDIS_MIN_REPLICAS its writes
+// wait for that many replicas (config has validated the bounds).
 func (a *app) ledger(rdb redis.UniversalClient) *ledger.Store {
-	return ledger.New(rdb, a.cfg.KeyPrefix, a.cfg.HouseAccount)
+	return ledger.NewWithOptions(rdb, a.cfg.KeyPrefix, a.cfg.HouseAccount,
+		ledger.Options{MinReplicas: a.cfg.RedisMinReplicas, ReplicaTimeout: a.cfg.RedisReplicaTimeout})
 }
 
 // warnIfNotDurable says loudly when the Redis holding queues, records and

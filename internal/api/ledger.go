@@ -255,6 +255,11 @@ func WriteLedgerError(w http.ResponseWriter, err error) bool {
 		WriteError(w, http.StatusForbidden, "not_owner", err.Error())
 	case errors.Is(err, ledger.ErrOwned):
 		WriteError(w, http.StatusConflict, "owned", err.Error())
+	case errors.Is(err, ledger.ErrNotReplicated):
+		// Applied on the master, not yet on enough replicas: a retry with
+		// the same Idempotency-Key applies nothing twice.
+		w.Header().Set("Retry-After", "1")
+		WriteError(w, http.StatusServiceUnavailable, "not_replicated", err.Error()+": send the same request again (same Idempotency-Key)")
 	default:
 		WriteError(w, http.StatusServiceUnavailable, "ledger_unavailable", err.Error())
 	}

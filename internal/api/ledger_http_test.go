@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/harness"
@@ -191,5 +192,38 @@ func TestLedgerCreditsOverHTTP(t *testing.T) {
 	}
 	if rep, err := b.led.Verify(ctx); err != nil || !rep.OK() || rep.Issued != ledger.IssuanceMax {
 		t.Fatalf("verify: %+v, %v", rep, err)
+	}
+}
+
+// TestGrantNotReplicated: with DAB_REDIS_MIN_REPLICAS set and no replica
+// to acknowledge, a grant answers 503 not_replicated with Retry-After; sent
+// again with the same key it is applied once.
+func TestGrantNotReplicated(t *testing.T) {
+	t.Parallel()
+	b := &ledgerBundle{}
+	rdb := harness.RedisClient(t, harness.Redis(t))
+	b.led = ledger.NewWithOptions(rdb, "dab:", "house", ledger.Options{MinReplicas: 1, ReplicaTimeout: 50 * time.Millisecond})
+	tokens, _ := LoadTokens(adminTok, "")
+	s := New(tokens, false, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	RegisterLedger(s, b.led, asset.NewStore(rdb, "dab:"), nil)
+	b.srv = httptest.NewServer(s.Handler())
+	t.Cleanup(b.srv.Close)
+	for range 2 {
+		req, _ := http.NewRequest("POST", b.srv.URL+"/v1/accounts/amy/grants", strings.NewReader(`{"credits": 5}`))
+		req.Header.Set("Authorization", "Bearer "+adminTok)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", "g-amy")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "not_replicated") {
+			t.Fatalf("grant without replicas: %d %v %s", resp.StatusCode, resp.Header, body)
+		}
+	}
+	if a, err := ledger.New(rdb, "dab:", "house").Account(context.Background(), "amy", 10); err != nil || a.Balance != 5 || len(a.Entries) != 1 {
+		t.Fatalf("amy after two sends of one grant: %+v, %v", a, err)
 	}
 }

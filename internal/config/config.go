@@ -20,6 +20,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/internal/storage"
 )
 
@@ -51,6 +52,14 @@ type Config struct {
 	RedisMode string
 	// RedisCAFile is a PEM file of CAs for rediss:// with a private CA.
 	RedisCAFile string
+	// RedisMinReplicas is how many Redis replicas must acknowledge each
+	// ledger write (WAIT) before dab reports it done; 0 (the default)
+	// waits for none. ledger.Options.MinReplicas, 0 to ledger.MinReplicasMax.
+	RedisMinReplicas int
+	// RedisReplicaTimeout bounds each wait for replicas. Default
+	// ledger.ReplicaTimeoutDefault, from ledger.ReplicaTimeoutMin to
+	// ledger.ReplicaTimeoutMax.
+	RedisReplicaTimeout time.Duration
 	// KeyPrefix starts every Redis key dab owns (asynq's own keys start with
 	// "asynq:"). Default "dab:".
 	KeyPrefix string
@@ -166,6 +175,12 @@ func Settings() []Setting {
 		{Env: "DAB_REDIS_CA_FILE", Flag: "redis-ca-file", Default: "",
 			Usage: "PEM file of the CAs that sign the Redis server's certificate (rediss:// with a private CA)",
 			get:   func(c *Config) string { return c.RedisCAFile }, set: func(c *Config, v string) error { c.RedisCAFile = v; return nil }},
+		{Env: "DAB_REDIS_MIN_REPLICAS", Flag: "redis-min-replicas", Default: "0",
+			Usage: "Redis replicas that must acknowledge each ledger write (WAIT) before a grant, purchase, price or listing counts as done; 0 waits for none",
+			get:   func(c *Config) string { return strconv.Itoa(c.RedisMinReplicas) }, set: intSetter(func(c *Config) *int { return &c.RedisMinReplicas })},
+		{Env: "DAB_REDIS_REPLICA_TIMEOUT", Flag: "redis-replica-timeout", Default: ledger.ReplicaTimeoutDefault.String(),
+			Usage: "how long a ledger write waits for DAB_REDIS_MIN_REPLICAS replicas; then a purchase stays pending and is retried, a grant answers 503",
+			get:   func(c *Config) string { return c.RedisReplicaTimeout.String() }, set: durationSetter(func(c *Config) *time.Duration { return &c.RedisReplicaTimeout })},
 		{Env: "DAB_KEY_PREFIX", Flag: "key-prefix", Default: "dab:",
 			Usage: "prefix of every Redis key dab owns",
 			get:   func(c *Config) string { return c.KeyPrefix }, set: func(c *Config, v string) error { c.KeyPrefix = v; return nil }},
@@ -506,6 +521,12 @@ func (c *Config) validate() []error {
 		if perr != nil {
 			bad("DAB_REDIS_URL", "%v", RedactText(perr.Error(), c.RedisURL))
 		}
+	}
+	if c.RedisMinReplicas < 0 || c.RedisMinReplicas > ledger.MinReplicasMax {
+		bad("DAB_REDIS_MIN_REPLICAS", "%d is out of range: use 0 (wait for no replica) to %d", c.RedisMinReplicas, ledger.MinReplicasMax)
+	}
+	if c.RedisReplicaTimeout < ledger.ReplicaTimeoutMin || c.RedisReplicaTimeout > ledger.ReplicaTimeoutMax {
+		bad("DAB_REDIS_REPLICA_TIMEOUT", "%s is out of range: use %s to %s", c.RedisReplicaTimeout, ledger.ReplicaTimeoutMin, ledger.ReplicaTimeoutMax)
 	}
 	if c.KeyPrefix == "" || strings.ContainsAny(c.KeyPrefix, "{} \t\n") {
 		bad("DAB_KEY_PREFIX", "%q must be non-empty and contain no spaces or braces (braces are Redis Cluster hash tags dab sets itself)", c.KeyPrefix)

@@ -2,10 +2,12 @@ package config
 
 import (
 	"flag"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/internal/storage"
 )
 
@@ -174,5 +176,41 @@ func TestDownloadTTL(t *testing.T) {
 	}
 	if cfg, err := l.Load(); err != nil || cfg.DownloadTTL != 90*time.Second || cfg.Sources["DAB_DOWNLOAD_TTL"] != "flag" {
 		t.Fatalf("--download-ttl 90s: %v", err)
+	}
+}
+
+func TestRedisMinReplicas(t *testing.T) {
+	t.Parallel()
+	cfg, err := NewLoader(envOf(nil)).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.RedisMinReplicas != 0 || cfg.RedisReplicaTimeout != ledger.ReplicaTimeoutDefault {
+		t.Fatalf("defaults: min replicas %d, timeout %s", cfg.RedisMinReplicas, cfg.RedisReplicaTimeout)
+	}
+	l := NewLoader(envOf(map[string]string{"DAB_REDIS_MIN_REPLICAS": "1", "DAB_REDIS_REPLICA_TIMEOUT": "250ms"}))
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	l.RegisterFlags(fs)
+	if err := fs.Parse([]string{"--redis-min-replicas", "2"}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = l.Load(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.RedisMinReplicas != 2 || cfg.RedisReplicaTimeout != 250*time.Millisecond {
+		t.Fatalf("min replicas %d (want the flag's 2), timeout %s (want 250ms)", cfg.RedisMinReplicas, cfg.RedisReplicaTimeout)
+	}
+	for want, env := range map[string]map[string]string{
+		`DAB_REDIS_MIN_REPLICAS: "one" is not a whole number`: {"DAB_REDIS_MIN_REPLICAS": "one"},
+		"DAB_REDIS_MIN_REPLICAS: -1 is out of range":          {"DAB_REDIS_MIN_REPLICAS": "-1"},
+		"DAB_REDIS_MIN_REPLICAS: 17 is out of range":          {"DAB_REDIS_MIN_REPLICAS": strconv.Itoa(ledger.MinReplicasMax + 1)},
+		"DAB_REDIS_REPLICA_TIMEOUT: 0s is out of range":       {"DAB_REDIS_REPLICA_TIMEOUT": "0s"},
+		"DAB_REDIS_REPLICA_TIMEOUT: 2m0s is out of range":     {"DAB_REDIS_REPLICA_TIMEOUT": "2m"},
+		`DAB_REDIS_REPLICA_TIMEOUT: "1" is not a duration`:    {"DAB_REDIS_REPLICA_TIMEOUT": "1"},
+	} {
+		_, err := NewLoader(envOf(env)).Load()
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("env %v: err = %v, want it to mention %q", env, err, want)
+		}
 	}
 }

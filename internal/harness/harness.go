@@ -10,6 +10,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,6 +35,49 @@ func Redis(t testing.TB) *localsvc.Redis {
 	}
 	t.Cleanup(func() { r.Stop() })
 	return r
+}
+
+// RedisReplica starts a redis-server replicating master (--replicaof) and
+// waits until its link to the master is up (the first sync done). Stop or
+// Kill it to take the replica away; Restart brings it back (it syncs
+// again). It keeps no append-only file: after each sync Redis rewrites
+// it, and refuses SIGTERM ("Writing initial AOF, can't exit") until done.
+func RedisReplica(t testing.TB, master *localsvc.Redis) *localsvc.Redis {
+	t.Helper()
+	r, err := localsvc.StartRedis(localsvc.RedisOptions{Dir: t.TempDir(), ReplicaOf: master.Addr()})
+	if err != nil {
+		if errors.Is(err, localsvc.ErrNotInstalled) {
+			t.Fatalf("integration tests need redis-server: %v", err)
+		}
+		t.Fatalf("start a redis-server replica: %v", err)
+	}
+	t.Cleanup(func() { r.Stop() })
+	if err := WaitReplicaSynced(context.Background(), r, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// WaitReplicaSynced waits until the replica r reports
+// master_link_status:up.
+func WaitReplicaSynced(ctx context.Context, r *localsvc.Redis, timeout time.Duration) error {
+	c := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	defer c.Close()
+	deadline := time.Now().Add(timeout)
+	for {
+		info, err := c.Info(ctx, "replication").Result()
+		if err == nil && strings.Contains(info, "master_link_status:up") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("replica %s did not sync with its master within %s: %v %s", r.Addr(), timeout, err, info)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // RedisClient connects to r and closes the client when the test ends.

@@ -204,10 +204,12 @@ type Store struct {
 	accept   *redis.Script
 	offer    *redis.Script
 	rebuild  *redis.Script
+	opts     Options
 }
 
 // New returns a Store; house receives the price of assets that have no
-// owner and no uploader account.
+// owner and no uploader account. Its writes wait for no replicas
+// (NewWithOptions).
 func New(rdb redis.UniversalClient, prefix, house string) *Store {
 	return &Store{rdb: rdb, keys: Keys{Prefix: prefix}, assets: asset.Keys{Prefix: prefix}, house: house,
 		purchase: redis.NewScript(purchaseLua), grant: redis.NewScript(grantLua), accept: redis.NewScript(acceptLua),
@@ -248,9 +250,17 @@ func (s *Store) Grant(ctx context.Context, key, account string, credits int64) (
 		return GrantResult{}, err
 	}
 	keys := []string{s.keys.Grant(key), s.keys.Balances(), s.keys.Entries(), s.keys.History(account), s.keys.History(Issuance)}
-	res, err := s.grant.Run(ctx, s.rdb, keys, account, credits, Issuance, now(), key, int64(IssuanceMax)).StringSlice()
+	var res []string
+	err := s.write(ctx, "grant "+key, func(c redis.Scripter) error {
+		var err error
+		res, err = s.grant.Run(ctx, c, keys, account, credits, Issuance, now(), key, int64(IssuanceMax)).StringSlice()
+		if err != nil {
+			return fmt.Errorf("ledger: grant: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
-		return GrantResult{}, fmt.Errorf("ledger: grant: %w", err)
+		return GrantResult{}, err
 	}
 	switch res[0] {
 	case "conflict":
@@ -344,11 +354,22 @@ func (s *Store) Accept(ctx context.Context, p PurchaseRequest) (PurchaseResult, 
 	return r, false, err
 }
 
-// Apply runs a purchase: exactly once, however often it is called.
+// Apply runs a purchase: exactly once, however often it is called. With
+// Options.MinReplicas set it returns ErrNotReplicated while the result has
+// not reached enough replicas (GetPurchase reports it pending until then);
+// calling it again waits again.
 func (s *Store) Apply(ctx context.Context, p PurchaseRequest) (PurchaseResult, error) {
 	if err := p.Check(); err != nil {
 		return PurchaseResult{}, err
 	}
+	if s.replicated() {
+		return s.applyReplicated(ctx, p)
+	}
+	return s.apply(ctx, s.rdb, p)
+}
+
+// apply runs the purchase script through c.
+func (s *Store) apply(ctx context.Context, c redis.Scripter, p PurchaseRequest) (PurchaseResult, error) {
 	// The seller is read first (its history key must be named up front);
 	// the script checks it is still the seller, else we read again.
 	for attempt := 0; attempt < 10; attempt++ {
@@ -358,7 +379,7 @@ func (s *Store) Apply(ctx context.Context, p PurchaseRequest) (PurchaseResult, e
 		}
 		keys := []string{s.keys.Purchase(p.PurchaseID), s.assets.Record(p.AssetID), s.keys.Balances(), s.keys.Entries(),
 			s.keys.History(p.BuyerID), s.keys.History(seller), s.keys.Purchases(), s.keys.Sales(p.AssetID)}
-		res, err := s.purchase.Run(ctx, s.rdb, keys, p.PurchaseID, p.AssetID, p.BuyerID, p.Credits, seller, s.house, now()).StringSlice()
+		res, err := s.purchase.Run(ctx, c, keys, p.PurchaseID, p.AssetID, p.BuyerID, p.Credits, seller, s.house, now()).StringSlice()
 		if err != nil {
 			return PurchaseResult{}, fmt.Errorf("ledger: purchase %s: %w", p.PurchaseID, err)
 		}
@@ -395,8 +416,17 @@ func (s *Store) sellerOf(ctx context.Context, assetID string) (string, error) {
 	return s.house, nil
 }
 
-// GetPurchase reads a purchase's state.
+// GetPurchase reads a purchase's state. A purchase applied on the Redis
+// master whose result has not been acknowledged by the replicas yet
+// (Options.MinReplicas) is reported pending, whatever Options this Store
+// has: the mark is in Redis.
 func (s *Store) GetPurchase(ctx context.Context, id string) (PurchaseResult, error) {
+	return s.getPurchase(ctx, id, false)
+}
+
+// getPurchase reads a purchase's state; raw reports the stored status even
+// while the purchase is marked unreplicated.
+func (s *Store) getPurchase(ctx context.Context, id string, raw bool) (PurchaseResult, error) {
 	if err := CheckPurchaseID(id); err != nil {
 		return PurchaseResult{}, fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
@@ -408,6 +438,9 @@ func (s *Store) GetPurchase(ctx context.Context, id string) (PurchaseResult, err
 		return PurchaseResult{}, fmt.Errorf("purchase %s: %w", id, ErrNotFound)
 	}
 	credits, _ := strconv.ParseInt(m["credits"], 10, 64)
+	if m[fieldUnreplicated] != "" && !raw {
+		return PurchaseResult{PurchaseID: id, Status: StatusPending, AssetID: m["asset_id"], BuyerID: m["buyer"], Credits: credits}, nil
+	}
 	return PurchaseResult{PurchaseID: id, Status: m["status"], Reason: m["reason"], Detail: m["detail"],
 		AssetID: m["asset_id"], BuyerID: m["buyer"], Credits: credits, Seller: m["seller"], EntryID: m["entry_id"]}, nil
 }

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/dab-assets/dab/internal/asset"
 )
 
@@ -65,9 +67,17 @@ func (s *Store) changeOffer(ctx context.Context, kind, assetID, amount, owner, b
 		by = "unknown"
 	}
 	keys := []string{s.assets.Record(assetID), s.keys.Entries()}
-	res, err := s.offer.Run(ctx, s.rdb, keys, kind, assetID, amount, owner, by, now(), int64(CreditsMax), s.house).StringSlice()
+	var res []string
+	err := s.write(ctx, kind+" of "+assetID, func(c redis.Scripter) error {
+		var err error
+		res, err = s.offer.Run(ctx, c, keys, kind, assetID, amount, owner, by, now(), int64(CreditsMax), s.house).StringSlice()
+		if err != nil {
+			return fmt.Errorf("ledger: %s of %s: %w", kind, assetID, err)
+		}
+		return nil
+	})
 	if err != nil {
-		return Offer{}, fmt.Errorf("ledger: %s of %s: %w", kind, assetID, err)
+		return Offer{}, err
 	}
 	switch res[0] {
 	case "changed", "unchanged":

@@ -133,7 +133,7 @@ func (s *Store) Verify(ctx context.Context) (Report, error) {
 	}
 	sort.Strings(ids)
 	for _, id := range ids {
-		p, err := s.GetPurchase(ctx, id)
+		p, err := s.getPurchase(ctx, id, true)
 		if err != nil {
 			r.Problems = append(r.Problems, fmt.Sprintf("purchase %s: %v", id, err))
 			continue
@@ -152,7 +152,7 @@ func (s *Store) Verify(ctx context.Context) (Report, error) {
 		}
 	}
 	for id, n := range entriesByPurchase {
-		if p, err := s.GetPurchase(ctx, id); err != nil || p.Status != StatusSucceeded {
+		if p, err := s.getPurchase(ctx, id, true); err != nil || p.Status != StatusSucceeded {
 			r.Problems = append(r.Problems, fmt.Sprintf("%d entries for purchase %s, which is not recorded as succeeded", n, id))
 		}
 	}

@@ -2,6 +2,7 @@ package localsvc
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -22,6 +23,10 @@ type RedisOptions struct {
 	// AOF turns on the append-only file with fsync every second, so a
 	// restart keeps the data.
 	AOF bool
+	// ReplicaOf, when set (host:port), starts the server as a replica of
+	// that master (--replicaof). It answers PING before its first sync:
+	// wait for master_link_status:up if a test needs the data there.
+	ReplicaOf string
 }
 
 // StartRedis starts redis-server and waits until it answers PING.
@@ -46,6 +51,16 @@ func StartRedis(o RedisOptions) (*Redis, error) {
 		"--bind", "127.0.0.1", "--port", strconv.Itoa(o.Port), "--dir", o.Dir,
 		"--save", "", "--appendonly", aof, "--appendfsync", "everysec",
 		"--protected-mode", "yes", "--daemonize", "no",
+		// A replica's full sync starts at once, not after the default 5s
+		// wait for more replicas to join it.
+		"--repl-diskless-sync-delay", "0",
+	}
+	if o.ReplicaOf != "" {
+		host, port, err := net.SplitHostPort(o.ReplicaOf)
+		if err != nil {
+			return nil, fmt.Errorf("localsvc: replica of %q: %w", o.ReplicaOf, err)
+		}
+		args = append(args, "--replicaof", host, port)
 	}
 	r := &Redis{Dir: o.Dir, process: process{
 		name: "redis-server", bin: bin, args: args, port: o.Port,

@@ -1,0 +1,154 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/harness"
+	"github.com/dab-assets/dab/internal/ledger"
+	"github.com/dab-assets/dab/internal/plugin/builtin"
+	"github.com/dab-assets/dab/internal/storage"
+	"github.com/dab-assets/dab/internal/storage/storagetest"
+	"github.com/dab-assets/dab/worker"
+	"github.com/dab-assets/dab/worker/task"
+)
+
+// syncBuffer is a log destination several goroutines write.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// runWorker runs a worker with led until stop is called (or the test ends).
+func (b *testBundle) runWorker(t *testing.T, led *ledger.Store, log *syncBuffer) (stop func()) {
+	t.Helper()
+	c := storagetest.Options(b.s3)
+	w, err := worker.New(b.rdb, worker.Config{Concurrency: 2, Logger: slog.New(slog.NewJSONHandler(log, nil)), FailedDir: b.failed}, worker.Deps{
+		Spool: b.spool, Storage: storage.New(storagetest.Client(t, c), c), Assets: b.assets, Plugins: builtin.Registry(), Ledger: led,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("worker run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// TestPurchaseNotReplicatedIsRetriedNotDone: with more replicas required
+// than acknowledge, a purchase task fails and is retried, the purchase
+// reads pending and no purchase.done is logged; once enough replicas
+// acknowledge, the retry completes it.
+func TestPurchaseNotReplicatedIsRetriedNotDone(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	harness.RedisReplica(t, b.redis)
+	ctx := context.Background()
+	plain := ledger.New(b.rdb, "dab:", "house")
+	rec, _, err := b.assets.Put(ctx, asset.Record{Name: "a.txt", Type: "generic", Path: "a.txt", S3Bucket: "b", S3Key: "generic/a.txt", SHA256: "s",
+		Metadata: map[string]string{"price": "30"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.Grant(ctx, "g-1", "alice", 100); err != nil {
+		t.Fatal(err)
+	}
+	p := ledger.PurchaseRequest{PurchaseID: "p-1", AssetID: rec.ID, BuyerID: "alice", Credits: 30}
+	if _, _, err := plain.Accept(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	tk, err := task.NewPurchase(task.PurchasePayload{PurchaseID: p.PurchaseID, AssetID: p.AssetID, BuyerID: p.BuyerID, Credits: p.Credits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.client.Enqueue(tk); err != nil {
+		t.Fatal(err)
+	}
+	taskID := task.PurchaseTaskID(p.PurchaseID)
+
+	// Two replicas required, one runs.
+	var log1 syncBuffer
+	stop := b.runWorker(t, ledger.NewWithOptions(b.rdb, "dab:", "house", ledger.Options{MinReplicas: 2, ReplicaTimeout: 200 * time.Millisecond}), &log1)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		info, err := b.insp.GetTaskInfo(task.QueuePurchases, taskID)
+		if err == nil && info.State == asynq.TaskStateRetry {
+			if !strings.Contains(info.LastErr, "not_replicated") {
+				t.Fatalf("task's last error = %q, want not_replicated", info.LastErr)
+			}
+			break
+		}
+		if err == nil && (info.State == asynq.TaskStateCompleted || info.State == asynq.TaskStateArchived) {
+			t.Fatalf("task is %s (last error %q), want it retried", info.State, info.LastErr)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task not retried after 30s: %+v %v", info, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stop()
+	if got, err := plain.GetPurchase(ctx, p.PurchaseID); err != nil || got.Status != ledger.StatusPending {
+		t.Fatalf("GetPurchase = %+v %v, want pending", got, err)
+	}
+	if strings.Contains(log1.String(), "purchase.done") {
+		t.Fatalf("purchase.done logged for a purchase the replicas did not acknowledge:\n%s", log1.String())
+	}
+
+	// One replica required: the retry completes the purchase, once.
+	var log2 syncBuffer
+	b.runWorker(t, ledger.NewWithOptions(b.rdb, "dab:", "house", ledger.Options{MinReplicas: 1, ReplicaTimeout: 5 * time.Second}), &log2)
+	_ = b.insp.RunTask(task.QueuePurchases, taskID) // a retry waits its backoff; the worker's shutdown may have made it pending already
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		info, err := b.insp.GetTaskInfo(task.QueuePurchases, taskID)
+		if err == nil && info.State == asynq.TaskStateCompleted {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task not completed after 30s: %+v %v", info, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got, err := plain.GetPurchase(ctx, p.PurchaseID); err != nil || got.Status != ledger.StatusSucceeded {
+		t.Fatalf("GetPurchase = %+v %v, want succeeded", got, err)
+	}
+	if !strings.Contains(log2.String(), `"msg":"purchase.done"`) {
+		t.Fatalf("no purchase.done logged:\n%s", log2.String())
+	}
+	if a, err := plain.Account(ctx, "alice", 10); err != nil || a.Balance != 70 {
+		t.Fatalf("alice = %+v %v, want 70 (bought once)", a, err)
+	}
+	if r, err := plain.Verify(ctx); err != nil || !r.OK() {
+		t.Fatalf("verify: %+v %v", r, err)
+	}
+}
