@@ -40,7 +40,7 @@ func (s *syncBuffer) String() string {
 }
 
 // runWorker runs a worker with led until stop is called (or the test ends).
-func (b *testBundle) runWorker(t *testing.T, led *ledger.Store, log *syncBuffer) (stop func()) {
+func (b *bundle) runWorker(t *testing.T, led *ledger.Store, log *syncBuffer) (stop func()) {
 	t.Helper()
 	c := storagetest.Options(b.s3)
 	w, err := worker.New(b.rdb, worker.Config{Concurrency: 2, Logger: slog.New(slog.NewJSONHandler(log, nil)), FailedDir: b.failed}, worker.Deps{

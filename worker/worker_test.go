@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -32,8 +33,8 @@ import (
 	"github.com/dab-assets/dab/worker/task"
 )
 
-// testBundle holds the real servers and parts of one test.
-type testBundle struct {
+// bundle holds the real servers and parts of one test.
+type bundle struct {
 	redis  *localsvc.Redis
 	rdb    *redis.Client
 	s3     *harness.S3
@@ -44,7 +45,7 @@ type testBundle struct {
 	failed string // the failed folder
 }
 
-func setup(t *testing.T) *testBundle {
+func setup(t *testing.T) *bundle {
 	t.Helper()
 	r := harness.Redis(t)
 	rdb := harness.RedisClient(t, r)
@@ -52,7 +53,7 @@ func setup(t *testing.T) *testBundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &testBundle{
+	b := &bundle{
 		redis: r, rdb: rdb, s3: harness.StartS3(t), spool: sp,
 		assets: asset.NewStore(rdb, "dab:"),
 		client: asynq.NewClientFromRedisClient(rdb),
@@ -63,7 +64,7 @@ func setup(t *testing.T) *testBundle {
 }
 
 // startWorker runs a worker with the given S3 settings until the test ends.
-func (b *testBundle) startWorker(t *testing.T, c storage.Options) {
+func (b *bundle) startWorker(t *testing.T, c storage.Options) {
 	t.Helper()
 	w, err := worker.New(b.rdb, worker.Config{Concurrency: 4, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), FailedDir: b.failed}, worker.Deps{
 		Spool: b.spool, Storage: storage.New(storagetest.Client(t, c), c), Assets: b.assets, Plugins: builtin.Registry(), Ledger: ledger.New(b.rdb, "dab:", "house"),
@@ -83,7 +84,7 @@ func (b *testBundle) startWorker(t *testing.T, c storage.Options) {
 }
 
 // spoolBytes spools data as typ/path and enqueues its upload.
-func (b *testBundle) spoolBytes(t *testing.T, typ, path string, data []byte) *spool.Manifest {
+func (b *bundle) spoolBytes(t *testing.T, typ, path string, data []byte) *spool.Manifest {
 	t.Helper()
 	m, err := b.spool.Put(bytes.NewReader(data), spool.Input{Type: typ, Path: path, Source: "test"})
 	if err != nil {
@@ -100,22 +101,20 @@ func (b *testBundle) spoolBytes(t *testing.T, typ, path string, data []byte) *sp
 }
 
 // waitState polls a task until it reaches want (or fails the test).
-func (b *testBundle) waitState(t *testing.T, taskID string, want asynq.TaskState) *asynq.TaskInfo {
+func (b *bundle) waitState(t *testing.T, taskID string, want asynq.TaskState) *asynq.TaskInfo {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		info, err := b.insp.GetTaskInfo(task.QueueUploads, taskID)
-		if err == nil && info.State == want {
-			return info
-		}
-		if err == nil && (info.State == asynq.TaskStateArchived || info.State == asynq.TaskStateCompleted) {
+	var (
+		info *asynq.TaskInfo
+		err  error
+	)
+	harness.Eventually(t, 60*time.Second, fmt.Sprintf("task %s to be %s", taskID, want), func() bool {
+		info, err = b.insp.GetTaskInfo(task.QueueUploads, taskID)
+		if err == nil && info.State != want && (info.State == asynq.TaskStateArchived || info.State == asynq.TaskStateCompleted) {
 			t.Fatalf("task %s is %s (last error %q), want %s", taskID, info.State, info.LastErr, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("task %s not %s after 60s (info %+v, err %v)", taskID, want, info, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err == nil && info.State == want
+	}, func() string { return fmt.Sprintf("info %+v, err %v", info, err) })
+	return info
 }
 
 func randomBytes(n int, seed uint64) []byte {
@@ -132,7 +131,7 @@ func sha(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-func (b *testBundle) readObject(t *testing.T, key string) []byte {
+func (b *bundle) readObject(t *testing.T, key string) []byte {
 	t.Helper()
 	rc, _, err := storagetest.Store(t, b.s3).Get(context.Background(), key)
 	if err != nil {
