@@ -196,19 +196,31 @@ var errRejected = errors.New("the purchase was rejected")
 
 // runLedger: dab ledger verify.
 func runLedger(ctx context.Context, e *env, args []string) error {
-	var asJSON bool
-	a, err := e.parse("ledger", args, func(fs *flag.FlagSet) { fs.BoolVar(&asJSON, "json", false, "print JSON") })
+	var asJSON, journal, force bool
+	a, err := e.parse("ledger", args, func(fs *flag.FlagSet) {
+		fs.BoolVar(&asJSON, "json", false, "print JSON")
+		fs.BoolVar(&journal, "journal", false, "verify: also check Redis against the journal in the bucket")
+		fs.BoolVar(&force, "force", false, "restore: delete the ledger in Redis first, even when it has entries")
+	})
 	if err != nil {
 		return err
 	}
-	if len(a.args) != 1 || (a.args[0] != "verify" && a.args[0] != "rebuild-sales") {
-		return fmt.Errorf("%w: dab ledger verify | dab ledger rebuild-sales", errUsage)
+	if len(a.args) != 1 || (a.args[0] != "verify" && a.args[0] != "rebuild-sales" && a.args[0] != "restore") {
+		return fmt.Errorf("%w: dab ledger verify [--journal] | dab ledger rebuild-sales | dab ledger restore [--force]", errUsage)
 	}
 	rdb, err := a.connectRedis(ctx)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
+	if a.args[0] == "restore" {
+		return a.ledgerRestore(ctx, rdb, force, asJSON)
+	}
+	if journal {
+		if err := a.ledgerVerifyJournal(ctx, rdb, asJSON); err != nil {
+			return err
+		}
+	}
 	if a.args[0] == "rebuild-sales" {
 		// Sales made before each asset kept its own list of sales: rebuilt
 		// from the entries (safe while purchases run; a second run changes

@@ -72,6 +72,10 @@ func (a *app) serve(ctx context.Context, r roles, ready func() error) error {
 			return err
 		}
 		runs = append(runs, w.Run)
+		// The books, copied to the bucket every DAB_JOURNAL_INTERVAL.
+		if st, err := a.storage(ctx); err == nil {
+			runs = append(runs, func(ctx context.Context) error { a.runJournal(ctx, rdb, st); return nil })
+		}
 	}
 	if r.watcher {
 		wt, err := a.newWatcher(rdb)

@@ -34,7 +34,7 @@ func commands() map[string]command {
 		"credits":   {"grant credits: dab credits grant ACCOUNT N [--key K]", runCredits},
 		"account":   {"show a balance and its entries: dab account show ACCOUNT", runAccount},
 		"purchase":  {"buy an asset: dab purchase --asset ID [--buyer B] --credits N [--key K]", runPurchase},
-		"ledger":    {"check the ledger: dab ledger verify | rebuild-sales", runLedger},
+		"ledger":    {"check or restore the books: dab ledger verify [--journal] | rebuild-sales | restore [--force]", runLedger},
 		"listing":   {"sell an owned asset: dab listing set ID CREDITS | remove ID", runListing},
 		"config":    {"print the effective configuration, secrets masked", runConfig},
 		"reconcile": {"rebuild asset records from the bucket: dab reconcile [--prefix P] [--dry-run] [--json]", runReconcile},

@@ -86,6 +86,10 @@ type Config struct {
 	// RescanInterval is how often the watcher walks the whole drop folder
 	// (the safety net for lost events). Default 30s.
 	RescanInterval time.Duration
+	// JournalInterval is how often a worker copies new ledger entries to
+	// the bucket's journal (at most this much of the books can be lost with
+	// Redis). Default 5s.
+	JournalInterval time.Duration
 	// Poll makes the watcher rely on rescans only, for network filesystems
 	// that send no events; RescanInterval then defaults to 2s.
 	Poll bool
@@ -208,6 +212,9 @@ func Settings() []Setting {
 		{Env: "DAB_RESCAN_INTERVAL", Flag: "rescan-interval", Default: "30s",
 			Usage: "how often the watcher walks the whole drop folder (2s by default with DAB_POLL)",
 			get:   func(c *Config) string { return c.RescanInterval.String() }, set: durationSetter(func(c *Config) *time.Duration { return &c.RescanInterval })},
+		{Env: "DAB_JOURNAL_INTERVAL", Flag: "journal-interval", Default: "5s",
+			Usage: "how often a worker copies new ledger entries to the bucket's journal (journal/; what losing Redis can cost the books)",
+			get:   func(c *Config) string { return c.JournalInterval.String() }, set: durationSetter(func(c *Config) *time.Duration { return &c.JournalInterval })},
 		{Env: "DAB_POLL", Flag: "poll", Default: "false",
 			Usage: "watch by rescanning only, for network filesystems that send no file events",
 			get:   func(c *Config) string { return strconv.FormatBool(c.Poll) }, set: boolSetter(func(c *Config) *bool { return &c.Poll })},
@@ -577,6 +584,9 @@ func (c *Config) validate() []error {
 	}
 	if c.RescanInterval < 100*time.Millisecond {
 		bad("DAB_RESCAN_INTERVAL", "%s is too short: use at least 100ms", c.RescanInterval)
+	}
+	if c.JournalInterval < 100*time.Millisecond || c.JournalInterval > time.Hour {
+		bad("DAB_JOURNAL_INTERVAL", "%s is out of range: use 100ms to 1h", c.JournalInterval)
 	}
 	if c.ShutdownTimeout < time.Second {
 		bad("DAB_SHUTDOWN_TIMEOUT", "%s is too short: use at least 1s", c.ShutdownTimeout)
