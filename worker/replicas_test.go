@@ -1,7 +1,6 @@
 package worker_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
@@ -21,26 +20,8 @@ import (
 	"github.com/dab-assets/dab/worker/task"
 )
 
-// syncBuffer is a log destination several goroutines write.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // runWorker runs a worker with led until stop is called (or the test ends).
-func (b *bundle) runWorker(t *testing.T, led *ledger.Store, log *syncBuffer) (stop func()) {
+func (b *bundle) runWorker(t *testing.T, led *ledger.Store, log *harness.LogBuffer) (stop func()) {
 	t.Helper()
 	c := storagetest.Options(b.s3)
 	w, err := worker.New(b.rdb, worker.Config{Concurrency: 2, Logger: slog.New(slog.NewJSONHandler(log, nil)), FailedDir: b.failed}, worker.Deps{
@@ -97,7 +78,7 @@ func TestPurchaseNotReplicatedIsRetriedNotDone(t *testing.T) {
 	taskID := task.PurchaseTaskID(p.PurchaseID)
 
 	// Two replicas required, one runs.
-	var log1 syncBuffer
+	var log1 harness.LogBuffer
 	stop := b.runWorker(t, ledger.NewWithOptions(b.rdb, "dab:", "house", ledger.Options{MinReplicas: 2, ReplicaTimeout: 200 * time.Millisecond}), &log1)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -125,7 +106,7 @@ func TestPurchaseNotReplicatedIsRetriedNotDone(t *testing.T) {
 	}
 
 	// One replica required: the retry completes the purchase, once.
-	var log2 syncBuffer
+	var log2 harness.LogBuffer
 	b.runWorker(t, ledger.NewWithOptions(b.rdb, "dab:", "house", ledger.Options{MinReplicas: 1, ReplicaTimeout: 5 * time.Second}), &log2)
 	_ = b.insp.RunTask(task.QueuePurchases, taskID) // a retry waits its backoff; the worker's shutdown may have made it pending already
 	deadline = time.Now().Add(30 * time.Second)

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -16,7 +15,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -34,24 +32,6 @@ const (
 	bobTok   = "bob-read-token-012345678"
 	ingestT  = "ingest-only-token-012345"
 )
-
-// lockedBuffer is a log sink the server writes while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // countingAssets counts the records read, so a test can tell that a
 // malformed ID never reached Redis.
@@ -90,7 +70,7 @@ type downloadBundle struct {
 	srv       *httptest.Server
 	assets    *countingAssets
 	downloads *Downloads
-	log       *lockedBuffer
+	log       *harness.LogBuffer
 	owned     asset.Record
 	unowned   asset.Record
 	text      asset.Record
@@ -105,7 +85,7 @@ func setupDownloads(t *testing.T) *downloadBundle {
 	client := storagetest.Client(t, c)
 	st := storage.New(client, c)
 	assets := &countingAssets{Store: asset.NewStore(harness.RedisClient(t, harness.Redis(t)), "dl:")}
-	b := &downloadBundle{assets: assets, log: &lockedBuffer{}, sums: map[string]string{}}
+	b := &downloadBundle{assets: assets, log: &harness.LogBuffer{}, sums: map[string]string{}}
 	put := func(key, name, owner, ctype string, size int) asset.Record {
 		f, sum := randomFile(t, size)
 		if _, err := st.Put(ctx, storage.PutInput{Key: key, File: f, Size: int64(size), SHA256: sum, ContentType: ctype}); err != nil {
@@ -246,7 +226,7 @@ func TestDownloadIDs(t *testing.T) {
 	t.Parallel()
 	b := setupDownloads(t)
 	before := b.assets.gets.Load()
-	for _, id := range []string{"nope", strings.ToUpper(b.owned.ID), b.owned.ID + "0", "..%2F..%2Fetc", "%2A"} {
+	for _, id := range []string{"nope", strings.ToUpper(b.owned.ID), b.owned.ID + "0", "..%2F..%2Fetc", "%2A", strings.Repeat("a", 300), "%E2%80%AE" + b.owned.ID[3:]} {
 		resp, body := b.get(t, id, adminTok)
 		var eb ErrorBody
 		json.Unmarshal(body, &eb)

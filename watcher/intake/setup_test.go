@@ -1,11 +1,9 @@
 package intake
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,25 +22,7 @@ type bundle struct {
 	redis  *localsvc.Redis
 	client *asynq.Client
 	insp   *asynq.Inspector
-	logs   *syncBuffer
-}
-
-// syncBuffer collects the server's log lines from its goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs   *harness.LogBuffer
 }
 
 func setup(t *testing.T) *bundle {
@@ -54,7 +34,7 @@ func setup(t *testing.T) *bundle {
 	r := harness.Redis(t)
 	rdb := harness.RedisClient(t, r)
 	return &bundle{t: t, spool: sp, redis: r, client: asynq.NewClientFromRedisClient(rdb),
-		insp: asynq.NewInspectorFromRedisClient(rdb), logs: &syncBuffer{}}
+		insp: asynq.NewInspectorFromRedisClient(rdb), logs: &harness.LogBuffer{}}
 }
 
 // eventually waits for ok, failing the test with the log's tail after
