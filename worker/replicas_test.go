@@ -133,3 +133,38 @@ func TestPurchaseNotReplicatedIsRetriedNotDone(t *testing.T) {
 		t.Fatalf("verify: %+v %v", r, err)
 	}
 }
+
+// TestUploadKeepsSpoolUntilReplicated: with more replicas required than
+// acknowledge, an upload's record is written to the master but the task is
+// retried and the spool entry stays (a failover to a replica without the
+// record would otherwise lose it); once enough replicas acknowledge, the
+// retry completes and the entry goes.
+func TestUploadKeepsSpoolUntilReplicated(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	harness.RedisReplica(t, b.redis)
+	m := b.spoolBytes(t, "generic", "replicated.bin", randomBytes(2048, 7))
+	taskID := task.UploadTaskID(m.ID)
+
+	var log1 harness.LogBuffer
+	stop := b.runWorker(t, ledger.NewWithOptions(b.rdb, "dab:", "house", ledger.Options{MinReplicas: 2, ReplicaTimeout: 200 * time.Millisecond}), &log1)
+	info := b.waitState(t, taskID, asynq.TaskStateRetry)
+	if !strings.Contains(info.LastErr, "not_replicated") {
+		t.Fatalf("task's last error = %q, want not_replicated", info.LastErr)
+	}
+	stop()
+	if _, _, err := b.spool.OpenData(m.ID); err != nil {
+		t.Fatalf("spool entry gone before the record was replicated: %v", err)
+	}
+	if _, err := b.assets.BySpool(context.Background(), m.ID); err != nil {
+		t.Fatalf("record not on the master: %v", err)
+	}
+
+	var log2 harness.LogBuffer
+	b.runWorker(t, ledger.NewWithOptions(b.rdb, "dab:", "house", ledger.Options{MinReplicas: 1, ReplicaTimeout: 5 * time.Second}), &log2)
+	_ = b.insp.RunTask(task.QueueUploads, taskID)
+	b.waitState(t, taskID, asynq.TaskStateCompleted)
+	if _, _, err := b.spool.OpenData(m.ID); err == nil {
+		t.Fatal("spool entry kept after the record was replicated")
+	}
+}

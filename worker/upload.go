@@ -120,6 +120,12 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 	if err := w.writeResult(t, task.UploadResult{AssetID: rec.ID, Bucket: put.Bucket, Key: put.Key, SHA256: m.SHA256, Existed: put.Existed || !recorded}); err != nil {
 		return err
 	}
+	// With DAB_REDIS_MIN_REPLICAS the record must be on the replicas too:
+	// a failover to a replica without it finds the spool entry still there
+	// (queued again as an orphan) instead of losing the asset's record.
+	if err := w.deps.Ledger.WaitReplicas(ctx, "the record of asset "+rec.ID); err != nil {
+		return fmt.Errorf("upload: %w", err)
+	}
 	// Only now, with the object verified and the record committed, may the
 	// spool entry go.
 	if w.doneDir != "" {

@@ -82,6 +82,9 @@ func (e *env) parse(name string, args []string, extra func(fs *flag.FlagSet)) (*
 	if a.log, err = newLogger(e, *logFormat, *logLevel); err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
+	// go-redis reports reconnects and Sentinel failovers through its own
+	// logger, which prints bare lines to stderr: they go to dab's log.
+	redis.SetLogger(redisLogger{log: a.log, secret: cfg.RedisURL})
 	if name != "dev" && cfg.UsesDev() {
 		st, err := config.ReadDevState(cfg.DataDir)
 		if err != nil {
@@ -182,4 +185,16 @@ func (a *app) warnIfNotDurable(ctx context.Context, rdb redis.UniversalClient) {
 
 func (a *app) asynqClient(rdb redis.UniversalClient) *asynq.Client {
 	return asynq.NewClientFromRedisClient(rdb)
+}
+
+// redisLogger routes go-redis's messages (dial failures, a new Sentinel
+// master) to dab's structured log, with the Redis URL's password hidden.
+type redisLogger struct {
+	log    *slog.Logger
+	secret string
+}
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	msg := config.RedactError(errors.New(fmt.Sprintf(format, v...)), l.secret).Error()
+	l.log.WarnContext(ctx, "redis.client", "detail", msg)
 }

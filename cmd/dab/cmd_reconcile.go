@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/internal/plugin"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
 	"github.com/dab-assets/dab/internal/storage"
@@ -23,6 +24,9 @@ type reconcileReport struct {
 	DryRun bool   `json:"dry_run"`
 	// Objects is the number of objects listed under the prefix.
 	Objects int `json:"objects"`
+	// Journal objects hold the ledger's journal (under journal/), not
+	// assets: counted, not checked.
+	Journal int `json:"journal_objects"`
 	// Recorded objects had their record already.
 	Recorded int `json:"recorded"`
 	// Recreated objects had no record and got one again (with --dry-run:
@@ -137,6 +141,10 @@ func (rc *reconciler) objects(ctx context.Context, prefix string) error {
 	return rc.store.List(ctx, prefix, func(o storage.ObjectInfo) error {
 		r.Objects++
 		defer rc.draw(false)
+		if strings.HasPrefix(o.Key, ledger.DefaultJournalPrefix) {
+			r.Journal++
+			return nil
+		}
 		obj, err := rc.store.Head(ctx, o.Key)
 		if errors.Is(err, storage.ErrNotFound) {
 			return nil // removed since the listing: nothing to record
@@ -279,8 +287,8 @@ func printReconcile(w io.Writer, r *reconcileReport) {
 	for _, it := range r.NoObject {
 		fmt.Fprintf(w, "NO OBJECT: asset %s: s3://%s/%s is gone: restore the object (bucket versioning, a backup), or upload the file again\n", it.AssetID, r.Bucket, it.Key)
 	}
-	fmt.Fprintf(w, "s3://%s/%s: %d objects: %d recorded, %d %s, %d without dab metadata, %d with bad metadata, %d failed; %d records: %d without their object",
-		r.Bucket, r.Prefix, r.Objects, r.Recorded, len(r.Recreated), verb, len(r.NoMetadata), len(r.BadMetadata), len(r.Failed), r.Records, len(r.NoObject))
+	fmt.Fprintf(w, "s3://%s/%s: %d objects: %d recorded, %d %s, %d without dab metadata, %d with bad metadata, %d failed, %d of the ledger's journal; %d records: %d without their object",
+		r.Bucket, r.Prefix, r.Objects, r.Recorded, len(r.Recreated), verb, len(r.NoMetadata), len(r.BadMetadata), len(r.Failed), r.Journal, r.Records, len(r.NoObject))
 	if r.OtherBucket > 0 {
 		fmt.Fprintf(w, " (%d records of other buckets not checked)", r.OtherBucket)
 	}

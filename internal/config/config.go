@@ -53,7 +53,7 @@ type Config struct {
 	// RedisCAFile is a PEM file of CAs for rediss:// with a private CA.
 	RedisCAFile string
 	// RedisMinReplicas is how many Redis replicas must acknowledge each
-	// ledger write (WAIT) before dab reports it done; 0 (the default)
+	// ledger write and asset record (WAIT) before dab reports it done; 0 (the default)
 	// waits for none. ledger.Options.MinReplicas, 0 to ledger.MinReplicasMax.
 	RedisMinReplicas int
 	// RedisReplicaTimeout bounds each wait for replicas. Default
@@ -180,7 +180,7 @@ func Settings() []Setting {
 			Usage: "PEM file of the CAs that sign the Redis server's certificate (rediss:// with a private CA)",
 			get:   func(c *Config) string { return c.RedisCAFile }, set: func(c *Config, v string) error { c.RedisCAFile = v; return nil }},
 		{Env: "DAB_REDIS_MIN_REPLICAS", Flag: "redis-min-replicas", Default: "0",
-			Usage: "Redis replicas that must acknowledge each ledger write (WAIT) before a grant, purchase, price or listing counts as done; 0 waits for none",
+			Usage: "Redis replicas that must acknowledge each ledger write and asset record (WAIT) before it counts as done (an upload keeps its spooled file until then); 0 waits for none",
 			get:   func(c *Config) string { return strconv.Itoa(c.RedisMinReplicas) }, set: intSetter(func(c *Config) *int { return &c.RedisMinReplicas })},
 		{Env: "DAB_REDIS_REPLICA_TIMEOUT", Flag: "redis-replica-timeout", Default: ledger.ReplicaTimeoutDefault.String(),
 			Usage: "how long a ledger write waits for DAB_REDIS_MIN_REPLICAS replicas; then a purchase stays pending and is retried, a grant answers 503",

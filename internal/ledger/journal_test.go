@@ -169,6 +169,24 @@ func TestJournalRestore(t *testing.T) {
 	if g := b.balance(t, "bob"); g != before["bob"] {
 		t.Fatalf("bob after forced restore: %d, want %d", g, before["bob"])
 	}
+	// A forced restore would delete an entry the journal does not have
+	// yet: refused, the entry kept; once journaled, the restore goes on.
+	b.grant(t, "erin", 3)
+	if _, err := b.led.Restore(ctx, st, "", true); !errors.Is(err, ledger.ErrNotJournaled) {
+		t.Fatalf("forced restore over an entry not journaled: %v", err)
+	}
+	if g := b.balance(t, "erin"); g != 3 {
+		t.Fatalf("erin after a refused restore: %d, want 3", g)
+	}
+	if _, err := j.Run(ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := b.led.Restore(ctx, st, "", true); err != nil || res.Entries != 11 {
+		t.Fatalf("forced restore after journaling: %+v %v", res, err)
+	}
+	if g := b.balance(t, "erin"); g != 3 {
+		t.Fatalf("erin after the forced restore: %d, want 3", g)
+	}
 }
 
 // TestJournalRestoreMissingRecord: an entry's asset whose record is gone is

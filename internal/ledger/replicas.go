@@ -196,3 +196,22 @@ func (s *Store) applyReplicated(ctx context.Context, p PurchaseRequest) (Purchas
 	}
 	return r, nil
 }
+
+// WaitReplicas waits until MinReplicas replicas have everything written to
+// the bank's master so far, on any connection: asset records share the
+// ledger's hash tag (one master, one replication stream), so the upload
+// handler calls it after recording an asset and before deleting the spool
+// entry, which stays the durable copy until then. ErrNotReplicated when
+// too few replicas acknowledged within ReplicaTimeout; nil at once when
+// MinReplicas is 0.
+func (s *Store) WaitReplicas(ctx context.Context, what string) error {
+	if !s.replicated() {
+		return nil
+	}
+	conn, err := s.master(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return s.wait(ctx, conn, what)
+}

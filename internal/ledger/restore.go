@@ -14,6 +14,9 @@ import (
 // ErrLedgerNotEmpty: a restore into a Redis that has ledger entries.
 var ErrLedgerNotEmpty = errors.New("the ledger has entries")
 
+// ErrNotJournaled: a forced restore over entries the journal does not have.
+var ErrNotJournaled = errors.New("entries not journaled yet")
+
 // RestoreResult is what Restore did.
 type RestoreResult struct {
 	Entries   int    `json:"entries"`
@@ -44,6 +47,18 @@ func (s *Store) Restore(ctx context.Context, o JournalObjects, prefix string, fo
 	}
 	if n > 0 && !force {
 		return r, fmt.Errorf("%w (%d): restore only into an empty ledger, or force it to delete the ledger first", ErrLedgerNotEmpty, n)
+	}
+	if force && n > 0 {
+		// Deleting entries the journal does not have would lose them for
+		// good: they must reach the journal first.
+		jr, err := s.VerifyJournal(ctx, o, prefix)
+		if err != nil {
+			return r, err
+		}
+		if left := jr.Behind + jr.NotJournaled; left > 0 {
+			return r, fmt.Errorf("%w: %d of the %d entries in Redis are not in the journal, and a forced restore would delete them; wait until dab work has journaled them (every DAB_JOURNAL_INTERVAL) and dab ledger verify --journal no longer reports them",
+				ErrNotJournaled, left, n)
+		}
 	}
 	if force {
 		if err := s.deleteLedger(ctx); err != nil {
@@ -191,8 +206,11 @@ type JournalReport struct {
 	Journaled int `json:"journaled"`
 	// Behind counts entries in Redis after the journal's last one (not
 	// journaled yet; not a problem).
-	Behind   int      `json:"behind"`
-	Problems []string `json:"problems"`
+	Behind int `json:"behind"`
+	// NotJournaled counts entries in Redis, older than the journal's
+	// last, that the journal does not have (each is also a problem).
+	NotJournaled int      `json:"not_journaled"`
+	Problems     []string `json:"problems"`
 }
 
 // OK reports whether no problem was found.
@@ -241,6 +259,7 @@ func (s *Store) VerifyJournal(ctx context.Context, o JournalObjects, prefix stri
 			if idAfter(m.ID, last) {
 				r.Behind++
 			} else if !journaled[m.ID] {
+				r.NotJournaled++
 				r.Problems = append(r.Problems, fmt.Sprintf("entry %s is in Redis, not in the journal", m.ID))
 			}
 		}
