@@ -20,7 +20,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/dab-assets/dab/internal/api"
 	"github.com/dab-assets/dab/internal/asset"
@@ -54,18 +53,6 @@ func (e *e2e) putAsset(t *testing.T, key, name, owner string, size int) asset.Re
 		t.Fatal(err)
 	}
 	return rec
-}
-
-// redis is a client of the test's Redis.
-func (e *e2e) redisClient(t *testing.T) *redis.Client {
-	t.Helper()
-	u, err := redis.ParseURL(e.redis)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(u)
-	t.Cleanup(func() { c.Close() })
-	return c
 }
 
 func fileSHA(t *testing.T, p string) string {

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/dab-assets/dab/internal/harness"
 )
 
@@ -32,13 +30,7 @@ func TestLedgerJournalRestoreCLI(t *testing.T) {
 	if out, errOut, code := e.run(nil, "ledger", "restore"); code != 1 || !strings.Contains(out+errOut, "the ledger has entries") {
 		t.Fatalf("restore into a full ledger: exit %d\n%s%s", code, out, errOut)
 	}
-	u, err := redis.ParseURL(e.redis)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(u)
-	defer rdb.Close()
-	if err := rdb.FlushAll(context.Background()).Err(); err != nil {
+	if err := e.redisClient(t).FlushAll(context.Background()).Err(); err != nil {
 		t.Fatal(err)
 	}
 	steps := []struct {

@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // TestSpooledFilesSurviveALostRedis: a file is spooled and queued, then
@@ -22,13 +20,7 @@ func TestSpooledFilesSurviveALostRedis(t *testing.T) {
 	if out, errOut, code := e.run(nil, "upload", file); code != 0 {
 		t.Fatalf("upload: exit %d\n%s%s", code, out, errOut)
 	}
-	u, err := redis.ParseURL(e.redis)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(u)
-	defer rdb.Close()
-	if err := rdb.FlushAll(context.Background()).Err(); err != nil {
+	if err := e.redisClient(t).FlushAll(context.Background()).Err(); err != nil {
 		t.Fatal(err)
 	}
 	w := e.start(nil, "work")

@@ -64,14 +64,19 @@ type e2e struct {
 
 func newE2E(t *testing.T) *e2e {
 	t.Helper()
-	r := harness.Redis(t)
+	return newE2EOn(t, harness.Redis(t).URL())
+}
+
+// newE2EOn is newE2E on the Redis at redisURL (DAB_REDIS_URL).
+func newE2EOn(t *testing.T, redisURL string) *e2e {
+	t.Helper()
 	s := harness.StartS3(t)
-	e := &e2e{t: t, redis: r.URL(), s3: s, dataDir: filepath.Join(t.TempDir(), "data"), dir: t.TempDir()}
+	e := &e2e{t: t, redis: redisURL, s3: s, dataDir: filepath.Join(t.TempDir(), "data"), dir: t.TempDir()}
 	c := storagetest.Options(s)
 	// A clean environment: nothing of the developer's AWS or dab settings leaks in.
 	e.env = []string{
 		"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(),
-		"DAB_REDIS_URL=" + r.URL(), "DAB_DATA_DIR=" + e.dataDir,
+		"DAB_REDIS_URL=" + redisURL, "DAB_DATA_DIR=" + e.dataDir,
 		"AWS_S3_BUCKET=" + c.Bucket, "AWS_REGION=us-east-1", "AWS_ENDPOINT_URL_S3=" + c.Endpoint,
 		"AWS_ACCESS_KEY_ID=" + c.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + c.SecretAccessKey,
 		"DAB_S3_PATH_STYLE=true", "DAB_MULTIPART_THRESHOLD=6MiB", "DAB_PART_SIZE=5MiB",

@@ -25,9 +25,29 @@ import (
 
 func (e *e2e) records(t *testing.T) *asset.Store {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: strings.TrimSuffix(strings.TrimPrefix(e.redis, "redis://"), "/0")})
+	return asset.NewStore(e.redisClient(t), "dab:")
+}
+
+// redisClient connects to the test's Redis as dab does: one server, or
+// the master its sentinels name (a URL with master_name).
+func (e *e2e) redisClient(t *testing.T) redis.UniversalClient {
+	t.Helper()
+	var rdb redis.UniversalClient
+	if strings.Contains(e.redis, "master_name=") {
+		opt, err := redis.ParseFailoverURL(e.redis)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rdb = redis.NewFailoverClient(opt)
+	} else {
+		opt, err := redis.ParseURL(e.redis)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rdb = redis.NewClient(opt)
+	}
 	t.Cleanup(func() { rdb.Close() })
-	return asset.NewStore(rdb, "dab:")
+	return rdb
 }
 
 // uploadsLeft returns a probe of what is left to upload: files in the drop
@@ -35,9 +55,7 @@ func (e *e2e) records(t *testing.T) *asset.Store {
 // finished. idle is true when there is none.
 func (e *e2e) uploadsLeft(t *testing.T, drop string) func() (state string, idle bool) {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: strings.TrimSuffix(strings.TrimPrefix(e.redis, "redis://"), "/0")})
-	t.Cleanup(func() { rdb.Close() })
-	insp := asynq.NewInspectorFromRedisClient(rdb)
+	insp := asynq.NewInspectorFromRedisClient(e.redisClient(t))
 	return func() (string, bool) {
 		var left []string
 		filepath.WalkDir(drop, func(p string, d os.DirEntry, err error) error {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 )
 
 // Redis is a redis-server child process.
@@ -130,3 +131,78 @@ func StartS3(o S3Options) (*S3, error) {
 
 // Endpoint is the store's http:// URL.
 func (s *S3) Endpoint() string { return "http://" + s.addr() }
+
+// Sentinel is a Redis Sentinel (redis-server --sentinel) child process.
+type Sentinel struct {
+	process
+	Dir string
+}
+
+// SentinelOptions configure StartSentinel.
+type SentinelOptions struct {
+	// Dir holds the sentinel's configuration file (Sentinel rewrites it
+	// as it learns) and log. Required.
+	Dir string
+	// Port to listen on (127.0.0.1); 0 picks a free one.
+	Port int
+	// MasterName is the name clients ask the sentinels for.
+	MasterName string
+	// MasterAddr is the master's host:port when the sentinel starts.
+	MasterAddr string
+	// Quorum is how many sentinels must agree that the master is down.
+	Quorum int
+	// DownAfter is how long the master may not answer before this
+	// sentinel counts it down.
+	DownAfter time.Duration
+	// FailoverTimeout bounds one failover attempt (and the wait before a
+	// failed one is tried again).
+	FailoverTimeout time.Duration
+}
+
+// StartSentinel starts a sentinel that watches one master and waits until
+// it answers PING.
+func StartSentinel(o SentinelOptions) (*Sentinel, error) {
+	bin, err := FindBinary("redis-server", RedisInstallHint)
+	if err != nil {
+		return nil, err
+	}
+	if o.MasterName == "" || o.MasterAddr == "" || o.Quorum < 1 || o.DownAfter <= 0 || o.FailoverTimeout <= 0 {
+		return nil, fmt.Errorf("localsvc: a sentinel needs MasterName, MasterAddr, Quorum, DownAfter and FailoverTimeout")
+	}
+	host, port, err := net.SplitHostPort(o.MasterAddr)
+	if err != nil {
+		return nil, fmt.Errorf("localsvc: sentinel master %q: %w", o.MasterAddr, err)
+	}
+	if err := os.MkdirAll(o.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("localsvc: %w", err)
+	}
+	if o.Port == 0 {
+		if o.Port, err = FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	conf := fmt.Sprintf(`bind 127.0.0.1
+port %d
+dir %s
+sentinel monitor %s %s %s %d
+sentinel down-after-milliseconds %s %d
+sentinel failover-timeout %s %d
+sentinel parallel-syncs %s 1
+`, o.Port, o.Dir, o.MasterName, host, port, o.Quorum,
+		o.MasterName, o.DownAfter.Milliseconds(), o.MasterName, o.FailoverTimeout.Milliseconds(), o.MasterName)
+	path := filepath.Join(o.Dir, "sentinel.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o640); err != nil {
+		return nil, fmt.Errorf("localsvc: %w", err)
+	}
+	s := &Sentinel{Dir: o.Dir, process: process{
+		name: "redis-sentinel", bin: bin, args: []string{path, "--sentinel"}, port: o.Port,
+		log: filepath.Join(o.Dir, "sentinel.log"), ready: redisReady,
+	}}
+	if err := s.start(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Addr is host:port.
+func (s *Sentinel) Addr() string { return s.addr() }
