@@ -77,7 +77,9 @@ func (w *Watcher) claim(ctx context.Context, job claimJob) {
 		return
 	}
 	w.claimed.Add(1)
-	log.Info("watcher.claimed", "spool_id", m.ID, "key", m.Key(), "bytes", m.Size)
+	// watcher.queued follows (one Info line per file); this one is for
+	// following a claim step by step.
+	log.Debug("watcher.claimed", "spool_id", m.ID, "key", m.Key(), "bytes", m.Size)
 	if err := w.enqueue(ctx, m); err != nil {
 		// The queue is down: the file goes back where it was, and is taken
 		// again once the queue answers. If its name was taken meanwhile it

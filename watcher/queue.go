@@ -24,7 +24,7 @@ func (w *Watcher) enqueue(ctx context.Context, m *spool.Manifest) error {
 		w.queueUp()
 		if queued { // an existing task (recovery at start) was counted when it was queued
 			w.enqueued.Add(1)
-			w.log.Info("watcher.queued", "task_id", task.UploadTaskID(m.ID), "spool_id", m.ID, "key", m.Key())
+			w.log.Info("watcher.queued", "task_id", task.UploadTaskID(m.ID), "spool_id", m.ID, "key", m.Key(), "bytes", m.Size)
 		}
 		return nil
 	}

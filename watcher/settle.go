@@ -109,20 +109,36 @@ func (w *Watcher) forget(path string) {
 	w.mu.Unlock()
 }
 
+// lookSlack is how many files past its limit ready looks at, so that files
+// still settling make progress while the ready ones fill the limit.
+const lookSlack = 256
+
+// readyMax is the most complete files waiting for a claimer.
+const readyMax = 1024
+
 // checkInterval is how often pending files are looked at: often enough that
 // a settled file is taken soon after its settle time.
 func (w *Watcher) checkInterval() time.Duration {
 	return min(max(w.cfg.Settle/4, 20*time.Millisecond), 250*time.Millisecond)
 }
 
-// ready takes a look at every pending file and returns those to claim now.
-// A file is complete when two looks at least Settle apart saw the same size
-// and modification time, or, if it was renamed into the folder, at the
-// second look.
-func (w *Watcher) ready(now time.Time) []claimJob {
+// ready takes a look at pending files and returns those to claim now, at
+// most limit. A file is complete when two looks at least Settle apart saw
+// the same size and modification time, or, if it was renamed into the
+// folder, at the second look. It looks at no more than limit+lookSlack
+// files per call: with a backlog of 100,000 files, looking at all of them
+// every check interval would cost more than claiming them (the files not
+// looked at now are looked at in a later call; map order varies).
+func (w *Watcher) ready(now time.Time, limit int) []claimJob {
+	if limit <= 0 {
+		return nil
+	}
 	w.mu.Lock()
-	paths := make([]string, 0, len(w.pending))
+	paths := make([]string, 0, min(len(w.pending), limit+lookSlack))
 	for p, c := range w.pending {
+		if len(paths) == limit+lookSlack {
+			break
+		}
 		if !c.inflight && !now.Before(c.notBefore) {
 			paths = append(paths, p)
 		}
@@ -151,6 +167,8 @@ func (w *Watcher) ready(now time.Time) []claimJob {
 			continue
 		case st.Size() != c.size || !st.ModTime().Equal(c.mtime):
 			c.size, c.mtime, c.lastChange, c.looks, c.renamedIn = st.Size(), st.ModTime(), now, 1, false
+		case len(jobs) == limit:
+			// Enough for now: looked at again in a later call.
 		default:
 			c.looks++
 			if c.looks >= 2 && (c.renamedIn || now.Sub(c.lastChange) >= w.cfg.Settle) {

@@ -43,7 +43,7 @@ import (
 // (cmd/dab's defaults test keeps them in step).
 const (
 	RescanIntervalDefault = 30 * time.Second
-	ClaimersDefault       = 4
+	ClaimersDefault       = 32
 )
 
 // Config tunes a Watcher.
@@ -208,8 +208,19 @@ func (w *Watcher) Run(ctx context.Context) error {
 	defer rescan.Stop()
 	check := time.NewTicker(w.checkInterval())
 	defer check.Stop()
+	// Complete files wait here for a claimer; the loop hands them over
+	// between events instead of blocking on the claimers, so that events
+	// are never left unread while a backlog is claimed.
+	var queue []claimJob
 	for {
+		var feed chan claimJob
+		var next claimJob
+		if len(queue) > 0 {
+			feed, next = w.claims, queue[0]
+		}
 		select {
+		case feed <- next:
+			queue = queue[1:]
 		case <-ctx.Done():
 			w.log.Info("watcher.stopped")
 			return nil
@@ -223,13 +234,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 			w.rescan()
 		case <-check.C:
 			w.retryUnqueued(ctx)
-			for _, job := range w.ready(time.Now()) {
-				select {
-				case w.claims <- job:
-				case <-ctx.Done():
-					return nil
-				}
-			}
+			queue = append(queue, w.ready(time.Now(), readyMax-len(queue))...)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path"
 	"path/filepath"
 	"time"
@@ -54,7 +55,13 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 	}
 	defer f.Close()
 	log = log.With("key", m.Key())
-	log.Info("upload.started", "bytes", m.Size)
+	// A start line helps for uploads that take a while; for small files
+	// upload.done says it all, and a line more per file costs.
+	level := slog.LevelDebug
+	if m.Size >= startLogMin {
+		level = slog.LevelInfo
+	}
+	log.Log(ctx, level, "upload.started", "bytes", m.Size)
 
 	// Checked before the upload too: without a plugin nothing is recorded.
 	if _, ok := w.deps.Plugins.Lookup(m.Type); !ok {
@@ -149,6 +156,9 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 		"existed", put.Existed, "created", recorded, "duration_ms", time.Since(start).Milliseconds())
 	return nil
 }
+
+// startLogMin is the size from which upload.started is logged at Info.
+const startLogMin = 1 << 20
 
 // ErrUnknownType: no plugin of this dab serves the asset's type.
 var ErrUnknownType = errors.New("asset type has no plugin")

@@ -197,7 +197,7 @@ func TestWatcherKilledMidBurst(t *testing.T) {
 		_, sum := writeRandomFile(t, dir, fmt.Sprintf("f%03d.bin", i), 1000+i)
 		want[fmt.Sprintf("generic/batch%d/f%03d.bin", i%3, i)] = sum
 	}
-	harness.Eventually(t, 30*time.Second, "some claims", func() bool { return strings.Count(w1.output(), "watcher.claimed") >= 30 }, nil)
+	harness.Eventually(t, 30*time.Second, "some claims", func() bool { return strings.Count(w1.output(), "watcher.queued") >= 30 }, nil)
 	w1.cmd.Process.Signal(syscall.SIGKILL)
 	<-w1.done
 

@@ -113,7 +113,9 @@ func StartS3(o S3Options) (*S3, error) {
 		}
 	}
 	args := []string{
-		"--port", "127.0.0.1:" + strconv.Itoa(o.Port), "--quiet",
+		// Keep-alive as S3 itself does: without it every request costs a
+		// new connection, which no real deployment pays.
+		"--port", "127.0.0.1:" + strconv.Itoa(o.Port), "--quiet", "--keep-alive",
 		"posix", data,
 	}
 	s := &S3{Dir: o.Dir, AccessKey: o.AccessKey, SecretKey: o.SecretKey, process: process{

@@ -87,7 +87,9 @@ func (s *Spool) Claim(src string, in Input, seen FileState) (*Manifest, error) {
 	defer unlock()
 	o := &origin{Source: src}
 	o.Input.Type, o.Input.Path, o.Input.Metadata, o.Input.Source = in.Type, m.Path, in.Metadata, in.Source
-	if err := writeJSONSync(filepath.Join(tmp, originFile), o); err != nil {
+	// Durable before the file moves: from then on it is what tells
+	// Recover where the file came from.
+	if err := writeJSONInPlaceSync(filepath.Join(tmp, originFile), o); err != nil {
 		os.RemoveAll(tmp)
 		return nil, err
 	}

@@ -166,11 +166,17 @@ func (s *Spool) recoverOne(tmp, id string) Recovered {
 	if err == nil {
 		err = json.Unmarshal(b, &o)
 	}
+	data := filepath.Join(tmp, dataFile)
 	if err != nil {
+		if _, serr := os.Lstat(data); errors.Is(serr, fs.ErrNotExist) {
+			// A note cut short by the crash: the claim writes it (and
+			// fsyncs it) before the file moves, so the file never left.
+			r.Action, r.Err = RecoverRemoved, os.RemoveAll(tmp)
+			return r
+		}
 		r.Action, r.Err = RecoverFailed, fmt.Errorf("spool: recover %s: %w", tmp, err)
 		return r
 	}
-	data := filepath.Join(tmp, dataFile)
 	if o.Claim != "" {
 		if _, err := os.Lstat(o.Claim); err == nil {
 			// Crossed filesystems and the copy may be partial: the original is

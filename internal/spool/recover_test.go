@@ -84,3 +84,26 @@ func TestRecover(t *testing.T) {
 		t.Fatal("a live claim was disturbed")
 	}
 }
+
+// TestRecoverPartialOriginNote: a claimer killed while writing its origin
+// note (written in place, before the file moves) leaves a note that does
+// not parse and no data: the file never left, and the folder goes.
+func TestRecoverPartialOriginNote(t *testing.T) {
+	s := open(t)
+	m, _ := s.newManifest(Input{Type: "generic", Path: "a.bin", Source: "watcher"})
+	tmp, unlock, err := s.newIncoming(m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	if err := os.WriteFile(filepath.Join(tmp, originFile), []byte(`{"source": "/drop/gen`), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	got := s.Recover()
+	if len(got) != 1 || got[0].Action != RecoverRemoved || got[0].Err != nil {
+		t.Fatalf("Recover = %+v, want the folder removed", got)
+	}
+	if _, err := os.Lstat(tmp); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("incoming folder still there: %v", err)
+	}
+}

@@ -65,7 +65,7 @@ func (s *Spool) Create() (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(filepath.Join(tmp, dataFile), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
+	f, err := os.OpenFile(filepath.Join(tmp, dataFile), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
 	if err != nil {
 		unlock()
 		os.RemoveAll(tmp)
@@ -163,7 +163,7 @@ func lockDir(dir string, wait bool) (func(), error) {
 
 // commit writes the manifest into tmp and renames tmp into place.
 func (s *Spool) commit(tmp string, m *Manifest) error {
-	if err := writeJSONSync(filepath.Join(tmp, manifestFile), m); err != nil {
+	if err := writeJSONInPlaceSync(filepath.Join(tmp, manifestFile), m); err != nil {
 		return err
 	}
 	if err := syncDir(tmp); err != nil {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -57,6 +58,11 @@ type Store struct {
 	listPage int32
 }
 
+// IdleConnsMax is how many idle connections to the store the S3 client
+// keeps for reuse: more than the uploads (and their parts) one worker runs
+// at once.
+const IdleConnsMax = 1024
+
 // NewClient builds an S3 client from o's region, endpoint, addressing and
 // credentials, or the AWS SDK's default credential chain (env, shared
 // profiles, SSO, instance or task roles) when o has no access key.
@@ -70,6 +76,14 @@ func NewClient(ctx context.Context, c Options) (*s3.Client, error) {
 	if c.Region != "" {
 		opts = append(opts, awsconfig.WithRegion(c.Region))
 	}
+	// Go keeps 2 idle connections per host by default, the SDK 10: with
+	// more uploads than that running at once, every request past them
+	// dials a new connection and closes it after (a TCP handshake, and a
+	// TLS one on real S3, per small file).
+	opts = append(opts, awsconfig.WithHTTPClient(awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
+		t.MaxIdleConns = IdleConnsMax
+		t.MaxIdleConnsPerHost = IdleConnsMax
+	})))
 	if c.AccessKeyID != "" {
 		opts = append(opts, awsconfig.WithCredentialsProvider(
 			credentials.NewStaticCredentialsProvider(c.AccessKeyID, c.SecretAccessKey, c.SessionToken)))
