@@ -65,7 +65,7 @@ type Config struct {
 	KeyPrefix string
 	// DataDir holds the spool and local state. Default ./dab-data.
 	DataDir string
-	// Concurrency is the number of tasks one worker runs at once. Default 2x CPUs, at least 4.
+	// Concurrency is the number of tasks one worker runs at once. Default 16x CPUs, at least 32.
 	Concurrency int
 	// ShutdownTimeout bounds how long a stopping worker waits for running
 	// tasks before handing them back to the queue. Default
@@ -308,7 +308,9 @@ func Settings() []Setting {
 	}
 }
 
-func defaultConcurrency() int { return max(4, 2*runtime.NumCPU()) }
+// defaultConcurrency: an upload mostly waits (for the store, for Redis),
+// so a worker runs many more of them than it has CPUs.
+func defaultConcurrency() int { return max(32, 16*runtime.NumCPU()) }
 
 // defaultHostID is the host name, reduced to what a queue name may hold.
 func defaultHostID() string {

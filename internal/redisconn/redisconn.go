@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 
 	"github.com/hibiken/asynq"
@@ -65,6 +66,7 @@ func Open(o Options) (redis.UniversalClient, asynq.RedisConnOpt, error) {
 			return nil, nil, fmt.Errorf("DAB_REDIS_URL: %w", config.RedactError(err, o.URL))
 		}
 		opt.TLSConfig = withCA(opt.TLSConfig)
+		opt.PoolSize = poolSize(opt.PoolSize)
 		return redis.NewClient(opt), asynq.RedisClientOpt{Addr: opt.Addr, Username: opt.Username, Password: opt.Password, DB: opt.DB, TLSConfig: opt.TLSConfig}, nil
 	case Sentinel:
 		opt, err := redis.ParseFailoverURL(o.URL)
@@ -75,6 +77,7 @@ func Open(o Options) (redis.UniversalClient, asynq.RedisConnOpt, error) {
 			return nil, nil, fmt.Errorf("DAB_REDIS_URL (sentinel): name the master with ?master_name=")
 		}
 		opt.TLSConfig = withCA(opt.TLSConfig)
+		opt.PoolSize = poolSize(opt.PoolSize)
 		return redis.NewFailoverClient(opt), asynq.RedisFailoverClientOpt{MasterName: opt.MasterName, SentinelAddrs: opt.SentinelAddrs,
 			SentinelPassword: opt.SentinelPassword, Username: opt.Username, Password: opt.Password, DB: opt.DB, TLSConfig: opt.TLSConfig}, nil
 	case Cluster:
@@ -83,8 +86,22 @@ func Open(o Options) (redis.UniversalClient, asynq.RedisConnOpt, error) {
 			return nil, nil, fmt.Errorf("DAB_REDIS_URL (cluster): %w", config.RedactError(err, o.URL))
 		}
 		opt.TLSConfig = withCA(opt.TLSConfig)
+		opt.PoolSize = poolSize(opt.PoolSize)
 		return redis.NewClusterClient(opt), asynq.RedisClusterClientOpt{Addrs: opt.Addrs, Username: opt.Username, Password: opt.Password, TLSConfig: opt.TLSConfig}, nil
 	default:
 		return nil, nil, fmt.Errorf("DAB_REDIS_MODE %q: use single, sentinel or cluster", o.Mode)
 	}
+}
+
+// PoolSizeMin is the fewest connections dab keeps per Redis server when
+// the URL sets no pool_size: go-redis's default (10 per CPU) is below what
+// a worker running DAB_CONCURRENCY uploads at once, each a few Redis calls,
+// needs on a small machine.
+const PoolSizeMin = 64
+
+func poolSize(fromURL int) int {
+	if fromURL > 0 {
+		return fromURL
+	}
+	return max(PoolSizeMin, 10*runtime.GOMAXPROCS(0))
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 )
 
 func TestOpenModes(t *testing.T) {
@@ -66,5 +67,39 @@ func TestOpenErrorsHideSecrets(t *testing.T) {
 		if !strings.Contains(err.Error(), "DAB_REDIS_URL") || strings.Contains(err.Error(), "open-") || strings.Contains(err.Error(), "open pw") || strings.Contains(err.Error(), "ss-open") {
 			t.Errorf("%s %q: %v", o.Mode, o.URL, err)
 		}
+	}
+}
+
+// TestPoolSize: without pool_size in the URL a client keeps at least
+// PoolSizeMin connections, in every mode; the URL's pool_size wins.
+func TestPoolSize(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		url, mode string
+		want      int
+	}{
+		{"redis://10.0.0.1:6379/0", Single, poolSize(0)},
+		{"redis://10.0.0.1:6379/0?pool_size=7", Single, 7},
+		{"redis://10.0.0.1:26379?master_name=m", Sentinel, poolSize(0)},
+		{"redis://10.0.0.1:7000?addr=10.0.0.2:7000", Cluster, poolSize(0)},
+	} {
+		c, _, err := Open(Options{URL: tc.url, Mode: tc.mode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got int
+		switch cc := c.(type) {
+		case *redis.Client:
+			got = cc.Options().PoolSize
+		case *redis.ClusterClient:
+			got = cc.Options().PoolSize
+		}
+		c.Close()
+		if got != tc.want || got < 7 {
+			t.Errorf("%s (%s): pool size %d, want %d", tc.url, tc.mode, got, tc.want)
+		}
+	}
+	if poolSize(0) < PoolSizeMin {
+		t.Errorf("default pool size %d < %d", poolSize(0), PoolSizeMin)
 	}
 }
