@@ -38,9 +38,10 @@ deps:
 build:
 	$(GO) build -o bin/dab ./cmd/dab
 
-# Throughput and memory of the upload pipeline next to a plain SDK uploader.
-bench: deps build
-	PATH="$(GOBIN_DIR):$$PATH" ./bench/pipeline.sh
+# dab next to s5cmd and asynq, one table of ratios (bench/pipeline.sh; README
+# "Benchmarks"). Flags for the driver: make bench BENCH_FLAGS=-quick
+bench: deps
+	PATH="$(GOBIN_DIR):$$PATH" ./bench/pipeline.sh $(BENCH_FLAGS)
 
 # Run each fuzz target for a short while (go test runs their seeds always).
 fuzz:

@@ -6,7 +6,6 @@ replace github.com/dab-assets/dab => ../
 
 require (
 	github.com/aws/aws-sdk-go-v2 v1.48.0
-	github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager v0.5.7
 	github.com/aws/aws-sdk-go-v2/service/s3 v1.114.10
 	github.com/dab-assets/dab v0.0.0-00010101000000-000000000000
 	github.com/hibiken/asynq v0.26.0

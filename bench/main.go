@@ -1,78 +1,125 @@
-// Command bench measures dab's upload pipeline next to what one would write
-// instead: a plain AWS SDK uploader (concurrent PutObject calls for small
-// files, the SDK's transfer manager for a large one). Both run in one go,
-// against the same freshly started redis-server and versitygw, and the
-// figures are printed side by side with dab's as ratios of the baseline's.
+// Command bench measures dab next to s5cmd, the fast S3 uploader one would
+// run instead, and asynq's own rate: the same files (byte for byte) go
+// through dab's entry points (drop folder, `dab upload`, the HTTP API) and
+// through `s5cmd cp`, one after the other against one freshly started
+// redis-server and versitygw, and one table of ratios is printed at the end.
 //
-// Usage (from the repository root; `make bench` does this):
+// Usage (from the repository root; `make bench` runs bench/pipeline.sh, which
+// builds dab and s5cmd and then this driver):
 //
-//	go build -o bin/dab ./cmd/dab
-//	cd bench && go run . -dab ../bin/dab [-files 2000] [-file-size 4096] [-big 1GiB]
+//	./bench/pipeline.sh [-quick] [-files 2000] [-big 1GiB] [-backlog 100000] ...
 //
-// It is a separate module so the baseline's dependency (the transfer
-// manager) stays out of dab's go.mod.
+// It is a separate module so its dependencies stay out of dab's go.mod; s5cmd
+// is built from a module of its own (bench/tools) for the same reason.
 package main
 
 import (
-	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/json"
+	"debug/buildinfo"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/localsvc"
 	"github.com/dab-assets/dab/internal/storage"
 )
 
-type result struct {
-	Files   int     `json:"files"`
-	Bytes   int64   `json:"bytes"`
-	Seconds float64 `json:"seconds"`
-	PeakRSS int64   `json:"peak_rss_bytes"`
-	// SpoolSeconds is the part of Seconds `dab upload` took (dab only).
-	SpoolSeconds float64 `json:"spool_seconds,omitempty"`
+// options are the driver's flags.
+type options struct {
+	dab, s5cmd   string
+	files        int
+	fileSize     int
+	big          int64
+	concurrency  int
+	settle       time.Duration
+	clients      int
+	purchases    int
+	rate         int
+	steady       time.Duration
+	backlog      int
+	backlogSize  int
+	backlogS5cmd bool
+	timeout      time.Duration
 }
 
-func (r result) filesPerSec() float64 { return float64(r.Files) / r.Seconds }
-func (r result) mibPerSec() float64   { return float64(r.Bytes) / (1 << 20) / r.Seconds }
+// The store the bench starts: its credentials, region and bucket.
+const (
+	accessKey = "bench"
+	secretKey = "bench-secret-key"
+	region    = "us-east-1"
+	bucket    = "dab-bench"
+)
 
 func main() {
-	var (
-		dabBin      = flag.String("dab", "../bin/dab", "dab binary to measure")
-		nFiles      = flag.Int("files", 2000, "number of small files")
-		fileSize    = flag.Int("file-size", 4096, "size of each small file")
-		bigSize     = flag.String("big", "1GiB", "size of the large file")
-		concurrency = flag.Int("concurrency", 8, "worker concurrency and baseline parallelism")
-		baseline    = flag.String("baseline", "", "internal: run the baseline uploader on this folder or file and print a JSON result")
-		prefix      = flag.String("prefix", "", "internal: key prefix for the baseline")
-		settle      = flag.Duration("settle", time.Second, "DAB_SETTLE for the drop-folder runs")
-	)
+	var o options
+	var big string
+	flag.StringVar(&o.dab, "dab", "bin/dab", "dab binary to measure")
+	flag.StringVar(&o.s5cmd, "s5cmd", "bin/s5cmd", "s5cmd binary to compare with (pipeline.sh builds v2.3.0 from bench/tools)")
+	flag.IntVar(&o.files, "files", 2000, "P1: number of small files")
+	flag.IntVar(&o.fileSize, "file-size", 4096, "P1 and P4: size of each small file in bytes")
+	flag.StringVar(&big, "big", "1GiB", "P2: size of the large file")
+	flag.IntVar(&o.concurrency, "concurrency", 0, "DAB_CONCURRENCY of every `dab work` and the concurrency of P3's asynq server (0: dab's default)")
+	flag.DurationVar(&o.settle, "settle", time.Second, "DAB_SETTLE of every `dab watch`")
+	flag.IntVar(&o.clients, "clients", 16, "P1c: concurrent curl clients")
+	flag.IntVar(&o.purchases, "purchases", 5000, "P3: number of purchases (and of no-op tasks)")
+	flag.IntVar(&o.rate, "rate", 100, "P4: files moved in per second")
+	flag.DurationVar(&o.steady, "steady", 10*time.Second, "P4: how long files are moved in at -rate")
+	flag.IntVar(&o.backlog, "backlog", 100000, "P5: files waiting in the drop folder when `dab watch` starts")
+	flag.IntVar(&o.backlogSize, "backlog-size", 512, "P5: size of each backlog file in bytes")
+	flag.BoolVar(&o.backlogS5cmd, "backlog-s5cmd", true, "P5: copy the backlog with s5cmd too (false skips it)")
+	flag.DurationVar(&o.timeout, "timeout", 30*time.Minute, "longest wait for the records of one run")
+	quick := flag.Bool("quick", false, "scale everything down for a fast check (200 files, 64MiB, 3s of P4, 2000 backlog; P3 stays whole: fewer tasks time mostly the workers' idle nap); explicit flags still win")
 	flag.Parse()
-	if *baseline != "" {
-		r, err := runBaseline(*baseline, *prefix, *concurrency)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "baseline:", err)
-			os.Exit(1)
+	if *quick {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		scale := func(name string, apply func()) {
+			if !set[name] {
+				apply()
+			}
 		}
-		json.NewEncoder(os.Stdout).Encode(r)
-		return
+		scale("files", func() { o.files = 200 })
+		scale("big", func() { big = "64MiB" })
+		scale("steady", func() { o.steady = 3 * time.Second })
+		scale("backlog", func() { o.backlog = 2000 })
 	}
-	big, err := config.ParseBytes(*bigSize)
+	var err error
+	if o.big, err = config.ParseBytes(big); err != nil {
+		fail(fmt.Errorf("-big: %w", err))
+	}
+	if o.concurrency == 0 {
+		if o.concurrency, err = dabDefaultConcurrency(); err != nil {
+			fail(err)
+		}
+	}
+	if o.files < 1 || o.fileSize < 1 || o.big < 1 || o.clients < 1 || o.purchases < 1 || o.backlog < 1 || o.backlogSize < 1 ||
+		o.rate < 1 || o.steady.Seconds()*float64(o.rate) < 1 {
+		fail(errors.New("every count and size must be positive, and P4 must move at least one file (-rate x -steady)"))
+	}
+	for _, p := range []*string{&o.dab, &o.s5cmd} {
+		if *p, err = filepath.Abs(*p); err != nil {
+			fail(err)
+		}
+	}
+	// Ctrl-C or a SIGTERM ends the run through its deferred clean-ups, so no
+	// child process outlives it (they also get SIGKILL if the driver dies).
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err = run(ctx, o)
+	stop()
 	if err != nil {
-		fail(err)
-	}
-	if err := run(*dabBin, *nFiles, *fileSize, big, *concurrency, *settle); err != nil {
 		fail(err)
 	}
 }
@@ -82,10 +129,37 @@ func fail(err error) {
 	os.Exit(1)
 }
 
-func run(dabBin string, nFiles, fileSize int, bigSize int64, concurrency int, settle time.Duration) error {
-	dabBin, err := filepath.Abs(dabBin)
-	if err != nil {
-		return err
+// dabDefaultConcurrency is DAB_CONCURRENCY's default on this machine, read
+// from dab's own settings so the bench follows it.
+func dabDefaultConcurrency() (int, error) {
+	for _, s := range config.Settings() {
+		if s.Env == "DAB_CONCURRENCY" {
+			return strconv.Atoi(s.Default)
+		}
+	}
+	return 0, errors.New("dab has no DAB_CONCURRENCY setting: pass -concurrency")
+}
+
+// bench is what every run shares: the servers, the clients and the settings.
+type bench struct {
+	opt   options
+	work  string // scratch folder, removed at the end
+	redis *localsvc.Redis
+	s3url string
+	rdb   *redis.Client
+	store *s3.Client
+	// env is the environment of every child: the driver's own without any
+	// DAB_* or AWS_* variable (so the user's shell cannot change a run), plus
+	// the store's credentials and region (all s5cmd needs; runEnv adds
+	// dab's settings).
+	env []string
+}
+
+func run(ctx context.Context, o options) error {
+	for _, bin := range []string{o.dab, o.s5cmd} {
+		if _, err := os.Stat(bin); err != nil {
+			return fmt.Errorf("%w (bench/pipeline.sh builds it)", err)
+		}
 	}
 	work, err := os.MkdirTemp("", "dab-bench-")
 	if err != nil {
@@ -98,130 +172,94 @@ func run(dabBin string, nFiles, fileSize int, bigSize int64, concurrency int, se
 		return err
 	}
 	defer r.Stop()
-	s, err := localsvc.StartS3(localsvc.S3Options{Dir: filepath.Join(work, "s3"), AccessKey: "bench", SecretKey: "bench-secret-key"})
+	s, err := localsvc.StartS3(localsvc.S3Options{Dir: filepath.Join(work, "s3"), AccessKey: accessKey, SecretKey: secretKey})
 	if err != nil {
 		return err
 	}
 	defer s.Stop()
-	s3cfg := config.S3{Bucket: "dab-bench", Region: "us-east-1", Endpoint: s.Endpoint(), PathStyle: true,
-		AccessKeyID: "bench", SecretAccessKey: "bench-secret-key", ChecksumMode: storage.ChecksumSHA256}
-	client, err := storage.NewClient(context.Background(), s3cfg)
+	store, err := storage.NewClient(ctx, config.S3{Bucket: bucket, Region: region, Endpoint: s.Endpoint(), PathStyle: true,
+		AccessKeyID: accessKey, SecretAccessKey: secretKey, ChecksumMode: storage.ChecksumSHA256})
 	if err != nil {
 		return err
 	}
-	if _, err := client.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(s3cfg.Bucket)}); err != nil {
+	if _, err := store.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
 		return err
 	}
-	env := append(os.Environ(),
-		"DAB_REDIS_URL="+r.URL(), "DAB_DATA_DIR="+filepath.Join(work, "data"),
-		"AWS_S3_BUCKET="+s3cfg.Bucket, "AWS_REGION=us-east-1", "AWS_ENDPOINT_URL_S3="+s.Endpoint(),
-		"AWS_ACCESS_KEY_ID=bench", "AWS_SECRET_ACCESS_KEY=bench-secret-key", "DAB_S3_PATH_STYLE=true",
-		"DAB_CONCURRENCY="+strconv.Itoa(concurrency))
-
-	small := filepath.Join(work, "small")
-	if err := makeFiles(small, nFiles, fileSize); err != nil {
-		return err
-	}
-	bigFile := filepath.Join(work, "big", "big.bin")
-	if err := makeFiles(filepath.Dir(bigFile), 1, int(bigSize)); err != nil {
-		return err
-	}
-	os.Rename(filepath.Join(filepath.Dir(bigFile), "f00000.bin"), bigFile)
-
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr()})
 	defer rdb.Close()
-	records := asset.NewStore(rdb, "dab:")
 
-	fmt.Printf("dab upload pipeline vs plain AWS SDK uploader, versitygw on loopback, %d-way concurrency\n\n", concurrency)
-	dabSmall, err := runDab(dabBin, env, records, small, "small", nFiles)
-	if err != nil {
-		return err
-	}
-	baseSmall, err := runSelf(small, "baseline-small", concurrency, env)
-	if err != nil {
-		return err
-	}
-	dabBig, err := runDab(dabBin, env, records, filepath.Dir(bigFile), "big", nFiles+1)
-	if err != nil {
-		return err
-	}
-	baseBig, err := runSelf(bigFile, "baseline-big", concurrency, env)
-	if err != nil {
-		return err
-	}
-	report(fmt.Sprintf("%d files of %d B", nFiles, fileSize), dabSmall, baseSmall)
-	report(fmt.Sprintf("1 file of %s", config.FormatBytes(bigSize)), dabBig, baseBig)
-	httpBig, err := runHTTPUpload(dabBin, env, work, bigFile)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("1 file of %s PUT through the HTTP API of `dab watch`\n", config.FormatBytes(bigSize))
-	fmt.Printf("  dab  %8.1f MiB/s into the spool, server peak RSS %.1f MiB\n\n", httpBig.mibPerSec(), float64(httpBig.PeakRSS)/(1<<20))
-	if err := runPurchases(dabBin, env, rdb, r); err != nil {
-		return err
-	}
-	have := nFiles + 1
-	for _, run := range []struct {
-		mode  string
-		n     int
-		every time.Duration
-	}{
-		{"moved", nFiles, 0}, {"copied", nFiles, 0},
-		// One file at a time on an idle pipeline: the latency floor.
-		{"moved", 50, 100 * time.Millisecond}, {"copied", 50, 100 * time.Millisecond},
-	} {
-		d, err := runDrop(dabBin, env, records, work, run.mode, run.n, fileSize, settle, have, run.every)
-		if err != nil {
-			return err
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "DAB_") && !strings.HasPrefix(kv, "AWS_") {
+			env = append(env, kv)
 		}
-		have += run.n
-		how := "at once"
-		if run.every > 0 {
-			how = "one every " + run.every.String()
-		}
-		fmt.Printf("drop folder, %d files of %d B %s in, %s (DAB_SETTLE=%s)\n", run.n, fileSize, run.mode, how, settle)
-		fmt.Printf("  dab  %8.1f files/s (dab/baseline %.2f)   latency p50 %s  p99 %s  max %s\n\n",
-			d.filesPerSec(), d.filesPerSec()/baseSmall.filesPerSec(), d.p50.Round(time.Millisecond), d.p99.Round(time.Millisecond), d.max.Round(time.Millisecond))
 	}
-	fmt.Println("\ndab: `dab upload` (spool: copy + SHA-256 + fsync, enqueue) and `dab work` (conditional put with")
-	fmt.Println("SHA-256, verify, plugin, Redis record), timed until the last record exists; peak RSS is the worker's.")
-	fmt.Println("baseline: PutObject per file (small) / transfer manager UploadObject (big), no spool, no records.")
-	fmt.Println("drop folder: `dab watch` + `dab work`; latency from a file's arrival (rename into the folder, or the end")
-	fmt.Println("of its write) to its record. Copied files wait DAB_SETTLE by design; moved files are taken at once.")
-	return nil
+	env = append(env, "AWS_ACCESS_KEY_ID="+accessKey, "AWS_SECRET_ACCESS_KEY="+secretKey, "AWS_REGION="+region)
+	b := &bench{opt: o, work: work, redis: r, s3url: s.Endpoint(), rdb: rdb, store: store, env: env}
+
+	fmt.Printf("dab next to %s (its default --numworkers, 256: what a user would run) on one redis-server and versitygw on loopback, %d CPUs\n",
+		s5cmdVersion(o.s5cmd), runtime.NumCPU())
+	fmt.Printf("dab: DAB_CONCURRENCY=%d per `dab work`, DAB_SETTLE=%s; each run has its own key prefix, host queue, data and drop folders\n\n", o.concurrency, o.settle)
+
+	var t table
+	p1a, err := b.p1Drop(ctx, &t)
+	if err != nil {
+		return fmt.Errorf("P1a: %w", err)
+	}
+	if err := b.p1Upload(ctx, &t); err != nil {
+		return fmt.Errorf("P1b: %w", err)
+	}
+	if err := b.p1HTTP(ctx, &t); err != nil {
+		return fmt.Errorf("P1c: %w", err)
+	}
+	if err := b.p2Big(ctx, &t); err != nil {
+		return fmt.Errorf("P2: %w", err)
+	}
+	if err := b.p3Purchases(ctx, &t); err != nil {
+		return fmt.Errorf("P3: %w", err)
+	}
+	if err := b.p4Steady(ctx, &t); err != nil {
+		return fmt.Errorf("P4: %w", err)
+	}
+	checkErr := b.p5Backlog(ctx, &t, p1a)
+	if checkErr != nil && !errors.Is(checkErr, errCheck) {
+		return fmt.Errorf("P5: %w", checkErr)
+	}
+	t.print(os.Stdout)
+	printLegend(o)
+	return checkErr
 }
 
-func report(what string, d, b result) {
-	fmt.Printf("%s\n", what)
-	fmt.Printf("  %-10s %10s %10s %12s\n", "", "files/s", "MiB/s", "peak RSS")
-	fmt.Printf("  %-10s %10.1f %10.1f %9.1f MiB\n", "dab", d.filesPerSec(), d.mibPerSec(), float64(d.PeakRSS)/(1<<20))
-	fmt.Printf("  %-10s %10.1f %10.1f %9.1f MiB\n", "baseline", b.filesPerSec(), b.mibPerSec(), float64(b.PeakRSS)/(1<<20))
-	fmt.Printf("  (dab: %.2fs of %.2fs in `dab upload`, spooling and queueing)\n", d.SpoolSeconds, d.Seconds)
-	fmt.Printf("  %-10s %10.2f %10.2f %12.2f\n\n", "dab/base", d.filesPerSec()/b.filesPerSec(), d.mibPerSec()/b.mibPerSec(), float64(d.PeakRSS)/float64(b.PeakRSS))
+// s5cmdVersion names the s5cmd module version the binary was built from
+// (s5cmd's own `version` says v0.0.0-dev when built as a dependency).
+func s5cmdVersion(bin string) string {
+	info, err := buildinfo.ReadFile(bin)
+	if err != nil {
+		return "s5cmd"
+	}
+	for _, m := range append(info.Deps, &info.Main) {
+		if m != nil && strings.HasPrefix(m.Path, "github.com/peak/s5cmd") {
+			return "s5cmd " + m.Version
+		}
+	}
+	return "s5cmd"
 }
 
-func makeFiles(dir string, n, size int) error {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return err
-	}
-	buf := make([]byte, min(size, 4<<20))
-	for i := range n {
-		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("f%05d.bin", i)))
-		if err != nil {
-			return err
-		}
-		w := bufio.NewWriter(f)
-		for left := size; left > 0; left -= len(buf) {
-			rand.Read(buf)
-			w.Write(buf[:min(left, len(buf))])
-		}
-		if err := w.Flush(); err != nil {
-			return err
-		}
-		f.Close()
-	}
-	return nil
+func printLegend(o options) {
+	fmt.Printf(`
+  dab: from the first file handed to dab (moved into the drop folder, the start of `+"`dab upload`"+`,
+    the first PUT) until the driver saw the last asset record in Redis. On the way dab spools each
+    file (a rename out of the drop folder, a copy from `+"`dab upload`"+` and the API), hashes and fsyncs
+    it, enqueues it, uploads it (a conditional put with a checksum), runs its plugin, records it.
+    A poller reads the record count every 5 ms, then sends EXISTS for the records not seen yet (a
+    record's created_at is its spool time, not its record time).
+  s5cmd: `+"`s5cmd --endpoint-url URL cp \"DIR/*\" s3://bucket/PREFIX/`"+` (or the one file) of a
+    byte-identical set, until it exits; the bucket is then listed to check every object is there.
+  dab/s5cmd (time): dab's time over s5cmd's (2.00: dab takes twice as long). P3 shows a rate
+    instead: dab's purchases/s over asynq's no-op tasks/s (an asynq server in the driver with
+    concurrency %d and the task options of a purchase), both enqueued by %d clients at once.
+    P5 also shows its files/s over P1a's (1.00: a backlog costs per file what a burst does).
+  peak RSS: each process's high-water mark of resident memory (getrusage once it has exited).
+  P4: latency from a file's move into the drop folder to its record; target DAB_SETTLE + 250 ms.
+`, o.concurrency, enqueuers)
 }
-
-// runDab starts a fresh `dab work`, uploads every file of dir with `dab
-// upload`, and waits until the records number wantRecords.

@@ -1,162 +1,185 @@
 package main
 
-// The purchase runs: ledger script, end to end, and the Redis ceiling.
+// P3: purchases end to end (record as pending, enqueue, `dab work` applies
+// them to the ledger) next to asynq's own rate of no-op tasks on the same
+// Redis, at the same concurrency: how much of asynq's ceiling dab keeps.
 
 import (
 	"context"
 	"fmt"
-	"io"
-	"os"
-	"os/exec"
-	"strconv"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/hibiken/asynq"
 
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/ledger"
-	"github.com/dab-assets/dab/internal/localsvc"
 	"github.com/dab-assets/dab/worker/task"
 )
 
-const ceilingLua = `
-redis.call('HGET', KEYS[1], 'status')
-redis.call('EXISTS', KEYS[2])
-redis.call('HGET', KEYS[2], 'owner')
-redis.call('HGET', KEYS[2], 'price')
-redis.call('HGET', KEYS[3], ARGV[1])
-redis.call('HINCRBY', KEYS[3], ARGV[1], -1)
-redis.call('HINCRBY', KEYS[3], 'seller', 1)
-redis.call('HSET', KEYS[2], 'owner', ARGV[1])
-local e = redis.call('XADD', KEYS[4], '*', 'kind', 'purchase', 'amount', '1', 'purchase_id', ARGV[1])
-redis.call('LPUSH', KEYS[5], e)
-redis.call('LPUSH', KEYS[6], e)
-redis.call('HSET', KEYS[1], 'status', 'succeeded', 'entry_id', e)
-redis.call('SADD', KEYS[7], ARGV[1])
-return e`
+const (
+	// enqueuers is how many clients enqueue at once, in both halves.
+	enqueuers = 16
+	// noopQueue and noopType are the no-op tasks' own queue and type, which
+	// no dab worker serves.
+	noopQueue = "bench-noop"
+	noopType  = "bench:noop"
+)
 
-// runPurchases measures purchases per second through the ledger script
-// directly and end to end (enqueue -> `dab work` -> ledger), next to
-// redis-benchmark running a script of the same Redis work as the ceiling.
-func runPurchases(dabBin string, env []string, rdb *redis.Client, r *localsvc.Redis) error {
-	ctx := context.Background()
-	const n, conc = 5000, 16
-	assets := asset.NewStore(rdb, "bench:")
-	led := ledger.New(rdb, "bench:", "house")
-	ids := make([]string, 2*n)
+func (b *bench) p3Purchases(ctx context.Context, t *table) error {
+	o := b.opt
+	r, err := b.newRun("p3")
+	if err != nil {
+		return err
+	}
+	defer r.stopAll(nil)
+	assets := asset.NewStore(b.rdb, r.prefix)
+	led := ledger.New(b.rdb, r.prefix, "house")
+	ids := make([]string, o.purchases)
 	for i := range ids {
-		rec, _, err := assets.Put(ctx, asset.Record{Name: "p", Type: "generic", Path: fmt.Sprint(i), S3Bucket: "b", S3Key: fmt.Sprintf("generic/p%d", i), SHA256: "s",
+		rec, _, err := assets.Put(ctx, asset.Record{Name: "p", Type: "generic", Path: fmt.Sprint(i), S3Bucket: bucket, S3Key: r.key(fmt.Sprint(i)), SHA256: "s",
 			Metadata: map[string]string{asset.PriceMetadata: "1"}}) // unpriced assets are not for sale
 		if err != nil {
 			return err
 		}
 		ids[i] = rec.ID
 	}
-	for b := range conc {
-		if _, err := led.Grant(ctx, fmt.Sprintf("bench-%d", b), fmt.Sprintf("buyer%d", b), 1<<40); err != nil {
+	for c := range enqueuers {
+		if _, err := led.Grant(ctx, fmt.Sprintf("bench-%d", c), fmt.Sprintf("buyer%d", c), 1<<40); err != nil {
 			return err
 		}
 	}
-	parallel := func(count int, do func(i int) error) (float64, error) {
-		var wg sync.WaitGroup
-		errs := make(chan error, conc)
-		start := time.Now()
-		for w := range conc {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := w; i < count; i += conc {
-					if err := do(i); err != nil {
-						errs <- err
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		select {
-		case err := <-errs:
-			return 0, err
-		default:
-		}
-		return float64(count) / time.Since(start).Seconds(), nil
-	}
-	direct, err := parallel(n, func(i int) error {
-		_, err := led.Apply(ctx, ledger.PurchaseRequest{PurchaseID: fmt.Sprintf("d%d", i), AssetID: ids[i], BuyerID: fmt.Sprintf("buyer%d", i%conc), Credits: 1})
-		return err
-	})
-	if err != nil {
-		return err
-	}
 
-	// End to end: record as pending, enqueue, a worker applies it.
-	worker := exec.Command(dabBin, "work")
-	worker.Env = append(env, "DAB_KEY_PREFIX=bench:", "DAB_CONCURRENCY=16")
-	worker.Stdout, worker.Stderr = io.Discard, io.Discard
-	if err := worker.Start(); err != nil {
+	if _, err := r.start(ctx, "work"); err != nil {
 		return err
 	}
-	defer func() {
-		worker.Process.Signal(os.Interrupt)
-		worker.Wait()
-	}()
-	client := asynq.NewClientFromRedisClient(rdb)
+	client := asynq.NewClientFromRedisClient(b.rdb)
 	start := time.Now()
-	if _, err := parallel(n, func(i int) error {
-		p := ledger.PurchaseRequest{PurchaseID: fmt.Sprintf("e%d", i), AssetID: ids[n+i], BuyerID: fmt.Sprintf("buyer%d", i%conc), Credits: 1}
+	if err := parallel(ctx, o.purchases, func(i int) error {
+		p := ledger.PurchaseRequest{PurchaseID: fmt.Sprintf("e%d", i), AssetID: ids[i], BuyerID: fmt.Sprintf("buyer%d", i%enqueuers), Credits: 1}
 		if _, _, err := led.Accept(ctx, p); err != nil {
 			return err
 		}
-		t, err := task.NewPurchase(task.PurchasePayload{PurchaseID: p.PurchaseID, AssetID: p.AssetID, BuyerID: p.BuyerID, Credits: p.Credits})
+		purchase, err := task.NewPurchase(task.PurchasePayload{PurchaseID: p.PurchaseID, AssetID: p.AssetID, BuyerID: p.BuyerID, Credits: p.Credits})
 		if err == nil {
-			_, err = client.EnqueueContext(ctx, t)
+			_, err = client.EnqueueContext(ctx, purchase)
 		}
 		return err
 	}); err != nil {
 		return err
 	}
+	enqueued := time.Since(start).Seconds()
+	applied := func() (int, error) {
+		n, err := b.rdb.SCard(ctx, led.Keys().Purchases()).Result()
+		return int(n), err
+	}
+	if err := waitCount(ctx, o.purchases, o.timeout, r.servers, applied); err != nil {
+		return fmt.Errorf("purchases applied: %w", err)
+	}
+	dabRate := float64(o.purchases) / time.Since(start).Seconds()
+	rss := r.stopAll(t)
+
+	noopRate, noopEnqueued, err := b.noopRate(ctx)
+	if err != nil {
+		return err
+	}
+	// The enqueue times say whether a rate was bound by the enqueuers.
+	t.add(row{
+		work:  fmt.Sprintf("P3  %s purchases end to end (pending, enqueue, work, ledger)", count(o.purchases)),
+		dab:   fmt.Sprintf("%s (all enqueued after %s)", perSec(dabRate, 1, "purchases"), seconds(enqueued)),
+		s5cmd: fmt.Sprintf("asynq no-op: %s (enqueued after %s)", perSec(noopRate, 1, "tasks"), seconds(noopEnqueued)),
+		ratio: fmt.Sprintf("%.2f of asynq's rate", dabRate/noopRate),
+		rss:   rss,
+	})
+	return nil
+}
+
+// noopRate enqueues as many no-op tasks as P3 has purchases, the same way
+// (enqueuers at once, the options task.NewPurchase gives: task ID, retries,
+// retention) into an asynq server in this process configured like dab's
+// worker, and returns tasks/s from the first enqueue to the last handled,
+// and the seconds the enqueueing took.
+func (b *bench) noopRate(ctx context.Context) (rate, enqueued float64, err error) {
+	n := b.opt.purchases
+	var handled atomic.Int64
+	srv := asynq.NewServerFromRedisClient(b.rdb, asynq.Config{
+		Concurrency: b.opt.concurrency,
+		Queues:      map[string]int{noopQueue: 1},
+		// dab's worker naps 100 ms, not asynq's default 1 s, when idle.
+		TaskCheckInterval: 100 * time.Millisecond,
+		LogLevel:          asynq.WarnLevel,
+	})
+	if err := srv.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error {
+		handled.Add(1)
+		return nil
+	})); err != nil {
+		return 0, 0, err
+	}
+	defer srv.Shutdown()
+	client := asynq.NewClientFromRedisClient(b.rdb)
+	start := time.Now()
+	if err := parallel(ctx, n, func(i int) error {
+		id := fmt.Sprintf("noop-%d", i)
+		_, err := client.EnqueueContext(ctx, asynq.NewTask(noopType, []byte(`{"purchase_id":"`+id+`"}`)),
+			asynq.TaskID(id), asynq.Queue(noopQueue), asynq.MaxRetry(task.DefaultMaxRetry), asynq.Retention(task.DefaultRetention))
+		return err
+	}); err != nil {
+		return 0, 0, err
+	}
+	enqueued = time.Since(start).Seconds()
+	if err := waitCount(ctx, n, b.opt.timeout, nil, func() (int, error) { return int(handled.Load()), nil }); err != nil {
+		return 0, 0, fmt.Errorf("no-op tasks handled: %w", err)
+	}
+	return float64(n) / time.Since(start).Seconds(), enqueued, nil
+}
+
+// parallel runs do(0..count-1), enqueuers at a time.
+func parallel(ctx context.Context, count int, do func(i int) error) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, enqueuers)
+	for w := range enqueuers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < count && ctx.Err() == nil; i += enqueuers {
+				if err := do(i); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return ctx.Err()
+	}
+}
+
+// waitCount polls get every 5 ms until it reaches want.
+func waitCount(ctx context.Context, want int, timeout time.Duration, servers []*child, get func() (int, error)) error {
+	deadline := time.Now().Add(timeout)
 	for {
-		done, err := rdb.SCard(ctx, led.Keys().Purchases()).Result()
+		n, err := get()
 		if err != nil {
 			return err
 		}
-		if done >= 2*n {
-			break
+		if n >= want {
+			return nil
 		}
-		if time.Since(start) > 5*time.Minute {
-			return fmt.Errorf("only %d of %d purchases applied after 5 minutes", done-n, n)
+		if err := anyExited(servers); err != nil {
+			return err
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	endToEnd := float64(n) / time.Since(start).Seconds()
-
-	// The ceiling: redis-benchmark running EVALSHA of the same Redis work.
-	ceiling := 0.0
-	port := strings.TrimPrefix(r.Addr(), "127.0.0.1:")
-	sha, err := exec.Command("redis-cli", "-p", port, "SCRIPT", "LOAD", ceilingLua).Output()
-	if err == nil {
-		out, berr := exec.Command("redis-benchmark", "-p", port, "-n", "50000", "-c", strconv.Itoa(conc), "-r", "100000000", "-q",
-			"EVALSHA", strings.TrimSpace(string(sha)), "7", "c:p:__rand_int__", "c:a:__rand_int__", "c:bal", "c:ent", "c:h:__rand_int__", "c:h:s", "c:set", "b__rand_int__").Output()
-		if berr == nil {
-			f := strings.Fields(lastLine(strings.ReplaceAll(string(out), "\r", "\n")))
-			for i, w := range f {
-				if w == "requests" && i > 0 {
-					ceiling, _ = strconv.ParseFloat(f[i-1], 64)
-				}
-			}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d of %d after %s", n, want, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pollEvery):
 		}
 	}
-	fmt.Printf("purchases (%d each, %d-way)\n", n, conc)
-	fmt.Printf("  ledger script directly        %9.0f /s\n", direct)
-	fmt.Printf("  end to end (enqueue, worker)  %9.0f /s\n", endToEnd)
-	if ceiling > 0 {
-		fmt.Printf("  redis-benchmark EVALSHA       %9.0f /s  (the same Redis work; direct/ceiling %.2f, end-to-end/ceiling %.2f)\n\n", ceiling, direct/ceiling, endToEnd/ceiling)
-	} else {
-		fmt.Printf("  redis-benchmark not available: no ceiling measured\n\n")
-	}
-	return nil
 }

@@ -1,221 +1,281 @@
 package main
 
-// The upload runs: dab's pipeline, the plain SDK baseline, and dab's HTTP API.
+// P1 and P2: the same files through each of dab's entry points, timed until
+// every record exists, next to `s5cmd cp` of a byte-identical set.
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	tm "github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-
-	"github.com/dab-assets/dab/internal/asset"
-	"github.com/dab-assets/dab/internal/config"
-	"github.com/dab-assets/dab/internal/localsvc"
-	"github.com/dab-assets/dab/internal/storage"
 )
 
-func runDab(dabBin string, env []string, records *asset.Store, dir, folder string, wantRecords int) (result, error) {
-	worker := exec.Command(dabBin, "work")
-	worker.Env = env
-	worker.Stdout, worker.Stderr = io.Discard, io.Discard
-	if err := worker.Start(); err != nil {
-		return result{}, err
-	}
-	defer func() {
-		worker.Process.Signal(os.Interrupt)
-		worker.Wait()
-	}()
-	entries, err := os.ReadDir(dir)
+// smallSeed makes P1's three file sets (and s5cmd's) byte-identical.
+const smallSeed = "p1"
+
+// p1Drop is P1a: the files moved (renamed) one after the other into the drop
+// folder of a running `dab watch` + `dab work`. It returns dab's files/s,
+// which P5 is compared with.
+func (b *bench) p1Drop(ctx context.Context, t *table) (float64, error) {
+	o := b.opt
+	r, err := b.newRun("p1a")
 	if err != nil {
-		return result{}, err
+		return 0, err
 	}
-	args := []string{"upload", "--folder", folder}
-	var total int64
-	for _, e := range entries {
-		args = append(args, filepath.Join(dir, e.Name()))
-		if info, err := e.Info(); err == nil {
-			total += info.Size()
-		}
+	defer r.stopAll(nil)
+	staging := filepath.Join(r.dir, "staging")
+	names, err := makeFiles(staging, o.files, o.fileSize, smallSeed)
+	if err != nil {
+		return 0, err
 	}
-	time.Sleep(500 * time.Millisecond) // let the worker finish its start-up checks
+	if _, err := r.start(ctx, "work"); err != nil {
+		return 0, err
+	}
+	if _, err := r.start(ctx, "watch"); err != nil {
+		return 0, err
+	}
+	p := startPoller(b.rdb, r.prefix)
+	defer p.stop()
 	start := time.Now()
-	up := exec.Command(dabBin, args...)
-	up.Env = env
-	if out, err := up.CombinedOutput(); err != nil {
-		return result{}, fmt.Errorf("dab upload: %v: %s", err, lastLine(string(out)))
+	for _, name := range names {
+		if err := os.Rename(filepath.Join(staging, name), filepath.Join(r.target(), name)); err != nil {
+			return 0, err
+		}
+		p.expect(r.key(name), time.Now())
 	}
-	spooled := time.Since(start).Seconds()
-	for {
-		n, err := records.Count(context.Background(), "")
-		if err != nil {
-			return result{}, err
-		}
-		if int(n) >= wantRecords {
-			break
-		}
-		if time.Since(start) > 30*time.Minute {
-			return result{}, fmt.Errorf("only %d of %d records after 30 minutes", n, wantRecords)
-		}
-		time.Sleep(5 * time.Millisecond)
+	if err := p.wait(ctx, o.timeout, r.servers); err != nil {
+		return 0, err
 	}
-	return result{Files: len(entries), Bytes: total, Seconds: time.Since(start).Seconds(), PeakRSS: peakRSS(worker.Process.Pid), SpoolSeconds: spooled}, nil
+	took := p.last().Sub(start).Seconds()
+	rss := r.stopAll(t)
+	s5, err := b.s5cmdSmall(ctx, r)
+	if err != nil {
+		return 0, err
+	}
+	t.add(row{
+		work:  fmt.Sprintf("P1a %s x %s moved into the drop folder (watch + work)", count(o.files), size(int64(o.fileSize))),
+		dab:   fmt.Sprintf("%s (%s)", seconds(took), perSec(float64(o.files), took, "files")),
+		s5cmd: fmt.Sprintf("%s (%s)", seconds(s5.seconds), perSec(float64(o.files), s5.seconds, "files")),
+		ratio: fmt.Sprintf("%.2f", took/s5.seconds),
+		rss:   rss + "; s5cmd " + mib(s5.rss),
+	})
+	return float64(o.files) / took, nil
 }
 
-// runSelf runs this program as the baseline uploader in a child process, so
-// its peak RSS is its own.
-func runSelf(path, prefix string, concurrency int, env []string) (result, error) {
-	self, err := os.Executable()
+// p1Upload is P1b: the files through one `dab upload FILE...` command, with a
+// running `dab work`.
+func (b *bench) p1Upload(ctx context.Context, t *table) error {
+	o := b.opt
+	r, err := b.newRun("p1b")
 	if err != nil {
-		return result{}, err
+		return err
 	}
-	cmd := exec.Command(self, "-baseline", path, "-prefix", prefix, "-concurrency", strconv.Itoa(concurrency))
-	cmd.Env = env
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
+	defer r.stopAll(nil)
+	src := filepath.Join(r.dir, "src")
+	names, err := makeFiles(src, o.files, o.fileSize, smallSeed)
 	if err != nil {
-		return result{}, fmt.Errorf("baseline: %w", err)
+		return err
 	}
-	var r result
-	return r, json.Unmarshal(out, &r)
+	if _, err := r.start(ctx, "work"); err != nil {
+		return err
+	}
+	args := []string{"upload", "--folder", r.name}
+	for _, name := range names {
+		args = append(args, filepath.Join(src, name))
+	}
+	cmd, _, err := r.command(args...)
+	if err != nil {
+		return err
+	}
+	p := startPoller(b.rdb, r.prefix)
+	defer p.stop()
+	start := time.Now()
+	for _, name := range names {
+		p.expect(r.key(name), start)
+	}
+	up, err := startChild("dab upload", cmd, "")
+	if err != nil {
+		return err
+	}
+	defer up.stop()
+	if err := up.wait(ctx); err != nil {
+		return err
+	}
+	uploadTook := time.Since(start).Seconds()
+	if err := p.wait(ctx, o.timeout, r.servers); err != nil {
+		return err
+	}
+	took := p.last().Sub(start).Seconds()
+	rss := r.stopAll(t)
+	s5, err := b.s5cmdSmall(ctx, r)
+	if err != nil {
+		return err
+	}
+	t.add(row{
+		work:  "P1b the same through one `dab upload FILE...` (+ work)",
+		dab:   fmt.Sprintf("%s (%s; the command %s)", seconds(took), perSec(float64(o.files), took, "files"), seconds(uploadTook)),
+		s5cmd: fmt.Sprintf("%s (%s)", seconds(s5.seconds), perSec(float64(o.files), s5.seconds, "files")),
+		ratio: fmt.Sprintf("%.2f", took/s5.seconds),
+		rss:   fmt.Sprintf("upload %s, %s; s5cmd %s", mib(up.peakRSS()), rss, mib(s5.rss)),
+	})
+	return nil
 }
 
-// runBaseline is what one would write without dab.
-func runBaseline(path, prefix string, concurrency int) (result, error) {
-	ctx := context.Background()
-	c := config.S3{Bucket: os.Getenv("AWS_S3_BUCKET"), Region: "us-east-1", Endpoint: os.Getenv("AWS_ENDPOINT_URL_S3"), PathStyle: true,
-		AccessKeyID: os.Getenv("AWS_ACCESS_KEY_ID"), SecretAccessKey: os.Getenv("AWS_SECRET_ACCESS_KEY")}
-	client, err := storage.NewClient(ctx, c)
+// p1HTTP is P1c: the files PUT through the HTTP API of a `dab watch` (with a
+// `dab work`) by concurrent clients, each running one curl per file.
+func (b *bench) p1HTTP(ctx context.Context, t *table) error {
+	o := b.opt
+	r, err := b.newRun("p1c")
 	if err != nil {
-		return result{}, err
+		return err
 	}
-	st, err := os.Stat(path)
+	defer r.stopAll(nil)
+	src := filepath.Join(r.dir, "src")
+	names, err := makeFiles(src, o.files, o.fileSize, smallSeed)
 	if err != nil {
-		return result{}, err
+		return err
 	}
+	if _, err := r.start(ctx, "work"); err != nil {
+		return err
+	}
+	watch, err := r.start(ctx, "watch")
+	if err != nil {
+		return err
+	}
+	p := startPoller(b.rdb, r.prefix)
+	defer p.stop()
 	start := time.Now()
-	if !st.IsDir() {
-		f, err := os.Open(path)
-		if err != nil {
-			return result{}, err
-		}
-		defer f.Close()
-		up := tm.New(client, func(o *tm.Options) { o.Concurrency = 4; o.PartSizeBytes = 8 << 20 })
-		if _, err := up.UploadObject(ctx, &tm.UploadObjectInput{
-			Bucket: aws.String(c.Bucket), Key: aws.String(prefix + "/" + filepath.Base(path)), Body: f,
-		}); err != nil {
-			return result{}, err
-		}
-		return result{Files: 1, Bytes: st.Size(), Seconds: time.Since(start).Seconds(), PeakRSS: peakRSS(os.Getpid())}, nil
+	for _, name := range names {
+		p.expect(r.key(name), start)
 	}
-	entries, err := os.ReadDir(path)
+	if err := b.curlAll(ctx, src, names, "http://"+watch.addr+"/v1/assets/generic/"+r.name+"/"); err != nil {
+		return err
+	}
+	putTook := time.Since(start).Seconds()
+	if err := p.wait(ctx, o.timeout, r.servers); err != nil {
+		return err
+	}
+	took := p.last().Sub(start).Seconds()
+	rss := r.stopAll(t)
+	s5, err := b.s5cmdSmall(ctx, r)
 	if err != nil {
-		return result{}, err
+		return err
 	}
+	t.add(row{
+		work:  fmt.Sprintf("P1c the same PUT through the HTTP API, one curl per file, %d at a time (watch + work)", o.clients),
+		dab:   fmt.Sprintf("%s (%s; the PUTs %s)", seconds(took), perSec(float64(o.files), took, "files"), seconds(putTook)),
+		s5cmd: fmt.Sprintf("%s (%s)", seconds(s5.seconds), perSec(float64(o.files), s5.seconds, "files")),
+		ratio: fmt.Sprintf("%.2f", took/s5.seconds),
+		rss:   rss + "; s5cmd " + mib(s5.rss),
+	})
+	return nil
+}
+
+// curlAll PUTs every file to base+name, b.opt.clients at a time, one curl
+// process per file (what a shell script posting files would do).
+func (b *bench) curlAll(ctx context.Context, dir string, names []string, base string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	jobs := make(chan string)
 	var (
 		wg    sync.WaitGroup
-		mu    sync.Mutex
-		total int64
+		once  sync.Once
 		first error
-		jobs  = make(chan string)
 	)
-	for range concurrency {
+	for range b.opt.clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for name := range jobs {
-				f, err := os.Open(filepath.Join(path, name))
+				cmd := exec.Command("curl", "-sS", "-f", "-X", "PUT", "--data-binary", "@"+filepath.Join(dir, name),
+					"-H", "Authorization: Bearer "+adminToken, base+name)
+				cmd.Env = b.env
+				c, err := startChild("curl", cmd, "")
 				if err == nil {
-					var info os.FileInfo
-					info, err = f.Stat()
-					if err == nil {
-						_, err = client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(c.Bucket), Key: aws.String(prefix + "/" + name), Body: f})
-						mu.Lock()
-						total += info.Size()
-						mu.Unlock()
-					}
-					f.Close()
+					err = c.wait(ctx)
 				}
 				if err != nil {
-					mu.Lock()
-					first = err
-					mu.Unlock()
+					once.Do(func() { first = fmt.Errorf("PUT %s: %w", name, err); cancel() })
+					return
 				}
 			}
 		}()
 	}
-	for _, e := range entries {
-		jobs <- e.Name()
+feed:
+	for _, name := range names {
+		select {
+		case jobs <- name:
+		case <-ctx.Done():
+			break feed
+		}
 	}
 	close(jobs)
 	wg.Wait()
 	if first != nil {
-		return result{}, first
+		return first
 	}
-	return result{Files: len(entries), Bytes: total, Seconds: time.Since(start).Seconds(), PeakRSS: peakRSS(os.Getpid())}, nil
+	return ctx.Err()
 }
 
-// peakRSS reads a process's high-water mark of resident memory (VmHWM).
-func runHTTPUpload(dabBin string, env []string, work, file string) (result, error) {
-	const token = "bench-admin-token-0123456789"
-	ln, err := localsvc.FreePort()
+// s5cmdSmall copies a set byte-identical to P1's files with s5cmd.
+func (b *bench) s5cmdSmall(ctx context.Context, r *runEnv) (copied, error) {
+	dir := filepath.Join(r.dir, "s5cmd")
+	if _, err := makeFiles(dir, b.opt.files, b.opt.fileSize, smallSeed); err != nil {
+		return copied{}, err
+	}
+	return b.s5cmdCopy(ctx, dir+"/*", "s5cmd/"+r.name, b.opt.files)
+}
+
+// p2Big is P2: one large file moved into the drop folder, until recorded.
+func (b *bench) p2Big(ctx context.Context, t *table) error {
+	o := b.opt
+	r, err := b.newRun("p2")
 	if err != nil {
-		return result{}, err
+		return err
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(ln)
-	cmd := exec.Command(dabBin, "watch")
-	cmd.Env = append(env, "DAB_HTTP_ADDR="+addr, "DAB_ADMIN_TOKEN="+token, "DAB_DROP_DIR="+filepath.Join(work, "drop-http"))
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	if err := cmd.Start(); err != nil {
-		return result{}, err
+	defer r.stopAll(nil)
+	const name, seed = "big.bin", "p2"
+	staged := filepath.Join(r.dir, "staging", name)
+	if err := makeBigFile(staged, o.big, seed); err != nil {
+		return err
 	}
-	defer func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
-	}()
-	for i := 0; ; i++ {
-		resp, err := http.Get("http://" + addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			break
-		}
-		if i > 200 {
-			return result{}, fmt.Errorf("dab watch did not answer on %s", addr)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if _, err := r.start(ctx, "work"); err != nil {
+		return err
 	}
-	f, err := os.Open(file)
-	if err != nil {
-		return result{}, err
+	if _, err := r.start(ctx, "watch"); err != nil {
+		return err
 	}
-	defer f.Close()
-	st, _ := f.Stat()
-	req, _ := http.NewRequest(http.MethodPut, "http://"+addr+"/v1/assets/generic/http/"+filepath.Base(file), f)
-	req.ContentLength = st.Size()
-	req.Header.Set("Authorization", "Bearer "+token)
+	p := startPoller(b.rdb, r.prefix)
+	defer p.stop()
 	start := time.Now()
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return result{}, err
+	if err := os.Rename(staged, filepath.Join(r.target(), name)); err != nil {
+		return err
 	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		return result{}, fmt.Errorf("PUT answered %s", resp.Status)
+	p.expect(r.key(name), start)
+	if err := p.wait(ctx, o.timeout, r.servers); err != nil {
+		return err
 	}
-	return result{Files: 1, Bytes: st.Size(), Seconds: time.Since(start).Seconds(), PeakRSS: peakRSS(cmd.Process.Pid)}, nil
-}
+	took := p.last().Sub(start).Seconds()
+	rss := r.stopAll(t)
 
-// ceilingLua does the Redis work of a successful purchase (reads, two
-// balance moves, owner, stream entry, two history pushes, result) on keys
-// redis-benchmark varies: the most a purchase script can do on this Redis.
+	theirs := filepath.Join(r.dir, "s5cmd", name)
+	if err := makeBigFile(theirs, o.big, seed); err != nil {
+		return err
+	}
+	s5, err := b.s5cmdCopy(ctx, theirs, "s5cmd/"+r.name, 1)
+	if err != nil {
+		return err
+	}
+	mibs := float64(o.big) / (1 << 20)
+	t.add(row{
+		work:  fmt.Sprintf("P2  1 file of %s moved into the drop folder (watch + work)", size(o.big)),
+		dab:   fmt.Sprintf("%s (%s)", seconds(took), perSec(mibs, took, "MiB")),
+		s5cmd: fmt.Sprintf("%s (%s)", seconds(s5.seconds), perSec(mibs, s5.seconds, "MiB")),
+		ratio: fmt.Sprintf("%.2f", took/s5.seconds),
+		rss:   rss + "; s5cmd " + mib(s5.rss),
+	})
+	return nil
+}
