@@ -23,7 +23,11 @@ type candidate struct {
 	mtime      time.Time
 	lastChange time.Time
 	looks      int
-	renamedIn  bool
+	// settled: complete at the second look, without waiting the settle
+	// time (renamed into the folder, or unchanged for longer than the
+	// settle time when first seen).
+	settled bool
+	seq     uint64 // its place in Watcher.arrivals
 	notBefore  time.Time // back-off after a failed claim
 	inflight   bool
 	inUse      bool // a claim found it open for writing (logged once)
@@ -62,8 +66,11 @@ func (w *Watcher) consider(path string, fromEvent bool) {
 	c, known := w.pending[path]
 	if !known {
 		c = &candidate{typ: typ, rel: rel, size: st.Size(), mtime: st.ModTime(), lastChange: now, looks: 1}
-		c.renamedIn = fromEvent && metadataChangedAfterWrite(st)
+		c.settled = fromEvent && metadataChangedAfterWrite(st) || unchangedFor(st, now) >= w.cfg.Settle
+		w.seq++
+		c.seq = w.seq
 		w.pending[path] = c
+		w.arrivals = append(w.arrivals, arrival{path: path, seq: c.seq})
 		w.detected.Add(1)
 		return
 	}
@@ -71,7 +78,7 @@ func (w *Watcher) consider(path string, fromEvent bool) {
 		return
 	}
 	if st.Size() != c.size || !st.ModTime().Equal(c.mtime) {
-		c.size, c.mtime, c.lastChange, c.looks, c.renamedIn = st.Size(), st.ModTime(), now, 1, false
+		c.size, c.mtime, c.lastChange, c.looks, c.settled = st.Size(), st.ModTime(), now, 1, false
 	}
 }
 
@@ -86,6 +93,20 @@ func metadataChangedAfterWrite(st fs.FileInfo) bool {
 	}
 	ctime := time.Unix(sys.Ctim.Sec, sys.Ctim.Nsec)
 	return ctime.After(st.ModTime())
+}
+
+// unchangedFor is how long ago the file's data or inode last changed (the
+// later of mtime and ctime): a file found unchanged for longer than the
+// settle time (a backlog when dab starts, a file a rescan finds) has
+// settled already, and waiting the settle time again would only delay it.
+func unchangedFor(st fs.FileInfo, now time.Time) time.Duration {
+	last := st.ModTime()
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		if ctime := time.Unix(sys.Ctim.Sec, sys.Ctim.Nsec); ctime.After(last) {
+			last = ctime
+		}
+	}
+	return now.Sub(last)
 }
 
 func kindOf(mode fs.FileMode) string {
@@ -122,27 +143,37 @@ func (w *Watcher) checkInterval() time.Duration {
 	return min(max(w.cfg.Settle/4, 20*time.Millisecond), 250*time.Millisecond)
 }
 
-// ready takes a look at pending files and returns those to claim now, at
-// most limit. A file is complete when two looks at least Settle apart saw
+// arrival is a pending path and the seq its candidate got when first seen.
+type arrival struct {
+	path string
+	seq  uint64
+}
+
+// ready takes a look at pending files, oldest first, and returns those to
+// claim now, at most limit. A file is complete when two looks at least Settle apart saw
 // the same size and modification time, or, if it was renamed into the
 // folder, at the second look. It looks at no more than limit+lookSlack
 // files per call: with a backlog of 100,000 files, looking at all of them
-// every check interval would cost more than claiming them (the files not
-// looked at now are looked at in a later call; map order varies).
+// every check interval would cost more than claiming them.
 func (w *Watcher) ready(now time.Time, limit int) []claimJob {
 	if limit <= 0 {
 		return nil
 	}
 	w.mu.Lock()
 	paths := make([]string, 0, min(len(w.pending), limit+lookSlack))
-	for p, c := range w.pending {
-		if len(paths) == limit+lookSlack {
-			break
+	kept := w.arrivals[:0]
+	for _, a := range w.arrivals {
+		c, ok := w.pending[a.path]
+		if !ok || c.seq != a.seq {
+			continue // taken or gone (or seen anew, further back)
 		}
-		if !c.inflight && !now.Before(c.notBefore) {
-			paths = append(paths, p)
+		kept = append(kept, a)
+		if len(paths) < limit+lookSlack && !c.inflight && !now.Before(c.notBefore) {
+			paths = append(paths, a.path)
 		}
 	}
+	clear(w.arrivals[len(kept):]) // let the dropped paths be collected
+	w.arrivals = kept
 	w.mu.Unlock()
 	// Claiming while Redis is down would only move files out of sight.
 	if w.queueIsDown(now) {
@@ -166,12 +197,12 @@ func (w *Watcher) ready(now time.Time, limit int) []claimJob {
 			}
 			continue
 		case st.Size() != c.size || !st.ModTime().Equal(c.mtime):
-			c.size, c.mtime, c.lastChange, c.looks, c.renamedIn = st.Size(), st.ModTime(), now, 1, false
+			c.size, c.mtime, c.lastChange, c.looks, c.settled = st.Size(), st.ModTime(), now, 1, false
 		case len(jobs) == limit:
 			// Enough for now: looked at again in a later call.
 		default:
 			c.looks++
-			if c.looks >= 2 && (c.renamedIn || now.Sub(c.lastChange) >= w.cfg.Settle) {
+			if c.looks >= 2 && (c.settled || now.Sub(c.lastChange) >= w.cfg.Settle) {
 				c.inflight = true
 				jobs = append(jobs, claimJob{path: p, c: *c})
 			}
