@@ -245,6 +245,17 @@ func TestConsoleInBrowser(t *testing.T) {
 	if err != nil || strings.TrimSpace(owner) != "buyer-1" {
 		t.Fatalf("owner after the purchase: %q %v", owner, err)
 	}
+	// The story gets a cycle (start -> cave -> dungeon -> start), a self
+	// loop, an end that hops to another story and a file without a role.
+	dir := t.TempDir()
+	var story []string
+	for _, n := range []string{"NODE_cave.png", "NODE_dungeon.png", "EDGE_cave_to_dungeon.png", "EDGE_dungeon_to_start.png", "EDGE_cave_to_cave.png", "HOPTO_village.png", "cover.jpg"} {
+		p, _ := writeRandomFile(t, dir, n, 300)
+		story = append(story, p)
+	}
+	if out, errOut, code := e.run([]string{"DAB_SERVER=" + base, "DAB_TOKEN=" + e2eToken}, append([]string{"upload", "--type", "cyoa", "--folder", "forest", "--wait"}, story...)...); code != 0 {
+		t.Fatalf("upload the story: exit %d\n%s%s", code, out, errOut)
+	}
 	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/stories/forest"), chromedp.WaitVisible(`figure.graph svg`), shot("05-story")); err != nil {
 		t.Fatal(err)
 	}
@@ -252,10 +263,44 @@ func TestConsoleInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`data-id="start"`, `data-id="cave"`} {
+	for _, want := range []string{`id="node-start"`, `id="node-cave"`, `id="node-dungeon"`, `id="end-0"`, `id="story-village"`, `href="/stories/village"`} {
 		if !strings.Contains(graph, want) {
 			t.Fatalf("graph lacks %s: %s", want, graph)
 		}
+	}
+	// Every edge is drawn where it can be seen: a path of some length, an
+	// arrowhead, and no point of it inside a box other than its two ends'.
+	check, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(() => {
+		const boxes = [...document.querySelectorAll('figure.graph g.node')].map(g => ({name: g.querySelector('title').textContent, b: g.getBBox()}));
+		const bad = [];
+		let edges = 0;
+		for (const e of document.querySelectorAll('figure.graph g.edge')) {
+			edges++;
+			const [from, to] = e.querySelector('title').textContent.split('->');
+			const p = e.querySelector('path');
+			const len = p.getTotalLength();
+			if (len < 5) bad.push(e.id + ' has no length');
+			if (!e.querySelector('polygon')) bad.push(e.id + ' has no arrowhead');
+			for (let i = 0; i <= 50; i++) {
+				const pt = p.getPointAtLength(len * i / 50);
+				for (const n of boxes) {
+					if (n.name === from || n.name === to) continue;
+					const b = n.b;
+					if (pt.x > b.x + 1 && pt.x < b.x + b.width - 1 && pt.y > b.y + 1 && pt.y < b.y + b.height - 1) bad.push(e.id + ' crosses ' + n.name);
+				}
+			}
+		}
+		return JSON.stringify({edges, bad});
+	})()`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if check != `{"edges":5,"bad":[]}` {
+		t.Fatalf("edges of the cyclic story: %s (want 5 edges, none hidden)", check)
+	}
+	problems, err := chromedp.Run(ctx, chromedp.Text(`ul.problems`))
+	if err != nil || !strings.Contains(problems, "cover.jpg") {
+		t.Fatalf("the file without a role is not listed: %q %v", problems, err)
 	}
 	// The monitor is a JavaScript app that keeps polling; do not wait for
 	// the page to settle, wait for the queue to show.

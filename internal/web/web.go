@@ -30,6 +30,7 @@ import (
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/internal/plugin/cyoa"
+	"github.com/dab-assets/dab/internal/storygraph"
 )
 
 //go:embed templates/*.html
@@ -74,8 +75,9 @@ type Deps struct {
 
 // Console serves the pages.
 type Console struct {
-	d     Deps
-	pages map[string]*template.Template
+	d      Deps
+	pages  map[string]*template.Template
+	graphs storygraph.Renderer
 }
 
 // Register adds the console's pages to d.Server.
@@ -93,10 +95,17 @@ func Register(d Deps) (*Console, error) {
 			}
 			return fmt.Sprintf("%d B", n)
 		},
-		"time":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
-		"path":  url.PathEscape,
+		"time": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+		"path": url.PathEscape,
+		// plural: "1 node", "3 nodes".
+		"plural": func(n int, one, many string) string {
+			if n == 1 {
+				return "1 " + one
+			}
+			return strconv.Itoa(n) + " " + many
+		},
 		"query": url.QueryEscape,
-		"svg":   func(s string) template.HTML { return template.HTML(s) }, // built by cyoa.Graph.SVG, which escapes every text
+		"svg":   func(s string) template.HTML { return template.HTML(s) }, // built by storygraph: Graphviz escapes every text, the links are ours
 	}
 	names, err := fs.Glob(templateFS, "templates/*.html")
 	if err != nil {
@@ -609,7 +618,7 @@ func (c *Console) storiesPage(w http.ResponseWriter, r *http.Request) {
 	var rows []row
 	for name, parts := range all {
 		g := cyoa.BuildGraph(name, parts)
-		rows = append(rows, row{Name: name, Files: len(parts), Problems: len(g.Problems) + len(g.Invalid)})
+		rows = append(rows, row{Name: name, Files: len(parts), Problems: len(g.Problems) + len(g.Invalid) + len(g.Unknown)})
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
 	c.render(w, r, http.StatusOK, "stories", "Stories", rows, "")
@@ -634,7 +643,15 @@ func (c *Console) storyPage(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, http.StatusNotFound, "message", "Not found", nil, "no story "+r.PathValue("story"))
 		return
 	}
-	c.render(w, r, http.StatusOK, "story", "Story "+g.Story, map[string]any{"Graph": g, "SVG": g.SVG()}, "")
+	svg, err := c.graphs.SVG(r.Context(), g, storygraph.Links{
+		Asset: func(id string) string { return "/assets/" + url.PathEscape(id) },
+		Story: func(s string) string { return "/stories/" + url.PathEscape(s) },
+	})
+	if err != nil {
+		c.render(w, r, http.StatusInternalServerError, "message", "Cannot draw the story", nil, err.Error()+": the story's JSON is at /v1/cyoa/stories/"+url.PathEscape(g.Story)+"/graph")
+		return
+	}
+	c.render(w, r, http.StatusOK, "story", "Story "+g.Story, map[string]any{"Graph": g, "SVG": svg}, "")
 }
 
 func (c *Console) storyJSON(w http.ResponseWriter, r *http.Request) {

@@ -2,9 +2,7 @@ package cyoa
 
 import (
 	"fmt"
-	"html"
 	"sort"
-	"strings"
 )
 
 // Part is one asset of a story as the graph builder needs it.
@@ -23,7 +21,9 @@ type Graph struct {
 	Edges []GraphEdge `json:"edges"`
 	Ends  []GraphEnd  `json:"ends"`
 	// Invalid lists the files whose names break the rules, with the reason.
-	Invalid  []Problem `json:"invalid"`
+	Invalid []Problem `json:"invalid"`
+	// Unknown lists the files whose names have no role in the graph.
+	Unknown  []Problem `json:"unknown"`
 	Problems []Problem `json:"problems"`
 }
 
@@ -51,7 +51,7 @@ type GraphEnd struct {
 
 // Problem is something wrong with a story, for a person to fix.
 type Problem struct {
-	Kind    string `json:"kind"` // missing_node, unreachable, invalid_name, no_start
+	Kind    string `json:"kind"` // missing_node, unreachable, duplicate_node, invalid_name, unknown_role, no_start
 	Subject string `json:"subject"`
 	Message string `json:"message"`
 }
@@ -64,22 +64,28 @@ var startNames = []string{"start", "intro"}
 // from their names, with edges to missing nodes, nodes unreachable from the
 // start node and invalid names reported as problems.
 func BuildGraph(story string, parts []Part) Graph {
-	g := Graph{Story: story, Nodes: []GraphNode{}, Edges: []GraphEdge{}, Ends: []GraphEnd{}, Invalid: []Problem{}, Problems: []Problem{}}
+	g := Graph{Story: story, Nodes: []GraphNode{}, Edges: []GraphEdge{}, Ends: []GraphEnd{}, Invalid: []Problem{}, Unknown: []Problem{}, Problems: []Problem{}}
 	nodes := map[string]*GraphNode{}
 	var order []string
 	for _, p := range parts {
 		switch p.Info.Role {
 		case RoleNode:
-			if _, dup := nodes[p.Info.NodeID]; !dup {
-				nodes[p.Info.NodeID] = &GraphNode{ID: p.Info.NodeID, AssetID: p.AssetID}
-				order = append(order, p.Info.NodeID)
+			if first, dup := nodes[p.Info.NodeID]; dup {
+				g.Problems = append(g.Problems, Problem{Kind: "duplicate_node", Subject: p.Name,
+					Message: fmt.Sprintf("node %q has another file already (asset %s): the graph uses that one; remove or rename this one", p.Info.NodeID, first.AssetID)})
+				continue
 			}
+			nodes[p.Info.NodeID] = &GraphNode{ID: p.Info.NodeID, AssetID: p.AssetID}
+			order = append(order, p.Info.NodeID)
 		case RoleEdge:
 			g.Edges = append(g.Edges, GraphEdge{From: p.Info.SrcNode, To: p.Info.DstNode, AssetID: p.AssetID})
 		case RoleEnd:
 			g.Ends = append(g.Ends, GraphEnd{Target: p.Info.HopTarget, AssetID: p.AssetID})
 		case RoleInvalid:
 			g.Invalid = append(g.Invalid, Problem{Kind: "invalid_name", Subject: p.Name, Message: p.Info.Reason})
+		default:
+			g.Unknown = append(g.Unknown, Problem{Kind: "unknown_role", Subject: p.Name,
+				Message: "the name does not start with NODE_, EDGE_ or HOPTO_: the file is banked, but has no place in the graph"})
 		}
 	}
 	for _, e := range g.Edges {
@@ -149,63 +155,4 @@ func BuildGraph(story string, parts []Part) Graph {
 		g.Nodes = append(g.Nodes, *n)
 	}
 	return g
-}
-
-// SVG draws the graph: one column per layer, nodes as boxes, ends as
-// rounded boxes hanging off the last column, problems in red. Every text is
-// escaped: names are user input.
-func (g Graph) SVG() string {
-	const colW, rowH, boxW, boxH, pad = 190, 70, 150, 36, 30
-	rows := map[int]int{}
-	pos := map[string][2]int{}
-	maxLayer := 0
-	for _, n := range g.Nodes {
-		pos[n.ID] = [2]int{pad + n.Layer*colW, pad + rows[n.Layer]*rowH}
-		rows[n.Layer]++
-		maxLayer = max(maxLayer, n.Layer)
-	}
-	maxRows := 0
-	for _, r := range rows {
-		maxRows = max(maxRows, r)
-	}
-	endX := pad + (maxLayer+1)*colW
-	width := endX + boxW + pad
-	height := pad*2 + max(maxRows, len(g.Ends), 1)*rowH
-	var b strings.Builder
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" role="img" aria-label="story graph of %s" font-family="sans-serif" font-size="13">`,
-		width, height, width, height, html.EscapeString(g.Story))
-	b.WriteString(`<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#555"/></marker></defs>`)
-	for _, e := range g.Edges {
-		from, to := pos[e.From], pos[e.To]
-		fmt.Fprintf(&b, `<line class="edge" data-from="%s" data-to="%s" x1="%d" y1="%d" x2="%d" y2="%d" stroke="#555" stroke-width="1.5" marker-end="url(#arrow)"/>`,
-			html.EscapeString(e.From), html.EscapeString(e.To), from[0]+boxW, from[1]+boxH/2, to[0], to[1]+boxH/2)
-	}
-	for _, n := range g.Nodes {
-		p := pos[n.ID]
-		fill, stroke, dash, note := "#eef4ff", "#3366cc", "", ""
-		switch {
-		case n.Missing:
-			fill, stroke, dash, note = "#fff0f0", "#cc0000", ` stroke-dasharray="5,4"`, " (missing)"
-		case n.Unreachable:
-			fill, stroke, note = "#fff7e6", "#cc6600", " (unreachable)"
-		case n.ID == g.Start:
-			stroke = "#117733"
-		}
-		fmt.Fprintf(&b, `<g class="node" data-id="%s"><title>%s%s</title><rect x="%d" y="%d" width="%d" height="%d" rx="4" fill="%s" stroke="%s" stroke-width="2"%s/><text x="%d" y="%d" text-anchor="middle">%s</text></g>`,
-			html.EscapeString(n.ID), html.EscapeString(n.ID), note, p[0], p[1], boxW, boxH, fill, stroke, dash, p[0]+boxW/2, p[1]+boxH/2+5, html.EscapeString(clip(n.ID)))
-	}
-	for i, e := range g.Ends {
-		y := pad + i*rowH
-		fmt.Fprintf(&b, `<g class="end" data-target="%s"><title>HOPTO %s</title><rect x="%d" y="%d" width="%d" height="%d" rx="18" fill="#f0fff0" stroke="#117733" stroke-width="2"/><text x="%d" y="%d" text-anchor="middle">&#8618; %s</text></g>`,
-			html.EscapeString(e.Target), html.EscapeString(e.Target), endX, y, boxW, boxH, endX+boxW/2, y+boxH/2+5, html.EscapeString(clip(e.Target)))
-	}
-	b.WriteString(`</svg>`)
-	return b.String()
-}
-
-func clip(s string) string {
-	if r := []rune(s); len(r) > 18 {
-		return string(r[:17]) + "…"
-	}
-	return s
 }

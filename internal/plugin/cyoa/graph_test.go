@@ -70,17 +70,16 @@ func TestBuildGraph(t *testing.T) {
 	}
 }
 
-func TestSVGEscapesAndDrawsEverything(t *testing.T) {
+// TestUnknownAndInvalidFilesListed: files without a role and files with
+// broken names are listed with their reasons, not dropped.
+func TestUnknownAndInvalidFilesListed(t *testing.T) {
 	t.Parallel()
-	g := BuildGraph(`<script>alert(1)</script>`, parts("NODE_start.png", "EDGE_start_to_gone.png", "NODE_lone.png", "HOPTO_next.png"))
-	svg := g.SVG()
-	if strings.Contains(svg, "<script>") {
-		t.Fatal("story name not escaped")
+	g := BuildGraph("s", parts("NODE_start.png", "cover.jpg", "EDGE_a_to_b_to_c.png"))
+	if len(g.Unknown) != 1 || g.Unknown[0].Subject != "cover.jpg" || !strings.Contains(g.Unknown[0].Message, "NODE_") {
+		t.Errorf("unknown: %+v", g.Unknown)
 	}
-	for _, want := range []string{`data-id="start"`, `data-id="gone"`, `(missing)`, `(unreachable)`, `data-target="next"`, `class="edge"`, "<svg", "</svg>"} {
-		if !strings.Contains(svg, want) {
-			t.Errorf("svg lacks %s", want)
-		}
+	if len(g.Invalid) != 1 || g.Invalid[0].Subject != "EDGE_a_to_b_to_c.png" || g.Invalid[0].Message == "" {
+		t.Errorf("invalid: %+v", g.Invalid)
 	}
 }
 
@@ -88,7 +87,9 @@ func FuzzBuildGraph(f *testing.F) {
 	f.Add("NODE_a.png EDGE_a_to_b.png HOPTO_x.png")
 	f.Fuzz(func(t *testing.T, names string) {
 		g := BuildGraph("s", parts(strings.Fields(names)...))
-		_ = g.SVG()
+		if len(g.Nodes)+len(g.Edges)+len(g.Ends)+len(g.Invalid)+len(g.Unknown)+len(g.Problems) < len(strings.Fields(names)) {
+			t.Fatalf("files lost from the graph: %+v", g)
+		}
 		for _, n := range g.Nodes {
 			if n.Layer < 0 {
 				t.Fatal("negative layer")
