@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -190,6 +191,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			chromedp.SetUploadFiles(`input[type=file]`, []string{path}),
 			chromedp.Click(`#upload button[type=submit]`),
 			chromedp.WaitVisible(`code.task`),
+			chromedp.WaitVisible(`a.asset`), // the asset's page, known before the worker records it
 		)
 	}
 	err = chromedp.Do(ctx,
@@ -231,9 +233,15 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.Click(`#buy button[type=submit]`),
 		chromedp.WaitVisible(`dl.purchase[data-status=succeeded]`),
 		shot("04-purchased"),
-		chromedp.Navigate(base+assetHref),
-		chromedp.WaitVisible(`dd.owner`),
 	)
+	if err == nil {
+		// The purchase page names the asset and the buyer's new balance.
+		receipt, rerr := chromedp.Run(ctx, chromedp.Text(`dl.purchase`))
+		if rerr != nil || !strings.Contains(receipt, "NODE_start.png") || !strings.Contains(receipt, "buyer-1: 43 credits") {
+			t.Fatalf("purchase page: %q %v", receipt, rerr)
+		}
+		err = chromedp.Do(ctx, chromedp.Navigate(base+assetHref), chromedp.WaitVisible(`dd.owner`))
+	}
 	if err != nil {
 		sctx, cancelShot := context.WithTimeout(bctx, 10*time.Second)
 		text, _ := chromedp.Run(sctx, chromedp.Text(`main`))
@@ -378,10 +386,15 @@ func TestConsolePages(t *testing.T) {
 			os.MkdirAll(filepath.Join(strings.TrimPrefix(kv, "DAB_DROP_DIR="), "photos"), 0o750)
 		}
 	}
+	// The strip counts them and links to the problems page, which lists
+	// each with its reason.
 	harness.Eventually(t, 45*time.Second, "the unknown type folder in the status strip", func() bool {
 		_, body := get("/assets")
-		return strings.Contains(body, "drop folder:") && strings.Contains(body, "photos")
+		return strings.Contains(body, `<a class="problem bad" href="/problems">drop folder: 1 problem</a>`)
 	}, nil)
+	if code, body := get("/problems"); code != 200 || !strings.Contains(body, "photos") {
+		t.Fatalf("problems page: %d %s", code, body)
+	}
 	// Metrics: dab's own next to asynq's.
 	harness.Eventually(t, 10*time.Second, "upload metrics", func() bool {
 		_, m := get("/metrics")
@@ -408,5 +421,14 @@ func TestConsolePages(t *testing.T) {
 	resp.Body.Close()
 	if code, body := get("/accounts?id=ann"); code != 200 || !strings.Contains(body, "ann: <b>6</b> credits") {
 		t.Fatalf("after the grant: %d", code)
+	}
+	// The accounts page lists who has credits, and times read to the second.
+	code, body := get("/accounts?id=ann")
+	if !strings.Contains(body, `<a href="/accounts?id=ann">ann</a></td><td>6</td>`) || !regexp.MustCompile(`<td>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</td>`).MatchString(body) {
+		t.Fatalf("accounts page: %d %s", code, body)
+	}
+	// The upload form defaults to generic, as dab upload does.
+	if _, body := get("/upload"); !regexp.MustCompile(`<select name="type"><option value="generic">`).MatchString(body) {
+		t.Fatalf("upload form: %s", body)
 	}
 }

@@ -121,7 +121,7 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 		Server: srv, Sessions: sessions, Assets: a.assets(rdb), Ledger: led,
 		Inspector: asynq.NewInspectorFromRedisClient(rdb), Checks: checks,
 		Types: builtin.Registry().Types(), Uploader: uploads, Purchaser: purchases, Monitor: true, Logger: a.log,
-		Problems: a.watcherProblems,
+		Problems: a.watcherProblems, Bucket: a.cfg.S3.Bucket,
 	}); err != nil {
 		return nil, err
 	}

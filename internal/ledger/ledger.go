@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"sort"
 	"strconv"
 	"time"
 
@@ -450,6 +451,40 @@ type Account struct {
 	ID      string  `json:"id"`
 	Balance int64   `json:"balance"`
 	Entries []Entry `json:"entries"`
+}
+
+// Balance is one account's balance, in a list of accounts.
+type Balance struct {
+	ID      string `json:"id"`
+	Balance int64  `json:"balance"`
+}
+
+// Balances lists up to limit accounts that have a balance, by name (the
+// house and issuance accounts included), and whether there are more.
+func (s *Store) Balances(ctx context.Context, limit int) ([]Balance, bool, error) {
+	var out []Balance
+	var cursor uint64
+	for {
+		kv, next, err := s.rdb.HScan(ctx, s.keys.Balances(), cursor, "*", 1000).Result()
+		if err != nil {
+			return nil, false, fmt.Errorf("ledger: list accounts: %w", err)
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			n, err := strconv.ParseInt(kv[i+1], 10, 64)
+			if err != nil {
+				return nil, false, fmt.Errorf("ledger: balance of %s is %q, not a whole number: run dab ledger verify", kv[i], kv[i+1])
+			}
+			out = append(out, Balance{ID: kv[i], Balance: n})
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	if len(out) > limit {
+		return out[:limit], true, nil
+	}
+	return out, false, nil
 }
 
 // Account reads a balance (0 for an account never seen) and its newest entries.

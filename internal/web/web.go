@@ -71,6 +71,9 @@ type Deps struct {
 	// Downloads hands out presigned URLs for the owner's download and the
 	// image previews (nil: no bucket, neither is shown).
 	Downloads *api.Downloads
+	// Bucket is where uploads go: an upload's asset ID is known from it and
+	// the key before the worker records it (asset.ID).
+	Bucket string
 }
 
 // Console serves the pages.
@@ -96,6 +99,15 @@ func Register(d Deps) (*Console, error) {
 			return fmt.Sprintf("%d B", n)
 		},
 		"time": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+		// when shows an RFC 3339 time (as the ledger stores them) to the
+		// second; anything else as it is.
+		"when": func(s string) string {
+			t, err := time.Parse(time.RFC3339Nano, s)
+			if err != nil {
+				return s
+			}
+			return t.UTC().Format("2006-01-02 15:04:05 UTC")
+		},
 		"path": url.PathEscape,
 		// plural: "1 node", "3 nodes".
 		"plural": func(n int, one, many string) string {
@@ -143,6 +155,7 @@ func Register(d Deps) (*Console, error) {
 	s.HandleFunc(http.MethodPost, "/accounts/{id}/grant", api.ScopeAdmin, c.grant, page)
 	s.HandleFunc(http.MethodGet, "/stories", api.ScopeRead, c.storiesPage, page)
 	s.HandleFunc(http.MethodGet, "/stories/{story}", api.ScopeRead, c.storyPage, page)
+	s.HandleFunc(http.MethodGet, "/problems", api.ScopeRead, c.problemsPage, page)
 	s.HandleFunc(http.MethodGet, "/v1/cyoa/stories/{story}/graph", api.ScopeRead, c.storyJSON)
 	// Browsers that are refused get the login page, not JSON.
 	s.Deny = c.deny
@@ -414,7 +427,21 @@ func (c *Console) assetPage(w http.ResponseWriter, r *http.Request) {
 // --- upload ---
 
 func (c *Console) uploadPage(w http.ResponseWriter, r *http.Request) {
-	c.render(w, r, http.StatusOK, "upload", "Upload", map[string]any{"Types": c.d.Types}, "")
+	c.render(w, r, http.StatusOK, "upload", "Upload", map[string]any{"Types": c.uploadTypes()}, "")
+}
+
+// uploadTypes lists the types with generic first: the form's default, as
+// `dab upload`'s.
+func (c *Console) uploadTypes() []string {
+	out := make([]string, 0, len(c.d.Types))
+	for _, t := range c.d.Types {
+		if t == "generic" {
+			out = append([]string{t}, out...)
+		} else {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 func (c *Console) upload(w http.ResponseWriter, r *http.Request) {
@@ -425,10 +452,10 @@ func (c *Console) upload(w http.ResponseWriter, r *http.Request) {
 		if errors.As(err, &se) {
 			status = se.Status()
 		}
-		c.render(w, r, status, "upload", "Upload", map[string]any{"Types": c.d.Types}, err.Error())
+		c.render(w, r, status, "upload", "Upload", map[string]any{"Types": c.uploadTypes()}, err.Error())
 		return
 	}
-	c.render(w, r, http.StatusAccepted, "uploaded", "Uploaded", acc, "")
+	c.render(w, r, http.StatusAccepted, "uploaded", "Uploaded", map[string]any{"Upload": acc, "AssetID": asset.ID(c.d.Bucket, acc.Key)}, "")
 }
 
 // --- purchases ---
@@ -531,10 +558,22 @@ func (c *Console) purchasePage(w http.ResponseWriter, r *http.Request) {
 	if p.Status == ledger.StatusPending {
 		w.Header().Set("Refresh", "1") // no JavaScript needed to see the result
 	}
-	c.render(w, r, http.StatusOK, "purchase", "Purchase "+p.PurchaseID, p, "")
+	d := map[string]any{"P": p, "AssetName": p.AssetID}
+	if rec, err := c.d.Assets.Get(r.Context(), p.AssetID); err == nil {
+		d["AssetName"] = rec.Name
+	}
+	if p.Status == ledger.StatusSucceeded {
+		if a, err := c.d.Ledger.Account(r.Context(), p.BuyerID, 0); err == nil {
+			d["Balance"] = a.Balance
+		}
+	}
+	c.render(w, r, http.StatusOK, "purchase", "Purchase "+p.PurchaseID, d, "")
 }
 
 // --- accounts ---
+
+// accountsShown is the most accounts the accounts page lists.
+const accountsShown = 500
 
 func (c *Console) accountPage(w http.ResponseWriter, r *http.Request) {
 	id := strings.TrimSpace(r.URL.Query().Get("id"))
@@ -556,6 +595,15 @@ func (c *Console) accountPage(w http.ResponseWriter, r *http.Request) {
 		data["Account"] = a
 	}
 	data["CanGrant"] = caller.Has(api.ScopeAdmin)
+	if caller.Account == "" {
+		// Operators see who has credits; a bound login only its own.
+		list, more, err := c.d.Ledger.Balances(r.Context(), accountsShown)
+		if err != nil {
+			c.render(w, r, http.StatusServiceUnavailable, "account", "Accounts", data, err.Error())
+			return
+		}
+		data["Accounts"], data["More"] = list, more
+	}
 	c.render(w, r, http.StatusOK, "account", "Accounts", data, "")
 }
 
@@ -665,4 +713,16 @@ func (c *Console) storyJSON(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	api.WriteJSON(w, http.StatusOK, g)
+}
+
+// --- problems ---
+
+// problemsPage lists the drop folder's problems that need a person; the
+// status strip shows only their count, with a link here.
+func (c *Console) problemsPage(w http.ResponseWriter, r *http.Request) {
+	var list []Problem
+	if c.d.Problems != nil {
+		list = c.d.Problems()
+	}
+	c.render(w, r, http.StatusOK, "problems", "Problems", list, "")
 }
