@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
+	"os"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -17,6 +19,7 @@ import (
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/internal/metrics"
+	"github.com/dab-assets/dab/internal/netguard"
 	"github.com/dab-assets/dab/internal/plugin"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/internal/storage"
@@ -34,7 +37,7 @@ const ShutdownTimeoutDefault = 25 * time.Second
 // priority rather than draining one first, so uploads still move while
 // purchases keep coming.
 func Queues(uploadQueue string) map[string]int {
-	return map[string]int{task.QueuePurchases: 2, uploadQueue: 1}
+	return map[string]int{task.QueuePurchases: 2, uploadQueue: 1, task.QueueImports: 1}
 }
 
 // Config tunes the server.
@@ -59,6 +62,12 @@ type Config struct {
 	DoneDir string
 	// Metrics, when set, receives upload and purchase outcomes.
 	Metrics *metrics.Metrics
+	// Imports checks and fetches the URLs of imports; nil: this worker
+	// imports from S3 only and refuses URLs.
+	Imports *netguard.Guard
+	// ImportMaxBytes caps what one import fetches; default
+	// ImportMaxBytesDefault.
+	ImportMaxBytes int64
 }
 
 // Deps are the parts the handlers use.
@@ -80,6 +89,11 @@ type Worker struct {
 
 	failedDir, doneDir string
 	metrics            *metrics.Metrics
+
+	imports      *netguard.Guard
+	importClient *http.Client
+	importMax    int64
+	importDir    string
 }
 
 // New builds a worker; Run starts it.
@@ -102,7 +116,17 @@ func New(rdb redis.UniversalClient, cfg Config, d Deps) (*Worker, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	w := &Worker{rdb: rdb, deps: d, log: cfg.Logger, failedDir: cfg.FailedDir, doneDir: cfg.DoneDir, metrics: cfg.Metrics}
+	if cfg.ImportMaxBytes <= 0 {
+		cfg.ImportMaxBytes = ImportMaxBytesDefault
+	}
+	w := &Worker{rdb: rdb, deps: d, log: cfg.Logger, failedDir: cfg.FailedDir, doneDir: cfg.DoneDir, metrics: cfg.Metrics,
+		imports: cfg.Imports, importMax: cfg.ImportMaxBytes, importDir: importDirFor(d.Spool.Dir())}
+	if cfg.Imports != nil {
+		w.importClient = cfg.Imports.Client()
+	}
+	if err := os.MkdirAll(w.importDir, 0o750); err != nil {
+		return nil, fmt.Errorf("worker: imports folder: %w", err)
+	}
 	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:     cfg.Concurrency,
 		Queues:          cfg.Queues,
@@ -119,6 +143,7 @@ func New(rdb redis.UniversalClient, cfg Config, d Deps) (*Worker, error) {
 	w.mux = asynq.NewServeMux()
 	w.mux.HandleFunc(task.TypeUpload, w.handleUpload)
 	w.mux.HandleFunc(task.TypePurchase, w.handlePurchase)
+	w.mux.HandleFunc(task.TypeImport, w.handleImport)
 	return w, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dab-assets/dab/internal/config"
+	"github.com/dab-assets/dab/internal/netguard"
 	"github.com/dab-assets/dab/internal/metrics"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
 	"github.com/dab-assets/dab/internal/spool"
@@ -156,9 +157,15 @@ func (a *app) newWorker(ctx context.Context, rdb redis.UniversalClient) (*worker
 	a.log.Info("worker.config", "redis", config.RedactURL(a.cfg.RedisURL), "store", config.RedactText(st.String(), a.cfg.S3.Endpoint), "upload_queue", a.uploadQueue(),
 		"spool", sp.Dir(), "concurrency", a.cfg.Concurrency, "key_prefix", a.cfg.KeyPrefix,
 		"failed_dir", a.cfg.FailedRoot(), "done_dir", a.cfg.DoneDir)
+	importTLS, err := netguard.TLSWithCAs(a.cfg.ImportCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("DAB_IMPORT_CA_FILE: %w", err)
+	}
+	imports := netguard.New(netguard.Options{AllowHTTP: a.cfg.ImportAllowHTTP, AllowPrivate: a.cfg.ImportAllowPrivate, TLS: importTLS})
 	return worker.New(rdb, worker.Config{
 		Concurrency: a.cfg.Concurrency, ShutdownTimeout: a.cfg.ShutdownTimeout, Logger: a.log,
 		FailedDir: a.cfg.FailedRoot(), DoneDir: a.cfg.DoneDir, Metrics: a.metrics,
+		Imports: imports, ImportMaxBytes: a.cfg.ImportMaxBytes,
 		// Purchases first (someone waits for them), then this host's uploads.
 		Queues: worker.Queues(a.uploadQueue()),
 	}, worker.Deps{Spool: sp, Storage: st, Assets: a.assets(rdb), Plugins: builtin.Registry(), Ledger: a.ledger(rdb)})

@@ -142,6 +142,14 @@ type Config struct {
 	// instead of the local spool and Redis.
 	Server, Token string
 
+	// ImportMaxBytes caps the file one import fetches. Default 5 GiB.
+	ImportMaxBytes int64
+	// ImportAllowHTTP and ImportAllowPrivate name hosts an import may fetch
+	// from over plain http://, and at loopback or private addresses.
+	ImportAllowHTTP, ImportAllowPrivate []string
+	// ImportCAFile is a PEM file of extra CAs for https:// import sources.
+	ImportCAFile string
+
 	S3 S3
 	// Sources says where each setting's value came from (default, env, flag,
 	// dev), keyed by environment variable name; `dab config` prints it.
@@ -305,6 +313,32 @@ func Settings() []Setting {
 		{Env: "DAB_PART_CONCURRENCY", Flag: "part-concurrency", Default: strconv.Itoa(storage.PartConcurrencyDefault),
 			Usage: "parts of one object uploaded at once",
 			get:   func(c *Config) string { return strconv.Itoa(c.S3.PartConcurrency) }, set: intSetter(func(c *Config) *int { return &c.S3.PartConcurrency })},
+		{Env: "DAB_IMPORT_MAX_BYTES", Flag: "import-max-bytes", Default: "5GiB",
+			Usage: "largest file an import (dab:import task) fetches",
+			get:   func(c *Config) string { return FormatBytes(c.ImportMaxBytes) }, set: bytesSetter(func(c *Config) *int64 { return &c.ImportMaxBytes })},
+		{Env: "DAB_IMPORT_ALLOW_HTTP", Flag: "import-allow-http", Default: "",
+			Usage: "comma list of hosts imports may fetch over plain http:// (development; every other URL must be https://)",
+			get:   func(c *Config) string { return strings.Join(c.ImportAllowHTTP, ",") }, set: listSetter(func(c *Config) *[]string { return &c.ImportAllowHTTP })},
+		{Env: "DAB_IMPORT_ALLOW_PRIVATE", Flag: "import-allow-private", Default: "",
+			Usage: "comma list of hosts imports may fetch from although they resolve to loopback, private or link-local addresses (refused by default: no SSRF through dab)",
+			get:   func(c *Config) string { return strings.Join(c.ImportAllowPrivate, ",") }, set: listSetter(func(c *Config) *[]string { return &c.ImportAllowPrivate })},
+		{Env: "DAB_IMPORT_CA_FILE", Flag: "import-ca-file", Default: "",
+			Usage: "PEM file of extra CAs that sign https:// import sources (a private CA)",
+			get:   func(c *Config) string { return c.ImportCAFile }, set: func(c *Config, v string) error { c.ImportCAFile = v; return nil }},
+	}
+}
+
+// listSetter reads a comma-separated list, dropping blanks.
+func listSetter(field func(*Config) *[]string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		var out []string
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				out = append(out, f)
+			}
+		}
+		*field(c) = out
+		return nil
 	}
 }
 
@@ -548,6 +582,9 @@ func (c *Config) validate() []error {
 	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		bad("DAB_HTTP_ADDR", "%q is not host:port (example: 127.0.0.1:8080)", c.HTTPAddr)
+	}
+	if c.ImportMaxBytes < 1 {
+		bad("DAB_IMPORT_MAX_BYTES", "%d: give a size such as 5GiB", c.ImportMaxBytes)
 	}
 	if c.MaxUploadBytes < 1 {
 		bad("DAB_MAX_UPLOAD_BYTES", "must be at least 1 byte")

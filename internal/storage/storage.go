@@ -311,3 +311,13 @@ func (s *Store) String() string {
 	}
 	return "s3://" + s.bucket + " at " + ep + " (checksum " + s.opts.ChecksumMode + ", multipart from " + strconv.FormatInt(s.opts.MultipartThreshold, 10) + " bytes)"
 }
+
+// GetFrom opens an object of any bucket these credentials may read (an
+// import's source), with its size and content type.
+func (s *Store) GetFrom(ctx context.Context, bucket, key string) (io.ReadCloser, int64, string, error) {
+	out, err := s.api.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	if err != nil {
+		return nil, 0, "", wrap("get", bucket, key, err)
+	}
+	return out.Body, aws.ToInt64(out.ContentLength), aws.ToString(out.ContentType), nil
+}

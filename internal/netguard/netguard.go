@@ -1,0 +1,205 @@
+// Package netguard makes HTTP clients that fetch from addresses someone
+// else chose (an import's source URL) without letting that someone reach
+// what only dab can reach: loopback, private networks, link-local (cloud
+// metadata at 169.254.169.254), multicast and unspecified addresses are
+// refused unless the operator names the host. The check runs on the IP
+// actually dialed, after DNS, so a name that resolves to a public address
+// for the check and a private one for the dial (DNS rebinding) gets
+// nowhere; redirects are not followed.
+package netguard
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// ErrRefused is wrapped by every refusal of an address or scheme.
+var ErrRefused = errors.New("address refused")
+
+// Options say which hosts may be reached despite the rules.
+type Options struct {
+	// AllowHTTP lists hosts that may be fetched over plain http:// (for
+	// development on loopback); every other URL must be https://.
+	AllowHTTP []string
+	// AllowPrivate lists hosts that may resolve to loopback, private or
+	// link-local addresses.
+	AllowPrivate []string
+	// TLS, when set, is the TLS configuration (a private CA).
+	TLS *tls.Config
+	// Timeout bounds connecting and the wait for the response headers.
+	Timeout time.Duration
+}
+
+// Guard checks URLs and dials only allowed addresses.
+type Guard struct {
+	o Options
+}
+
+// New returns a Guard.
+func New(o Options) *Guard {
+	if o.Timeout <= 0 {
+		o.Timeout = 30 * time.Second
+	}
+	return &Guard{o: o}
+}
+
+func listed(list []string, host string) bool {
+	for _, h := range list {
+		if strings.EqualFold(strings.TrimSpace(h), host) {
+			return true
+		}
+	}
+	return false
+}
+
+// CheckURL refuses a URL that is not https:// (or http:// to a host in
+// AllowHTTP), has user info, or has no host.
+func (g *Guard) CheckURL(raw string) error {
+	u, err := parseURL(raw)
+	if err != nil {
+		return err
+	}
+	host := u.Hostname()
+	switch {
+	case u.Scheme == "https":
+	case u.Scheme == "http" && listed(g.o.AllowHTTP, host):
+	case u.Scheme == "http":
+		return fmt.Errorf("%w: %s is plain http: use https://, or name the host %q in DAB_IMPORT_ALLOW_HTTP (development only)", ErrRefused, redact(raw), host)
+	default:
+		return fmt.Errorf("%w: scheme %q: use https://", ErrRefused, u.Scheme)
+	}
+	return nil
+}
+
+// Client is an HTTP client that dials only allowed addresses and follows
+// no redirect.
+func (g *Guard) Client() *http.Client {
+	d := &net.Dialer{Timeout: g.o.Timeout}
+	tr := &http.Transport{
+		Proxy:                 nil, // a proxy would dial for us, unchecked
+		DialContext:           g.dialer(d),
+		TLSClientConfig:       g.o.TLS,
+		TLSHandshakeTimeout:   g.o.Timeout,
+		ResponseHeaderTimeout: g.o.Timeout,
+		MaxIdleConnsPerHost:   4,
+		ForceAttemptHTTP2:     true,
+	}
+	return &http.Client{
+		Transport: tr,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			return fmt.Errorf("%w: the server redirected to %s: give the final URL", ErrRefused, redact(req.URL.String()))
+		},
+	}
+}
+
+// dialer resolves the host itself, checks every address and dials a
+// checked one: the address dialed is the address checked.
+func (g *Guard) dialer(d *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		if err != nil {
+			return nil, fmt.Errorf("resolve %s: %w", host, err)
+		}
+		private := listed(g.o.AllowPrivate, host)
+		var lastErr error
+		for _, ip := range ips {
+			if reason := refusedIP(ip); reason != "" && !private {
+				lastErr = fmt.Errorf("%w: %s resolves to %s, %s: dab does not fetch from there unless DAB_IMPORT_ALLOW_PRIVATE names %q", ErrRefused, host, ip, reason, host)
+				continue
+			}
+			c, err := d.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
+			if err == nil {
+				return c, nil
+			}
+			lastErr = err
+		}
+		if lastErr == nil {
+			lastErr = fmt.Errorf("%s has no address", host)
+		}
+		return nil, lastErr
+	}
+}
+
+// refusedIP says why ip may not be dialed by default ("" when it may).
+func refusedIP(ip netip.Addr) string {
+	ip = ip.Unmap()
+	switch {
+	case ip.IsLoopback():
+		return "a loopback address"
+	case ip.IsPrivate():
+		return "a private address"
+	case ip.IsLinkLocalUnicast(), ip.IsLinkLocalMulticast():
+		return "a link-local address (cloud metadata lives there)"
+	case ip.IsMulticast(), ip.IsInterfaceLocalMulticast():
+		return "a multicast address"
+	case ip.IsUnspecified():
+		return "the unspecified address"
+	case ip.Is4() && ip.As4()[0] == 100 && ip.As4()[1]&0xc0 == 64:
+		return "a shared (carrier-grade NAT) address"
+	}
+	return ""
+}
+
+// parseURL parses an absolute URL with a host and no user info (a password
+// in a URL would end up in logs and task payloads).
+func parseURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: not a URL: %v", ErrRefused, err)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return nil, fmt.Errorf("%w: %s has no host", ErrRefused, redact(raw))
+	}
+	if u.User != nil {
+		return nil, fmt.Errorf("%w: %s carries a user name or password: dab does not send credentials in URLs", ErrRefused, redact(raw))
+	}
+	return u, nil
+}
+
+// redact shows a URL without its query and user info: presigned URLs
+// carry their signature in the query.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(a URL that does not parse)"
+	}
+	u.User, u.RawQuery, u.Fragment = nil, "", ""
+	return u.String()
+}
+
+// Redact is redact for callers that report a source URL.
+func Redact(raw string) string { return redact(raw) }
+
+// TLSWithCAs returns a TLS configuration that trusts the system's CAs and
+// those in the PEM file caFile ("" : the system's only, nil config).
+func TLSWithCAs(caFile string) (*tls.Config, error) {
+	if caFile == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("CA file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("CA file %s holds no PEM certificate", caFile)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}

@@ -1,0 +1,114 @@
+package task
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/dab-assets/dab/internal/naming"
+)
+
+// TypeImport banks a file that is not on a dab host: an object in S3
+// (s3://bucket/key) or an https:// URL. Any worker runs it.
+const TypeImport = "dab:import"
+
+// QueueImports carries import tasks; every worker serves it (no host).
+const QueueImports = "imports"
+
+// ImportPayload is the payload of TypeImport.
+type ImportPayload struct {
+	// Key is the producer's idempotency key: the task ID comes from it, so
+	// a retried request imports once.
+	Key string `json:"key"`
+	// Source is s3://bucket/key or an https:// URL.
+	Source string `json:"source"`
+	// Type and Path say where the asset goes: the object key is
+	// <type>/<path>, as for every upload.
+	Type string `json:"type"`
+	Path string `json:"path"`
+	// SHA256, when set (hex), is what the source must hash to.
+	SHA256 string `json:"sha256,omitempty"`
+	// Metadata is the caller's metadata (price and the like).
+	Metadata map[string]string `json:"metadata,omitempty"`
+}
+
+// ImportTaskID is the task ID of the import with idempotency key key: a
+// digest, so that any key (of any length or alphabet) makes a valid ID.
+func ImportTaskID(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return "import-" + hex.EncodeToString(sum[:16])
+}
+
+var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// ImportKeyMax is the longest idempotency key of an import.
+const ImportKeyMax = 200
+
+// Validate checks the payload's shape: a key, an s3:// or https:// (or
+// http://, which the worker refuses unless allowed) source, a type and
+// path that make a valid object key, a SHA-256 in lower-case hex and
+// metadata dab accepts. Errors say what to fix.
+func (p ImportPayload) Validate() error {
+	switch {
+	case p.Key == "" || len(p.Key) > ImportKeyMax:
+		return fmt.Errorf("%w: key: give an idempotency key of 1 to %d bytes", ErrBadPayload, ImportKeyMax)
+	case !strings.HasPrefix(p.Source, "s3://") && !strings.HasPrefix(p.Source, "https://") && !strings.HasPrefix(p.Source, "http://"):
+		return fmt.Errorf("%w: source: give s3://bucket/key or an https:// URL", ErrBadPayload)
+	case p.SHA256 != "" && !sha256Hex.MatchString(p.SHA256):
+		return fmt.Errorf("%w: sha256: give 64 lower-case hex digits", ErrBadPayload)
+	}
+	if strings.HasPrefix(p.Source, "s3://") {
+		if _, _, err := SplitS3(p.Source); err != nil {
+			return err
+		}
+	}
+	if _, err := naming.Key(p.Type, p.Path); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadPayload, err)
+	}
+	if err := naming.CheckMetadata(p.Metadata); err != nil {
+		return fmt.Errorf("%w: metadata: %v", ErrBadPayload, err)
+	}
+	return nil
+}
+
+// SplitS3 splits s3://bucket/key.
+func SplitS3(src string) (bucket, key string, err error) {
+	rest, ok := strings.CutPrefix(src, "s3://")
+	bucket, key, _ = strings.Cut(rest, "/")
+	if !ok || bucket == "" || key == "" {
+		return "", "", fmt.Errorf("%w: source %q: give s3://bucket/key", ErrBadPayload, src)
+	}
+	return bucket, key, nil
+}
+
+// NewImport builds the task of an import.
+func NewImport(p ImportPayload, opts ...asynq.Option) (*asynq.Task, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("task: encode import payload: %w", err)
+	}
+	base := []asynq.Option{
+		asynq.TaskID(ImportTaskID(p.Key)),
+		asynq.Queue(QueueImports),
+		asynq.MaxRetry(DefaultMaxRetry),
+		asynq.Retention(DefaultRetention),
+	}
+	return asynq.NewTask(TypeImport, b, append(base, opts...)...), nil
+}
+
+// DecodeImport reads an import payload; errors wrap ErrBadPayload.
+func DecodeImport(b []byte) (ImportPayload, error) {
+	var p ImportPayload
+	if err := json.Unmarshal(b, &p); err != nil {
+		return p, fmt.Errorf("%w: import payload is not the JSON object {\"key\", \"source\", \"type\", \"path\", ...}: %v", ErrBadPayload, err)
+	}
+	return p, p.Validate()
+}
