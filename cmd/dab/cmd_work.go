@@ -9,8 +9,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dab-assets/dab/internal/config"
-	"github.com/dab-assets/dab/internal/netguard"
 	"github.com/dab-assets/dab/internal/metrics"
+	"github.com/dab-assets/dab/internal/netguard"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/watcher"
