@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -97,6 +98,13 @@ func Register(d Deps) (*Console, error) {
 		"path":  url.PathEscape,
 		"query": url.QueryEscape,
 		"svg":   func(s string) template.HTML { return template.HTML(s) }, // built by cyoa.Graph.SVG, which escapes every text
+		// plural picks the word for a count n (an int, int64 or *int64): 1 credit, 2 credits.
+		"plural": func(n any, one, many string) string {
+			if v := reflect.Indirect(reflect.ValueOf(n)); v.CanInt() && v.Int() == 1 {
+				return one
+			}
+			return many
+		},
 	}
 	names, err := fs.Glob(templateFS, "templates/*.html")
 	if err != nil {
@@ -488,7 +496,7 @@ func (c *Console) listing(w http.ResponseWriter, r *http.Request) {
 		var n int64
 		if n, err = asset.ParsePrice(strings.TrimSpace(r.PostForm.Get("credits"))); err == nil {
 			_, err = c.d.Ledger.SetListing(r.Context(), id, owner, n, by)
-			flash = fmt.Sprintf("listed for %d credits", n)
+			flash = fmt.Sprintf("listed for %d %s", n, pluralCredits(n))
 		}
 	}
 	if err != nil {
@@ -568,7 +576,7 @@ func (c *Console) grant(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, status, "message", "Grant refused", nil, err.Error())
 		return
 	}
-	http.Redirect(w, r, "/accounts?id="+url.QueryEscape(id)+"&flash="+url.QueryEscape(fmt.Sprintf("granted %d credits", n)), http.StatusSeeOther)
+	http.Redirect(w, r, "/accounts?id="+url.QueryEscape(id)+"&flash="+url.QueryEscape(fmt.Sprintf("granted %d %s", n, pluralCredits(n))), http.StatusSeeOther)
 }
 
 // --- stories ---
@@ -648,4 +656,12 @@ func (c *Console) storyJSON(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	api.WriteJSON(w, http.StatusOK, g)
+}
+
+// pluralCredits is "credit" for 1, else "credits".
+func pluralCredits(n int64) string {
+	if n == 1 {
+		return "credit"
+	}
+	return "credits"
 }
