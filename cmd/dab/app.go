@@ -3,11 +3,10 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"path/filepath"
-	"strings"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -31,6 +30,7 @@ type app struct {
 	cfg  *config.Config
 	log  *slog.Logger
 	args []string
+	role role
 	// dev is the state of the running `dab dev` this command follows, if any.
 	dev *config.DevState
 	// httpURL is where this process's HTTP API listens, once bound.
@@ -46,46 +46,30 @@ type app struct {
 	server *api.Server
 }
 
-// parse reads flags (anywhere on the line, before or after arguments) and the
-// environment, validates the configuration and follows a running `dab dev`
-// when no Redis, bucket or endpoint was given. extra registers the command's
-// own flags.
-func (e *env) parse(name string, args []string, extra func(fs *flag.FlagSet)) (*app, error) {
-	fs := flag.NewFlagSet("dab "+name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	loader := config.NewLoader(e.getenv)
-	loader.RegisterFlags(fs)
-	logFormat := fs.String("log-format", "json", "log format: json or text")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	if extra != nil {
-		extra(fs)
-	}
-	var positional []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
-			}
-			return nil, fmt.Errorf("%w: %w", errUsage, err)
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		positional = append(positional, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
+// role says what kind of command runs, for what it needs at start.
+type role int
+
+const (
+	// roleClient: commands that run once; go-redis's reconnect messages
+	// are debug noise for them.
+	roleClient role = iota
+	// roleServer: work, watch and serve run until stopped; go-redis's
+	// messages are warnings.
+	roleServer
+	// roleDev: `dab dev`, a server that starts its own Redis and store.
+	roleDev
+)
+
+// newApp validates the configuration loader holds (environment, then the
+// flags already parsed into it), builds the logger and, except for dev,
+// follows a running `dab dev` when no Redis, bucket or endpoint was given.
+func newApp(e *env, loader *config.Loader, args []string, r role) (*app, error) {
 	cfg, err := loader.Load()
 	if err != nil {
 		return nil, err
 	}
-	a := &app{env: e, cfg: cfg, args: positional}
-	if a.log, err = newLogger(e, *logFormat, *logLevel); err != nil {
-		return nil, fmt.Errorf("%w: %v", errUsage, err)
-	}
-	// go-redis reports reconnects and Sentinel failovers through its own
-	// logger, which prints bare lines to stderr: they go to dab's log.
-	redis.SetLogger(redisLogger{log: a.log, secret: cfg.RedisURL})
-	if name != "dev" && cfg.UsesDev() {
+	a := &app{env: e, cfg: cfg, args: args, role: r}
+	if r != roleDev && cfg.UsesDev() {
 		st, err := config.ReadDevState(cfg.DataDir)
 		if err != nil {
 			return nil, err
@@ -95,29 +79,37 @@ func (e *env) parse(name string, args []string, extra func(fs *flag.FlagSet)) (*
 			a.dev = st
 		}
 	}
+	format := cfg.LogFormat
+	if r == roleDev && !cfg.Explicit("DAB_LOG_FORMAT") && isTerminal(e.stderr) {
+		format = "text" // a person watches
+	}
+	a.log = newLogger(e.stderr, format, cfg.LogLevel)
 	return a, nil
 }
 
-func newLogger(e *env, format, level string) (*slog.Logger, error) {
+// newLogger logs to w in format (json or text) from level on; config has
+// validated both.
+func newLogger(w io.Writer, format, level string) *slog.Logger {
 	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
-	}
+	lv.UnmarshalText([]byte(level))
 	opts := &slog.HandlerOptions{Level: lv}
-	switch strings.ToLower(format) {
-	case "json":
-		return slog.New(slog.NewJSONHandler(e.stderr, opts)), nil
-	case "text":
-		return slog.New(slog.NewTextHandler(e.stderr, opts)), nil
-	default:
-		return nil, fmt.Errorf("--log-format %q: use json or text", format)
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
 	}
+	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
 // connectRedis opens a client for DAB_REDIS_URL and checks that Redis
 // answers; the error names the URL (password hidden) and the fix. The caller
 // closes the client.
 func (a *app) connectRedis(ctx context.Context) (redis.UniversalClient, error) {
+	if a.cfg.RedisURL == "" {
+		return nil, a.noRedis()
+	}
+	// go-redis reports reconnects and Sentinel failovers through its own
+	// logger (one per process), which prints bare lines to stderr: they go
+	// to dab's log.
+	redis.SetLogger(redisLogger{log: a.log, secret: a.cfg.RedisURL, quiet: a.role == roleClient})
 	rdb, _, err := redisconn.Open(redisconn.Options{URL: a.cfg.RedisURL, Mode: a.cfg.RedisMode, CAFile: a.cfg.RedisCAFile})
 	if err != nil {
 		return nil, err
@@ -125,12 +117,31 @@ func (a *app) connectRedis(ctx context.Context) (redis.UniversalClient, error) {
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		rdb.Close()
 		hint := "start Redis or fix DAB_REDIS_URL"
-		if a.cfg.UsesDev() && a.dev == nil {
-			hint = "start Redis, set DAB_REDIS_URL, or start `dab dev` with the same DAB_DATA_DIR (" + a.cfg.DataDir + ")"
+		if a.dev != nil {
+			hint = fmt.Sprintf("the `dab dev` of %s (pid %d) does not answer: restart it", a.cfg.DataDir, a.dev.PID)
 		}
 		return nil, fmt.Errorf("redis at %s is unreachable: %w: %s", config.RedactURL(a.cfg.RedisURL), config.RedactError(err, a.cfg.RedisURL), hint)
 	}
 	return rdb, nil
+}
+
+// noRedis says, without trying any Redis, that none is configured and
+// both ways to give one. dab never guesses a Redis: a guess (the old
+// 127.0.0.1:6379) made commands "succeed" on a Redis no worker reads.
+func (a *app) noRedis() error {
+	dir, err := filepath.Abs(a.cfg.DataDir)
+	if err != nil {
+		dir = a.cfg.DataDir
+	}
+	why := "no `dab dev` runs with the data folder " + dir
+	switch st, _ := config.ReadDevState(a.cfg.DataDir); {
+	case !a.cfg.UsesDev():
+		why = "AWS_S3_BUCKET or AWS_ENDPOINT_URL_S3 is given, so no `dab dev` is followed"
+	case st != nil:
+		why = "the `dab dev` of the data folder " + dir + " is not running"
+	}
+	return fmt.Errorf("DAB_REDIS_URL is not set and %s: set DAB_REDIS_URL (or --redis-url) to the Redis of your dab, "+
+		"or run this from the folder where `dab dev` runs, or set DAB_DATA_DIR to its data folder (`dab dev` prints the export line)", why)
 }
 
 func (a *app) storage(ctx context.Context) (*storage.Store, error) {
@@ -189,12 +200,19 @@ func (a *app) asynqClient(rdb redis.UniversalClient) *asynq.Client {
 
 // redisLogger routes go-redis's messages (dial failures, a new Sentinel
 // master) to dab's structured log, with the Redis URL's password hidden.
+// For a client command (quiet) they are debug lines: its own error says
+// what failed, and a reconnect the command survived is no news to its user.
 type redisLogger struct {
 	log    *slog.Logger
 	secret string
+	quiet  bool
 }
 
 func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	msg := config.RedactError(errors.New(fmt.Sprintf(format, v...)), l.secret).Error()
-	l.log.WarnContext(ctx, "redis.client", "detail", msg)
+	level := slog.LevelWarn
+	if l.quiet {
+		level = slog.LevelDebug
+	}
+	l.log.Log(ctx, level, "redis.client", "detail", msg)
 }

@@ -6,79 +6,253 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/spf13/cobra"
 
 	"github.com/dab-assets/dab/internal/apiclient"
 	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/plugin/builtin"
 	"github.com/dab-assets/dab/internal/storage"
 )
 
-const assetsUsage = "dab assets list [--type T] [--json] | dab assets show ID [--json] | dab assets get ID [-o FILE] [--force]"
+// listLimitDefault is how many records `dab assets list` shows per page.
+const listLimitDefault = 50
 
-// runAssets: dab assets list [--type T] [--json] | dab assets show ID [--json]
-// | dab assets get ID [-o FILE] [--force].
-func runAssets(ctx context.Context, e *env, args []string) error {
-	var (
-		assetType, cursor, output string
-		limit                     int
-		asJSON, force             bool
-	)
-	a, err := e.parse("assets", args, func(fs *flag.FlagSet) {
-		fs.StringVar(&assetType, "type", "", "list: only assets of this type")
-		fs.StringVar(&cursor, "cursor", "", "list: continue after a previous page (its next_cursor)")
-		fs.IntVar(&limit, "limit", 50, "list: records per page (1-1000)")
-		fs.BoolVar(&asJSON, "json", false, "print JSON")
-		fs.StringVar(&output, "o", "", "get: save to this file (or into this folder); default: the asset's name in the current folder")
-		fs.StringVar(&output, "output", "", "get: same as -o")
-		fs.BoolVar(&force, "force", false, "get: replace an existing file")
-	})
-	if err != nil {
-		return err
+func (c *cli) assetsCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "assets VERB",
+		Short: "list, show and download assets",
+		Long: `List, show and download assets: from the local Redis and store, or through
+DAB_SERVER when it is set.`,
+		Example: `  dab assets list --type cyoa
+  dab assets show 0123456789abcdef0123
+  dab assets get 0123456789abcdef0123 -o intro.png`,
 	}
-	if len(a.args) == 0 {
-		return fmt.Errorf("%w: %s", errUsage, assetsUsage)
-	}
-	// Records come from the local Redis, or from DAB_SERVER; so do the
-	// bytes (through a presigned URL either way).
+	cmd.AddCommand(c.assetsListCmd(), c.assetsShowCmd(), c.assetsGetCmd())
+	return cmd
+}
+
+func (c *cli) assetsListCmd() *cobra.Command {
 	var (
-		list func(context.Context, asset.ListOptions) (asset.Page, error)
-		get  func(context.Context, string) (asset.Record, error)
-		open func(context.Context, asset.Record) (io.ReadCloser, int64, error)
+		assetType, cursor string
+		limit             int
+		asJSON            bool
 	)
+	cmd := &cobra.Command{
+		Use:   "list [--type TYPE] [--limit N] [--cursor CURSOR] [--json]",
+		Short: "list asset records, newest first, a page at a time",
+		Long: `List asset records, newest first. When there are more, the last line is the
+command that shows the next page (with --json: next_cursor).`,
+		Example: `  dab assets list
+  dab assets list --type cyoa --limit 20
+  dab assets list --json | jq -r '.assets[].id'`,
+		Args:              noArgs,
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if limit < 1 || limit > 1000 {
+				return usagef("--limit %d: use 1 to 1000", limit)
+			}
+			if assetType != "" {
+				if err := builtin.Registry().CheckType(assetType); err != nil {
+					return usagef("--type: %v", err)
+				}
+			}
+			a, err := c.app(args, roleClient)
+			if err != nil {
+				return err
+			}
+			src, err := a.assetSource(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer src.close()
+			page, err := src.list(cmd.Context(), asset.ListOptions{Type: assetType, Cursor: cursor, Limit: limit})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(a, page)
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tTYPE\tSIZE\tOWNER\tCREATED\tS3 KEY")
+			for _, r := range page.Records {
+				owner := r.Owner
+				if owner == "" {
+					owner = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", r.ID, r.Type, r.Size, owner, r.CreatedAt.Format(time.DateTime), r.S3Key)
+			}
+			tw.Flush()
+			if page.Next != "" {
+				more := "dab assets list"
+				if assetType != "" {
+					more += " --type " + shellQuote(assetType)
+				}
+				if limit != listLimitDefault {
+					more += fmt.Sprintf(" --limit %d", limit)
+				}
+				fmt.Fprintf(a.stdout, "more: %s --cursor %s\n", more, shellQuote(page.Next))
+			}
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&assetType, "type", "", "only assets of this `TYPE` ("+strings.Join(builtin.Registry().Types(), ", ")+")")
+	fs.IntVar(&limit, "limit", listLimitDefault, "`N` records per page (1 to 1000)")
+	fs.StringVar(&cursor, "cursor", "", "continue after a previous page: the `CURSOR` its more: line (or next_cursor) gave")
+	fs.BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.RegisterFlagCompletionFunc("type", cobra.FixedCompletions(builtin.Registry().Types(), cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+func (c *cli) assetsShowCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "show ID [--json]",
+		Short: "show one asset record",
+		Example: `  dab assets show 0123456789abcdef0123
+  dab assets show 0123456789abcdef0123 --json | jq .metadata`,
+		Args:              exactArgs(1),
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := c.app(args, roleClient)
+			if err != nil {
+				return err
+			}
+			src, err := a.assetSource(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer src.close()
+			r, err := src.get(cmd.Context(), args[0])
+			if errors.Is(err, asset.ErrNotFound) {
+				return fmt.Errorf("no asset with ID %q: list IDs with `dab assets list`", args[0])
+			}
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(a, r)
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			for _, kv := range [][2]string{
+				{"id", r.ID}, {"name", r.Name}, {"type", r.Type}, {"s3", "s3://" + r.S3Bucket + "/" + r.S3Key},
+				{"size", fmt.Sprint(r.Size)}, {"sha256", r.SHA256}, {"content_type", r.ContentType},
+				{"owner", r.Owner}, {"created_at", r.CreatedAt.Format(time.RFC3339)}, {"task_id", r.TaskID},
+			} {
+				fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
+			}
+			keys := make([]string, 0, len(r.Metadata))
+			for k := range r.Metadata {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				fmt.Fprintf(tw, "metadata.%s:\t%s\n", k, r.Metadata[k])
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (c *cli) assetsGetCmd() *cobra.Command {
+	var (
+		output string
+		force  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "get ID [-o FILE] [--force]",
+		Short: "download an asset, checked against its record's size and SHA-256",
+		Long: `Download an asset: through DAB_SERVER (the owner's bound token or admin; the
+bytes come straight from S3 by a presigned URL, the token never goes there)
+or locally (Redis and the store's settings). It saves under the asset's name
+here (or FILE, or into a folder), never replaces a file without --force, and
+checks size and SHA-256 against the record: on a mismatch it exits 1 and
+nothing is saved.`,
+		Example: `  dab assets get 0123456789abcdef0123
+  dab assets get 0123456789abcdef0123 -o downloads/
+  dab assets get 0123456789abcdef0123 -o intro.png --force`,
+		Args:              exactArgs(1),
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := args[0]
+			if !asset.ValidID(id) {
+				return fmt.Errorf("no asset with ID %q (IDs are 20 hex digits): list IDs with `dab assets list`", id)
+			}
+			a, err := c.app(args, roleClient)
+			if err != nil {
+				return err
+			}
+			src, err := a.assetSource(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer src.close()
+			r, err := src.get(cmd.Context(), id)
+			if errors.Is(err, asset.ErrNotFound) {
+				return fmt.Errorf("no asset with ID %q: list IDs with `dab assets list`", id)
+			}
+			if err != nil {
+				return err
+			}
+			return a.getAsset(cmd.Context(), r, src.open, output, force)
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "", "save to `FILE`, or into this folder (default: the asset's name in the current folder)")
+	cmd.Flags().BoolVar(&force, "force", false, "replace an existing file")
+	return cmd
+}
+
+// assetSource reads records, and the bytes of assets, from DAB_SERVER or
+// from the local Redis (the bytes through a presigned URL either way).
+type assetSource struct {
+	list  func(context.Context, asset.ListOptions) (asset.Page, error)
+	get   func(context.Context, string) (asset.Record, error)
+	open  func(context.Context, asset.Record) (io.ReadCloser, int64, error)
+	close func()
+}
+
+func (a *app) assetSource(ctx context.Context) (*assetSource, error) {
 	if a.cfg.Server != "" {
 		c, err := a.apiClient()
 		if err != nil {
-			return err
+			return nil, err
 		}
-		list = c.Assets
-		get = func(ctx context.Context, id string) (asset.Record, error) {
-			r, err := c.Asset(ctx, id)
-			var ae *apiclient.Error
-			if errors.As(err, &ae) && ae.Status == 404 {
-				return r, asset.ErrNotFound
-			}
-			return r, err
-		}
-		open = func(ctx context.Context, r asset.Record) (io.ReadCloser, int64, error) { return c.Download(ctx, r.ID) }
-	} else {
-		rdb, err := a.connectRedis(ctx)
-		if err != nil {
-			return err
-		}
-		defer rdb.Close()
-		st := a.assets(rdb)
-		list, get = st.List, st.Get
-		open = func(ctx context.Context, r asset.Record) (io.ReadCloser, int64, error) {
+		return &assetSource{
+			list: c.Assets,
+			get: func(ctx context.Context, id string) (asset.Record, error) {
+				r, err := c.Asset(ctx, id)
+				var ae *apiclient.Error
+				if errors.As(err, &ae) && ae.Status == 404 {
+					return r, asset.ErrNotFound
+				}
+				return r, err
+			},
+			open:  func(ctx context.Context, r asset.Record) (io.ReadCloser, int64, error) { return c.Download(ctx, r.ID) },
+			close: func() {},
+		}, nil
+	}
+	rdb, err := a.connectRedis(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st := a.assets(rdb)
+	return &assetSource{
+		list: st.List,
+		get:  st.Get,
+		open: func(ctx context.Context, r asset.Record) (io.ReadCloser, int64, error) {
 			// Local access (Redis and the store's credentials) is an
 			// operator's: no owner check, as for every local verb.
 			ps, err := a.presigner()
@@ -90,84 +264,9 @@ func runAssets(ctx context.Context, e *env, args []string) error {
 				return nil, 0, err
 			}
 			return apiclient.Fetch(ctx, su.URL)
-		}
-	}
-	switch a.args[0] {
-	case "list":
-		if limit < 1 || limit > 1000 {
-			return fmt.Errorf("%w: --limit %d: use 1 to 1000", errUsage, limit)
-		}
-		page, err := list(ctx, asset.ListOptions{Type: assetType, Cursor: cursor, Limit: limit})
-		if err != nil {
-			return err
-		}
-		if asJSON {
-			return writeJSON(a, page)
-		}
-		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tTYPE\tSIZE\tOWNER\tCREATED\tS3 KEY")
-		for _, r := range page.Records {
-			owner := r.Owner
-			if owner == "" {
-				owner = "-"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", r.ID, r.Type, r.Size, owner, r.CreatedAt.Format(time.DateTime), r.S3Key)
-		}
-		tw.Flush()
-		if page.Next != "" {
-			fmt.Fprintf(a.stdout, "more: dab assets list --cursor %s\n", page.Next)
-		}
-		return nil
-	case "show":
-		if len(a.args) != 2 {
-			return fmt.Errorf("%w: dab assets show ID", errUsage)
-		}
-		r, err := get(ctx, a.args[1])
-		if errors.Is(err, asset.ErrNotFound) {
-			return fmt.Errorf("no asset with ID %q: list IDs with `dab assets list`", a.args[1])
-		}
-		if err != nil {
-			return err
-		}
-		if asJSON {
-			return writeJSON(a, r)
-		}
-		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-		for _, kv := range [][2]string{
-			{"id", r.ID}, {"name", r.Name}, {"type", r.Type}, {"s3", "s3://" + r.S3Bucket + "/" + r.S3Key},
-			{"size", fmt.Sprint(r.Size)}, {"sha256", r.SHA256}, {"content_type", r.ContentType},
-			{"owner", r.Owner}, {"created_at", r.CreatedAt.Format(time.RFC3339)}, {"task_id", r.TaskID},
-		} {
-			fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
-		}
-		keys := make([]string, 0, len(r.Metadata))
-		for k := range r.Metadata {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			fmt.Fprintf(tw, "metadata.%s:\t%s\n", k, r.Metadata[k])
-		}
-		return tw.Flush()
-	case "get":
-		if len(a.args) != 2 {
-			return fmt.Errorf("%w: dab assets get ID [-o FILE] [--force]", errUsage)
-		}
-		id := a.args[1]
-		if !asset.ValidID(id) {
-			return fmt.Errorf("no asset with ID %q (IDs are 20 hex digits): list IDs with `dab assets list`", id)
-		}
-		r, err := get(ctx, id)
-		if errors.Is(err, asset.ErrNotFound) {
-			return fmt.Errorf("no asset with ID %q: list IDs with `dab assets list`", id)
-		}
-		if err != nil {
-			return err
-		}
-		return a.getAsset(ctx, r, open, output, force)
-	default:
-		return fmt.Errorf("%w: unknown assets verb %q: use list, show or get", errUsage, a.args[0])
-	}
+		},
+		close: func() { rdb.Close() },
+	}, nil
 }
 
 // presigner makes presigned URLs with this process's store settings (the
@@ -210,8 +309,8 @@ func (a *app) getAsset(ctx context.Context, r asset.Record, open func(context.Co
 	}
 	defer body.Close()
 	if length >= 0 && length != r.Size {
-		return fmt.Errorf("%w: asset %s: the store sends %d bytes, the record says %d bytes (sha256 %s); nothing was saved: the object in the store is not the one recorded, tell an operator",
-			errMismatch, r.ID, length, r.Size, r.SHA256)
+		return fmt.Errorf("%w: asset %s: the store sends %s, the record says %s (sha256 %s); nothing was saved: the object in the store is not the one recorded, tell an operator",
+			errMismatch, r.ID, plural(length, "byte", "bytes"), plural(r.Size, "byte", "bytes"), r.SHA256)
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".dab-part-*")
 	if err != nil {
@@ -234,15 +333,15 @@ func (a *app) getAsset(ctx context.Context, r asset.Record, open func(context.Co
 	// One byte past the record's size is enough to know the body is longer.
 	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(src, r.Size+1))
 	if err != nil {
-		return fmt.Errorf("download of asset %s broke off after %d of %d bytes: %w; nothing was saved, run the command again", r.ID, n, r.Size, err)
+		return fmt.Errorf("download of asset %s broke off after %d of %s: %w; nothing was saved, run the command again", r.ID, n, plural(r.Size, "byte", "bytes"), err)
 	}
 	if sum := hex.EncodeToString(h.Sum(nil)); n != r.Size || sum != r.SHA256 {
-		got := fmt.Sprintf("%d bytes", n)
+		got := plural(n, "byte", "bytes")
 		if n > r.Size {
-			got = fmt.Sprintf("more than %d bytes", r.Size)
+			got = "more than " + plural(r.Size, "byte", "bytes")
 		}
-		return fmt.Errorf("%w: asset %s: downloaded %s with sha256 %s, the record says %d bytes with sha256 %s; the copy was removed: the object in the store is not the one recorded, tell an operator",
-			errMismatch, r.ID, got, sum, r.Size, r.SHA256)
+		return fmt.Errorf("%w: asset %s: downloaded %s with sha256 %s, the record says %s with sha256 %s; the copy was removed: the object in the store is not the one recorded, tell an operator",
+			errMismatch, r.ID, got, sum, plural(r.Size, "byte", "bytes"), r.SHA256)
 	}
 	if err := tmp.Chmod(0o644); err != nil {
 		return err
@@ -257,7 +356,7 @@ func (a *app) getAsset(ctx context.Context, r asset.Record, open func(context.Co
 		return err
 	}
 	kept = true
-	fmt.Fprintf(a.stdout, "saved %s (%d bytes, sha256 verified)\n", dest, r.Size)
+	fmt.Fprintf(a.stdout, "saved %s (%s, sha256 verified)\n", dest, plural(r.Size, "byte", "bytes"))
 	return nil
 }
 

@@ -1,18 +1,36 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"text/tabwriter"
+
+	"github.com/spf13/cobra"
 )
 
-// runConfig prints every setting with its value (secrets masked) and where
-// the value came from.
-func runConfig(_ context.Context, e *env, args []string) error {
-	a, err := e.parse("config", args, nil)
-	if err != nil {
-		return err
+func (c *cli) configCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "config",
+		Short: "print the effective configuration, where each value came from, secrets masked",
+		Long: `Print every setting's value in effect (secrets masked) and where it came
+from: default, env, flag, or dev (a running dab dev this command follows).
+What each setting means, its flag and its default: dab help config.`,
+		Example: `  dab config
+  DAB_DATA_DIR=/srv/dab dab config --redis-url redis://10.0.0.5:6379/0`,
+		Args:              noArgs,
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := c.app(args, roleClient)
+			if err != nil {
+				return err
+			}
+			return a.printConfig()
+		},
 	}
+}
+
+// printConfig prints every setting with its value (secrets masked) and
+// where the value came from.
+func (a *app) printConfig() error {
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "VARIABLE\tFLAG\tVALUE\tFROM")
 	for _, l := range a.cfg.Effective() {
@@ -27,6 +45,9 @@ func runConfig(_ context.Context, e *env, args []string) error {
 	}
 	if a.dev != nil {
 		fmt.Fprintf(a.stdout, "\nFollowing the `dab dev` running as pid %d (data dir %s).\n", a.dev.PID, a.cfg.DataDir)
+	}
+	if a.cfg.RedisURL == "" && a.cfg.Server == "" {
+		fmt.Fprintf(a.stdout, "\nNo Redis: %v.\n", a.noRedis())
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/spf13/cobra"
 
 	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/localsvc"
@@ -24,18 +25,38 @@ import (
 // devBucket is the bucket `dab dev` creates in its local store.
 const devBucket = "dab-dev"
 
+func (c *cli) devCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "dev",
+		Short: "run everything on this machine with a local Redis and S3-compatible store",
+		Long: `Run the whole pipeline on this machine until SIGINT or SIGTERM: the watcher,
+the HTTP API with console and monitor, and a worker. Without configuration
+it starts redis-server (append-only file on) and versitygw as child
+processes with their data under DAB_DATA_DIR/dev (or in-process stand-ins
+when they are missing, with a warning); a Redis URL or bucket given
+explicitly is used instead. Client commands run from the same folder, or
+with the same DAB_DATA_DIR (dab dev prints the export line), find it without
+configuration. Logs are text when stderr is a terminal, JSON otherwise,
+unless DAB_LOG_FORMAT is given.`,
+		Example: `  dab dev
+  dab dev --http-addr 127.0.0.1:9090 --data-dir /tmp/dab-try`,
+		Args:              noArgs,
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := c.app(args, roleDev)
+			if err != nil {
+				return err
+			}
+			return a.runDev(cmd.Context())
+		},
+	}
+}
+
 // runDev runs the whole pipeline on this machine. Without configuration it
 // starts redis-server (AOF on) and versitygw as child processes with their
 // data under DAB_DATA_DIR/dev, or in-process stand-ins when those binaries are
 // missing. A Redis URL or bucket given explicitly is used instead.
-func runDev(ctx context.Context, e *env, args []string) error {
-	a, err := e.parse("dev", args, nil)
-	if err != nil {
-		return err
-	}
-	if len(a.args) > 0 {
-		return fmt.Errorf("%w: dab dev takes no arguments, got %q", errUsage, a.args)
-	}
+func (a *app) runDev(ctx context.Context) error {
 	dataDir, err := filepath.Abs(a.cfg.DataDir)
 	if err != nil {
 		return err
@@ -153,7 +174,7 @@ func runDev(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(a.stdout, "          curl -H 'Authorization: Bearer %s' -F type=cyoa -F file=@NODE_intro.png %s/v1/assets\n", a.cfg.AdminToken, a.httpURL)
 		drop, _ := filepath.Abs(a.cfg.DropDir)
 		fmt.Fprintf(a.stdout, "  drop:   %s (drop files into %s/<type>/, e.g. %s/cyoa/forest/NODE_intro.png)\n", drop, drop, drop)
-		fmt.Fprintf(a.stdout, "Try, from this folder or with DAB_DATA_DIR=%s:\n  dab upload FILE --type cyoa\n  dab assets list\nStop with Ctrl-C.\n", dataDir)
+		fmt.Fprintf(a.stdout, "Client commands find this dab dev through its data folder; in another terminal (or folder) first run:\n  export DAB_DATA_DIR=%s\nthen try:\n  dab upload FILE --type cyoa\n  dab assets list\nStop with Ctrl-C.\n", shellQuote(dataDir))
 		return nil
 	})
 }

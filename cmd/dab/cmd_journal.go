@@ -74,14 +74,15 @@ func (a *app) ledgerRestore(ctx context.Context, rdb redis.UniversalClient, forc
 	if asJSON {
 		writeJSON(a, res)
 	} else {
-		fmt.Fprintf(a.stdout, "restored %d entries from s3://%s/%s: %d grants, %d purchases, %d price and %d listing changes; last entry %s\n",
-			res.Entries, st.Bucket(), a.journalPrefix(), res.Grants, res.Purchases, res.Prices, res.Listings, res.LastID)
+		fmt.Fprintf(a.stdout, "restored %s from s3://%s/%s: %s, %s, %s and %s; last entry %s\n",
+			plural(res.Entries, "entry", "entries"), st.Bucket(), a.journalPrefix(), plural(res.Grants, "grant", "grants"), plural(res.Purchases, "purchase", "purchases"),
+			plural(res.Prices, "price change", "price changes"), plural(res.Listings, "listing change", "listing changes"), res.LastID)
 		for _, id := range res.MissingAssets {
 			fmt.Fprintf(a.stdout, "PROBLEM: asset %s has no record in Redis: its owner, price and listing were not set\n", id)
 		}
 	}
 	if len(res.MissingAssets) > 0 {
-		return fmt.Errorf("%d assets named in the ledger have no record: run dab reconcile, then dab ledger restore --force", len(res.MissingAssets))
+		return fmt.Errorf("%s named in the ledger without a record: run dab reconcile, then dab ledger restore --force", plural(len(res.MissingAssets), "asset", "assets"))
 	}
 	return nil
 }
@@ -99,9 +100,9 @@ func (a *app) ledgerVerifyJournal(ctx context.Context, rdb redis.UniversalClient
 	if asJSON {
 		writeJSON(a, r)
 	} else {
-		fmt.Fprintf(a.stdout, "journal: %d entries in s3://%s/%s", r.Journaled, st.Bucket(), a.journalPrefix())
+		fmt.Fprintf(a.stdout, "journal: %s in s3://%s/%s", plural(r.Journaled, "entry", "entries"), st.Bucket(), a.journalPrefix())
 		if r.Behind > 0 {
-			fmt.Fprintf(a.stdout, "; Redis is ahead of it by %d entries (not journaled yet)", r.Behind)
+			fmt.Fprintf(a.stdout, "; Redis is ahead of it by %s (not journaled yet)", plural(r.Behind, "entry", "entries"))
 		}
 		fmt.Fprintln(a.stdout)
 		for _, p := range r.Problems {
@@ -109,7 +110,7 @@ func (a *app) ledgerVerifyJournal(ctx context.Context, rdb redis.UniversalClient
 		}
 	}
 	if !r.OK() {
-		return fmt.Errorf("ledger verify --journal found %d problems", len(r.Problems))
+		return fmt.Errorf("ledger verify --journal found %s", plural(len(r.Problems), "problem", "problems"))
 	}
 	return nil
 }

@@ -3,11 +3,12 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/ledger"
@@ -59,28 +60,41 @@ func (r *reconcileReport) problems() int {
 	return len(r.NoMetadata) + len(r.BadMetadata) + len(r.Failed) + len(r.NoObject)
 }
 
-// runReconcile: dab reconcile [--prefix P] [--dry-run] [--json]. It lists
-// the bucket and records again every object with dab metadata whose record
-// is missing (after a Redis that lost data), then checks that every record
-// still has its object. Recording is idempotent (worker.RecordAsset, the
-// upload's own path), so it is safe to run while dab works and to run again.
-func runReconcile(ctx context.Context, e *env, args []string) error {
+func (c *cli) reconcileCmd() *cobra.Command {
 	var (
-		prefix string
-		dryRun bool
-		asJSON bool
+		prefix         string
+		dryRun, asJSON bool
 	)
-	a, err := e.parse("reconcile", args, func(fs *flag.FlagSet) {
-		fs.StringVar(&prefix, "prefix", "", "only objects and records whose S3 key starts with this (such as cyoa/)")
-		fs.BoolVar(&dryRun, "dry-run", false, "report what would be recreated; change nothing")
-		fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
-	})
-	if err != nil {
-		return err
+	cmd := &cobra.Command{
+		Use:   "reconcile [--prefix PREFIX] [--dry-run] [--json]",
+		Short: "rebuild missing asset records from the objects' own metadata in the bucket",
+		Long: `List the bucket and record again every object with dab metadata whose record
+is missing (after a Redis that lost data), then check that every record
+still has its object. Objects without dab metadata and records whose object
+is gone are reported (exit 1). Recording is idempotent: safe while dab
+works, and to run again.`,
+		Example: `  dab reconcile --dry-run
+  dab reconcile --prefix cyoa/ --json`,
+		Args:              noArgs,
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := c.app(args, roleClient)
+			if err != nil {
+				return err
+			}
+			return a.reconcile(cmd.Context(), prefix, dryRun, asJSON)
+		},
 	}
-	if len(a.args) > 0 {
-		return fmt.Errorf("%w: dab reconcile takes flags only: [--prefix P] [--dry-run] [--json]", errUsage)
-	}
+	fs := cmd.Flags()
+	fs.StringVar(&prefix, "prefix", "", "only objects and records whose S3 key starts with `PREFIX` (such as cyoa/)")
+	fs.BoolVar(&dryRun, "dry-run", false, "report what would be recreated; change nothing")
+	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	return cmd
+}
+
+// reconcile records again every object of the bucket under prefix whose
+// record is missing, then checks that every record has its object.
+func (a *app) reconcile(ctx context.Context, prefix string, dryRun, asJSON bool) error {
 	rdb, err := a.connectRedis(ctx)
 	if err != nil {
 		return err
@@ -115,7 +129,7 @@ func runReconcile(ctx context.Context, e *env, args []string) error {
 		printReconcile(a.stdout, r)
 	}
 	if n := r.problems(); n > 0 {
-		return fmt.Errorf("found %d problems it cannot repair (listed above)", n)
+		return fmt.Errorf("found %s it cannot repair (listed above)", plural(n, "problem", "problems"))
 	}
 	return nil
 }
@@ -261,7 +275,7 @@ func (rc *reconciler) draw(final bool) {
 	}
 	rc.drawn = time.Now()
 	r := &rc.report
-	fmt.Fprintf(rc.progress, "\rreconcile: %d objects, %d records, %d recreated, %d problems", r.Objects, r.Records, len(r.Recreated), r.problems())
+	fmt.Fprintf(rc.progress, "\rreconcile: %s, %s, %d recreated, %s", plural(r.Objects, "object", "objects"), plural(r.Records, "record", "records"), len(r.Recreated), plural(r.problems(), "problem", "problems"))
 	if final {
 		fmt.Fprintln(rc.progress)
 	}
@@ -287,10 +301,11 @@ func printReconcile(w io.Writer, r *reconcileReport) {
 	for _, it := range r.NoObject {
 		fmt.Fprintf(w, "NO OBJECT: asset %s: s3://%s/%s is gone: restore the object (bucket versioning, a backup), or upload the file again\n", it.AssetID, r.Bucket, it.Key)
 	}
-	fmt.Fprintf(w, "s3://%s/%s: %d objects: %d recorded, %d %s, %d without dab metadata, %d with bad metadata, %d failed, %d of the ledger's journal; %d records: %d without their object",
-		r.Bucket, r.Prefix, r.Objects, r.Recorded, len(r.Recreated), verb, len(r.NoMetadata), len(r.BadMetadata), len(r.Failed), r.Journal, r.Records, len(r.NoObject))
+	fmt.Fprintf(w, "s3://%s/%s: %s: %d recorded, %d %s, %d without dab metadata, %d with bad metadata, %d failed, %d of the ledger's journal; %s: %d without their object",
+		r.Bucket, r.Prefix, plural(r.Objects, "object", "objects"), r.Recorded, len(r.Recreated), verb, len(r.NoMetadata), len(r.BadMetadata), len(r.Failed), r.Journal,
+		plural(r.Records, "record", "records"), len(r.NoObject))
 	if r.OtherBucket > 0 {
-		fmt.Fprintf(w, " (%d records of other buckets not checked)", r.OtherBucket)
+		fmt.Fprintf(w, " (%s of other buckets not checked)", plural(r.OtherBucket, "record", "records"))
 	}
 	fmt.Fprintln(w, note)
 }

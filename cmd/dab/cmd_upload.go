@@ -1,19 +1,21 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/spf13/cobra"
 
 	"github.com/dab-assets/dab/internal/api"
 	"github.com/dab-assets/dab/internal/apiclient"
@@ -29,7 +31,16 @@ import (
 // metaFlag collects repeated --meta key=value flags.
 type metaFlag map[string]string
 
-func (m metaFlag) String() string { return fmt.Sprint(map[string]string(m)) }
+func (m metaFlag) String() string {
+	kv := make([]string, 0, len(m))
+	for k, v := range m {
+		kv = append(kv, k+"="+v)
+	}
+	sort.Strings(kv)
+	return strings.Join(kv, ",")
+}
+
+func (m metaFlag) Type() string { return "KEY=VALUE" }
 
 func (m metaFlag) Set(v string) error {
 	k, val, ok := strings.Cut(v, "=")
@@ -66,37 +77,65 @@ type uploadLine struct {
 	LastErr string          `json:"error,omitempty"`
 }
 
-// runUpload spools each file and queues its upload task.
-func runUpload(ctx context.Context, e *env, args []string) error {
-	var (
-		assetType string
-		folder    string
-		asJSON    bool
-		wait      bool
-		timeout   time.Duration
-		meta      = metaFlag{}
-	)
-	a, err := e.parse("upload", args, func(fs *flag.FlagSet) {
-		fs.StringVar(&assetType, "type", "generic", "asset type (a registered plugin type: generic, cyoa)")
-		fs.StringVar(&folder, "folder", "", "folder below the type folder, kept in the S3 key (for cyoa: the story)")
-		fs.Var(meta, "meta", "metadata key=value for the record (repeatable)")
-		fs.BoolVar(&asJSON, "json", false, "print one JSON object per file")
-		fs.BoolVar(&wait, "wait", false, "wait until each upload finished and print its outcome")
-		fs.DurationVar(&timeout, "timeout", 10*time.Minute, "with --wait: how long to wait per file")
-	})
-	if err != nil {
-		return err
+// uploadFlags are the flags of `dab upload`.
+type uploadFlags struct {
+	assetType, folder string
+	asJSON, wait      bool
+	timeout           time.Duration
+	meta              metaFlag
+}
+
+func (c *cli) uploadCmd() *cobra.Command {
+	f := uploadFlags{meta: metaFlag{}}
+	cmd := &cobra.Command{
+		Use:   "upload FILE... [--type TYPE] [--folder FOLDER] [--meta KEY=VALUE]... [--wait] [--json]",
+		Short: "spool files and queue their upload; prints each task ID",
+		Long: `Spool each file (a copy, streamed once and fsynced, under DAB_DATA_DIR) and
+queue its upload: a worker on this host (dab work) uploads it to S3, runs
+the type's plugin and records the asset. The command prints the task ID of
+each file; a progress bar shows on a terminal for large files; --wait
+follows each task to its end.
+
+With DAB_SERVER (and DAB_TOKEN) the files go through that dab's HTTP API
+instead: one request for small files, tus for files from 16 MiB, resumed
+after errors and by running the same command again.`,
+		Example: `  dab upload NODE_intro.png EDGE_intro_to_cave.png --type cyoa --folder forest
+  dab upload report.pdf --meta price=5 --wait --json
+  DAB_SERVER=https://dab.example.org DAB_TOKEN=... dab upload big.mov`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return errors.New("name at least one file")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := c.app(args, roleClient)
+			if err != nil {
+				return err
+			}
+			return a.upload(cmd.Context(), f)
+		},
 	}
-	if len(a.args) == 0 {
-		return fmt.Errorf("%w: name at least one file: dab upload FILE... --type TYPE", errUsage)
-	}
-	if err := builtin.Registry().CheckType(assetType); err != nil {
+	fs := cmd.Flags()
+	fs.StringVar(&f.assetType, "type", "generic", "asset `TYPE`: the plugin that reads it ("+strings.Join(builtin.Registry().Types(), ", ")+")")
+	fs.StringVar(&f.folder, "folder", "", "`FOLDER` below the type folder, kept in the S3 key (for cyoa: the story)")
+	fs.Var(f.meta, "meta", "`KEY=VALUE` metadata for the record (repeatable; price=N sells it for N credits)")
+	fs.BoolVar(&f.wait, "wait", false, "wait until each upload finished and print its outcome")
+	fs.DurationVar(&f.timeout, "timeout", 10*time.Minute, "with --wait: how long to wait per file (a `DURATION` such as 30s or 5m)")
+	fs.BoolVar(&f.asJSON, "json", false, "print one JSON object per file")
+	cmd.RegisterFlagCompletionFunc("type", cobra.FixedCompletions(builtin.Registry().Types(), cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+// upload spools each file and queues its upload task.
+func (a *app) upload(ctx context.Context, f uploadFlags) error {
+	if err := builtin.Registry().CheckType(f.assetType); err != nil {
 		return fmt.Errorf("--type: %w", err)
 	}
 	// The metadata travels on the S3 object (for `dab reconcile`): refuse
 	// now what S3 would refuse at upload.
-	if err := storage.MetadataFits(meta); err != nil {
-		return fmt.Errorf("%w: --meta: %v", errUsage, err)
+	if err := storage.MetadataFits(f.meta); err != nil {
+		return usagef("--meta: %v", err)
 	}
 	var up uploader
 	if a.cfg.Server != "" {
@@ -104,20 +143,21 @@ func runUpload(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		up = &serverUploader{a: a, c: c, typ: assetType, folder: folder, meta: meta}
+		up = &serverUploader{a: a, c: c, typ: f.assetType, folder: f.folder, meta: f.meta}
 	} else {
-		sp, err := a.spool()
-		if err != nil {
-			return err
-		}
+		// Redis first: a file is spooled only where its task can be queued.
 		rdb, err := a.connectRedis(ctx)
 		if err != nil {
 			return err
 		}
 		defer rdb.Close()
+		sp, err := a.spool()
+		if err != nil {
+			return err
+		}
 		client := a.asynqClient(rdb)
 		defer client.Close()
-		up = &localUploader{a: a, sp: sp, client: client, insp: asynq.NewInspectorFromRedisClient(rdb), typ: assetType, folder: folder, meta: meta}
+		up = &localUploader{a: a, sp: sp, client: client, tasks: localTasks(asynq.NewInspectorFromRedisClient(rdb)), typ: f.assetType, folder: f.folder, meta: f.meta}
 	}
 
 	// Spool files in parallel (each waits on fsyncs); report in the order given.
@@ -146,8 +186,8 @@ func runUpload(ctx context.Context, e *env, args []string) error {
 	var failed []string
 	for i, file := range a.args {
 		line, err := outcomes[i].line, outcomes[i].err
-		if err == nil && wait {
-			err = waitTask(ctx, up.task, line, timeout)
+		if err == nil && f.wait {
+			err = waitTask(ctx, up.task, line, f.timeout)
 		}
 		if err != nil {
 			failed = append(failed, file)
@@ -156,18 +196,18 @@ func runUpload(ctx context.Context, e *env, args []string) error {
 				continue
 			}
 		}
-		if asJSON {
+		if f.asJSON {
 			b, _ := json.Marshal(line)
 			fmt.Fprintln(a.stdout, string(b))
 		} else {
-			fmt.Fprintf(a.stdout, "%s\t%s\t%s\t%d bytes\n", line.TaskID, line.Key, line.File, line.Size)
+			fmt.Fprintf(a.stdout, "%s\t%s\t%s\t%s\n", line.TaskID, line.Key, line.File, plural(line.Size, "byte", "bytes"))
 			if line.State != "" {
 				fmt.Fprintf(a.stdout, "  %s %s%s\n", line.State, string(line.Result), line.LastErr)
 			}
 		}
 	}
 	if len(failed) > 0 {
-		return fmt.Errorf("%d of %d files failed: %s", len(failed), len(a.args), strings.Join(failed, ", "))
+		return fmt.Errorf("%d of %s failed: %s", len(failed), plural(len(a.args), "file", "files"), strings.Join(failed, ", "))
 	}
 	return nil
 }
@@ -183,14 +223,14 @@ type localUploader struct {
 	a      *app
 	sp     *spool.Spool
 	client *asynq.Client
-	insp   *asynq.Inspector
+	tasks  taskGetter
 	typ    string
 	folder string
 	meta   map[string]string
 }
 
-func (u *localUploader) task(_ context.Context, id string) (api.Task, error) {
-	return localTask(u.insp, id)
+func (u *localUploader) task(ctx context.Context, id string) (api.Task, error) {
+	return u.tasks(ctx, id)
 }
 
 func (u *localUploader) upload(ctx context.Context, file string) (*uploadLine, error) {
@@ -236,7 +276,7 @@ func (u *localUploader) upload(ctx context.Context, file string) (*uploadLine, e
 }
 
 // waitTask polls the task until it completes or is archived.
-func waitTask(ctx context.Context, get func(context.Context, string) (api.Task, error), line *uploadLine, timeout time.Duration) error {
+func waitTask(ctx context.Context, get taskGetter, line *uploadLine, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	tick := time.NewTicker(200 * time.Millisecond)
@@ -250,7 +290,12 @@ func waitTask(ctx context.Context, get func(context.Context, string) (api.Task, 
 			line.State, line.LastErr = t.State, t.LastError
 			switch t.State {
 			case "completed":
-				line.Result, line.LastErr = t.Result, ""
+				// Compact, as the worker wrote it: a server sends it indented.
+				var b bytes.Buffer
+				if json.Compact(&b, t.Result) == nil {
+					line.Result = b.Bytes()
+				}
+				line.LastErr = ""
 				return nil
 			case "archived":
 				return fmt.Errorf("task %s failed for good: %s", line.TaskID, t.LastError)
@@ -274,12 +319,7 @@ type serverUploader struct {
 }
 
 func (u *serverUploader) task(ctx context.Context, id string) (api.Task, error) {
-	t, err := u.c.Task(ctx, id)
-	var ae *apiclient.Error
-	if errors.As(err, &ae) && ae.Status == 404 {
-		return t, api.ErrTaskNotFound
-	}
-	return t, err
+	return serverTasks(u.c)(ctx, id)
 }
 
 func (u *serverUploader) upload(ctx context.Context, file string) (*uploadLine, error) {
@@ -304,6 +344,9 @@ func (u *serverUploader) upload(ctx context.Context, file string) (*uploadLine, 
 	if err != nil {
 		return nil, err
 	}
+	if acc.Key == "" {
+		acc.Key = u.typ + "/" + rel // a server from before tus answers named it
+	}
 	return &uploadLine{File: file, TaskID: acc.TaskID, SpoolID: acc.SpoolID,
-		Key: u.typ + "/" + rel, Size: st.Size(), SHA256: acc.SHA256}, nil
+		Key: acc.Key, Size: acc.Size, SHA256: acc.SHA256}, nil
 }

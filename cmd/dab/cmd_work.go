@@ -7,6 +7,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
 
 	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/metrics"
@@ -17,34 +18,57 @@ import (
 	"github.com/dab-assets/dab/worker"
 )
 
-// runWork runs a worker until SIGINT or SIGTERM.
-func runWork(ctx context.Context, e *env, args []string) error {
-	return runRoles(ctx, e, "work", args, roles{worker: true})
-}
-
-// runWatch runs the intake (drop-folder watcher and HTTP API) until SIGINT
-// or SIGTERM.
-func runWatch(ctx context.Context, e *env, args []string) error {
-	return runRoles(ctx, e, "watch", args, roles{watcher: true, http: true})
-}
-
-// runServe runs the watcher, the HTTP API and the worker in one process.
-func runServe(ctx context.Context, e *env, args []string) error {
-	return runRoles(ctx, e, "serve", args, roles{worker: true, watcher: true, http: true})
-}
-
 // roles says what one process runs.
 type roles struct{ worker, watcher, http bool }
 
-func runRoles(ctx context.Context, e *env, name string, args []string, r roles) error {
-	a, err := e.parse(name, args, nil)
-	if err != nil {
-		return err
+func (c *cli) workCmd() *cobra.Command {
+	return c.roleCmd(roles{worker: true}, &cobra.Command{
+		Use:   "work",
+		Short: "run a worker: upload spooled files to S3, run plugins, record assets, apply purchases",
+		Long: `Run a worker until SIGINT or SIGTERM. It checks Redis and the bucket at
+start (and says which one failed and why), then applies purchases and
+uploads this host's spooled files; running tasks get DAB_SHUTDOWN_TIMEOUT
+to finish when it stops, then go back to the queue.`,
+		Example: `  DAB_REDIS_URL=redis://10.0.0.5:6379/0 AWS_S3_BUCKET=assets dab work
+  dab work --concurrency 64 --metrics-addr 127.0.0.1:9100   # settings as flags`,
+	})
+}
+
+func (c *cli) watchCmd() *cobra.Command {
+	return c.roleCmd(roles{watcher: true, http: true}, &cobra.Command{
+		Use:   "watch",
+		Short: "run the intake: the drop-folder watcher and the HTTP API with console and monitor",
+		Long: `Run the intake until SIGINT or SIGTERM: the watcher takes complete files from
+DAB_DROP_DIR/<type>/, and the HTTP API on DAB_HTTP_ADDR takes uploads and
+serves the console and the Asynq monitor. A worker (dab work) uploads
+what they spool.`,
+		Example: `  DAB_REDIS_URL=redis://10.0.0.5:6379/0 DAB_DROP_DIR=/srv/drop dab watch
+  dab watch --http-addr 0.0.0.0:8080 --tokens-file /etc/dab/tokens`,
+	})
+}
+
+func (c *cli) serveCmd() *cobra.Command {
+	return c.roleCmd(roles{worker: true, watcher: true, http: true}, &cobra.Command{
+		Use:   "serve",
+		Short: "run the watcher, the HTTP API and a worker in one process",
+		Long: `Run what dab watch and dab work run, in one process, until SIGINT or
+SIGTERM: for a single host.`,
+		Example: `  DAB_REDIS_URL=redis://127.0.0.1:6379/0 AWS_S3_BUCKET=assets dab serve`,
+	})
+}
+
+// roleCmd completes cmd as a server role that runs r until stopped.
+func (c *cli) roleCmd(r roles, cmd *cobra.Command) *cobra.Command {
+	cmd.Args = noArgs
+	cmd.ValidArgsFunction = cobra.NoFileCompletions
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		a, err := c.app(args, roleServer)
+		if err != nil {
+			return err
+		}
+		return a.serve(cmd.Context(), r, nil)
 	}
-	if len(a.args) > 0 {
-		return fmt.Errorf("%w: dab %s takes no arguments, got %q", errUsage, name, a.args)
-	}
-	return a.serve(ctx, r, nil)
+	return cmd
 }
 
 // serve connects to Redis, builds the roles (checking what each needs at

@@ -129,7 +129,9 @@ func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout = io.Discard
+	if cmd.Stdout == nil {
+		cmd.Stdout = io.Discard
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,45 +1,22 @@
 // Command dab banks files as digital assets: it spools them, uploads them to
 // S3 through Asynq workers, runs type plugins and records each asset in Redis.
 //
-// Roles: dab work (the worker), dab dev (everything on one machine).
-// Client verbs: dab upload, dab assets, dab config.
+// Roles: dab work (the worker), dab watch (the intake), dab serve (both),
+// dab dev (everything on one machine). Client commands: dab upload, dab
+// assets, dab tasks, dab credits, dab account, dab purchase, dab listing,
+// dab ledger, dab reconcile, dab config. The command tree is built by
+// newRoot (cli.go) with cobra.
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"sort"
 	"syscall"
 )
-
-type command struct {
-	summary string
-	run     func(ctx context.Context, e *env, args []string) error
-}
-
-func commands() map[string]command {
-	return map[string]command{
-		"work":      {"run a worker: upload spooled files to S3, run plugins, record assets", runWork},
-		"watch":     {"run the intake: the drop-folder watcher and the HTTP API, console and monitor", runWatch},
-		"serve":     {"run the watcher, the HTTP API (console, monitor) and a worker in one process", runServe},
-		"dev":       {"run everything on this machine with a local Redis and S3-compatible store", runDev},
-		"upload":    {"spool files and queue their upload: dab upload FILE... --type TYPE", runUpload},
-		"assets":    {"list, show and download assets: dab assets list | show ID | get ID [-o FILE]", runAssets},
-		"tasks":     {"show a task's state: dab tasks show ID", runTasks},
-		"credits":   {"grant credits: dab credits grant ACCOUNT N [--key K]", runCredits},
-		"account":   {"show a balance and its entries: dab account show ACCOUNT", runAccount},
-		"purchase":  {"buy an asset: dab purchase --asset ID [--buyer B] --credits N [--key K]", runPurchase},
-		"ledger":    {"check or restore the books: dab ledger verify [--journal] | rebuild-sales | restore [--force]", runLedger},
-		"listing":   {"sell an owned asset: dab listing set ID CREDITS | remove ID", runListing},
-		"config":    {"print the effective configuration, secrets masked", runConfig},
-		"reconcile": {"rebuild asset records from the bucket: dab reconcile [--prefix P] [--dry-run] [--json]", runReconcile},
-	}
-}
 
 // env is what a command may touch of the outside world; tests supply their own.
 type env struct {
@@ -54,54 +31,40 @@ func main() {
 	os.Exit(code)
 }
 
+// run runs one command line and returns its exit status: 0 success, 1
+// failure (the message names the cause and the fix), 2 a usage error.
 func run(ctx context.Context, e *env, args []string) int {
-	cmds := commands()
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		usage(e.stderr, cmds)
-		if len(args) == 0 {
-			return 2
-		}
-		return 0
-	}
-	c, ok := cmds[args[0]]
-	if !ok {
-		fmt.Fprintf(e.stderr, "dab: unknown command %q\n\n", args[0])
-		usage(e.stderr, cmds)
-		return 2
-	}
-	err := c.run(ctx, e, args[1:])
+	root := newRoot(e)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
+	var usage usageError
 	switch {
 	case err == nil:
 		return 0
-	case errors.Is(err, flag.ErrHelp):
-		return 0
 	case errors.Is(err, errRejected):
-		return 1
-	case errors.Is(err, errUsage):
-		fmt.Fprintf(e.stderr, "dab %s: %v\n", args[0], err)
+		return 1 // the command printed the outcome
+	case errors.Is(err, errUsageShown):
+		return 2
+	case errors.As(err, &usage):
+		fmt.Fprintf(e.stderr, "%s: %v\n", cmd.CommandPath(), err)
 		return 2
 	default:
-		fmt.Fprintf(e.stderr, "dab %s: %v\n", args[0], err)
+		fmt.Fprintf(e.stderr, "%s: %v\n", cmd.CommandPath(), err)
 		return 1
 	}
 }
 
-// errUsage marks errors in how a command was called (exit status 2).
-var errUsage = errors.New("usage")
+// usageError is a mistake in how dab was called (exit status 2).
+type usageError struct{ err error }
 
-func usage(w io.Writer, cmds map[string]command) {
-	fmt.Fprintln(w, "dab: Digital Asset Banking\n\nUsage: dab COMMAND [flags] [args]\n\nCommands:")
-	names := make([]string, 0, len(cmds))
-	for n := range cmds {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	width := 0
-	for _, n := range names {
-		width = max(width, len(n))
-	}
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-*s %s\n", width, n, cmds[n].summary)
-	}
-	fmt.Fprintln(w, "\nRun `dab COMMAND -h` for a command's flags. Every flag also has an environment variable; see `dab config`.")
-}
+func (u usageError) Error() string { return u.err.Error() }
+func (u usageError) Unwrap() error { return u.err }
+
+// usagef makes a usageError; %w wraps as in fmt.Errorf.
+func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+// errUsageShown: the command's help went to stderr instead of a message.
+var errUsageShown = usageError{errors.New("usage shown")}
+
+// errRejected makes a rejected purchase exit 1 after its result is printed.
+var errRejected = errors.New("the purchase was rejected")

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/dab-assets/dab/internal/api"
+	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/metrics"
 )
 
@@ -41,7 +42,8 @@ func TestRouteTable(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	a, err := (&env{stdout: io.Discard, stderr: io.Discard, getenv: func(k string) string { return vars[k] }}).parse("serve", nil, nil)
+	getenv := func(k string) string { return vars[k] }
+	a, err := newApp(&env{stdout: io.Discard, stderr: io.Discard, getenv: getenv}, config.NewLoader(getenv), nil, roleServer)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -84,7 +84,10 @@ type Task struct {
 
 // TaskFromInfo converts asynq's view of a task.
 func TaskFromInfo(info *asynq.TaskInfo) Task {
-	t := Task{ID: info.ID, Type: info.Type, Queue: info.Queue, Attempts: info.Retried, MaxRetry: info.MaxRetry, LastError: info.LastErr}
+	// A handler that gives up wraps asynq.SkipRetry, whose text ends the
+	// error: it says nothing to a reader of the task.
+	lastErr := strings.TrimSuffix(info.LastErr, ": "+asynq.SkipRetry.Error())
+	t := Task{ID: info.ID, Type: info.Type, Queue: info.Queue, Attempts: info.Retried, MaxRetry: info.MaxRetry, LastError: lastErr}
 	switch info.State {
 	case asynq.TaskStateActive:
 		t.State = "active"
@@ -97,8 +100,14 @@ func TaskFromInfo(info *asynq.TaskInfo) Task {
 	default: // pending, scheduled, aggregating: waiting to run
 		t.State = "pending"
 	}
-	if info.State == asynq.TaskStateActive || info.State == asynq.TaskStateCompleted {
+	switch {
+	case info.State == asynq.TaskStateActive || info.State == asynq.TaskStateCompleted:
 		t.Attempts++ // the run in progress or the one that succeeded
+	case info.State == asynq.TaskStateArchived && info.LastErr != "":
+		// asynq counts retries, and archives a task that failed for good
+		// without counting the run that failed (an operator who archives a
+		// retrying task by hand is the rare case this counts once too many).
+		t.Attempts++
 	}
 	if len(info.Result) > 0 && json.Valid(info.Result) {
 		t.Result = json.RawMessage(info.Result)

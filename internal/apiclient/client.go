@@ -444,7 +444,9 @@ func (c *Client) tusSend(ctx context.Context, f *os.File, size, offset int64, lo
 	if id == "" {
 		return api.Accepted{}, errors.New("tus: the final answer has no Dab-Task-Id")
 	}
-	return api.Accepted{TaskID: id, StatusURL: resp.Header.Get("Dab-Status-Url"), Size: size}, nil
+	h := resp.Header
+	return api.Accepted{TaskID: id, StatusURL: h.Get("Dab-Status-Url"), SpoolID: h.Get("Dab-Spool-Id"),
+		Key: h.Get("Dab-S3-Key"), SHA256: h.Get("Dab-Sha256"), Size: size}, nil
 }
 
 // Grant gives credits to an account (admin), once per key.

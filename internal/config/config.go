@@ -5,7 +5,6 @@ package config
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"net/netip"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/spf13/pflag"
 
 	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/internal/storage"
@@ -46,7 +46,8 @@ const DownloadTTLDefault = 5 * time.Minute
 // Config is the effective configuration of one dab process.
 type Config struct {
 	// RedisURL locates the Redis that holds the queues, asset records and
-	// ledger. Default redis://127.0.0.1:6379/0.
+	// ledger. No default: every command but `dab dev` (which starts its
+	// own) needs it, given or taken from a running `dab dev`.
 	RedisURL string
 	// RedisMode is single, sentinel or cluster.
 	RedisMode string
@@ -141,6 +142,8 @@ type Config struct {
 	// Server and Token make client commands go through a dab HTTP API
 	// instead of the local spool and Redis.
 	Server, Token string
+	// LogFormat is json or text; LogLevel debug, info, warn or error.
+	LogFormat, LogLevel string
 
 	// ImportMaxBytes caps the file one import fetches. Default 5 GiB.
 	ImportMaxBytes int64
@@ -161,13 +164,27 @@ type Config struct {
 // by package storage, so there is nothing to convert and nothing to drift.
 type S3 = storage.Options
 
+// Groups of settings, in the order `dab help config` shows them.
+const (
+	GroupRedis   = "Redis"
+	GroupWorker  = "Spool and worker"
+	GroupDrop    = "Drop folder (watch, serve, dev)"
+	GroupHTTP    = "HTTP API (watch, serve, dev)"
+	GroupClient  = "Client commands"
+	GroupS3      = "S3"
+	GroupLogs    = "Logs"
+	GroupImports = "Imports (dab:import tasks)"
+)
+
 // Setting describes one configurable value.
 type Setting struct {
 	Env     string
 	Flag    string
 	Default string
 	Usage   string
-	Secret  bool
+	// Group is the part of dab the setting is about (a Group* constant).
+	Group  string
+	Secret bool
 	// URL marks a value that is a URL: it is shown through RedactURL, which
 	// masks the secrets a URL can carry (userinfo, ?password= and the like).
 	URL bool
@@ -178,151 +195,157 @@ type Setting struct {
 // Settings lists every setting in the order `dab config` and the README show them.
 func Settings() []Setting {
 	return []Setting{
-		{Env: "DAB_REDIS_URL", Flag: "redis-url", Default: "redis://127.0.0.1:6379/0",
-			Usage: "Redis URL (redis:// or rediss://, user:password@ allowed)", URL: true,
+		{Env: "DAB_REDIS_URL", Group: GroupRedis, Flag: "redis-url", Default: "",
+			Usage: "Redis URL (redis:// or rediss://, user:password@ allowed); required, except where a running dab dev is followed (same DAB_DATA_DIR) or by dab dev itself, which starts one", URL: true,
 			get: func(c *Config) string { return c.RedisURL }, set: func(c *Config, v string) error { c.RedisURL = v; return nil }},
-		{Env: "DAB_REDIS_MODE", Flag: "redis-mode", Default: "single",
+		{Env: "DAB_REDIS_MODE", Group: GroupRedis, Flag: "redis-mode", Default: "single",
 			Usage: "single, sentinel (DAB_REDIS_URL names a sentinel, ?master_name=...) or cluster (any node, more with ?addr=)",
 			get:   func(c *Config) string { return c.RedisMode }, set: func(c *Config, v string) error { c.RedisMode = v; return nil }},
-		{Env: "DAB_REDIS_CA_FILE", Flag: "redis-ca-file", Default: "",
+		{Env: "DAB_REDIS_CA_FILE", Group: GroupRedis, Flag: "redis-ca-file", Default: "",
 			Usage: "PEM file of the CAs that sign the Redis server's certificate (rediss:// with a private CA)",
 			get:   func(c *Config) string { return c.RedisCAFile }, set: func(c *Config, v string) error { c.RedisCAFile = v; return nil }},
-		{Env: "DAB_REDIS_MIN_REPLICAS", Flag: "redis-min-replicas", Default: "0",
+		{Env: "DAB_REDIS_MIN_REPLICAS", Group: GroupRedis, Flag: "redis-min-replicas", Default: "0",
 			Usage: "Redis replicas that must acknowledge each ledger write and asset record (WAIT) before it counts as done (an upload keeps its spooled file until then); 0 waits for none",
 			get:   func(c *Config) string { return strconv.Itoa(c.RedisMinReplicas) }, set: intSetter(func(c *Config) *int { return &c.RedisMinReplicas })},
-		{Env: "DAB_REDIS_REPLICA_TIMEOUT", Flag: "redis-replica-timeout", Default: ledger.ReplicaTimeoutDefault.String(),
+		{Env: "DAB_REDIS_REPLICA_TIMEOUT", Group: GroupRedis, Flag: "redis-replica-timeout", Default: ledger.ReplicaTimeoutDefault.String(),
 			Usage: "how long a ledger write waits for DAB_REDIS_MIN_REPLICAS replicas; then a purchase stays pending and is retried, a grant answers 503",
 			get:   func(c *Config) string { return c.RedisReplicaTimeout.String() }, set: durationSetter(func(c *Config) *time.Duration { return &c.RedisReplicaTimeout })},
-		{Env: "DAB_KEY_PREFIX", Flag: "key-prefix", Default: "dab:",
+		{Env: "DAB_KEY_PREFIX", Group: GroupRedis, Flag: "key-prefix", Default: "dab:",
 			Usage: "prefix of every Redis key dab owns",
 			get:   func(c *Config) string { return c.KeyPrefix }, set: func(c *Config, v string) error { c.KeyPrefix = v; return nil }},
-		{Env: "DAB_DATA_DIR", Flag: "data-dir", Default: "./dab-data",
+		{Env: "DAB_DATA_DIR", Group: GroupWorker, Flag: "data-dir", Default: "./dab-data",
 			Usage: "folder for the spool and local state",
 			get:   func(c *Config) string { return c.DataDir }, set: func(c *Config, v string) error { c.DataDir = v; return nil }},
-		{Env: "DAB_CONCURRENCY", Flag: "concurrency", Default: strconv.Itoa(defaultConcurrency()),
+		{Env: "DAB_CONCURRENCY", Group: GroupWorker, Flag: "concurrency", Default: strconv.Itoa(defaultConcurrency()),
 			Usage: "tasks one worker runs at once",
 			get:   func(c *Config) string { return strconv.Itoa(c.Concurrency) }, set: intSetter(func(c *Config) *int { return &c.Concurrency })},
-		{Env: "DAB_SHUTDOWN_TIMEOUT", Flag: "shutdown-timeout", Default: "25s",
+		{Env: "DAB_SHUTDOWN_TIMEOUT", Group: GroupWorker, Flag: "shutdown-timeout", Default: "25s",
 			Usage: "how long a stopping worker waits for running tasks before handing them back",
 			get:   func(c *Config) string { return c.ShutdownTimeout.String() }, set: durationSetter(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
-		{Env: "DAB_DROP_DIR", Flag: "drop-dir", Default: "./drop",
+		{Env: "DAB_DROP_DIR", Group: GroupDrop, Flag: "drop-dir", Default: "./drop",
 			Usage: "drop folder the watcher takes files from (drop/<type>/...)",
 			get:   func(c *Config) string { return c.DropDir }, set: func(c *Config, v string) error { c.DropDir = v; return nil }},
-		{Env: "DAB_DONE_DIR", Flag: "done-dir", Default: "",
+		{Env: "DAB_DONE_DIR", Group: GroupDrop, Flag: "done-dir", Default: "",
 			Usage: "archive of uploaded originals (<done>/<type>/<path>); empty deletes them after upload",
 			get:   func(c *Config) string { return c.DoneDir }, set: func(c *Config, v string) error { c.DoneDir = v; return nil }},
-		{Env: "DAB_FAILED_DIR", Flag: "failed-dir", Default: "",
+		{Env: "DAB_FAILED_DIR", Group: GroupDrop, Flag: "failed-dir", Default: "",
 			Usage: "where files that cannot be uploaded go, with <name>.error.json; empty means <data dir>/failed",
 			get:   func(c *Config) string { return c.FailedDir }, set: func(c *Config, v string) error { c.FailedDir = v; return nil }},
-		{Env: "DAB_SETTLE", Flag: "settle", Default: "1s",
+		{Env: "DAB_SETTLE", Group: GroupDrop, Flag: "settle", Default: "1s",
 			Usage: "how long a file must stay unchanged before the watcher takes it",
 			get:   func(c *Config) string { return c.Settle.String() }, set: durationSetter(func(c *Config) *time.Duration { return &c.Settle })},
-		{Env: "DAB_RESCAN_INTERVAL", Flag: "rescan-interval", Default: "30s",
+		{Env: "DAB_RESCAN_INTERVAL", Group: GroupDrop, Flag: "rescan-interval", Default: "30s",
 			Usage: "how often the watcher walks the whole drop folder (2s by default with DAB_POLL)",
 			get:   func(c *Config) string { return c.RescanInterval.String() }, set: durationSetter(func(c *Config) *time.Duration { return &c.RescanInterval })},
-		{Env: "DAB_JOURNAL_INTERVAL", Flag: "journal-interval", Default: "5s",
+		{Env: "DAB_JOURNAL_INTERVAL", Group: GroupWorker, Flag: "journal-interval", Default: "5s",
 			Usage: "how often a worker copies new ledger entries to the bucket's journal (journal/; what losing Redis can cost the books)",
 			get:   func(c *Config) string { return c.JournalInterval.String() }, set: durationSetter(func(c *Config) *time.Duration { return &c.JournalInterval })},
-		{Env: "DAB_POLL", Flag: "poll", Default: "false",
+		{Env: "DAB_POLL", Group: GroupDrop, Flag: "poll", Default: "false",
 			Usage: "watch by rescanning only, for network filesystems that send no file events",
 			get:   func(c *Config) string { return strconv.FormatBool(c.Poll) }, set: boolSetter(func(c *Config) *bool { return &c.Poll })},
-		{Env: "DAB_HTTP_ADDR", Flag: "http-addr", Default: "127.0.0.1:8080",
+		{Env: "DAB_HTTP_ADDR", Group: GroupHTTP, Flag: "http-addr", Default: "127.0.0.1:8080",
 			Usage: "address of the HTTP API (watch, serve, dev); a non-loopback address needs a token",
 			get:   func(c *Config) string { return c.HTTPAddr }, set: func(c *Config, v string) error { c.HTTPAddr = v; return nil }},
-		{Env: "DAB_ADMIN_TOKEN", Flag: "admin-token", Default: "", Secret: true,
+		{Env: "DAB_ADMIN_TOKEN", Group: GroupHTTP, Flag: "admin-token", Default: "", Secret: true,
 			Usage: "bearer token with every scope (at least 16 characters)",
 			get:   func(c *Config) string { return c.AdminToken }, set: func(c *Config, v string) error { c.AdminToken = v; return nil }},
-		{Env: "DAB_TOKENS_FILE", Flag: "tokens-file", Default: "",
+		{Env: "DAB_TOKENS_FILE", Group: GroupHTTP, Flag: "tokens-file", Default: "",
 			Usage: "file of further tokens, one \"scope[,scope][@account] token\" per line (scopes: ingest, read, purchase (bound to an account), broker, admin)",
 			get:   func(c *Config) string { return c.TokensFile }, set: func(c *Config, v string) error { c.TokensFile = v; return nil }},
-		{Env: "DAB_INSECURE", Flag: "insecure", Default: "false",
+		{Env: "DAB_INSECURE", Group: GroupHTTP, Flag: "insecure", Default: "false",
 			Usage: "allow a non-loopback DAB_HTTP_ADDR without any token (warned at every start)",
 			get:   func(c *Config) string { return strconv.FormatBool(c.Insecure) }, set: boolSetter(func(c *Config) *bool { return &c.Insecure })},
-		{Env: "DAB_MAX_UPLOAD_BYTES", Flag: "max-upload-bytes", Default: "5GiB",
+		{Env: "DAB_MAX_UPLOAD_BYTES", Group: GroupHTTP, Flag: "max-upload-bytes", Default: "5GiB",
 			Usage: "largest file the HTTP intake accepts (413 beyond)",
 			get:   func(c *Config) string { return FormatBytes(c.MaxUploadBytes) }, set: bytesSetter(func(c *Config) *int64 { return &c.MaxUploadBytes })},
-		{Env: "DAB_MAX_CONCURRENT_UPLOADS", Flag: "max-concurrent-uploads", Default: "16",
+		{Env: "DAB_MAX_CONCURRENT_UPLOADS", Group: GroupHTTP, Flag: "max-concurrent-uploads", Default: "16",
 			Usage: "HTTP uploads in progress at once (503 beyond)",
 			get:   func(c *Config) string { return strconv.Itoa(c.MaxConcurrentUploads) }, set: intSetter(func(c *Config) *int { return &c.MaxConcurrentUploads })},
-		{Env: "DAB_MIN_UPLOAD_RATE", Flag: "min-upload-rate", Default: FormatBytes(MinUploadRateDefault),
+		{Env: "DAB_MIN_UPLOAD_RATE", Group: GroupHTTP, Flag: "min-upload-rate", Default: FormatBytes(MinUploadRateDefault),
 			Usage: "slowest an HTTP upload may arrive, in bytes per second over 20 s (408 below; 0: no minimum), so trickling clients cannot hold the upload slots",
 			get:   func(c *Config) string { return FormatBytes(c.MinUploadRate) }, set: bytesSetter(func(c *Config) *int64 { return &c.MinUploadRate })},
-		{Env: "DAB_MIN_FREE_BYTES", Flag: "min-free-bytes", Default: FormatBytes(MinFreeBytesDefault),
+		{Env: "DAB_MIN_FREE_BYTES", Group: GroupHTTP, Flag: "min-free-bytes", Default: FormatBytes(MinFreeBytesDefault),
 			Usage: "space kept free on the spool's disk: uploads that would leave less are refused (507) and /readyz is not ready (0: no floor)",
 			get:   func(c *Config) string { return FormatBytes(c.MinFreeBytes) }, set: bytesSetter(func(c *Config) *int64 { return &c.MinFreeBytes })},
-		{Env: "DAB_TUS_EXPIRY", Flag: "tus-expiry", Default: TusExpiryDefault.String(),
+		{Env: "DAB_TUS_EXPIRY", Group: GroupHTTP, Flag: "tus-expiry", Default: TusExpiryDefault.String(),
 			Usage: "resumable uploads that received nothing for this long are removed",
 			get:   func(c *Config) string { return c.TusExpiry.String() }, set: durationSetter(func(c *Config) *time.Duration { return &c.TusExpiry })},
-		{Env: "DAB_TRUSTED_PROXIES", Flag: "trusted-proxies", Default: "",
+		{Env: "DAB_TRUSTED_PROXIES", Group: GroupHTTP, Flag: "trusted-proxies", Default: "",
 			Usage: "comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For names the client (for the throttle on failed logins); empty: use the connection's address",
 			get:   func(c *Config) string { return FormatPrefixes(c.TrustedProxies) }, set: prefixesSetter(func(c *Config) *[]netip.Prefix { return &c.TrustedProxies })},
-		{Env: "DAB_PROMETHEUS_ADDR", Flag: "prometheus-addr", Default: "", URL: true,
+		{Env: "DAB_PROMETHEUS_ADDR", Group: GroupHTTP, Flag: "prometheus-addr", Default: "", URL: true,
 			Usage: "URL of a Prometheus server that scrapes dab; the monitor's metrics page queries it",
 			get:   func(c *Config) string { return c.PrometheusAddr }, set: func(c *Config, v string) error { c.PrometheusAddr = v; return nil }},
-		{Env: "DAB_METRICS_ADDR", Flag: "metrics-addr", Default: "",
+		{Env: "DAB_METRICS_ADDR", Group: GroupWorker, Flag: "metrics-addr", Default: "",
 			Usage: "dab work: serve Prometheus metrics on this address (watch/serve/dev serve them at /metrics of DAB_HTTP_ADDR)",
 			get:   func(c *Config) string { return c.MetricsAddr }, set: func(c *Config, v string) error { c.MetricsAddr = v; return nil }},
-		{Env: "DAB_HOUSE_ACCOUNT", Flag: "house-account", Default: "house",
+		{Env: "DAB_HOUSE_ACCOUNT", Group: GroupWorker, Flag: "house-account", Default: "house",
 			Usage: "account that receives the price of an asset nobody owns yet",
 			get:   func(c *Config) string { return c.HouseAccount }, set: func(c *Config, v string) error { c.HouseAccount = v; return nil }},
-		{Env: "DAB_DOWNLOAD_TTL", Flag: "download-ttl", Default: DownloadTTLDefault.String(),
+		{Env: "DAB_DOWNLOAD_TTL", Group: GroupHTTP, Flag: "download-ttl", Default: DownloadTTLDefault.String(),
 			Usage: "lifetime of the presigned S3 URLs of downloads and image previews (1s to 168h, S3's limit)",
 			get:   func(c *Config) string { return c.DownloadTTL.String() }, set: durationSetter(func(c *Config) *time.Duration { return &c.DownloadTTL })},
-		{Env: "DAB_HOST_ID", Flag: "host-id", Default: defaultHostID(),
+		{Env: "DAB_HOST_ID", Group: GroupWorker, Flag: "host-id", Default: defaultHostID(),
 			Usage: "this host's name in its upload queue (uploads:<host id>); workers upload only their own host's files",
 			get:   func(c *Config) string { return c.HostID }, set: func(c *Config, v string) error { c.HostID = v; return nil }},
-		{Env: "DAB_SPOOL_SHARED", Flag: "spool-shared", Default: "false",
+		{Env: "DAB_SPOOL_SHARED", Group: GroupWorker, Flag: "spool-shared", Default: "false",
 			Usage: "the spool is on storage all workers share: one upload queue for all hosts",
 			get:   func(c *Config) string { return strconv.FormatBool(c.SpoolShared) }, set: boolSetter(func(c *Config) *bool { return &c.SpoolShared })},
-		{Env: "DAB_SERVER", Flag: "server", Default: "", URL: true,
+		{Env: "DAB_SERVER", Group: GroupClient, Flag: "server", Default: "", URL: true,
 			Usage: "client commands: URL of a dab HTTP API to use instead of the local spool and Redis",
 			get:   func(c *Config) string { return c.Server }, set: func(c *Config, v string) error { c.Server = v; return nil }},
-		{Env: "DAB_TOKEN", Flag: "token", Default: "", Secret: true,
+		{Env: "DAB_TOKEN", Group: GroupClient, Flag: "token", Default: "", Secret: true,
 			Usage: "client commands: bearer token for DAB_SERVER",
 			get:   func(c *Config) string { return c.Token }, set: func(c *Config, v string) error { c.Token = v; return nil }},
-		{Env: "AWS_S3_BUCKET", Flag: "bucket", Default: "",
+		{Env: "AWS_S3_BUCKET", Group: GroupS3, Flag: "bucket", Default: "",
 			Usage: "S3 bucket that holds the assets",
 			get:   func(c *Config) string { return c.S3.Bucket }, set: func(c *Config, v string) error { c.S3.Bucket = v; return nil }},
-		{Env: "AWS_REGION", Flag: "region", Default: "",
+		{Env: "AWS_REGION", Group: GroupS3, Flag: "region", Default: "",
 			Usage: "AWS region (AWS_DEFAULT_REGION is read too); us-east-1 when unset and an endpoint is given",
 			get:   func(c *Config) string { return c.S3.Region }, set: func(c *Config, v string) error { c.S3.Region = v; return nil }},
-		{Env: "AWS_ACCESS_KEY_ID", Flag: "aws-access-key-id", Default: "",
+		{Env: "AWS_ACCESS_KEY_ID", Group: GroupS3, Flag: "aws-access-key-id", Default: "",
 			Usage: "access key; when unset the AWS default chain (profiles, SSO, instance role) is used",
 			get:   func(c *Config) string { return c.S3.AccessKeyID }, set: func(c *Config, v string) error { c.S3.AccessKeyID = v; return nil }},
-		{Env: "AWS_SECRET_ACCESS_KEY", Flag: "aws-secret-access-key", Default: "", Secret: true,
+		{Env: "AWS_SECRET_ACCESS_KEY", Group: GroupS3, Flag: "aws-secret-access-key", Default: "", Secret: true,
 			Usage: "secret key that goes with AWS_ACCESS_KEY_ID",
 			get:   func(c *Config) string { return c.S3.SecretAccessKey }, set: func(c *Config, v string) error { c.S3.SecretAccessKey = v; return nil }},
-		{Env: "AWS_SESSION_TOKEN", Flag: "aws-session-token", Default: "", Secret: true,
+		{Env: "AWS_SESSION_TOKEN", Group: GroupS3, Flag: "aws-session-token", Default: "", Secret: true,
 			Usage: "session token of temporary credentials",
 			get:   func(c *Config) string { return c.S3.SessionToken }, set: func(c *Config, v string) error { c.S3.SessionToken = v; return nil }},
-		{Env: "AWS_ENDPOINT_URL_S3", Flag: "s3-endpoint", Default: "", URL: true,
+		{Env: "AWS_ENDPOINT_URL_S3", Group: GroupS3, Flag: "s3-endpoint", Default: "", URL: true,
 			Usage: "URL of an S3-compatible store; empty for AWS S3",
 			get:   func(c *Config) string { return c.S3.Endpoint }, set: func(c *Config, v string) error { c.S3.Endpoint = v; return nil }},
-		{Env: "DAB_S3_PATH_STYLE", Flag: "s3-path-style", Default: "false",
+		{Env: "DAB_S3_PATH_STYLE", Group: GroupS3, Flag: "s3-path-style", Default: "false",
 			Usage: "path-style bucket addressing (true for most S3-compatible stores)",
 			get:   func(c *Config) string { return strconv.FormatBool(c.S3.PathStyle) }, set: boolSetter(func(c *Config) *bool { return &c.S3.PathStyle })},
-		{Env: "DAB_S3_CHECKSUM", Flag: "s3-checksum", Default: storage.ChecksumSHA256,
+		{Env: "DAB_S3_CHECKSUM", Group: GroupS3, Flag: "s3-checksum", Default: storage.ChecksumSHA256,
 			Usage: "sha256 (the store verifies each upload) or off (for stores that reject checksum headers)",
 			get:   func(c *Config) string { return c.S3.ChecksumMode }, set: func(c *Config, v string) error { c.S3.ChecksumMode = v; return nil }},
-		{Env: "DAB_MULTIPART_THRESHOLD", Flag: "multipart-threshold", Default: FormatBytes(storage.MultipartThresholdDefault),
+		{Env: "DAB_MULTIPART_THRESHOLD", Group: GroupS3, Flag: "multipart-threshold", Default: FormatBytes(storage.MultipartThresholdDefault),
 			Usage: "objects this size or larger upload in parts",
 			get:   func(c *Config) string { return FormatBytes(c.S3.MultipartThreshold) }, set: bytesSetter(func(c *Config) *int64 { return &c.S3.MultipartThreshold })},
-		{Env: "DAB_PART_SIZE", Flag: "part-size", Default: FormatBytes(storage.PartSizeDefault),
+		{Env: "DAB_PART_SIZE", Group: GroupS3, Flag: "part-size", Default: FormatBytes(storage.PartSizeDefault),
 			Usage: "size of one part of a multipart upload (at least " + FormatBytes(storage.PartSizeMin) + ")",
 			get:   func(c *Config) string { return FormatBytes(c.S3.PartSize) }, set: bytesSetter(func(c *Config) *int64 { return &c.S3.PartSize })},
-		{Env: "DAB_PART_CONCURRENCY", Flag: "part-concurrency", Default: strconv.Itoa(storage.PartConcurrencyDefault),
+		{Env: "DAB_PART_CONCURRENCY", Group: GroupS3, Flag: "part-concurrency", Default: strconv.Itoa(storage.PartConcurrencyDefault),
 			Usage: "parts of one object uploaded at once",
 			get:   func(c *Config) string { return strconv.Itoa(c.S3.PartConcurrency) }, set: intSetter(func(c *Config) *int { return &c.S3.PartConcurrency })},
-		{Env: "DAB_IMPORT_MAX_BYTES", Flag: "import-max-bytes", Default: "5GiB",
+		{Env: "DAB_LOG_FORMAT", Group: GroupLogs, Flag: "log-format", Default: "json",
+			Usage: "json or text; dab dev logs text when its stderr is a terminal unless this is given",
+			get:   func(c *Config) string { return c.LogFormat }, set: func(c *Config, v string) error { c.LogFormat = strings.ToLower(strings.TrimSpace(v)); return nil }},
+		{Env: "DAB_LOG_LEVEL", Group: GroupLogs, Flag: "log-level", Default: "info",
+			Usage: "debug, info, warn or error",
+			get:   func(c *Config) string { return c.LogLevel }, set: func(c *Config, v string) error { c.LogLevel = strings.ToLower(strings.TrimSpace(v)); return nil }},
+		{Env: "DAB_IMPORT_MAX_BYTES", Group: GroupImports, Flag: "import-max-bytes", Default: "5GiB",
 			Usage: "largest file an import (dab:import task) fetches",
 			get:   func(c *Config) string { return FormatBytes(c.ImportMaxBytes) }, set: bytesSetter(func(c *Config) *int64 { return &c.ImportMaxBytes })},
-		{Env: "DAB_IMPORT_ALLOW_HTTP", Flag: "import-allow-http", Default: "",
+		{Env: "DAB_IMPORT_ALLOW_HTTP", Group: GroupImports, Flag: "import-allow-http", Default: "",
 			Usage: "comma list of hosts imports may fetch over plain http:// (development; every other URL must be https://)",
 			get:   func(c *Config) string { return strings.Join(c.ImportAllowHTTP, ",") }, set: listSetter(func(c *Config) *[]string { return &c.ImportAllowHTTP })},
-		{Env: "DAB_IMPORT_ALLOW_PRIVATE", Flag: "import-allow-private", Default: "",
+		{Env: "DAB_IMPORT_ALLOW_PRIVATE", Group: GroupImports, Flag: "import-allow-private", Default: "",
 			Usage: "comma list of hosts imports may fetch from although they resolve to loopback, private or link-local addresses (refused by default: no SSRF through dab)",
 			get:   func(c *Config) string { return strings.Join(c.ImportAllowPrivate, ",") }, set: listSetter(func(c *Config) *[]string { return &c.ImportAllowPrivate })},
-		{Env: "DAB_IMPORT_CA_FILE", Flag: "import-ca-file", Default: "",
+		{Env: "DAB_IMPORT_CA_FILE", Group: GroupImports, Flag: "import-ca-file", Default: "",
 			Usage: "PEM file of extra CAs that sign https:// import sources (a private CA)",
 			get:   func(c *Config) string { return c.ImportCAFile }, set: func(c *Config, v string) error { c.ImportCAFile = v; return nil }},
 	}
@@ -490,22 +513,40 @@ func NewLoader(getenv func(string) string) *Loader {
 
 // RegisterFlags adds one flag per setting to fs; a flag given on the command
 // line wins over the environment.
-func (l *Loader) RegisterFlags(fs *flag.FlagSet) {
+func (l *Loader) RegisterFlags(fs *pflag.FlagSet) {
 	for _, s := range Settings() {
-		set := func(v string) error {
-			if err := s.set(&l.cfg, v); err != nil {
-				return fmt.Errorf("--%s: %w", s.Flag, err)
-			}
-			l.cfg.Sources[s.Env] = "flag"
-			return nil
-		}
-		usage := fmt.Sprintf("%s (env %s, default %q)", s.Usage, s.Env, s.Default)
-		if s.Default == "false" || s.Default == "true" {
-			fs.BoolFunc(s.Flag, usage, set)
-		} else {
-			fs.Func(s.Flag, usage, set)
+		f := fs.VarPF(&flagValue{l: l, s: s}, s.Flag, "", fmt.Sprintf("%s (env %s)", s.Usage, s.Env))
+		f.DefValue = s.Default // not the value from the environment: it may be a secret
+		if s.IsBool() {
+			f.NoOptDefVal = "true" // --poll alone means --poll=true
 		}
 	}
+}
+
+// IsBool reports whether the setting is true or false (its flag takes no value).
+func (s Setting) IsBool() bool { return s.Default == "false" || s.Default == "true" }
+
+// flagValue is a setting as a flag: setting it records "flag" as the source.
+type flagValue struct {
+	l *Loader
+	s Setting
+}
+
+func (v *flagValue) String() string { return v.s.get(&v.l.cfg) }
+
+func (v *flagValue) Set(val string) error {
+	if err := v.s.set(&v.l.cfg, val); err != nil {
+		return err
+	}
+	v.l.cfg.Sources[v.s.Env] = "flag"
+	return nil
+}
+
+func (v *flagValue) Type() string {
+	if v.s.IsBool() {
+		return "bool"
+	}
+	return "string"
 }
 
 // Load returns the configuration after validation.
@@ -547,22 +588,23 @@ func (c *Config) validate() []error {
 	bad := func(env, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{env}, args...)...))
 	}
-	if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
-		bad("DAB_REDIS_URL", "%q is not a redis:// or rediss:// URL (example: redis://127.0.0.1:6379/0)", RedactURL(c.RedisURL))
-	} else {
-		var perr error
-		switch c.RedisMode {
-		case "single":
-			_, perr = redis.ParseURL(c.RedisURL)
-		case "sentinel":
-			_, perr = redis.ParseFailoverURL(c.RedisURL)
-		case "cluster":
-			_, perr = redis.ParseClusterURL(c.RedisURL)
-		default:
-			bad("DAB_REDIS_MODE", "%q: use single, sentinel or cluster", c.RedisMode)
-		}
-		if perr != nil {
-			bad("DAB_REDIS_URL", "%v", RedactText(perr.Error(), c.RedisURL))
+	parse := map[string]func(string) error{
+		"single":   func(u string) error { _, err := redis.ParseURL(u); return err },
+		"sentinel": func(u string) error { _, err := redis.ParseFailoverURL(u); return err },
+		"cluster":  func(u string) error { _, err := redis.ParseClusterURL(u); return err },
+	}[c.RedisMode]
+	if parse == nil {
+		bad("DAB_REDIS_MODE", "%q: use single, sentinel or cluster", c.RedisMode)
+	}
+	// An empty DAB_REDIS_URL is refused where Redis is needed (a client
+	// command through DAB_SERVER does not need it).
+	if c.RedisURL != "" {
+		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+			bad("DAB_REDIS_URL", "%q is not a redis:// or rediss:// URL (example: redis://127.0.0.1:6379/0)", RedactURL(c.RedisURL))
+		} else if parse != nil {
+			if err := parse(c.RedisURL); err != nil {
+				bad("DAB_REDIS_URL", "%v", RedactText(err.Error(), c.RedisURL))
+			}
 		}
 	}
 	if c.RedisMinReplicas < 0 || c.RedisMinReplicas > ledger.MinReplicasMax {
@@ -654,6 +696,12 @@ func (c *Config) validate() []error {
 	}
 	if c.S3.PartConcurrency < 1 || c.S3.PartConcurrency > 64 {
 		bad("DAB_PART_CONCURRENCY", "%d is out of range: use 1 to 64", c.S3.PartConcurrency)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		bad("DAB_LOG_FORMAT", "%q: use json or text", c.LogFormat)
+	}
+	if c.LogLevel != "debug" && c.LogLevel != "info" && c.LogLevel != "warn" && c.LogLevel != "error" {
+		bad("DAB_LOG_LEVEL", "%q: use debug, info, warn or error", c.LogLevel)
 	}
 	return errs
 }

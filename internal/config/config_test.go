@@ -1,11 +1,12 @@
 package config
 
 import (
-	"flag"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/internal/storage"
@@ -21,7 +22,7 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.RedisURL != "redis://127.0.0.1:6379/0" || cfg.KeyPrefix != "dab:" || cfg.DataDir != "./dab-data" ||
+	if cfg.RedisURL != "" || cfg.LogFormat != "json" || cfg.LogLevel != "info" || cfg.KeyPrefix != "dab:" || cfg.DataDir != "./dab-data" ||
 		cfg.S3.ChecksumMode != storage.ChecksumSHA256 || cfg.S3.MultipartThreshold != storage.MultipartThresholdDefault ||
 		cfg.S3.PartSize != storage.PartSizeDefault || cfg.S3.PartConcurrency != storage.PartConcurrencyDefault {
 		t.Fatalf("defaults = %+v", cfg)
@@ -37,7 +38,7 @@ func TestEnvThenFlags(t *testing.T) {
 		"AWS_S3_BUCKET": "assets-env", "AWS_DEFAULT_REGION": "eu-west-1", "DAB_CONCURRENCY": "7",
 		"DAB_PART_SIZE": "10MiB", "DAB_S3_PATH_STYLE": "true",
 	}))
-	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
 	l.RegisterFlags(fs)
 	if err := fs.Parse([]string{"--bucket", "assets-flag"}); err != nil {
 		t.Fatal(err)
@@ -169,7 +170,7 @@ func TestDownloadTTL(t *testing.T) {
 		}
 	}
 	l := NewLoader(envOf(map[string]string{"DAB_DOWNLOAD_TTL": "1h"}))
-	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
 	l.RegisterFlags(fs)
 	if err := fs.Parse([]string{"--download-ttl", "90s"}); err != nil {
 		t.Fatal(err)
@@ -189,7 +190,7 @@ func TestRedisMinReplicas(t *testing.T) {
 		t.Fatalf("defaults: min replicas %d, timeout %s", cfg.RedisMinReplicas, cfg.RedisReplicaTimeout)
 	}
 	l := NewLoader(envOf(map[string]string{"DAB_REDIS_MIN_REPLICAS": "1", "DAB_REDIS_REPLICA_TIMEOUT": "250ms"}))
-	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
 	l.RegisterFlags(fs)
 	if err := fs.Parse([]string{"--redis-min-replicas", "2"}); err != nil {
 		t.Fatal(err)
@@ -212,5 +213,47 @@ func TestRedisMinReplicas(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("env %v: err = %v, want it to mention %q", env, err, want)
 		}
+	}
+}
+
+// TestFlags: every setting is a flag; a true-or-false one takes no value;
+// a flag's source is "flag"; no flag's default shows a value from the
+// environment (it may be a secret).
+func TestFlags(t *testing.T) {
+	t.Parallel()
+	l := NewLoader(envOf(map[string]string{"AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "env-secret-value"}))
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	l.RegisterFlags(fs)
+	if err := fs.Parse([]string{"--poll", "--log-format", "TEXT", "--spool-shared=false", "arg"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := l.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Poll || cfg.LogFormat != "text" || cfg.SpoolShared || fs.Arg(0) != "arg" {
+		t.Fatalf("poll %v, log format %q, spool shared %v, args %v", cfg.Poll, cfg.LogFormat, cfg.SpoolShared, fs.Args())
+	}
+	for _, env := range []string{"DAB_POLL", "DAB_LOG_FORMAT", "DAB_SPOOL_SHARED"} {
+		if cfg.Sources[env] != "flag" {
+			t.Errorf("%s came from %s, want flag", env, cfg.Sources[env])
+		}
+	}
+	groups := map[string]bool{GroupRedis: true, GroupWorker: true, GroupDrop: true, GroupHTTP: true, GroupClient: true, GroupS3: true, GroupLogs: true}
+	for _, s := range Settings() {
+		f := fs.Lookup(s.Flag)
+		if f == nil {
+			t.Errorf("%s has no flag --%s", s.Env, s.Flag)
+			continue
+		}
+		if f.DefValue != s.Default {
+			t.Errorf("--%s shows the default %q, want %q", s.Flag, f.DefValue, s.Default)
+		}
+		if !groups[s.Group] {
+			t.Errorf("%s is in no known group (%q)", s.Env, s.Group)
+		}
+	}
+	if err := fs.Parse([]string{"--concurrency", "many"}); err == nil || !strings.Contains(err.Error(), `"many" is not a whole number`) {
+		t.Errorf("--concurrency many: %v", err)
 	}
 }

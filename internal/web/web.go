@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -108,16 +109,16 @@ func Register(d Deps) (*Console, error) {
 			}
 			return t.UTC().Format("2006-01-02 15:04:05 UTC")
 		},
-		"path": url.PathEscape,
-		// plural: "1 node", "3 nodes".
-		"plural": func(n int, one, many string) string {
-			if n == 1 {
-				return "1 " + one
-			}
-			return strconv.Itoa(n) + " " + many
-		},
+		"path":  url.PathEscape,
 		"query": url.QueryEscape,
 		"svg":   func(s string) template.HTML { return template.HTML(s) }, // built by storygraph: Graphviz escapes every text, the links are ours
+		// plural picks the word for a count n (an int, int64 or *int64): 1 credit, 2 credits.
+		"plural": func(n any, one, many string) string {
+			if v := reflect.Indirect(reflect.ValueOf(n)); v.CanInt() && v.Int() == 1 {
+				return one
+			}
+			return many
+		},
 	}
 	names, err := fs.Glob(templateFS, "templates/*.html")
 	if err != nil {
@@ -524,7 +525,7 @@ func (c *Console) listing(w http.ResponseWriter, r *http.Request) {
 		var n int64
 		if n, err = asset.ParsePrice(strings.TrimSpace(r.PostForm.Get("credits"))); err == nil {
 			_, err = c.d.Ledger.SetListing(r.Context(), id, owner, n, by)
-			flash = fmt.Sprintf("listed for %d credits", n)
+			flash = fmt.Sprintf("listed for %d %s", n, pluralCredits(n))
 		}
 	}
 	if err != nil {
@@ -625,7 +626,7 @@ func (c *Console) grant(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, status, "message", "Grant refused", nil, err.Error())
 		return
 	}
-	http.Redirect(w, r, "/accounts?id="+url.QueryEscape(id)+"&flash="+url.QueryEscape(fmt.Sprintf("granted %d credits", n)), http.StatusSeeOther)
+	http.Redirect(w, r, "/accounts?id="+url.QueryEscape(id)+"&flash="+url.QueryEscape(fmt.Sprintf("granted %d %s", n, pluralCredits(n))), http.StatusSeeOther)
 }
 
 // --- stories ---
@@ -725,4 +726,12 @@ func (c *Console) problemsPage(w http.ResponseWriter, r *http.Request) {
 		list = c.d.Problems()
 	}
 	c.render(w, r, http.StatusOK, "problems", "Problems", list, "")
+}
+
+// pluralCredits is "credit" for 1, else "credits".
+func pluralCredits(n int64) string {
+	if n == 1 {
+		return "credit"
+	}
+	return "credits"
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/dab-assets/dab/internal/api"
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/harness"
+	"github.com/dab-assets/dab/internal/ledger"
 )
 
 func TestSafeNext(t *testing.T) {
@@ -137,5 +138,34 @@ func TestLoginThrottled(t *testing.T) {
 	}
 	if rec := post("192.0.2.2:1", readTok); rec.Code != http.StatusSeeOther {
 		t.Fatalf("another address: %d", rec.Code)
+	}
+}
+
+// TestPlurals: counts read "1 credit", "2 credits".
+func TestPlurals(t *testing.T) {
+	t.Parallel()
+	tokens, _ := api.LoadTokens("", "")
+	c, err := Register(Deps{Server: api.New(tokens, false, slog.New(slog.NewTextHandler(io.Discard, nil)))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	one, two := int64(1), int64(2)
+	for _, tt := range []struct {
+		page string
+		data any
+		want string
+	}{
+		{"account", map[string]any{"Account": ledger.Account{ID: "amy", Balance: 1}}, "<b>1</b> credit</p>"},
+		{"account", map[string]any{"Account": ledger.Account{ID: "amy", Balance: 2}}, "<b>2</b> credits</p>"},
+		{"asset", assetData{Rec: asset.Record{ID: "0123456789abcdef0123", Price: &one}}, "by the house for 1 credit<"},
+		{"asset", assetData{Rec: asset.Record{ID: "0123456789abcdef0123", Owner: "amy", Listing: &two}}, "listed by amy for 2 credits<"},
+	} {
+		var b strings.Builder
+		if err := c.pages[tt.page].Execute(&b, view{Title: "t", LoggedIn: true, Data: tt.data}); err != nil {
+			t.Fatalf("%s: %v", tt.page, err)
+		}
+		if !strings.Contains(b.String(), tt.want) {
+			t.Errorf("page %s lacks %q:\n%s", tt.page, tt.want, b.String())
+		}
 	}
 }

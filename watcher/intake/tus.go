@@ -24,7 +24,9 @@ import (
 // Partial uploads live in TusDir, next to the spool on the same filesystem;
 // when the last byte arrives the file is claimed into the spool by rename and
 // its upload task is queued before the final answer goes out, which carries
-// the task in the Dab-Task-Id and Dab-Status-Url headers.
+// the task in the Dab-Task-Id and Dab-Status-Url headers, and the spool
+// entry, S3 key and SHA-256 in Dab-Spool-Id, Dab-S3-Key and Dab-Sha256 (what
+// a one-request upload answers in its body).
 //
 // Upload-Metadata: filename (required; may hold folders below the type
 // folder), type (default generic), metadata (a JSON object).
@@ -228,5 +230,6 @@ func (in *Intake) tusFinish(ev tusd.HookEvent) (tusd.HTTPResponse, error) {
 	}
 	id := task.UploadTaskID(m.ID)
 	in.log.Info("intake.queued", "task_id", id, "spool_id", m.ID, "key", m.Key(), "bytes", m.Size, "resumable", true)
-	return tusd.HTTPResponse{Header: tusd.HTTPHeader{"Dab-Task-Id": id, "Dab-Status-Url": "/v1/tasks/" + id}}, nil
+	return tusd.HTTPResponse{Header: tusd.HTTPHeader{"Dab-Task-Id": id, "Dab-Status-Url": "/v1/tasks/" + id,
+		"Dab-Spool-Id": m.ID, "Dab-S3-Key": m.Key(), "Dab-Sha256": m.SHA256}}, nil
 }

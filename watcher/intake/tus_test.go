@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -170,6 +172,12 @@ func TestTusVerbsOnOwnUploads(t *testing.T) {
 	a := h.tusRequest(t, "PATCH", tusBase+id, strings.NewReader(data), map[string]string{"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
 	if a.status != 204 || a.header.Get("Dab-Task-Id") == "" {
 		t.Fatalf("PATCH: %d %v %s", a.status, a.header, a.body)
+	}
+	// The final answer names what a one-request upload's body names.
+	sum := sha256.Sum256([]byte(data))
+	if a.header.Get("Dab-Task-Id") != "upload-"+a.header.Get("Dab-Spool-Id") || a.header.Get("Dab-S3-Key") != "generic/NODE_own.png" ||
+		a.header.Get("Dab-Sha256") != hex.EncodeToString(sum[:]) {
+		t.Fatalf("PATCH answer headers: %v", a.header)
 	}
 	if h.queued() != 1 {
 		t.Fatalf("%d tasks queued, want 1", h.queued())
