@@ -48,6 +48,7 @@ fuzz:
 	$(GO) test ./internal/naming -run '^$$' -fuzz FuzzKey -fuzztime 30s
 	$(GO) test ./internal/plugin/cyoa -run '^$$' -fuzz FuzzParse -fuzztime 30s
 	$(GO) test ./worker/task -run '^$$' -fuzz FuzzDecodeUpload -fuzztime 30s
+	$(GO) test ./worker/task -run '^$$' -fuzz FuzzDecodeImport -fuzztime 30s
 	$(GO) test ./internal/config -run '^$$' -fuzz FuzzParseBytes -fuzztime 30s
 	$(GO) test ./internal/config -run '^$$' -fuzz FuzzRedactURL -fuzztime 30s
 	$(GO) test ./internal/api -run '^$$' -fuzz FuzzDecodeJSON -fuzztime 30s

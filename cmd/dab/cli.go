@@ -60,7 +60,7 @@ in Redis. Buyers spend credits on assets through a double-entry ledger.`,
 		cmds []*cobra.Command
 	}{
 		{"roles", []*cobra.Command{c.workCmd(), c.watchCmd(), c.serveCmd(), c.devCmd()}},
-		{"assets", []*cobra.Command{c.uploadCmd(), c.assetsCmd(), c.tasksCmd(), c.reconcileCmd()}},
+		{"assets", []*cobra.Command{c.uploadCmd(), c.importCmd(), c.assetsCmd(), c.tasksCmd(), c.reconcileCmd()}},
 		{"credits", []*cobra.Command{c.creditsCmd(), c.accountCmd(), c.purchaseCmd(), c.listingCmd(), c.ledgerCmd()}},
 		{"other", []*cobra.Command{c.configCmd()}},
 	} {

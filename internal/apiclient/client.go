@@ -497,3 +497,13 @@ func (c *Client) ClearListing(ctx context.Context, id string) (asset.Record, err
 	_, err := c.do(ctx, http.MethodDelete, c.url("/v1/assets/"+url.PathEscape(id)+"/listing"), nil, nil, &r)
 	return r, err
 }
+
+// Import queues an import (POST /v1/imports); replayed is true when the
+// key's import was queued before.
+func (c *Client) Import(ctx context.Context, req api.ImportRequest) (api.ImportAnswer, bool, error) {
+	var r api.ImportAnswer
+	body, _ := json.Marshal(req)
+	resp, err := c.do(ctx, http.MethodPost, c.url("/v1/imports"), bytes.NewReader(body),
+		http.Header{"Content-Type": {"application/json"}, "Idempotency-Key": {req.Key}}, &r)
+	return r, err == nil && resp != nil && resp.StatusCode == http.StatusOK, err
+}

@@ -115,3 +115,25 @@ func TestUploadResultJSON(t *testing.T) {
 		t.Fatalf("JSON = %s, want %s", b, want)
 	}
 }
+
+// FuzzDecodeImport: any payload decodes or is refused with ErrBadPayload;
+// what decodes makes a valid object key and a task ID of fixed form.
+func FuzzDecodeImport(f *testing.F) {
+	f.Add([]byte(`{"key":"k","source":"s3://b/k","type":"generic","path":"a/b.png"}`))
+	f.Add([]byte(`{"key":"k","source":"https://example.com/x","type":"cyoa","path":"../x","sha256":"00"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := DecodeImport(b)
+		if err != nil {
+			if !errors.Is(err, ErrBadPayload) {
+				t.Fatalf("error without ErrBadPayload: %v", err)
+			}
+			return
+		}
+		if _, err := NewImport(p); err != nil {
+			t.Fatalf("decoded but not buildable: %v", err)
+		}
+		if id := ImportTaskID(p.Key); len(id) != len("import-")+32 {
+			t.Fatalf("task ID %q", id)
+		}
+	})
+}
