@@ -413,8 +413,8 @@ func TestKeyShapeClashGoesToFailedFolder(t *testing.T) {
 func TestQueuesServePurchasesFirst(t *testing.T) {
 	t.Parallel()
 	q := worker.Queues(task.UploadQueue("host-a"))
-	if len(q) != 2 || q[task.QueuePurchases] != 2 || q["uploads:host-a"] != 1 {
-		t.Fatalf("Queues = %v, want purchases 2, uploads:host-a 1", q)
+	if len(q) != 3 || q[task.QueuePurchases] != 2 || q["uploads:host-a"] != 1 || q[task.QueueImports] != 1 {
+		t.Fatalf("Queues = %v, want purchases 2, uploads:host-a 1, imports 1", q)
 	}
 }
 

@@ -75,6 +75,12 @@ func (a *app) runDev(ctx context.Context) error {
 	state := &config.DevState{PID: os.Getpid(), StartedAt: time.Now().UTC()}
 	devDir := config.DevDir(dataDir)
 	var notes []string
+	// The children are watched while dab dev runs: one that dies is
+	// restarted; one that keeps dying stops dab dev with its log. The
+	// watch ends (cancel) before the deferred Stops run.
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+	var watch []func(context.Context)
 
 	// Redis.
 	if a.cfg.Explicit("DAB_REDIS_URL") {
@@ -85,6 +91,7 @@ func (a *app) runDev(ctx context.Context) error {
 		switch {
 		case err == nil:
 			defer r.Stop()
+			watch = append(watch, func(ctx context.Context) { a.supervise(ctx, "redis-server", r, fail) })
 			a.cfg.RedisURL = r.URL()
 			state.RedisPort, _ = strconv.Atoi(r.Addr()[len("127.0.0.1:"):])
 			notes = append(notes, "redis:  "+r.URL()+" (redis-server, append-only file in "+r.Dir+")")
@@ -119,6 +126,7 @@ func (a *app) runDev(ctx context.Context) error {
 		switch {
 		case err == nil:
 			defer s.Stop()
+			watch = append(watch, func(ctx context.Context) { a.supervise(ctx, "versitygw", s, fail) })
 			endpoint, where = s.Endpoint(), "versitygw, objects in "+filepath.Join(s.Dir, "buckets", devBucket)
 		case errors.Is(err, localsvc.ErrNotInstalled):
 			es, eerr := localsvc.StartEmbeddedS3(filepath.Join(devDir, "gofakes3"), port)
@@ -161,7 +169,12 @@ func (a *app) runDev(ctx context.Context) error {
 		state.PID = 0
 		config.WriteDevState(dataDir, state)
 	}()
-	return a.serve(ctx, roles{worker: true, watcher: true, http: true}, func() error {
+	wctx, stopWatching := context.WithCancel(ctx)
+	defer stopWatching() // before the children's deferred Stops
+	for _, w := range watch {
+		go w(wctx)
+	}
+	err = a.serve(ctx, roles{worker: true, watcher: true, http: true}, func() error {
 		state.HTTPURL = a.httpURL
 		if err := config.WriteDevState(dataDir, state); err != nil {
 			return err
@@ -177,6 +190,10 @@ func (a *app) runDev(ctx context.Context) error {
 		fmt.Fprintf(a.stdout, "Client commands find this dab dev through its data folder; in another terminal (or folder) first run:\n  export DAB_DATA_DIR=%s\nthen try:\n  dab upload FILE --type cyoa\n  dab assets list\nStop with Ctrl-C.\n", shellQuote(dataDir))
 		return nil
 	})
+	if cause := context.Cause(ctx); err == nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		return fmt.Errorf("dab dev stopped: %w", cause)
+	}
+	return err
 }
 
 // reusePort returns p when it is free, so `dab dev` keeps its URLs across

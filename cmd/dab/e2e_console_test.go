@@ -432,3 +432,34 @@ func TestConsolePages(t *testing.T) {
 		t.Fatalf("upload form: %s", body)
 	}
 }
+
+// TestConsoleWhileRedisIsDown: a logged-in user whose session cannot be
+// read (Redis stopped) is told Redis is down (503), not sent to the login
+// page; once Redis is back the same session works again.
+func TestConsoleWhileRedisIsDown(t *testing.T) {
+	t.Parallel()
+	e, base := consoleE2E(t)
+	c := session(t, base, e2eToken)
+	page := func() (int, string) {
+		resp, err := c.Get(base + "/assets")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := page(); code != 200 {
+		t.Fatalf("console after login: %d", code)
+	}
+	if err := e.redisSrv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := page(); code != http.StatusServiceUnavailable || !strings.Contains(body, "Redis is down") {
+		t.Fatalf("console while Redis is down: %d, want 503 saying Redis is down:\n%.800s", code, body)
+	}
+	if err := e.redisSrv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 20*time.Second, "the same session to work again", func() bool { code, _ := page(); return code == 200 }, nil)
+}

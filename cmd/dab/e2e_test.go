@@ -27,7 +27,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/harness"
+	"github.com/dab-assets/dab/internal/localsvc"
 	"github.com/dab-assets/dab/internal/storage/storagetest"
 )
 
@@ -60,11 +62,16 @@ type e2e struct {
 	// dir is the working folder of dab processes, so relative defaults
 	// (./drop, ./dab-data) never land in the repository.
 	dir string
+	// redisSrv is the test's redis-server (newE2E), to stop and restart.
+	redisSrv *localsvc.Redis
 }
 
 func newE2E(t *testing.T) *e2e {
 	t.Helper()
-	return newE2EOn(t, harness.Redis(t).URL())
+	r := harness.Redis(t)
+	e := newE2EOn(t, r.URL())
+	e.redisSrv = r
+	return e
 }
 
 // newE2EOn is newE2E on the Redis at redisURL (DAB_REDIS_URL).
@@ -414,5 +421,39 @@ func TestDevRestartKeepsData(t *testing.T) {
 	out, errOut, code = e.run(nil, "assets", "list", "--json")
 	if code != 0 || !strings.Contains(out, "cyoa/HOPTO_end.png") || !strings.Contains(out, `"hop_target": "end"`) {
 		t.Fatalf("after restart: exit %d\n%s\n%s", code, out, errOut)
+	}
+}
+
+// TestDevRestartsItsRedis: the redis-server `dab dev` started dies (here:
+// SHUTDOWN, as a crash or the OOM killer would end it); dab dev restarts it
+// on the same port with the same data, and client commands work again.
+func TestDevRestartsItsRedis(t *testing.T) {
+	t.Parallel()
+	dataDir := filepath.Join(t.TempDir(), "data")
+	e := &e2e{t: t, dataDir: dataDir, dir: t.TempDir(), env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "DAB_DATA_DIR=" + dataDir, "DAB_HTTP_ADDR=127.0.0.1:0"}}
+	if gp := os.Getenv("GOPATH"); gp != "" {
+		e.env = append(e.env, "GOPATH="+gp)
+	} else if home, err := os.UserHomeDir(); err == nil {
+		e.env = append(e.env, "GOPATH="+filepath.Join(home, "go"))
+	}
+	dev := e.start(nil, "dev")
+	dev.waitLog(t, "worker.started", 30*time.Second)
+	st, err := config.ReadDevState(dataDir)
+	if err != nil || st == nil || st.RedisPort == 0 {
+		t.Fatalf("dev state: %+v %v", st, err)
+	}
+	file, _ := writeRandomFile(t, t.TempDir(), "before.bin", 100)
+	if out, errOut, code := e.run(nil, "upload", file, "--wait"); code != 0 {
+		t.Fatalf("upload: exit %d\n%s%s", code, out, errOut)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", st.RedisPort)})
+	defer rdb.Close()
+	rdb.Do(context.Background(), "SHUTDOWN") // the connection drops: no answer to check
+	dev.waitLog(t, "dev.child_died", 30*time.Second)
+	dev.waitLog(t, "dev.child_restarted", 30*time.Second)
+	// Same port, same data (its append-only file): the record is there.
+	out, errOut, code := e.run(nil, "assets", "list")
+	if code != 0 || !strings.Contains(out, "generic/before.bin") {
+		t.Fatalf("assets list after the restart: exit %d\n%s%s", code, out, errOut)
 	}
 }

@@ -269,10 +269,15 @@ func (c Caller) Has(scope string) bool {
 // would still tell a guesser which token is right.
 func (s *Server) require(scope string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, ok, tried, throttled := s.caller(r)
-		if throttled != nil {
+		c, ok, tried, err := s.caller(r)
+		var throttled *ThrottledError
+		if errors.As(err, &throttled) {
 			throttled.SetRetryAfter(w.Header())
 			s.deny(w, r, http.StatusTooManyRequests, "throttled", throttled.Error())
+			return
+		}
+		if errors.Is(err, ErrSessionsUnavailable) {
+			s.deny(w, r, http.StatusServiceUnavailable, "sessions_unavailable", ErrSessionsUnavailable.Error())
 			return
 		}
 		if !tried {

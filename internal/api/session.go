@@ -72,13 +72,18 @@ func (s *Sessions) Create(ctx context.Context, c Caller) (string, error) {
 
 // Get returns the caller a session was started for, as stored: who it is
 // now is for the server to decide (Server.caller checks the token).
-func (s *Sessions) Get(ctx context.Context, id string) (Caller, bool) {
+// It returns ErrSessionsUnavailable when Redis does not answer: the
+// session may well exist, and a login page would not help.
+func (s *Sessions) Get(ctx context.Context, id string) (Caller, bool, error) {
 	if len(id) != 64 {
-		return Caller{}, false
+		return Caller{}, false, nil
 	}
 	m, err := s.rdb.HGetAll(ctx, s.prefix+id).Result()
-	if err != nil || len(m) == 0 {
-		return Caller{}, false
+	if err != nil {
+		return Caller{}, false, fmt.Errorf("%w: %v", ErrSessionsUnavailable, err)
+	}
+	if len(m) == 0 {
+		return Caller{}, false, nil
 	}
 	c := Caller{Name: m[sessionName], Scopes: map[string]bool{}, Account: m[sessionAccount], Session: true}
 	for _, sc := range strings.Split(m[sessionScopes], ",") {
@@ -91,8 +96,11 @@ func (s *Sessions) Get(ctx context.Context, id string) (Caller, bool) {
 	if d, err := hex.DecodeString(m[sessionToken]); err == nil && len(d) == len(c.token) {
 		copy(c.token[:], d)
 	}
-	return c, true
+	return c, true, nil
 }
+
+// ErrSessionsUnavailable: the session store (Redis) does not answer.
+var ErrSessionsUnavailable = errors.New("Redis is down: dab cannot check your login session; the console works again by itself as soon as Redis answers (dab dev restarts its redis-server)")
 
 // Delete ends a session.
 func (s *Sessions) Delete(ctx context.Context, id string) {
@@ -144,11 +152,14 @@ func (s *Server) check(token string) (Caller, error) {
 // caller finds who made a request: bearer token first, then session
 // cookie. tried says whether the request carried credentials at all (a
 // cookie of an ended session counts as none, so pages send the browser to
-// the login page); throttled is set when the client's address has failed
-// too often.
-func (s *Server) caller(r *http.Request) (c Caller, ok, tried bool, throttled *ThrottledError) {
+// the login page).
+//
+// Its error is a *ThrottledError (too many failures from this client) or
+// wraps ErrSessionsUnavailable (Redis does not answer); tried is true then.
+func (s *Server) caller(r *http.Request) (c Caller, ok, tried bool, err error) {
 	if tok, has := bearer(r); has {
 		c, err := s.Authenticate(r, tok)
+		var throttled *ThrottledError
 		if errors.As(err, &throttled) {
 			return Caller{}, false, true, throttled
 		}
@@ -156,8 +167,8 @@ func (s *Server) caller(r *http.Request) (c Caller, ok, tried bool, throttled *T
 	}
 	if s.sessions != nil {
 		if ck, err := r.Cookie(SessionCookie); err == nil {
-			c, ok := s.sessionCaller(r.Context(), ck.Value)
-			return c, ok, ok, nil
+			c, ok, err := s.sessionCaller(r.Context(), ck.Value)
+			return c, ok, ok || err != nil, err
 		}
 	}
 	if s.open {
@@ -171,15 +182,15 @@ func (s *Server) caller(r *http.Request) (c Caller, ok, tried bool, throttled *T
 // configured with the scopes it had at login; otherwise the session is
 // deleted. The token's name is a label (its line in the tokens file), so it
 // is taken from the current token set, not compared.
-func (s *Server) sessionCaller(ctx context.Context, id string) (Caller, bool) {
-	stored, ok := s.sessions.Get(ctx, id)
-	if !ok {
-		return Caller{}, false
+func (s *Server) sessionCaller(ctx context.Context, id string) (Caller, bool, error) {
+	stored, ok, err := s.sessions.Get(ctx, id)
+	if err != nil || !ok {
+		return Caller{}, false, err
 	}
 	if s.open {
 		c, err := s.check("")
 		c.Session = true
-		return c, err == nil
+		return c, err == nil, nil
 	}
 	reason := ""
 	cur, ok := s.tokens.byDigest(stored.token)
@@ -196,9 +207,9 @@ func (s *Server) sessionCaller(ctx context.Context, id string) (Caller, bool) {
 	if reason != "" {
 		s.sessions.Delete(ctx, id)
 		s.log.Info("session.ended", "caller", stored.Name, "reason", reason)
-		return Caller{}, false
+		return Caller{}, false, nil
 	}
-	return Caller{Name: cur.name, Scopes: cur.scopes, Account: cur.account, Session: true, token: stored.token}, true
+	return Caller{Name: cur.name, Scopes: cur.scopes, Account: cur.account, Session: true, token: stored.token}, true, nil
 }
 
 // Optional passes a request on with its caller in the context when it has

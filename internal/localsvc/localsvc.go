@@ -173,6 +173,39 @@ func (p *process) Restart() error {
 	return p.start()
 }
 
+// Exited is closed when the server started last exits, whatever the
+// cause (closed already when none runs).
+func (p *process) Exited() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.done == nil {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	return p.done
+}
+
+// Revive starts the server again after it exited by itself (a crash, the
+// OOM killer), on the same port with the same data.
+func (p *process) Revive() error {
+	p.mu.Lock()
+	if p.cmd != nil {
+		select {
+		case <-p.done:
+			p.cmd = nil
+		default:
+			p.mu.Unlock()
+			return fmt.Errorf("localsvc: %s is running", p.name)
+		}
+	}
+	p.mu.Unlock()
+	return p.start()
+}
+
+// LogTail is the end of the server's log, for error messages.
+func (p *process) LogTail() string { return tail(p.log) }
+
 // Running reports whether the child process is alive.
 func (p *process) Running() bool {
 	p.mu.Lock()

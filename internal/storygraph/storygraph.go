@@ -27,18 +27,22 @@ type Links struct {
 	Story func(story string) string
 }
 
-// Renderer turns graphs into SVG. Graphviz runs in one WebAssembly
-// instance that takes a while to start and serves one render at a time: a
-// Renderer starts it on first use and renders one graph at a time.
+// Renderer turns graphs into SVG. It starts Graphviz on first use.
 type Renderer struct {
-	mu sync.Mutex
-	gv *graphviz.Graphviz
+	gv *graphviz.Graphviz // guarded by graphvizMu
 }
+
+// graphvizMu serializes every use of go-graphviz in the process: the
+// library keeps one WebAssembly module and its plugin tables in package
+// variables, shared by all its instances, so two renders at once (two
+// Renderers, or two requests) would race inside it. It is the lock of that
+// outside state, not state of this package.
+var graphvizMu sync.Mutex
 
 // Close releases Graphviz.
 func (r *Renderer) Close() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	graphvizMu.Lock()
+	defer graphvizMu.Unlock()
 	if r.gv == nil {
 		return nil
 	}
@@ -51,8 +55,8 @@ func (r *Renderer) Close() error {
 // every text in it is escaped by Graphviz, and every link is one of links'.
 func (r *Renderer) SVG(ctx context.Context, g cyoa.Graph, links Links) (string, error) {
 	dot := DOT(g, links)
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	graphvizMu.Lock()
+	defer graphvizMu.Unlock()
 	if r.gv == nil {
 		gv, err := graphviz.New(ctx)
 		if err != nil {

@@ -273,7 +273,11 @@ func (c *Console) deny(w http.ResponseWriter, r *http.Request, status int, messa
 		http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 		return true
 	}
-	c.render(w, r, status, "message", "Not allowed", nil, message)
+	title := "Not allowed"
+	if status == http.StatusServiceUnavailable {
+		title = "Unavailable"
+	}
+	c.render(w, r, status, "message", title, nil, message)
 	return true
 }
 
@@ -319,7 +323,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	}
 	id, err := c.d.Sessions.Create(r.Context(), caller)
 	if err != nil {
-		c.render(w, r, http.StatusServiceUnavailable, "login", "Log in", map[string]string{"Next": next}, "cannot start a session: "+err.Error())
+		c.render(w, r, http.StatusServiceUnavailable, "login", "Log in", map[string]string{"Next": next}, "cannot start a session: Redis does not answer ("+err.Error()+"); try again once it is back (dab dev restarts its redis-server by itself)")
 		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: api.SessionCookie, Value: id, Path: "/", HttpOnly: true, Secure: r.TLS != nil,
