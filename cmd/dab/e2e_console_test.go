@@ -395,6 +395,10 @@ func TestConsolePages(t *testing.T) {
 	if code, body := get("/problems"); code != 200 || !strings.Contains(body, "photos") {
 		t.Fatalf("problems page: %d %s", code, body)
 	}
+	// The monitor's pages link back to the console.
+	if code, body := get("/monitoring/"); code != 200 || !strings.Contains(body, `href="/assets"`) || !strings.Contains(body, "dab console") {
+		t.Fatalf("monitor page: %d %.300s", code, body)
+	}
 	// Metrics: dab's own next to asynq's.
 	harness.Eventually(t, 10*time.Second, "upload metrics", func() bool {
 		_, m := get("/metrics")

@@ -99,7 +99,7 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 	monRO := asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: connOpt, ReadOnly: true, PrometheusAddress: a.cfg.PrometheusAddr})
 	monRW := asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: connOpt, PrometheusAddress: a.cfg.PrometheusAddr})
 	a.closers = append(a.closers, func() { monRO.Close(); monRW.Close() })
-	srv.Handle("", "/monitoring/", api.ScopeRead, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv.Handle("", "/monitoring/", api.ScopeRead, web.MonitorBackLink(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _ := api.CallerOf(r.Context())
 		if c.Has(api.ScopeAdmin) {
 			monRW.ServeHTTP(w, r)
@@ -112,7 +112,7 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 			return
 		}
 		monRO.ServeHTTP(w, r)
-	}), api.Page(), api.Streaming())
+	})), api.Page(), api.Streaming())
 
 	srv.Handle(http.MethodGet, "/metrics", api.ScopeRead, a.metrics.Handler(), api.Page())
 
