@@ -24,7 +24,13 @@ func MonitorBackLink(h http.Handler) http.Handler {
 		buf := &bufferedResponse{header: http.Header{}, status: http.StatusOK}
 		h.ServeHTTP(buf, r)
 		body := buf.body.Bytes()
-		if strings.HasPrefix(buf.header.Get("Content-Type"), "text/html") {
+		ct := buf.header.Get("Content-Type")
+		if ct == "" {
+			// What net/http would have sent: asynqmon leaves it to sniffing.
+			ct = http.DetectContentType(body)
+			buf.header.Set("Content-Type", ct)
+		}
+		if strings.HasPrefix(ct, "text/html") {
 			if i := bytes.LastIndex(body, []byte("</body>")); i >= 0 {
 				body = append(body[:i:i], append([]byte(backLink), body[i:]...)...)
 			}

@@ -20,7 +20,9 @@ func TestMonitorBackLink(t *testing.T) {
 			io.WriteString(w, `{"x":"</body>"}`)
 			return
 		}
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		if r.URL.Path == "/monitoring/" {
+			w.Header().Set("Content-Type", "text/html; charset=utf-8") // the others are sniffed
+		}
 		w.Header().Set("Content-Length", "999")
 		w.WriteHeader(http.StatusOK)
 		io.WriteString(w, "<html><body><div id=root></div></body></html>")
