@@ -117,27 +117,52 @@ func (w *Watcher) recover(ctx context.Context) {
 // entry again).
 const OrphanAgeMin = 10 * time.Second
 
+// TaskLookup tells which of many tasks exist (task.Lookup).
+type TaskLookup interface {
+	Missing(ctx context.Context, queue string, taskIDs []string) ([]string, error)
+}
+
 // RequeueOrphans queues the upload of every spool entry whose task is gone
 // from Redis (a Redis restored from an older backup, a failover to a replica
 // that had not synced, a FLUSHALL) and returns how many it queued. Task IDs
 // come from spool IDs, so an entry whose task exists is not queued twice;
-// entries marked failed wait for an operator.
-func RequeueOrphans(ctx context.Context, sp *spool.Spool, q Enqueuer, queue string, now time.Time) (int, error) {
-	entries, err := sp.List()
+// entries marked failed wait for an operator. It costs a folder listing and
+// one pipelined Redis round trip per thousand entries; manifests are read
+// only for the orphans.
+func RequeueOrphans(ctx context.Context, sp *spool.Spool, q Enqueuer, tasks TaskLookup, queue string, now time.Time) (int, error) {
+	ids, err := sp.IDs()
 	if err != nil {
 		return 0, err
 	}
+	var old []string
+	spoolIDs := map[string]string{} // by task ID
+	for _, id := range ids {
+		if now.Sub(spool.IDTime(id)) >= OrphanAgeMin {
+			t := task.UploadTaskID(id)
+			old = append(old, t)
+			spoolIDs[t] = id
+		}
+	}
+	if len(old) == 0 {
+		return 0, nil
+	}
+	missing, err := tasks.Missing(ctx, queue, old)
+	if err != nil {
+		return 0, err // Redis is down: the next round tries again
+	}
 	n := 0
-	for _, m := range entries {
-		if now.Sub(m.CreatedAt) < OrphanAgeMin {
+	for _, taskID := range missing {
+		id := spoolIDs[taskID]
+		if _, failed, _ := sp.FailureMark(id); failed {
 			continue
 		}
-		if _, failed, _ := sp.FailureMark(m.ID); failed {
-			continue
+		m, err := sp.Get(id)
+		if err != nil {
+			continue // removed since the listing (uploaded), or damaged: Recover reports it
 		}
 		queued, err := task.EnqueueUpload(ctx, q, m, queue)
 		if err != nil {
-			return n, err // Redis is down: the next round tries again
+			return n, err
 		}
 		if queued {
 			n++

@@ -28,10 +28,10 @@ func TestRequeueOrphans(t *testing.T) {
 		t.Fatal(err)
 	}
 	later := time.Now().Add(OrphanAgeMin + time.Second)
-	if n, err := RequeueOrphans(ctx, b.spool, b.client, task.QueueUploads, time.Now()); err != nil || n != 0 {
+	if n, err := RequeueOrphans(ctx, b.spool, b.client, task.Lookup{RDB: b.rdb}, task.QueueUploads, time.Now()); err != nil || n != 0 {
 		t.Fatalf("young entries: %d queued, %v; want none", n, err)
 	}
-	if n, err := RequeueOrphans(ctx, b.spool, b.client, task.QueueUploads, later); err != nil || n != 1 {
+	if n, err := RequeueOrphans(ctx, b.spool, b.client, task.Lookup{RDB: b.rdb}, task.QueueUploads, later); err != nil || n != 1 {
 		t.Fatalf("first round: %d queued, %v; want 1", n, err)
 	}
 	if _, err := b.insp.GetTaskInfo(task.QueueUploads, task.UploadTaskID(orphan.ID)); err != nil {
@@ -40,11 +40,11 @@ func TestRequeueOrphans(t *testing.T) {
 	if _, err := b.insp.GetTaskInfo(task.QueueUploads, task.UploadTaskID(failed.ID)); err == nil {
 		t.Fatal("the failed entry was queued")
 	}
-	if n, err := RequeueOrphans(ctx, b.spool, b.client, task.QueueUploads, later); err != nil || n != 0 {
+	if n, err := RequeueOrphans(ctx, b.spool, b.client, task.Lookup{RDB: b.rdb}, task.QueueUploads, later); err != nil || n != 0 {
 		t.Fatalf("second round: %d queued, %v; want none (the task exists)", n, err)
 	}
 	b.redis.Stop()
-	if _, err := RequeueOrphans(ctx, b.spool, b.client, task.QueueUploads, later); err == nil {
+	if _, err := RequeueOrphans(ctx, b.spool, b.client, task.Lookup{RDB: b.rdb}, task.QueueUploads, later); err == nil {
 		t.Fatal("no error with Redis down")
 	}
 }

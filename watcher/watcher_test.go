@@ -15,6 +15,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/dab-assets/dab/internal/harness"
 	"github.com/dab-assets/dab/internal/localsvc"
@@ -29,6 +30,7 @@ type bundle struct {
 	failed string
 	spool  *spool.Spool
 	redis  *localsvc.Redis
+	rdb    *redis.Client
 	client *asynq.Client
 	insp   *asynq.Inspector
 	logs   *harness.LogBuffer
@@ -44,7 +46,7 @@ func setup(t *testing.T) *bundle {
 	r := harness.Redis(t)
 	rdb := harness.RedisClient(t, r)
 	return &bundle{
-		t: t, drop: filepath.Join(dir, "drop"), failed: filepath.Join(dir, "data", "failed"), spool: sp, redis: r,
+		t: t, drop: filepath.Join(dir, "drop"), failed: filepath.Join(dir, "data", "failed"), spool: sp, redis: r, rdb: rdb,
 		client: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb), logs: &harness.LogBuffer{},
 	}
 }

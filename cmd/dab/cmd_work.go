@@ -15,6 +15,7 @@ import (
 	"github.com/dab-assets/dab/internal/plugin/builtin"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/watcher"
+	"github.com/dab-assets/dab/worker/task"
 	"github.com/dab-assets/dab/worker"
 )
 
@@ -117,7 +118,7 @@ func (a *app) serve(ctx context.Context, r roles, ready func() error) error {
 		if sp, err := a.spool(); err == nil {
 			client := a.asynqClient(rdb)
 			a.closers = append(a.closers, func() { client.Close() })
-			runs = append(runs, func(ctx context.Context) error { a.requeueOrphans(ctx, sp, client); return nil })
+			runs = append(runs, func(ctx context.Context) error { a.requeueOrphans(ctx, sp, client, task.Lookup{RDB: rdb}); return nil })
 		}
 	}
 	if r.http {
@@ -209,7 +210,7 @@ func (a *app) newWatcher(rdb redis.UniversalClient) (*watcher.Watcher, error) {
 
 // requeueOrphans queues, every DAB_RESCAN_INTERVAL until ctx ends, the
 // spool entries whose upload task is gone from Redis.
-func (a *app) requeueOrphans(ctx context.Context, sp *spool.Spool, q watcher.Enqueuer) {
+func (a *app) requeueOrphans(ctx context.Context, sp *spool.Spool, q watcher.Enqueuer, tasks watcher.TaskLookup) {
 	t := time.NewTicker(a.cfg.RescanInterval)
 	defer t.Stop()
 	for {
@@ -217,7 +218,7 @@ func (a *app) requeueOrphans(ctx context.Context, sp *spool.Spool, q watcher.Enq
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			n, err := watcher.RequeueOrphans(ctx, sp, q, a.uploadQueue(), now)
+			n, err := watcher.RequeueOrphans(ctx, sp, q, tasks, a.uploadQueue(), now)
 			if n > 0 {
 				a.metrics.Requeued.Add(float64(n))
 				a.log.Warn("spool.requeued", "entries", n, "note", "their tasks were gone from Redis (a lost, restored or failed-over Redis): queued again")

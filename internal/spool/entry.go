@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/dab-assets/dab/internal/asset"
@@ -209,4 +210,34 @@ func (s *Spool) Remove(id string) error {
 	// its object and record and removes the entry), while a directory
 	// fsync per upload costs a filesystem journal commit each.
 	return nil
+}
+
+// IDs returns the IDs of all entries, oldest first, without reading their
+// manifests (cheap with many entries).
+func (s *Spool) IDs() ([]string, error) {
+	des, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	var out []string
+	for _, de := range des {
+		if de.IsDir() && ValidID(de.Name()) {
+			out = append(out, de.Name())
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// IDTime is when the entry with ID id was started (its first 12 hex
+// digits are Unix milliseconds); zero for an ID of another form.
+func IDTime(id string) time.Time {
+	if !ValidID(id) {
+		return time.Time{}
+	}
+	ms, err := strconv.ParseInt(id[:12], 16, 64)
+	if err != nil {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
 }
