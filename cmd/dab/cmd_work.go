@@ -15,8 +15,8 @@ import (
 	"github.com/dab-assets/dab/internal/plugin/builtin"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/watcher"
-	"github.com/dab-assets/dab/worker/task"
 	"github.com/dab-assets/dab/worker"
+	"github.com/dab-assets/dab/worker/task"
 )
 
 // roles says what one process runs.
