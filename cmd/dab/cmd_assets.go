@@ -38,7 +38,7 @@ DAB_SERVER when it is set.`,
   dab assets show 0123456789abcdef0123
   dab assets get 0123456789abcdef0123 -o intro.png`,
 	}
-	cmd.AddCommand(c.assetsListCmd(), c.assetsShowCmd(), c.assetsGetCmd())
+	cmd.AddCommand(c.assetsListCmd(), c.assetsShowCmd(), c.assetsGetCmd(), c.assetsCountCmd(), c.assetsPriceCmd())
 	return cmd
 }
 

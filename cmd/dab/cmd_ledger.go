@@ -190,7 +190,7 @@ func (a *app) purchase(ctx context.Context, p ledger.PurchaseRequest, timeout ti
 		return usagef("--buyer is required: the account that pays (only a token bound to an account, through DAB_SERVER, buys without it)")
 	}
 	if p.PurchaseID == "" {
-		p.PurchaseID = newKey("purchase")
+		p.PurchaseID = newKey("buy")
 	}
 	check := p
 	if check.BuyerID == "" {

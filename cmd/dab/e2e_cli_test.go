@@ -263,3 +263,48 @@ func TestDevPrintsExport(t *testing.T) {
 		t.Fatalf("dab dev exit %d after SIGTERM:\n%s", c, dev.output())
 	}
 }
+
+// TestAssetsCountAndPrice: dab assets count counts records (all, by type);
+// dab assets price puts a dropped file up for sale by the house, and a
+// purchase at that price succeeds; --clear takes it off sale.
+func TestAssetsCountAndPrice(t *testing.T) {
+	t.Parallel()
+	e := newE2E(t)
+	e.start(nil, "work").waitLog(t, "worker.started", 30*time.Second)
+	dir := t.TempDir()
+	a, _ := writeRandomFile(t, dir, "NODE_a.png", 300)
+	b, _ := writeRandomFile(t, dir, "plain.bin", 300)
+	if out, errOut, code := e.run(nil, "upload", a, "--type", "cyoa", "--wait"); code != 0 {
+		t.Fatalf("upload: exit %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code := e.run(nil, "upload", b, "--wait", "--json")
+	if code != 0 {
+		t.Fatalf("upload: exit %d\n%s%s", code, out, errOut)
+	}
+	var line uploadLine
+	var res struct {
+		AssetID string `json:"asset_id"`
+	}
+	if json.Unmarshal([]byte(out), &line) != nil || json.Unmarshal(line.Result, &res) != nil {
+		t.Fatalf("upload output: %s", out)
+	}
+	for _, s := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"assets", "count"}, 0, "2"},
+		{[]string{"assets", "count", "--type", "cyoa"}, 0, "1"},
+		{[]string{"assets", "count", "--type", "images"}, 2, "known"},
+		{[]string{"assets", "price", res.AssetID, "abc"}, 2, "whole number"},
+		{[]string{"assets", "price", res.AssetID, "4"}, 0, "for sale by the house for 4 credits"},
+		{[]string{"credits", "grant", "amy", "10", "--key", "g-amy"}, 0, "balance 10"},
+		{[]string{"purchase", "--asset", res.AssetID, "--buyer", "amy", "--credits", "4"}, 0, "succeeded"},
+		{[]string{"assets", "price", res.AssetID, "--clear"}, 0, "not for sale by the house"},
+	} {
+		out, errOut, code := e.run(nil, s.args...)
+		if code != s.code || !strings.Contains(out+errOut, s.want) {
+			t.Errorf("dab %v: exit %d\n%s%s\nwant exit %d and %q", s.args, code, out, errOut, s.code, s.want)
+		}
+	}
+}

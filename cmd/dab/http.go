@@ -128,7 +128,7 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 	}
 	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
 	if err != nil {
-		return nil, fmt.Errorf("listen on DAB_HTTP_ADDR %s: %w (is another dab running? choose another port)", a.cfg.HTTPAddr, err)
+		return nil, fmt.Errorf("listen on DAB_HTTP_ADDR %s: %w (is another dab running? choose another address: --http-addr 127.0.0.1:8081, or DAB_HTTP_ADDR)", a.cfg.HTTPAddr, err)
 	}
 	a.httpURL = "http://" + ln.Addr().String()
 	return func(ctx context.Context) error {

@@ -507,3 +507,19 @@ func (c *Client) Import(ctx context.Context, req api.ImportRequest) (api.ImportA
 		http.Header{"Content-Type": {"application/json"}, "Idempotency-Key": {req.Key}}, &r)
 	return r, err == nil && resp != nil && resp.StatusCode == http.StatusOK, err
 }
+
+// SetPrice sets what the house sells an unowned asset for (admin).
+func (c *Client) SetPrice(ctx context.Context, id string, credits int64) (asset.Record, error) {
+	var r asset.Record
+	body, _ := json.Marshal(map[string]int64{"credits": credits})
+	_, err := c.do(ctx, http.MethodPost, c.url("/v1/assets/"+url.PathEscape(id)+"/price"), bytes.NewReader(body),
+		http.Header{"Content-Type": {"application/json"}}, &r)
+	return r, err
+}
+
+// ClearPrice removes an asset's price (admin).
+func (c *Client) ClearPrice(ctx context.Context, id string) (asset.Record, error) {
+	var r asset.Record
+	_, err := c.do(ctx, http.MethodDelete, c.url("/v1/assets/"+url.PathEscape(id)+"/price"), nil, nil, &r)
+	return r, err
+}

@@ -162,7 +162,11 @@ func DOT(g cyoa.Graph, links Links) string {
 				outside[e.Target] = target
 				sattrs := []string{"label=" + quote("story "+e.Target), "id=" + quote("story-"+e.Target), "shape=note",
 					`style="filled"`, "color=\"#777777\"", "fillcolor=\"#f7f7f7\"", "class=\"story\"", "tooltip=" + quote("another story: "+e.Target)}
-				if links.Story != nil {
+				if e.Dangling {
+					sattrs = append(sattrs, "label="+quote(e.Target+"\n(missing)"), `style="filled,dashed"`,
+						"color="+quote(colorMissing), "fillcolor="+quote(fillMissing), `class="story missing"`,
+						"tooltip="+quote(e.Target+": no node and no story of that name"))
+				} else if links.Story != nil {
 					sattrs = append(sattrs, "URL="+quote(links.Story(e.Target)))
 				}
 				fmt.Fprintf(&b, "  %s [%s];\n", target, strings.Join(sattrs, ", "))

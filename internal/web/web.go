@@ -671,6 +671,7 @@ func (c *Console) storiesPage(w http.ResponseWriter, r *http.Request) {
 	var rows []row
 	for name, parts := range all {
 		g := cyoa.BuildGraph(name, parts)
+		g.CheckEnds(func(story string) bool { _, ok := all[story]; return ok })
 		rows = append(rows, row{Name: name, Files: len(parts), Problems: len(g.Problems) + len(g.Invalid) + len(g.Unknown)})
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
@@ -683,7 +684,9 @@ func (c *Console) graph(r *http.Request) (cyoa.Graph, bool, error) {
 		return cyoa.Graph{}, false, err
 	}
 	parts, ok := all[r.PathValue("story")]
-	return cyoa.BuildGraph(r.PathValue("story"), parts), ok, nil
+	g := cyoa.BuildGraph(r.PathValue("story"), parts)
+	g.CheckEnds(func(story string) bool { _, ok := all[story]; return ok })
+	return g, ok, nil
 }
 
 func (c *Console) storyPage(w http.ResponseWriter, r *http.Request) {

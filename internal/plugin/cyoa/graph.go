@@ -47,11 +47,33 @@ type GraphEdge struct {
 type GraphEnd struct {
 	Target  string `json:"target"`
 	AssetID string `json:"asset_id"`
+	// Dangling: the target is no node of this story and no story
+	// (CheckEnds sets it).
+	Dangling bool `json:"dangling,omitempty"`
+}
+
+// CheckEnds marks the ends whose target is neither a node of this story
+// nor a story that storyExists knows, and reports each as a problem.
+func (g *Graph) CheckEnds(storyExists func(string) bool) {
+	nodes := map[string]bool{}
+	for _, n := range g.Nodes {
+		if !n.Missing {
+			nodes[n.ID] = true
+		}
+	}
+	for i, e := range g.Ends {
+		if nodes[e.Target] || storyExists(e.Target) {
+			continue
+		}
+		g.Ends[i].Dangling = true
+		g.Problems = append(g.Problems, Problem{Kind: "missing_hop_target", Subject: e.Target,
+			Message: fmt.Sprintf("HOPTO_%s hops to %q, which is no node of this story (NODE_%s) and no story: add it, or rename the end", e.Target, e.Target, e.Target)})
+	}
 }
 
 // Problem is something wrong with a story, for a person to fix.
 type Problem struct {
-	Kind    string `json:"kind"` // missing_node, unreachable, duplicate_node, invalid_name, unknown_role, no_start
+	Kind    string `json:"kind"` // missing_node, unreachable, duplicate_node, invalid_name, unknown_role, no_start, missing_hop_target
 	Subject string `json:"subject"`
 	Message string `json:"message"`
 }

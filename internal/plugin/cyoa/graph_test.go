@@ -97,3 +97,27 @@ func FuzzBuildGraph(f *testing.F) {
 		}
 	})
 }
+
+// TestCheckEnds: an end that hops to a node of the story or to a known
+// story is fine; one that hops nowhere is marked and reported.
+func TestCheckEnds(t *testing.T) {
+	t.Parallel()
+	g := BuildGraph("s", parts("NODE_start.png", "HOPTO_start.png", "HOPTO_forest.png", "HOPTO_end.png"))
+	g.CheckEnds(func(story string) bool { return story == "forest" })
+	var dangling []string
+	for _, e := range g.Ends {
+		if e.Dangling {
+			dangling = append(dangling, e.Target)
+		}
+	}
+	if len(dangling) != 1 || dangling[0] != "end" {
+		t.Fatalf("dangling ends %v, want [end]", dangling)
+	}
+	found := false
+	for _, p := range g.Problems {
+		found = found || p.Kind == "missing_hop_target" && p.Subject == "end" && strings.Contains(p.Message, "NODE_end")
+	}
+	if !found {
+		t.Fatalf("problems %+v lack the dangling end", g.Problems)
+	}
+}
