@@ -26,11 +26,11 @@ type candidate struct {
 	// settled: complete at the second look, without waiting the settle
 	// time (renamed into the folder, or unchanged for longer than the
 	// settle time when first seen).
-	settled bool
-	seq     uint64 // its place in Watcher.arrivals
-	notBefore  time.Time // back-off after a failed claim
-	inflight   bool
-	inUse      bool // a claim found it open for writing (logged once)
+	settled   bool
+	seq       uint64    // its place in Watcher.arrivals
+	notBefore time.Time // back-off after a failed claim
+	inflight  bool
+	inUse     bool // a claim found it open for writing (logged once)
 }
 
 // consider looks at one path (from an event or a rescan) and adds or updates

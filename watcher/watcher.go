@@ -95,15 +95,15 @@ type Watcher struct {
 	queue Enqueuer
 	log   *slog.Logger
 
-	mu         sync.Mutex
-	pending    map[string]*candidate // by absolute path
+	mu      sync.Mutex
+	pending map[string]*candidate // by absolute path
 	// arrivals lists the pending paths in the order they were first seen,
 	// so that a backlog is claimed oldest first; entries whose candidate
 	// is gone or was seen anew are dropped as ready walks it.
-	arrivals []arrival
-	seq      uint64
-	problems   map[string]Problem    // by path
-	watched    map[string]bool       // folders with an fsnotify watch
+	arrivals   []arrival
+	seq        uint64
+	problems   map[string]Problem // by path
+	watched    map[string]bool    // folders with an fsnotify watch
 	unqueued   map[string]*spool.Manifest
 	queueDown  time.Time // enqueues fail until at least this time
 	queueDelay time.Duration

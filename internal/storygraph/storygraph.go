@@ -144,9 +144,9 @@ func DOT(g cyoa.Graph, links Links) string {
 	outside := map[string]string{}
 	for i, e := range g.Ends {
 		name := fmt.Sprintf("e%d", i)
-		attrs := []string{"label=" + quote("↪ " + e.Target), "id=" + quote(fmt.Sprintf("end-%d", i)),
+		attrs := []string{"label=" + quote("↪ "+e.Target), "id=" + quote(fmt.Sprintf("end-%d", i)),
 			`style="rounded,filled,bold"`, "color=" + quote(colorEnd), "fillcolor=" + quote(fillEnd), "class=\"end\"",
-			"tooltip=" + quote("end: hops to " + e.Target)}
+			"tooltip=" + quote("end: hops to "+e.Target)}
 		if e.AssetID != "" && links.Asset != nil {
 			attrs = append(attrs, "URL="+quote(links.Asset(e.AssetID)))
 		}
@@ -156,8 +156,8 @@ func DOT(g cyoa.Graph, links Links) string {
 			if target = outside[e.Target]; target == "" {
 				target = fmt.Sprintf("s%d", len(outside))
 				outside[e.Target] = target
-				sattrs := []string{"label=" + quote("story " + e.Target), "id=" + quote("story-" + e.Target), "shape=note",
-					`style="filled"`, "color=\"#777777\"", "fillcolor=\"#f7f7f7\"", "class=\"story\"", "tooltip=" + quote("another story: " + e.Target)}
+				sattrs := []string{"label=" + quote("story "+e.Target), "id=" + quote("story-"+e.Target), "shape=note",
+					`style="filled"`, "color=\"#777777\"", "fillcolor=\"#f7f7f7\"", "class=\"story\"", "tooltip=" + quote("another story: "+e.Target)}
 				if links.Story != nil {
 					sattrs = append(sattrs, "URL="+quote(links.Story(e.Target)))
 				}
