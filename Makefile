@@ -34,6 +34,9 @@ deps:
 	@[ -d watcher/intake/testdata/tus/node_modules/tus-js-client ] || { \
 		echo "installing tus-js-client for the tus tests"; \
 		npm ci --prefix watcher/intake/testdata/tus --no-audit --no-fund --silent; }
+	@[ -d internal/webhook/testdata/standardwebhooks/node_modules/standardwebhooks ] || { \
+		echo "installing standardwebhooks (the reference verifier) for the webhook tests"; \
+		npm ci --prefix internal/webhook/testdata/standardwebhooks --no-audit --no-fund --silent; }
 
 build:
 	$(GO) build -o bin/dab ./cmd/dab
@@ -55,3 +58,4 @@ fuzz:
 	$(GO) test ./watcher/intake -run '^$$' -fuzz FuzzTusGuard -fuzztime 30s
 	$(GO) test ./watcher/intake -run '^$$' -fuzz FuzzParseMetadata -fuzztime 30s
 	$(GO) test ./internal/asset -run '^$$' -fuzz FuzzParsePrice -fuzztime 30s
+	$(GO) test ./internal/webhook -run '^$$' -fuzz FuzzParse -fuzztime 30s

@@ -13,6 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/event"
 	"github.com/dab-assets/dab/internal/plugin"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/internal/storage"
@@ -48,7 +49,7 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 	if errors.Is(err, spool.ErrDataChanged) {
 		// The file grew after its claim (a writer dab could not see):
 		// the whole file goes to the failed folder, nothing is cut short.
-		return w.fail(taskID, m, "SpoolChanged", newFile, fmt.Errorf("upload: %w", err))
+		return w.fail(ctx, taskID, m, "SpoolChanged", newFile, fmt.Errorf("upload: %w", err))
 	}
 	if err != nil {
 		return fmt.Errorf("upload: %w", err)
@@ -65,7 +66,7 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 
 	// Checked before the upload too: without a plugin nothing is recorded.
 	if _, ok := w.deps.Plugins.Lookup(m.Type); !ok {
-		return w.fail(taskID, m, "UnknownType", fixAndRerun,
+		return w.fail(ctx, taskID, m, "UnknownType", fixAndRerun,
 			fmt.Errorf("upload: asset type %q has no plugin in this worker (known: %v): run a dab version that knows the type, then re-run the task", m.Type, w.deps.Plugins.Types()))
 	}
 
@@ -84,7 +85,7 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		// The intakes refuse such metadata (storage.MetadataFits); an entry
 		// spooled before they did waits in the failed folder.
-		return w.fail(taskID, m, "MetadataTooLarge", newFile, fmt.Errorf("upload: %w: upload the file again with less metadata", err))
+		return w.fail(ctx, taskID, m, "MetadataTooLarge", newFile, fmt.Errorf("upload: %w: upload the file again with less metadata", err))
 	}
 	put, err := w.deps.Storage.Put(ctx, storage.PutInput{
 		Key: m.Key(), File: f, Size: m.Size, SHA256: m.SHA256, ContentType: m.ContentType,
@@ -100,7 +101,7 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 			if se.NeedsNewFile {
 				r = newFile
 			}
-			return w.fail(taskID, m, se.Code, r, fmt.Errorf("upload: %w", err))
+			return w.fail(ctx, taskID, m, se.Code, r, fmt.Errorf("upload: %w", err))
 		}
 		return fmt.Errorf("upload: %w", err)
 	}
@@ -113,13 +114,13 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 	if errors.Is(err, asset.ErrBadPrice) {
 		// Intakes refuse bad prices; one that got into the spool anyway
 		// (an older dab, a hand-made entry) waits in the failed folder.
-		return w.fail(taskID, m, "BadPrice", newFile, fmt.Errorf("upload: %w: fix the price metadata and upload the file again", err))
+		return w.fail(ctx, taskID, m, "BadPrice", newFile, fmt.Errorf("upload: %w: fix the price metadata and upload the file again", err))
 	}
 	if errors.Is(err, asset.ErrConflict) {
-		return w.fail(taskID, m, "RecordConflict", newFile, fmt.Errorf("upload: %w: the bucket and the records disagree; inspect s3://%s/%s", err, put.Bucket, put.Key))
+		return w.fail(ctx, taskID, m, "RecordConflict", newFile, fmt.Errorf("upload: %w: the bucket and the records disagree; inspect s3://%s/%s", err, put.Bucket, put.Key))
 	}
 	if errors.Is(err, ErrUnknownType) {
-		return w.fail(taskID, m, "UnknownType", fixAndRerun, fmt.Errorf("upload: %w", err))
+		return w.fail(ctx, taskID, m, "UnknownType", fixAndRerun, fmt.Errorf("upload: %w", err))
 	}
 	if err != nil {
 		return fmt.Errorf("upload: %w", err)
@@ -214,22 +215,38 @@ const (
 // archived at once. With newFile the file goes to the failed folder with
 // <name>.error.json beside it; with fixAndRerun the spool entry stays,
 // marked failed, and an operator who fixes the cause re-runs the task. code
-// names the failure in the note and the metrics. The error handler logs the
-// outcome (task.failed); fail does not log too.
-func (w *Worker) fail(taskID string, m *spool.Manifest, code string, r remedy, err error) error {
+// names the failure in the note, the metrics and the upload.failed event.
+// The event is written first, once per task and code (a re-run that fails
+// the same way writes none); when it cannot be written (Redis is away) the
+// task fails without SkipRetry and nothing else is done, so the retry meets
+// the failure again and writes it then: no upload is given up without its
+// event. The error handler logs the outcome (task.failed); fail does not
+// log too.
+func (w *Worker) fail(ctx context.Context, taskID string, m *spool.Manifest, code string, r remedy, err error) error {
+	f := event.UploadFailure{TaskID: taskID, SpoolID: m.ID, Code: code, Reason: err.Error(), Remedy: "rerun",
+		Fix:  "fix the cause the reason names (configuration, credentials, permissions, a plugin), then re-run the task: the monitor's \"run\" on the archived task",
+		Type: m.Type, Key: m.Key(), Name: m.Name, Size: m.Size, SHA256: m.SHA256, Source: m.Source, SpooledAt: m.CreatedAt.UTC()}
+	if r == newFile {
+		f.Remedy = "new_file"
+		f.Fix = fmt.Sprintf("the file itself must change: it is in the failed folder (DAB_FAILED_DIR) as %s, with %s.error.json beside it; rename it or fix it and put it back into the drop folder (or upload it again)",
+			m.Key(), path.Base(m.Path))
+	}
+	if _, _, eerr := w.deps.Events.UploadFailed(ctx, f); eerr != nil {
+		return fmt.Errorf("%w (giving it up waits until its upload.failed event can be written: %v)", err, eerr)
+	}
 	if w.metrics != nil {
 		w.metrics.Uploads.WithLabelValues("failed").Inc()
 		w.metrics.UploadFailures.WithLabelValues(code).Inc()
 	}
-	f := spool.Failure{Code: code, Message: err.Error(), TaskID: taskID}
+	sf := spool.Failure{Code: code, Message: err.Error(), TaskID: taskID}
 	if r == newFile {
-		where, ferr := w.deps.Spool.Reject(m.ID, w.failedDir, f)
+		where, ferr := w.deps.Spool.Reject(m.ID, w.failedDir, sf)
 		if ferr != nil {
 			return fmt.Errorf("%w (and moving the file to the failed folder: %v): %w", err, ferr, asynq.SkipRetry)
 		}
 		return fmt.Errorf("%w; the file is now %s, with %s.error.json beside it: %w", err, where, filepath.Base(where), asynq.SkipRetry)
 	}
-	if merr := w.deps.Spool.MarkFailed(m.ID, f); merr != nil {
+	if merr := w.deps.Spool.MarkFailed(m.ID, sf); merr != nil {
 		err = fmt.Errorf("%w (and marking the spool entry failed: %v)", err, merr)
 	}
 	return fmt.Errorf("%w; fix it and re-run the task: %w", err, asynq.SkipRetry)

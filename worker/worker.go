@@ -17,12 +17,14 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/event"
 	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/internal/metrics"
 	"github.com/dab-assets/dab/internal/netguard"
 	"github.com/dab-assets/dab/internal/plugin"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/internal/storage"
+	"github.com/dab-assets/dab/internal/webhook"
 	"github.com/dab-assets/dab/worker/task"
 )
 
@@ -32,12 +34,13 @@ import (
 const ShutdownTimeoutDefault = 25 * time.Second
 
 // Queues are the queues a worker serves, with their priorities: purchases
-// (2) before the uploads of uploadQueue (1), because a purchase is small and
-// a buyer waits for it while uploads are bulk work. asynq weighs queues by
-// priority rather than draining one first, so uploads still move while
-// purchases keep coming.
+// (2) before the uploads of uploadQueue (1) and webhook deliveries (1),
+// because a purchase is small and a buyer waits for it while uploads are
+// bulk work and a webhook receiver waits for nobody. asynq weighs queues
+// by priority rather than draining one first, so uploads and deliveries
+// still move while purchases keep coming.
 func Queues(uploadQueue string) map[string]int {
-	return map[string]int{task.QueuePurchases: 2, uploadQueue: 1, task.QueueImports: 1}
+	return map[string]int{task.QueuePurchases: 2, uploadQueue: 1, task.QueueWebhooks: 1, task.QueueImports: 1}
 }
 
 // Config tunes the server.
@@ -68,6 +71,10 @@ type Config struct {
 	// ImportMaxBytes caps what one import fetches; default
 	// ImportMaxBytesDefault.
 	ImportMaxBytes int64
+	// WebhookRetryDelay, when set, replaces the schedule of webhook
+	// retries (WebhookRetryDelay, the function): retried is how often the
+	// delivery failed before.
+	WebhookRetryDelay func(retried int) time.Duration
 }
 
 // Deps are the parts the handlers use.
@@ -77,6 +84,13 @@ type Deps struct {
 	Assets  *asset.Store
 	Plugins *plugin.Registry
 	Ledger  *ledger.Store
+	// Events writes upload.failed events; default: the stream under the
+	// asset store's key prefix, trimmed by default.
+	Events *event.Writer
+	// Webhooks delivers dab:webhook tasks; nil means this worker has no
+	// endpoints (DAB_WEBHOOKS_FILE), and a delivery it is handed is tried
+	// again later (by a worker that has them).
+	Webhooks *webhook.Sender
 }
 
 // Worker is one Asynq server with dab's handlers.
@@ -94,6 +108,7 @@ type Worker struct {
 	importClient *http.Client
 	importMax    int64
 	importDir    string
+	webhookDelay func(retried int) time.Duration
 }
 
 // New builds a worker; Run starts it.
@@ -119,8 +134,15 @@ func New(rdb redis.UniversalClient, cfg Config, d Deps) (*Worker, error) {
 	if cfg.ImportMaxBytes <= 0 {
 		cfg.ImportMaxBytes = ImportMaxBytesDefault
 	}
+	if cfg.WebhookRetryDelay == nil {
+		cfg.WebhookRetryDelay = WebhookRetryDelay
+	}
+	if d.Events == nil {
+		d.Events = event.NewWriter(rdb, d.Assets.Keys().Prefix, event.Trim{})
+	}
 	w := &Worker{rdb: rdb, deps: d, log: cfg.Logger, failedDir: cfg.FailedDir, doneDir: cfg.DoneDir, metrics: cfg.Metrics,
-		imports: cfg.Imports, importMax: cfg.ImportMaxBytes, importDir: importDirFor(d.Spool.Dir())}
+		webhookDelay: cfg.WebhookRetryDelay,
+		imports:      cfg.Imports, importMax: cfg.ImportMaxBytes, importDir: importDirFor(d.Spool.Dir())}
 	if cfg.Imports != nil {
 		w.importClient = cfg.Imports.Client()
 	}
@@ -131,19 +153,25 @@ func New(rdb redis.UniversalClient, cfg Config, d Deps) (*Worker, error) {
 		Concurrency:     cfg.Concurrency,
 		Queues:          cfg.Queues,
 		ShutdownTimeout: cfg.ShutdownTimeout,
-		RetryDelayFunc:  retryDelay,
+		RetryDelayFunc:  w.retryDelay,
 		// asynq sleeps this long when every queue is empty (default 1s);
 		// a shorter nap keeps a file's drop-to-record latency low, for a
 		// few cheap Redis calls a second on an idle worker.
 		TaskCheckInterval: 100 * time.Millisecond,
-		ErrorHandler:      asynq.ErrorHandlerFunc(w.logFailure),
-		Logger:            asynqLogger{cfg.Logger.With("component", "asynq")},
-		LogLevel:          asynq.InfoLevel,
+		// Retries become due when their delay is over, but asynq moves
+		// them back to their queue only at this interval (default 5s): a
+		// webhook's first retry comes after about 5 s, and must come
+		// within 10.
+		DelayedTaskCheckInterval: time.Second,
+		ErrorHandler:             asynq.ErrorHandlerFunc(w.logFailure),
+		Logger:                   asynqLogger{cfg.Logger.With("component", "asynq")},
+		LogLevel:                 asynq.InfoLevel,
 	})
 	w.mux = asynq.NewServeMux()
 	w.mux.HandleFunc(task.TypeUpload, w.handleUpload)
 	w.mux.HandleFunc(task.TypePurchase, w.handlePurchase)
 	w.mux.HandleFunc(task.TypeImport, w.handleImport)
+	w.mux.HandleFunc(task.TypeWebhook, w.handleWebhook)
 	return w, nil
 }
 
@@ -179,9 +207,19 @@ func Check(ctx context.Context, rdb redis.UniversalClient, redisURL string, st *
 	return errors.Join(errs...)
 }
 
-// retryDelay backs off exponentially from 2s to 10 minutes, with jitter so
+// retryDelay is the delay before retry n+1 of t: webhook deliveries
+// follow their own schedule (webhookRetryDelay); other tasks back off
+// exponentially (backoff).
+func (w *Worker) retryDelay(n int, err error, t *asynq.Task) time.Duration {
+	if t.Type() == task.TypeWebhook {
+		return webhookRetryDelay(w.webhookDelay, n, err)
+	}
+	return backoff(n)
+}
+
+// backoff backs off exponentially from 2s to 10 minutes, with jitter so
 // tasks that failed together (an S3 outage) do not retry together.
-func retryDelay(n int, _ error, _ *asynq.Task) time.Duration {
+func backoff(n int) time.Duration {
 	const base, ceiling = 2 * time.Second, 10 * time.Minute
 	d := ceiling
 	if n < 20 {

@@ -255,6 +255,11 @@ func TestSameNameConflictKeepsBoth(t *testing.T) {
 	if !strings.Contains(info.LastErr, kept) {
 		t.Fatalf("task error does not say where the file is: %q", info.LastErr)
 	}
+	fs := b.uploadFailures(t)
+	if len(fs) != 1 || fs[0].Code != "Conflict" || fs[0].Remedy != "new_file" || !strings.Contains(fs[0].Fix, "cyoa/NODE_a.png, with NODE_a.png.error.json beside it") ||
+		strings.Contains(fs[0].Reason+fs[0].Fix, b.failed) {
+		t.Fatalf("upload.failed events %+v, want one Conflict naming no server path", fs)
+	}
 }
 
 func TestPermanentErrorsThenFixAndRerun(t *testing.T) {
@@ -413,8 +418,8 @@ func TestKeyShapeClashGoesToFailedFolder(t *testing.T) {
 func TestQueuesServePurchasesFirst(t *testing.T) {
 	t.Parallel()
 	q := worker.Queues(task.UploadQueue("host-a"))
-	if len(q) != 3 || q[task.QueuePurchases] != 2 || q["uploads:host-a"] != 1 || q[task.QueueImports] != 1 {
-		t.Fatalf("Queues = %v, want purchases 2, uploads:host-a 1, imports 1", q)
+	if len(q) != 4 || q[task.QueuePurchases] != 2 || q["uploads:host-a"] != 1 || q[task.QueueWebhooks] != 1 || q[task.QueueImports] != 1 {
+		t.Fatalf("Queues = %v, want purchases 2, uploads:host-a 1, webhooks 1, imports 1", q)
 	}
 }
 

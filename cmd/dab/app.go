@@ -19,6 +19,7 @@ import (
 	"github.com/dab-assets/dab/internal/redisconn"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/internal/storage"
+	"github.com/dab-assets/dab/internal/webhook"
 	"github.com/dab-assets/dab/watcher"
 	"github.com/dab-assets/dab/worker/task"
 )
@@ -44,6 +45,10 @@ type app struct {
 	// server is this process's HTTP API once built: its route table is the
 	// one list the router, the OpenAPI check and the auth matrix test read.
 	server *api.Server
+	// endpoints are the webhook endpoints of DAB_WEBHOOKS_FILE, read once
+	// (webhooks); endpointsRead says they were.
+	endpoints     []webhook.Endpoint
+	endpointsRead bool
 }
 
 // role says what kind of command runs, for what it needs at start.
@@ -159,8 +164,23 @@ func (a *app) spool() (*spool.Spool, error) {
 	return spool.Open(filepath.Join(a.cfg.DataDir, "spool"))
 }
 
+// assets is the asset store on rdb; its records' events are trimmed by
+// DAB_EVENTS_MAXLEN and DAB_EVENTS_MAX_AGE.
 func (a *app) assets(rdb redis.UniversalClient) *asset.Store {
-	return asset.NewStore(rdb, a.cfg.KeyPrefix)
+	return asset.NewStoreWithOptions(rdb, a.cfg.KeyPrefix, asset.Options{Events: a.cfg.EventTrim()})
+}
+
+// webhooks reads DAB_WEBHOOKS_FILE (once): a line that is not an endpoint
+// stops dab at start, with the line's number and what is wrong.
+func (a *app) webhooks() ([]webhook.Endpoint, error) {
+	if !a.endpointsRead {
+		eps, err := webhook.Load(a.cfg.WebhooksFile, a.cfg.WebhookOptions())
+		if err != nil {
+			return nil, err
+		}
+		a.endpoints, a.endpointsRead = eps, true
+	}
+	return a.endpoints, nil
 }
 
 // uploadQueue is the queue of this host's upload tasks (one shared queue
@@ -176,7 +196,7 @@ func (a *app) uploadQueue() string {
 // wait for that many replicas (config has validated the bounds).
 func (a *app) ledger(rdb redis.UniversalClient) *ledger.Store {
 	return ledger.NewWithOptions(rdb, a.cfg.KeyPrefix, a.cfg.HouseAccount,
-		ledger.Options{MinReplicas: a.cfg.RedisMinReplicas, ReplicaTimeout: a.cfg.RedisReplicaTimeout})
+		ledger.Options{MinReplicas: a.cfg.RedisMinReplicas, ReplicaTimeout: a.cfg.RedisReplicaTimeout, Events: a.cfg.EventTrim()})
 }
 
 // warnIfNotDurable says loudly when the Redis holding queues, records and

@@ -10,10 +10,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dab-assets/dab/internal/config"
+	"github.com/dab-assets/dab/internal/event"
 	"github.com/dab-assets/dab/internal/metrics"
 	"github.com/dab-assets/dab/internal/netguard"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
 	"github.com/dab-assets/dab/internal/spool"
+	"github.com/dab-assets/dab/internal/webhook"
 	"github.com/dab-assets/dab/watcher"
 	"github.com/dab-assets/dab/worker"
 	"github.com/dab-assets/dab/worker/task"
@@ -91,6 +93,10 @@ func (a *app) serve(ctx context.Context, r roles, ready func() error) error {
 	if sp, err := a.spool(); err == nil {
 		a.metrics.RegisterSpool(sp.Dir())
 	}
+	endpoints, err := a.webhooks()
+	if err != nil {
+		return err
+	}
 	var runs []func(context.Context) error
 	if r.worker {
 		w, err := a.newWorker(ctx, rdb)
@@ -98,6 +104,16 @@ func (a *app) serve(ctx context.Context, r roles, ready func() error) error {
 			return err
 		}
 		runs = append(runs, w.Run)
+		// Every worker also turns events into webhook deliveries (a
+		// consumer group shares them out).
+		if len(endpoints) > 0 {
+			d, err := worker.NewDispatcher(rdb, worker.DispatcherConfig{Prefix: a.cfg.KeyPrefix, Endpoints: endpoints,
+				Queue: a.asynqClient(rdb), Logger: a.log})
+			if err != nil {
+				return err
+			}
+			runs = append(runs, d.Run)
+		}
 		// The books, copied to the bucket every DAB_JOURNAL_INTERVAL.
 		if st, err := a.storage(ctx); err == nil {
 			runs = append(runs, func(ctx context.Context) error { a.runJournal(ctx, rdb, st); return nil })
@@ -179,21 +195,35 @@ func (a *app) newWorker(ctx context.Context, rdb redis.UniversalClient) (*worker
 	if err != nil {
 		return nil, err
 	}
+	endpoints, err := a.webhooks()
+	if err != nil {
+		return nil, err
+	}
 	a.log.Info("worker.config", "redis", config.RedactURL(a.cfg.RedisURL), "store", config.RedactText(st.String(), a.cfg.S3.Endpoint), "upload_queue", a.uploadQueue(),
 		"spool", sp.Dir(), "concurrency", a.cfg.Concurrency, "key_prefix", a.cfg.KeyPrefix,
-		"failed_dir", a.cfg.FailedRoot(), "done_dir", a.cfg.DoneDir)
+		"failed_dir", a.cfg.FailedRoot(), "done_dir", a.cfg.DoneDir, "webhook_endpoints", len(endpoints))
 	importTLS, err := netguard.TLSWithCAs(a.cfg.ImportCAFile)
 	if err != nil {
 		return nil, fmt.Errorf("DAB_IMPORT_CA_FILE: %w", err)
 	}
 	imports := netguard.New(netguard.Options{AllowHTTP: a.cfg.ImportAllowHTTP, AllowPrivate: a.cfg.ImportAllowPrivate, TLS: importTLS})
+	// Purchases first (someone waits for them), then this host's uploads,
+	// imports and webhook deliveries; a worker without endpoints leaves the
+	// deliveries to the workers that have them.
+	queues := worker.Queues(a.uploadQueue())
+	var sender *webhook.Sender
+	if len(endpoints) > 0 {
+		sender = webhook.NewSender(endpoints, webhook.SenderOptions{})
+		a.closers = append(a.closers, sender.Close)
+	} else {
+		delete(queues, task.QueueWebhooks)
+	}
 	return worker.New(rdb, worker.Config{
 		Concurrency: a.cfg.Concurrency, ShutdownTimeout: a.cfg.ShutdownTimeout, Logger: a.log,
-		FailedDir: a.cfg.FailedRoot(), DoneDir: a.cfg.DoneDir, Metrics: a.metrics,
+		FailedDir: a.cfg.FailedRoot(), DoneDir: a.cfg.DoneDir, Metrics: a.metrics, Queues: queues,
 		Imports: imports, ImportMaxBytes: a.cfg.ImportMaxBytes,
-		// Purchases first (someone waits for them), then this host's uploads.
-		Queues: worker.Queues(a.uploadQueue()),
-	}, worker.Deps{Spool: sp, Storage: st, Assets: a.assets(rdb), Plugins: builtin.Registry(), Ledger: a.ledger(rdb)})
+	}, worker.Deps{Spool: sp, Storage: st, Assets: a.assets(rdb), Plugins: builtin.Registry(), Ledger: a.ledger(rdb),
+		Events: event.NewWriter(rdb, a.cfg.KeyPrefix, a.cfg.EventTrim()), Webhooks: sender})
 }
 
 // newWatcher builds a drop-folder watcher that enqueues through rdb.

@@ -14,11 +14,13 @@ import (
 
 	"github.com/dab-assets/dab/internal/api"
 	"github.com/dab-assets/dab/internal/config"
+	"github.com/dab-assets/dab/internal/event"
 	"github.com/dab-assets/dab/internal/idem"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
 	"github.com/dab-assets/dab/internal/redisconn"
 	"github.com/dab-assets/dab/internal/web"
 	"github.com/dab-assets/dab/watcher/intake"
+	"github.com/dab-assets/dab/worker"
 )
 
 // newHTTP builds the HTTP API and binds its address (so a busy port fails at
@@ -72,6 +74,12 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 		Inspector: asynq.NewInspectorFromRedisClient(rdb),
 		Assets:    a.assets(rdb), Checks: checks,
 	})
+	events := event.NewLog(rdb, a.cfg.KeyPrefix)
+	api.RegisterEvents(srv, events)
+	endpoints, err := a.webhooks()
+	if err != nil {
+		return nil, err
+	}
 	uploads, err := intake.New(intake.Config{
 		Plugins: builtin.Registry(), MaxBytes: a.cfg.MaxUploadBytes, MaxConcurrent: a.cfg.MaxConcurrentUploads,
 		MinRate: a.cfg.MinUploadRate, MinFreeBytes: a.cfg.MinFreeBytes,
@@ -123,6 +131,7 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 		Inspector: asynq.NewInspectorFromRedisClient(rdb), Checks: checks,
 		Types: builtin.Registry().Types(), Uploader: uploads, Purchaser: purchases, Monitor: true, Logger: a.log,
 		Problems: a.watcherProblems, Bucket: a.cfg.S3.Bucket,
+		Webhooks: worker.NewWebhookAdmin(asynq.NewInspectorFromRedisClient(rdb), a.asynqClient(rdb), events, endpoints),
 	}); err != nil {
 		return nil, err
 	}

@@ -110,7 +110,7 @@ func TestRouteTable(t *testing.T) {
 
 	// The auth matrix.
 	concrete := strings.NewReplacer("{id}", "0123456789abcdef0123", "{type}", "generic", "{path...}", "a.bin",
-		"{story}", "forest", "{$}", "")
+		"{story}", "forest", "{n}", "1", "{$}", "")
 	has := func(scope, tok string) bool {
 		mine := map[string][]string{ingestTok: {api.ScopeIngest}, readTok: {api.ScopeRead}, brokerTok: {api.ScopeBroker}}[tok]
 		for _, s := range strings.Split(scope, ",") {

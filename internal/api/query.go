@@ -174,18 +174,25 @@ func (d QueryDeps) getTask(w http.ResponseWriter, r *http.Request) {
 
 // mayReadTask: a purchase (a task that names a buyer) is readable by a
 // token bound to another account no more than through /v1/purchases: its
-// parameters and result (a balance, in a rejection) are the buyer's.
+// parameters and result (a balance, in a rejection) are the buyer's. A
+// webhook delivery (a task that carries an event) is not readable by a
+// bound token at all: its event may be any account's, and its last error
+// quotes the receiver.
 func mayReadTask(c Caller, info *asynq.TaskInfo) bool {
 	if c.Account == "" {
 		return true
 	}
 	var p struct {
-		BuyerID string `json:"buyer_id"`
+		BuyerID string          `json:"buyer_id"`
+		Event   json.RawMessage `json:"event"`
 	}
-	if json.Unmarshal(info.Payload, &p) != nil || p.BuyerID == "" {
+	if json.Unmarshal(info.Payload, &p) != nil {
 		return true
 	}
-	return p.BuyerID == c.Account
+	if len(p.Event) > 0 {
+		return false
+	}
+	return p.BuyerID == "" || p.BuyerID == c.Account
 }
 
 func (d QueryDeps) listAssets(w http.ResponseWriter, r *http.Request) {

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/dab-assets/dab/internal/event"
 )
 
 // Sentinel errors.
@@ -128,8 +130,9 @@ func ValidID(id string) bool { return idPattern.MatchString(id) }
 // touch a record and the balances together (a purchase sets the owner).
 type Keys struct{ Prefix string }
 
-// HashTag is the Redis Cluster hash tag of every asset and ledger key.
-const HashTag = "{bank}"
+// HashTag is the Redis Cluster hash tag of every asset and ledger key,
+// and of the events stream they append to.
+const HashTag = event.HashTag
 
 func (k Keys) base() string { return k.Prefix + HashTag + ":asset:" }
 
@@ -160,12 +163,27 @@ var recordLua string
 type Store struct {
 	rdb    redis.UniversalClient
 	keys   Keys
+	events event.Keys
+	opts   Options
 	record *redis.Script
+}
+
+// Options are a Store's optional settings; the zero value is what NewStore
+// uses.
+type Options struct {
+	// Events trims the events stream the record script appends
+	// asset.recorded to (default: event.MaxLenDefault entries).
+	Events event.Trim
 }
 
 // NewStore returns a Store using keys under prefix.
 func NewStore(rdb redis.UniversalClient, prefix string) *Store {
-	return &Store{rdb: rdb, keys: Keys{Prefix: prefix}, record: redis.NewScript(recordLua)}
+	return NewStoreWithOptions(rdb, prefix, Options{})
+}
+
+// NewStoreWithOptions is NewStore with options.
+func NewStoreWithOptions(rdb redis.UniversalClient, prefix string, o Options) *Store {
+	return &Store{rdb: rdb, keys: Keys{Prefix: prefix}, events: event.Keys{Prefix: prefix}, opts: o, record: redis.NewScript(recordLua)}
 }
 
 // Keys returns the store's key names.
@@ -173,7 +191,9 @@ func (s *Store) Keys() Keys { return s.keys }
 
 // Put records r (r.ID is set from bucket and key). It returns the stored
 // record and created=false when it was there already. A record with the same
-// ID and a different SHA-256 is ErrConflict.
+// ID and a different SHA-256 is ErrConflict. A new record appends its
+// asset.recorded event (the record as Get returns it) in the same script;
+// a record that existed appends none.
 //
 // The price is r.Price, else the "price" metadata read by ParsePrice; a
 // price that ParsePrice refuses, or a metadata price that differs from
@@ -201,8 +221,19 @@ func (s *Store) Put(ctx context.Context, r Record) (Record, bool, error) {
 	if r.SpoolID != "" {
 		spoolKey, linkTTL = s.keys.Spool(r.SpoolID), int64(spoolLinkTTL/time.Second)
 	}
-	keys := []string{s.keys.Record(r.ID), s.keys.ByTime(), s.keys.ByType(r.Type), spoolKey}
-	args := []any{r.ID, r.SHA256, member(r.CreatedAt, r.ID), linkTTL}
+	// The event's data is the record as the API shows it: what Get reads
+	// back from the hash written here (the time as it parses back).
+	shown := r
+	shown.CreatedAt, _ = time.Parse(time.RFC3339Nano, r.CreatedAt.Format(time.RFC3339Nano))
+	data, err := event.Marshal(shown)
+	if err != nil {
+		return r, false, fmt.Errorf("asset: encode the event: %w", err)
+	}
+	now := time.Now().UTC()
+	maxLen, minID := s.opts.Events.Args(now)
+	keys := []string{s.keys.Record(r.ID), s.keys.ByTime(), s.keys.ByType(r.Type), spoolKey, s.events.Stream()}
+	args := []any{r.ID, r.SHA256, member(r.CreatedAt, r.ID), linkTTL,
+		now.Format(time.RFC3339Nano), string(data), r.Owner, maxLen, minID}
 	for _, kv := range [][2]string{
 		{"id", r.ID}, {"name", r.Name}, {"type", r.Type}, {"path", r.Path},
 		{"s3_bucket", r.S3Bucket}, {"s3_key", r.S3Key}, {"size", strconv.FormatInt(r.Size, 10)},

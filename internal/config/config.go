@@ -20,8 +20,10 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/pflag"
 
+	"github.com/dab-assets/dab/internal/event"
 	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/internal/storage"
+	"github.com/dab-assets/dab/internal/webhook"
 )
 
 // Defaults of the HTTP intake's protections.
@@ -153,6 +155,25 @@ type Config struct {
 	// ImportCAFile is a PEM file of extra CAs for https:// import sources.
 	ImportCAFile string
 
+	// EventsMaxLen is about how many events the events stream keeps
+	// (XADD MAXLEN ~). Default event.MaxLenDefault, from event.MaxLenMin
+	// to event.MaxLenMax.
+	EventsMaxLen int
+	// EventsMaxAge, when not 0, drops events older than this from the
+	// stream too (XTRIM MINID ~). Default 0 (keep EventsMaxLen events of
+	// any age); at least event.MaxAgeMin.
+	EventsMaxAge time.Duration
+	// WebhooksFile lists the webhook endpoints, one "URL SECRET [TYPES]"
+	// a line (webhook.Parse); empty: no webhooks.
+	WebhooksFile string
+	// WebhooksAllowHTTP are hosts whose endpoints may be http:// (loopback
+	// development); all others must be https://.
+	WebhooksAllowHTTP []string
+	// WebhooksAllowPrivate are hosts whose endpoints may be at private,
+	// loopback, link-local or other non-public addresses; no other
+	// endpoint is ever connected to at such an address.
+	WebhooksAllowPrivate []string
+
 	S3 S3
 	// Sources says where each setting's value came from (default, env, flag,
 	// dev), keyed by environment variable name; `dab config` prints it.
@@ -174,6 +195,7 @@ const (
 	GroupS3      = "S3"
 	GroupLogs    = "Logs"
 	GroupImports = "Imports (dab:import tasks)"
+	GroupEvents  = "Events and webhooks"
 )
 
 // Setting describes one configurable value.
@@ -297,6 +319,21 @@ func Settings() []Setting {
 		{Env: "DAB_TOKEN", Group: GroupClient, Flag: "token", Default: "", Secret: true,
 			Usage: "client commands: bearer token for DAB_SERVER",
 			get:   func(c *Config) string { return c.Token }, set: func(c *Config, v string) error { c.Token = v; return nil }},
+		{Env: "DAB_EVENTS_MAXLEN", Group: GroupEvents, Flag: "events-maxlen", Default: strconv.Itoa(event.MaxLenDefault),
+			Usage: "about how many events the events stream keeps (older ones are trimmed; approximate: whole stream nodes)",
+			get:   func(c *Config) string { return strconv.Itoa(c.EventsMaxLen) }, set: intSetter(func(c *Config) *int { return &c.EventsMaxLen })},
+		{Env: "DAB_EVENTS_MAX_AGE", Group: GroupEvents, Flag: "events-max-age", Default: "0s",
+			Usage: "when not 0s, events older than this are trimmed from the events stream too (at least 1m)",
+			get:   func(c *Config) string { return c.EventsMaxAge.String() }, set: durationSetter(func(c *Config) *time.Duration { return &c.EventsMaxAge })},
+		{Env: "DAB_WEBHOOKS_FILE", Group: GroupEvents, Flag: "webhooks-file", Default: "",
+			Usage: "file of webhook endpoints, one \"URL SECRET [TYPES]\" per line (SECRET: whsec_ + base64; TYPES: event types, comma-separated, or *)",
+			get:   func(c *Config) string { return c.WebhooksFile }, set: func(c *Config, v string) error { c.WebhooksFile = v; return nil }},
+		{Env: "DAB_WEBHOOKS_ALLOW_HTTP", Group: GroupEvents, Flag: "webhooks-allow-http", Default: "",
+			Usage: "comma-separated hosts whose webhook endpoints may be http:// (loopback development); all others must be https://",
+			get:   func(c *Config) string { return strings.Join(c.WebhooksAllowHTTP, ",") }, set: hostsSetter(func(c *Config) *[]string { return &c.WebhooksAllowHTTP })},
+		{Env: "DAB_WEBHOOKS_ALLOW_PRIVATE", Group: GroupEvents, Flag: "webhooks-allow-private", Default: "",
+			Usage: "comma-separated hosts whose webhook endpoints may be at private, loopback or link-local addresses (refused for every other host)",
+			get:   func(c *Config) string { return strings.Join(c.WebhooksAllowPrivate, ",") }, set: hostsSetter(func(c *Config) *[]string { return &c.WebhooksAllowPrivate })},
 		{Env: "AWS_S3_BUCKET", Group: GroupS3, Flag: "bucket", Default: "",
 			Usage: "S3 bucket that holds the assets",
 			get:   func(c *Config) string { return c.S3.Bucket }, set: func(c *Config, v string) error { c.S3.Bucket = v; return nil }},
@@ -425,6 +462,24 @@ func bytesSetter(field func(*Config) *int64) func(*Config, string) error {
 			return err
 		}
 		*field(c) = n
+		return nil
+	}
+}
+
+// hostsSetter reads a comma-separated list of host names or IP addresses.
+func hostsSetter(field func(*Config) *[]string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		var out []string
+		for _, h := range strings.Split(v, ",") {
+			if h = strings.TrimSpace(h); h == "" {
+				continue
+			}
+			if err := webhook.CheckHost(h); err != nil {
+				return err
+			}
+			out = append(out, h)
+		}
+		*field(c) = out
 		return nil
 	}
 }
@@ -669,6 +724,12 @@ func (c *Config) validate() []error {
 	if c.JournalInterval < 100*time.Millisecond || c.JournalInterval > time.Hour {
 		bad("DAB_JOURNAL_INTERVAL", "%s is out of range: use 100ms to 1h", c.JournalInterval)
 	}
+	if c.EventsMaxLen < event.MaxLenMin || c.EventsMaxLen > event.MaxLenMax {
+		bad("DAB_EVENTS_MAXLEN", "%d is out of range: use %d to %d", c.EventsMaxLen, event.MaxLenMin, event.MaxLenMax)
+	}
+	if c.EventsMaxAge != 0 && c.EventsMaxAge < event.MaxAgeMin {
+		bad("DAB_EVENTS_MAX_AGE", "%s is too short: use 0s (no age limit) or at least %s", c.EventsMaxAge, event.MaxAgeMin)
+	}
 	if c.ShutdownTimeout < time.Second {
 		bad("DAB_SHUTDOWN_TIMEOUT", "%s is too short: use at least 1s", c.ShutdownTimeout)
 	}
@@ -704,6 +765,18 @@ func (c *Config) validate() []error {
 		bad("DAB_LOG_LEVEL", "%q: use debug, info, warn or error", c.LogLevel)
 	}
 	return errs
+}
+
+// EventTrim is how the events stream is trimmed (DAB_EVENTS_MAXLEN,
+// DAB_EVENTS_MAX_AGE).
+func (c *Config) EventTrim() event.Trim {
+	return event.Trim{MaxLen: c.EventsMaxLen, MaxAge: c.EventsMaxAge}
+}
+
+// WebhookOptions are where webhook endpoints may be
+// (DAB_WEBHOOKS_ALLOW_HTTP, DAB_WEBHOOKS_ALLOW_PRIVATE).
+func (c *Config) WebhookOptions() webhook.Options {
+	return webhook.Options{AllowHTTP: c.WebhooksAllowHTTP, AllowPrivate: c.WebhooksAllowPrivate}
 }
 
 // FailedRoot is the failed folder: DAB_FAILED_DIR or <data dir>/failed.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/dab-assets/dab/internal/event"
 	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/internal/storage"
 )
@@ -29,6 +30,17 @@ func TestDefaults(t *testing.T) {
 	}
 	if err := cfg.RequireS3(); err == nil || !strings.Contains(err.Error(), "AWS_S3_BUCKET") {
 		t.Fatalf("RequireS3 = %v", err)
+	}
+	if tr := cfg.EventTrim(); tr.MaxLen != event.MaxLenDefault || tr.MaxAge != 0 || cfg.WebhooksFile != "" {
+		t.Fatalf("events and webhooks defaults = %+v %q", tr, cfg.WebhooksFile)
+	}
+	cfg, err = NewLoader(envOf(map[string]string{"DAB_WEBHOOKS_ALLOW_HTTP": " localhost, 127.0.0.1 ,", "DAB_WEBHOOKS_ALLOW_PRIVATE": "[::1]",
+		"DAB_EVENTS_MAX_AGE": "720h"})).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := cfg.WebhookOptions(); strings.Join(o.AllowHTTP, " ") != "localhost 127.0.0.1" || strings.Join(o.AllowPrivate, " ") != "[::1]" || cfg.EventTrim().MaxAge != 720*time.Hour {
+		t.Fatalf("webhook options %+v, trim %+v", o, cfg.EventTrim())
 	}
 }
 
@@ -79,6 +91,10 @@ func TestValidationNamesTheVariable(t *testing.T) {
 		{map[string]string{"DAB_S3_PATH_STYLE": "yes please"}, "DAB_S3_PATH_STYLE"},
 		{map[string]string{"DAB_HOST_ID": "host/../x"}, "DAB_HOST_ID"},
 		{map[string]string{"DAB_REDIS_MODE": "ring"}, "DAB_REDIS_MODE"},
+		{map[string]string{"DAB_EVENTS_MAXLEN": "10"}, "DAB_EVENTS_MAXLEN: 10 is out of range: use 1000 to 1000000000"},
+		{map[string]string{"DAB_EVENTS_MAX_AGE": "10s"}, "DAB_EVENTS_MAX_AGE: 10s is too short"},
+		{map[string]string{"DAB_WEBHOOKS_ALLOW_HTTP": "http://localhost:8080"}, "DAB_WEBHOOKS_ALLOW_HTTP: \"http://localhost:8080\" is not a host name"},
+		{map[string]string{"DAB_WEBHOOKS_ALLOW_PRIVATE": "a b"}, "DAB_WEBHOOKS_ALLOW_PRIVATE"},
 		{map[string]string{"DAB_REDIS_MODE": "sentinel", "DAB_REDIS_URL": "redis://h:1?bogus=1"}, "DAB_REDIS_URL"},
 		{map[string]string{"DAB_HOUSE_ACCOUNT": "issuance"}, "DAB_HOUSE_ACCOUNT"},
 		{map[string]string{"DAB_HTTP_ADDR": "8080"}, "DAB_HTTP_ADDR"},

@@ -3,7 +3,9 @@
 -- entry is appended. A repeat with the same key returns the stored entry.
 -- A grant that would take the credits ever issued past the limit is
 -- refused here, inside the script, so that concurrent grants cannot pass it
--- together; nothing moves then.
+-- together; nothing moves then. A grant appends its credits.granted event
+-- (the account, the credits, the grant key, the entry); a repeat or a
+-- refusal appends none.
 --
 -- Amounts stay decimal strings from ARGV to Redis and into the history
 -- line: Lua numbers are doubles, tostring() and cjson print them with
@@ -13,10 +15,12 @@
 --
 -- KEYS[1] grant hash (by idempotency key)   KEYS[2] balances hash
 -- KEYS[3] entries stream                      KEYS[4] account's history list
--- KEYS[5] issuance's history list
+-- KEYS[5] issuance's history list              KEYS[6] events stream
 -- ARGV[1] account   ARGV[2] credits (1 to 16 digits, no sign or leading 0)
 -- ARGV[3] issuance account   ARGV[4] time (RFC 3339)   ARGV[5] grant key
 -- ARGV[6] most credits that may ever be issued (ledger.IssuanceMax)
+-- ARGV[7] the events stream's length to keep (XADD MAXLEN ~)
+-- ARGV[8] the oldest event ID to keep (XTRIM MINID ~; "0": no age limit)
 --
 -- Returns one of:
 --   {"granted", entry id, account's balance (decimal string)}
@@ -51,4 +55,11 @@ local line = '{"amount":' .. amount .. ',' .. string.sub(cjson.encode({id = entr
 redis.call('LPUSH', KEYS[4], line)
 redis.call('LPUSH', KEYS[5], line)
 redis.call('HSET', KEYS[1], 'params', params, 'entry_id', entry)
+local data = '{"credits":' .. amount .. ',' .. string.sub(cjson.encode({account = ARGV[1],
+  grant_key = ARGV[5], entry_id = entry}), 2)
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[7], '*',
+  'type', 'credits.granted', 'time', ARGV[4], 'data', data, 'accounts', ARGV[1])
+if ARGV[8] ~= '0' then
+  redis.call('XTRIM', KEYS[6], 'MINID', '~', ARGV[8])
+end
 return {'granted', entry, redis.call('HGET', KEYS[2], ARGV[1])}

@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/event"
 )
 
 // Issuance is the account every grant comes from; its balance is minus all
@@ -199,6 +200,7 @@ type Store struct {
 	rdb      redis.UniversalClient
 	keys     Keys
 	assets   asset.Keys
+	events   event.Keys
 	house    string
 	purchase *redis.Script
 	grant    *redis.Script
@@ -212,7 +214,7 @@ type Store struct {
 // owner and no uploader account. Its writes wait for no replicas
 // (NewWithOptions).
 func New(rdb redis.UniversalClient, prefix, house string) *Store {
-	return &Store{rdb: rdb, keys: Keys{Prefix: prefix}, assets: asset.Keys{Prefix: prefix}, house: house,
+	return &Store{rdb: rdb, keys: Keys{Prefix: prefix}, assets: asset.Keys{Prefix: prefix}, events: event.Keys{Prefix: prefix}, house: house,
 		purchase: redis.NewScript(purchaseLua), grant: redis.NewScript(grantLua), accept: redis.NewScript(acceptLua),
 		offer: redis.NewScript(offerLua), rebuild: redis.NewScript(rebuildSalesLua)}
 }
@@ -221,6 +223,10 @@ func New(rdb redis.UniversalClient, prefix, house string) *Store {
 func (s *Store) Keys() Keys { return s.keys }
 
 func now() string { return time.Now().UTC().Format(time.RFC3339Nano) }
+
+// eventArgs are the trimming arguments of the events stream for a script
+// that appends to it.
+func (s *Store) eventArgs() (maxLen int, minID string) { return s.opts.Events.Args(time.Now()) }
 
 // Entry is one immutable ledger entry.
 type Entry struct {
@@ -250,11 +256,12 @@ func (s *Store) Grant(ctx context.Context, key, account string, credits int64) (
 	if err := CheckGrant(key, account, credits); err != nil {
 		return GrantResult{}, err
 	}
-	keys := []string{s.keys.Grant(key), s.keys.Balances(), s.keys.Entries(), s.keys.History(account), s.keys.History(Issuance)}
+	keys := []string{s.keys.Grant(key), s.keys.Balances(), s.keys.Entries(), s.keys.History(account), s.keys.History(Issuance), s.events.Stream()}
+	maxLen, minID := s.eventArgs()
 	var res []string
 	err := s.write(ctx, "grant "+key, func(c redis.Scripter) error {
 		var err error
-		res, err = s.grant.Run(ctx, c, keys, account, credits, Issuance, now(), key, int64(IssuanceMax)).StringSlice()
+		res, err = s.grant.Run(ctx, c, keys, account, credits, Issuance, now(), key, int64(IssuanceMax), maxLen, minID).StringSlice()
 		if err != nil {
 			return fmt.Errorf("ledger: grant: %w", err)
 		}
@@ -379,8 +386,9 @@ func (s *Store) apply(ctx context.Context, c redis.Scripter, p PurchaseRequest) 
 			return PurchaseResult{}, err
 		}
 		keys := []string{s.keys.Purchase(p.PurchaseID), s.assets.Record(p.AssetID), s.keys.Balances(), s.keys.Entries(),
-			s.keys.History(p.BuyerID), s.keys.History(seller), s.keys.Purchases(), s.keys.Sales(p.AssetID)}
-		res, err := s.purchase.Run(ctx, c, keys, p.PurchaseID, p.AssetID, p.BuyerID, p.Credits, seller, s.house, now()).StringSlice()
+			s.keys.History(p.BuyerID), s.keys.History(seller), s.keys.Purchases(), s.keys.Sales(p.AssetID), s.events.Stream()}
+		maxLen, minID := s.eventArgs()
+		res, err := s.purchase.Run(ctx, c, keys, p.PurchaseID, p.AssetID, p.BuyerID, p.Credits, seller, s.house, now(), maxLen, minID).StringSlice()
 		if err != nil {
 			return PurchaseResult{}, fmt.Errorf("ledger: purchase %s: %w", p.PurchaseID, err)
 		}

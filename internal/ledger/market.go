@@ -66,11 +66,12 @@ func (s *Store) changeOffer(ctx context.Context, kind, assetID, amount, owner, b
 	if by == "" {
 		by = "unknown"
 	}
-	keys := []string{s.assets.Record(assetID), s.keys.Entries()}
+	keys := []string{s.assets.Record(assetID), s.keys.Entries(), s.events.Stream()}
+	maxLen, minID := s.eventArgs()
 	var res []string
 	err := s.write(ctx, kind+" of "+assetID, func(c redis.Scripter) error {
 		var err error
-		res, err = s.offer.Run(ctx, c, keys, kind, assetID, amount, owner, by, now(), int64(CreditsMax), s.house).StringSlice()
+		res, err = s.offer.Run(ctx, c, keys, kind, assetID, amount, owner, by, now(), int64(CreditsMax), s.house, maxLen, minID).StringSlice()
 		if err != nil {
 			return fmt.Errorf("ledger: %s of %s: %w", kind, assetID, err)
 		}

@@ -6,9 +6,10 @@
 -- (admin), that owner must be the caller's account; a price is set only
 -- while nobody owns the asset (clearing it is always allowed). A change is
 -- appended to the entries stream (kind "listing" or "price"; it moves no
--- credits); a change to the value the asset already has writes nothing.
+-- credits) and appends its event (listing.changed or price.changed); a
+-- change to the value the asset already has writes nothing.
 --
--- KEYS[1] asset record hash   KEYS[2] entries stream
+-- KEYS[1] asset record hash   KEYS[2] entries stream   KEYS[3] events stream
 -- ARGV[1] field: "listing" or "price"
 -- ARGV[2] asset id
 -- ARGV[3] credits: "0", or 1 to 16 digits with no sign or leading 0, at
@@ -19,6 +20,8 @@
 -- ARGV[6] time (RFC 3339)
 -- ARGV[7] the largest amount (ledger.CreditsMax)
 -- ARGV[8] house account (the seller of an unowned asset without uploader)
+-- ARGV[9] the events stream's length to keep (XADD MAXLEN ~)
+-- ARGV[10] the oldest event ID to keep (XTRIM MINID ~; "0": no age limit)
 --
 -- Returns one of:
 --   {"changed", entry id, seller}        {"unchanged", "", seller}
@@ -72,4 +75,22 @@ else
 end
 local entry = redis.call('XADD', KEYS[2], '*', 'kind', field, 'action', action, 'asset_id', aid,
   'seller', seller, 'amount', amount, 'by', ARGV[5], 'at', ARGV[6])
+-- The amount, checked above, goes into the JSON as written (cjson would
+-- print a number with "%.14g"); cleared is null.
+local credits = 'null'
+if amount ~= '' then
+  credits = amount
+end
+local fields, etype = {asset_id = aid, action = action, by = ARGV[5], entry_id = entry}, 'price.changed'
+if field == 'listing' then
+  fields.owner, etype = seller, 'listing.changed'
+else
+  fields.seller = seller
+end
+local data = '{"credits":' .. credits .. ',' .. string.sub(cjson.encode(fields), 2)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*',
+  'type', etype, 'time', ARGV[6], 'data', data, 'accounts', seller)
+if ARGV[10] ~= '0' then
+  redis.call('XTRIM', KEYS[3], 'MINID', '~', ARGV[10])
+end
 return {'changed', entry, seller}

@@ -8,6 +8,9 @@
 -- the listing, appends the entry (to the entries stream, both accounts'
 -- histories and the asset's sales list) and stores the result. A rejection
 -- is stored too and moves nothing. Repeats return the stored result.
+-- A purchase applied appends its purchase.succeeded event, a rejection its
+-- purchase.rejected event (with the reason and detail); a repeat, a
+-- conflict, a stale seller or an invalid amount appends none.
 --
 -- Amounts and balances stay decimal strings wherever they are written or
 -- shown: Lua numbers are doubles that tostring(), '..' and cjson print with
@@ -20,10 +23,13 @@
 -- KEYS[3] balances hash          KEYS[4] entries stream
 -- KEYS[5] buyer's history list   KEYS[6] expected seller's history list
 -- KEYS[7] set of purchase IDs    KEYS[8] the asset's sales list
+-- KEYS[9] events stream
 -- ARGV[1] purchase id   ARGV[2] asset id   ARGV[3] buyer
 -- ARGV[4] credits ("0", or 1 to 16 digits with no sign or leading 0)
 -- ARGV[5] expected seller (read before the call)   ARGV[6] house account
 -- ARGV[7] time (RFC 3339)
+-- ARGV[8] the events stream's length to keep (XADD MAXLEN ~)
+-- ARGV[9] the oldest event ID to keep (XTRIM MINID ~; "0": no age limit)
 --
 -- Returns {status, a, b}:
 --   {"succeeded", entry id, seller}    {"rejected", reason, detail}
@@ -54,10 +60,23 @@ if status then
   -- 'pending': accepted by the API, not applied yet; apply it now.
 end
 
+-- event appends one event; the amount, checked above, goes into the JSON
+-- as written (cjson would print a number with "%.14g").
+local function event(etype, fields, accounts)
+  local data = '{"credits":' .. amount .. ',' .. string.sub(cjson.encode(fields), 2)
+  redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[8], '*',
+    'type', etype, 'time', ARGV[7], 'data', data, 'accounts', accounts)
+  if ARGV[9] ~= '0' then
+    redis.call('XTRIM', KEYS[9], 'MINID', '~', ARGV[9])
+  end
+end
+
 local function reject(reason, detail)
   redis.call('HSET', KEYS[1], 'status', 'rejected', 'reason', reason, 'detail', detail,
     'params', params, 'asset_id', aid, 'buyer', buyer, 'credits', amount, 'updated_at', ARGV[7])
   redis.call('SADD', KEYS[7], pid)
+  -- Only the buyer's: the detail may quote the buyer's balance.
+  event('purchase.rejected', {purchase_id = pid, asset_id = aid, buyer = buyer, reason = reason, detail = detail}, buyer)
   return {'rejected', reason, detail}
 end
 
@@ -123,4 +142,6 @@ redis.call('RPUSH', KEYS[8], line)
 redis.call('HSET', KEYS[1], 'status', 'succeeded', 'entry_id', entry, 'seller', seller,
   'params', params, 'asset_id', aid, 'buyer', buyer, 'credits', amount, 'updated_at', ARGV[7])
 redis.call('SADD', KEYS[7], pid)
+event('purchase.succeeded', {purchase_id = pid, asset_id = aid, buyer = buyer, seller = seller, entry_id = entry},
+  buyer .. ' ' .. seller)
 return {'succeeded', entry, seller}

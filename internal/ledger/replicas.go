@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/dab-assets/dab/internal/event"
 )
 
 // ErrNotReplicated: a ledger write was applied on the Redis master, but
@@ -39,6 +41,9 @@ type Options struct {
 	MinReplicas int
 	// ReplicaTimeout bounds each wait. Default ReplicaTimeoutDefault.
 	ReplicaTimeout time.Duration
+	// Events trims the events stream that grants, purchases, prices and
+	// listings append to (default: event.MaxLenDefault entries).
+	Events event.Trim
 }
 
 func (o Options) validate() error {

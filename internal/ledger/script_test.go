@@ -27,8 +27,8 @@ func TestScriptsRefuseNonCanonicalAmounts(t *testing.T) {
 	before, _ := rdb.Keys(ctx, "*").Result()
 	for _, amount := range []string{"1e+14", "1.2345678901234e+14", "1.5", "-5", "0", "05", "00", "-0", " 5", "5 ", "+5",
 		`5,"kind":"x"`, "", "12345678901234567", "0x10"} {
-		gkeys := []string{s.keys.Grant("k"), s.keys.Balances(), s.keys.Entries(), s.keys.History("a"), s.keys.History(Issuance)}
-		res, err := s.grant.Run(ctx, rdb, gkeys, "a", amount, Issuance, now(), "k", IssuanceMax).StringSlice()
+		gkeys := []string{s.keys.Grant("k"), s.keys.Balances(), s.keys.Entries(), s.keys.History("a"), s.keys.History(Issuance), s.events.Stream()}
+		res, err := s.grant.Run(ctx, rdb, gkeys, "a", amount, Issuance, now(), "k", IssuanceMax, 1000, "0").StringSlice()
 		if err != nil || res[0] != "invalid" {
 			t.Errorf("grant of %q: %v, %v; want invalid", amount, res, err)
 		}
@@ -36,13 +36,13 @@ func TestScriptsRefuseNonCanonicalAmounts(t *testing.T) {
 			continue // a free purchase
 		}
 		pkeys := []string{s.keys.Purchase("p"), s.assets.Record(assetID), s.keys.Balances(), s.keys.Entries(),
-			s.keys.History("a"), s.keys.History("house"), s.keys.Purchases(), s.keys.Sales(assetID)}
-		res, err = s.purchase.Run(ctx, rdb, pkeys, "p", assetID, "a", amount, "house", "house", now()).StringSlice()
+			s.keys.History("a"), s.keys.History("house"), s.keys.Purchases(), s.keys.Sales(assetID), s.events.Stream()}
+		res, err = s.purchase.Run(ctx, rdb, pkeys, "p", assetID, "a", amount, "house", "house", now(), 1000, "0").StringSlice()
 		if err != nil || res[0] != "invalid" {
 			t.Errorf("purchase for %q: %v, %v; want invalid", amount, res, err)
 		}
 		for _, field := range []string{KindPrice, KindListing} {
-			res, err = s.offer.Run(ctx, rdb, []string{s.assets.Record(assetID), s.keys.Entries()}, field, assetID, amount, AnyOwner, "t", now(), int64(CreditsMax), "house").StringSlice()
+			res, err = s.offer.Run(ctx, rdb, []string{s.assets.Record(assetID), s.keys.Entries(), s.events.Stream()}, field, assetID, amount, AnyOwner, "t", now(), int64(CreditsMax), "house", 1000, "0").StringSlice()
 			if err != nil || res[0] != "invalid" && amount != "" {
 				t.Errorf("%s of %q: %v, %v; want invalid", field, amount, res, err)
 			}
@@ -50,7 +50,7 @@ func TestScriptsRefuseNonCanonicalAmounts(t *testing.T) {
 	}
 	// A price or listing above CreditsMax (16 digits, so the form passes).
 	for _, field := range []string{KindPrice, KindListing} {
-		res, err := s.offer.Run(ctx, rdb, []string{s.assets.Record(assetID), s.keys.Entries()}, field, assetID, "1000000000000001", AnyOwner, "t", now(), int64(CreditsMax), "house").StringSlice()
+		res, err := s.offer.Run(ctx, rdb, []string{s.assets.Record(assetID), s.keys.Entries(), s.events.Stream()}, field, assetID, "1000000000000001", AnyOwner, "t", now(), int64(CreditsMax), "house", 1000, "0").StringSlice()
 		if err != nil || res[0] != "invalid" {
 			t.Errorf("%s over CreditsMax: %v, %v; want invalid", field, res, err)
 		}

@@ -28,6 +28,9 @@ type Metrics struct {
 	// Requeued counts spool entries whose task was gone from Redis and
 	// that were queued again.
 	Requeued prometheus.Counter
+	// Webhooks counts delivery attempts, by result: delivered, retry (tried
+	// again later), failed (archived at once).
+	Webhooks *prometheus.CounterVec
 }
 
 // New registers dab's metrics and the Go runtime's in a new registry.
@@ -48,8 +51,10 @@ func New() *Metrics {
 			Help: "Purchases applied, by outcome (succeeded or the rejection reason)."}, []string{"outcome"}),
 		Requeued: prometheus.NewCounter(prometheus.CounterOpts{Name: "dab_spool_requeued_total",
 			Help: "Spool entries whose upload task was gone from Redis (a lost or restored Redis), queued again."}),
+		Webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dab_webhook_deliveries_total",
+			Help: "Webhook delivery attempts, by result (delivered, retry, failed)."}, []string{"result"}),
 	}
-	m.Registry.MustRegister(m.Uploads, m.UploadFailures, m.UploadBytes, m.UploadSeconds, m.S3Errors, m.Purchases, m.Requeued,
+	m.Registry.MustRegister(m.Uploads, m.UploadFailures, m.UploadBytes, m.UploadSeconds, m.S3Errors, m.Purchases, m.Requeued, m.Webhooks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

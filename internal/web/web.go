@@ -32,6 +32,7 @@ import (
 	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/internal/plugin/cyoa"
 	"github.com/dab-assets/dab/internal/storygraph"
+	"github.com/dab-assets/dab/internal/webhook"
 )
 
 //go:embed templates/*.html
@@ -48,6 +49,18 @@ type Uploader interface {
 // Purchaser records and queues a purchase (the HTTP intake).
 type Purchaser interface {
 	Submit(ctx context.Context, req ledger.PurchaseRequest) (ledger.PurchaseResult, error)
+}
+
+// Webhooks is what the console shows and does for webhooks (the worker's
+// WebhookAdmin).
+type Webhooks interface {
+	// Endpoints lists the endpoints in the file's order.
+	Endpoints() []webhook.Endpoint
+	// Deliveries lists an endpoint's newest deliveries, newest first.
+	Deliveries(ctx context.Context, endpointID string, max int) ([]webhook.DeliveryInfo, error)
+	// Resend queues an event's delivery to an endpoint again; it returns
+	// the new task's ID.
+	Resend(ctx context.Context, endpointID, eventID string) (string, error)
 }
 
 // Deps are what the console shows and does.
@@ -75,6 +88,9 @@ type Deps struct {
 	// Bucket is where uploads go: an upload's asset ID is known from it and
 	// the key before the worker records it (asset.ID).
 	Bucket string
+	// Webhooks, when set, shows the webhook endpoints and their
+	// deliveries (nil: the pages say none are configured).
+	Webhooks Webhooks
 }
 
 // Console serves the pages.
@@ -158,6 +174,12 @@ func Register(d Deps) (*Console, error) {
 	s.HandleFunc(http.MethodGet, "/stories/{story}", api.ScopeRead, c.storyPage, page)
 	s.HandleFunc(http.MethodGet, "/problems", api.ScopeRead, c.problemsPage, page)
 	s.HandleFunc(http.MethodGet, "/v1/cyoa/stories/{story}/graph", api.ScopeRead, c.storyJSON)
+	// Webhooks: operators' pages (every account's events pass there);
+	// sending again is admin's, by a form like the others (a POST that
+	// cross-origin protection and SameSite=Strict guard).
+	s.HandleFunc(http.MethodGet, "/webhooks", api.ScopeRead, c.webhooksPage, page)
+	s.HandleFunc(http.MethodGet, "/webhooks/{n}", api.ScopeRead, c.webhookPage, page)
+	s.HandleFunc(http.MethodPost, "/webhooks/{n}/resend", api.ScopeAdmin, c.resend, page)
 	// Browsers that are refused get the login page, not JSON.
 	s.Deny = c.deny
 	return c, nil
@@ -741,4 +763,119 @@ func pluralCredits(n int64) string {
 		return "credit"
 	}
 	return "credits"
+}
+
+// --- webhooks ---
+
+// endpoints is the configured webhook endpoints (none without Webhooks).
+func (c *Console) endpoints() []webhook.Endpoint {
+	if c.d.Webhooks == nil {
+		return nil
+	}
+	return c.d.Webhooks.Endpoints()
+}
+
+// operatorsOnly refuses a login bound to an account: the webhook pages
+// show every account's events.
+func (c *Console) operatorsOnly(w http.ResponseWriter, r *http.Request) bool {
+	if caller, _ := api.CallerOf(r.Context()); caller.Account != "" {
+		c.render(w, r, http.StatusForbidden, "message", "Not allowed", nil,
+			"the webhook pages show every account's events: log in with an unbound read token (or admin); this login acts for "+caller.Account+" only")
+		return false
+	}
+	return true
+}
+
+// deliveriesShown is how many deliveries an endpoint's page lists.
+const deliveriesShown = 100
+
+type endpointRow struct {
+	Endpoint                    webhook.Endpoint
+	Completed, Retrying, Failed int
+	Waiting                     int
+	LastError                   string
+}
+
+func (c *Console) webhooksPage(w http.ResponseWriter, r *http.Request) {
+	if !c.operatorsOnly(w, r) {
+		return
+	}
+	var rows []endpointRow
+	for _, e := range c.endpoints() {
+		row := endpointRow{Endpoint: e}
+		ds, err := c.d.Webhooks.Deliveries(r.Context(), e.ID, 1000)
+		if err != nil {
+			c.render(w, r, http.StatusServiceUnavailable, "message", "Unavailable", nil, err.Error())
+			return
+		}
+		for _, d := range ds {
+			switch d.State {
+			case "completed":
+				row.Completed++
+			case "retry":
+				row.Retrying++
+			case "archived":
+				row.Failed++
+			default:
+				row.Waiting++
+			}
+			if row.LastError == "" && d.LastError != "" {
+				row.LastError = d.LastError
+			}
+		}
+		rows = append(rows, row)
+	}
+	c.render(w, r, http.StatusOK, "webhooks", "Webhooks", rows, "")
+}
+
+// endpointOf finds the endpoint of /webhooks/{n}, or answers 404.
+func (c *Console) endpointOf(w http.ResponseWriter, r *http.Request) (webhook.Endpoint, bool) {
+	eps := c.endpoints()
+	n, err := strconv.Atoi(r.PathValue("n"))
+	if err != nil || n < 1 || n > len(eps) {
+		c.render(w, r, http.StatusNotFound, "message", "Not found", nil,
+			fmt.Sprintf("no webhook endpoint %q: endpoints are numbered 1 to %d in DAB_WEBHOOKS_FILE's order", r.PathValue("n"), len(eps)))
+		return webhook.Endpoint{}, false
+	}
+	return eps[n-1], true
+}
+
+func (c *Console) webhookPage(w http.ResponseWriter, r *http.Request) {
+	if !c.operatorsOnly(w, r) {
+		return
+	}
+	e, ok := c.endpointOf(w, r)
+	if !ok {
+		return
+	}
+	ds, err := c.d.Webhooks.Deliveries(r.Context(), e.ID, deliveriesShown)
+	if err != nil {
+		c.render(w, r, http.StatusServiceUnavailable, "message", "Unavailable", nil, err.Error())
+		return
+	}
+	caller, _ := api.CallerOf(r.Context())
+	c.render(w, r, http.StatusOK, "webhook", fmt.Sprintf("Webhook endpoint %d", e.N),
+		map[string]any{"Endpoint": e, "Deliveries": ds, "CanResend": caller.Has(api.ScopeAdmin)}, "")
+}
+
+func (c *Console) resend(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		c.render(w, r, http.StatusBadRequest, "message", "Bad form", nil, err.Error())
+		return
+	}
+	e, ok := c.endpointOf(w, r)
+	if !ok {
+		return
+	}
+	eventID := strings.TrimSpace(r.PostForm.Get("event"))
+	taskID, err := c.d.Webhooks.Resend(r.Context(), e.ID, eventID)
+	if err != nil {
+		c.render(w, r, http.StatusBadRequest, "message", "Not sent again", nil, err.Error())
+		return
+	}
+	if c.d.Logger != nil {
+		caller, _ := api.CallerOf(r.Context())
+		c.d.Logger.Info("webhook.resend", "endpoint", e.N, "event_id", eventID, "task_id", taskID, "by", caller.Name)
+	}
+	http.Redirect(w, r, fmt.Sprintf("/webhooks/%d?flash=%s", e.N, url.QueryEscape("event "+eventID+" queued again as task "+taskID)), http.StatusSeeOther)
 }

@@ -204,3 +204,79 @@ func EnqueueUpload(ctx context.Context, q Enqueuer, m *spool.Manifest, queue str
 	}
 	return true, nil
 }
+
+// TypeWebhook delivers one event to one webhook endpoint (permanent name).
+const TypeWebhook = "dab:webhook"
+
+// QueueWebhooks carries webhook deliveries.
+const QueueWebhooks = "webhooks"
+
+// WebhookMaxRetry is how often a failed delivery is tried again: the
+// worker's schedule for webhooks (first after about 5 s, then growing) adds
+// up to about a day; then the task is archived (visible in the monitor,
+// sent again from the console).
+const WebhookMaxRetry = 11
+
+// WebhookPayload is the payload of TypeWebhook: the event itself, so that
+// a delivery does not depend on the stream still holding it, and the
+// endpoint's ID (never its URL or secret, which stay in DAB_WEBHOOKS_FILE).
+type WebhookPayload struct {
+	// Endpoint is the endpoint's ID (webhook.EndpointID of its URL).
+	Endpoint string `json:"endpoint"`
+	// Event is the event's JSON, sent as the body as it is.
+	Event json.RawMessage `json:"event"`
+}
+
+// webhookEvent is the part of an event a delivery task reads.
+type webhookEvent struct {
+	ID   string `json:"id"`
+	Type string `json:"type"`
+}
+
+// WebhookTaskID is the task ID of an event's delivery to an endpoint, so
+// the dispatcher queues it once however often it sees the event.
+func WebhookTaskID(eventID, endpointID string) string {
+	return "webhook-" + eventID + "-" + endpointID
+}
+
+// NewWebhook builds the delivery of an event to an endpoint, with the task
+// ID WebhookTaskID. The defaults (queue, task ID, retries, retention) come
+// first so opts can override them (a resend gives another task ID).
+func NewWebhook(p WebhookPayload, opts ...asynq.Option) (*asynq.Task, error) {
+	ev, err := p.decode()
+	if err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("task: encode webhook payload: %w", err)
+	}
+	base := []asynq.Option{
+		asynq.TaskID(WebhookTaskID(ev.ID, p.Endpoint)),
+		asynq.Queue(QueueWebhooks),
+		asynq.MaxRetry(WebhookMaxRetry),
+		asynq.Retention(DefaultRetention),
+	}
+	return asynq.NewTask(TypeWebhook, b, append(base, opts...)...), nil
+}
+
+// DecodeWebhook reads a webhook payload and the ID and type of its event;
+// errors wrap ErrBadPayload.
+func DecodeWebhook(b []byte) (p WebhookPayload, eventID, eventType string, err error) {
+	if err := json.Unmarshal(b, &p); err != nil {
+		return p, "", "", fmt.Errorf("%w: webhook payload is not the JSON object {\"endpoint\", \"event\"}: %v", ErrBadPayload, err)
+	}
+	ev, err := p.decode()
+	return p, ev.ID, ev.Type, err
+}
+
+func (p WebhookPayload) decode() (webhookEvent, error) {
+	var ev webhookEvent
+	if p.Endpoint == "" || len(p.Event) == 0 {
+		return ev, fmt.Errorf("%w: a webhook delivery needs endpoint and event", ErrBadPayload)
+	}
+	if err := json.Unmarshal(p.Event, &ev); err != nil || ev.ID == "" || ev.Type == "" {
+		return ev, fmt.Errorf("%w: the webhook payload's event is not an event with an id and a type", ErrBadPayload)
+	}
+	return ev, nil
+}

@@ -137,3 +137,27 @@ func FuzzDecodeImport(f *testing.F) {
 		}
 	})
 }
+
+func TestWebhookTask(t *testing.T) {
+	t.Parallel()
+	ev := json.RawMessage(`{"id":"1767225600000-0","type":"credits.granted","time":"2026-01-01T00:00:00Z","data":{"account":"a","credits":5}}`)
+	tk, err := NewWebhook(WebhookPayload{Endpoint: "0123456789abcdef", Event: ev})
+	if err != nil || tk.Type() != TypeWebhook {
+		t.Fatalf("NewWebhook: %v", err)
+	}
+	p, id, typ, err := DecodeWebhook(tk.Payload())
+	if err != nil || id != "1767225600000-0" || typ != "credits.granted" || p.Endpoint != "0123456789abcdef" || string(p.Event) != string(ev) {
+		t.Fatalf("round trip: %+v %s %s %v", p, id, typ, err)
+	}
+	if WebhookTaskID(id, p.Endpoint) != "webhook-1767225600000-0-0123456789abcdef" {
+		t.Fatalf("task ID %s", WebhookTaskID(id, p.Endpoint))
+	}
+	for _, bad := range []string{`{}`, `{"endpoint": "e"}`, `{"endpoint": "e", "event": {"id": "1-0"}}`, `{"endpoint": "e", "event": "x"}`, `[`} {
+		if _, _, _, err := DecodeWebhook([]byte(bad)); !errors.Is(err, ErrBadPayload) || !errors.Is(err, asynq.SkipRetry) {
+			t.Errorf("DecodeWebhook(%s) = %v, want ErrBadPayload", bad, err)
+		}
+	}
+	if _, err := NewWebhook(WebhookPayload{Endpoint: "e"}); !errors.Is(err, ErrBadPayload) {
+		t.Fatalf("a delivery without an event: %v", err)
+	}
+}
