@@ -271,7 +271,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`id="node-start"`, `id="node-cave"`, `id="node-dungeon"`, `id="end-0"`, `id="story-village"`, `href="/stories/village"`} {
+	for _, want := range []string{`id="node-start"`, `id="node-cave"`, `id="node-dungeon"`, `id="end-0"`, `id="story-village"`, "(missing)"} {
 		if !strings.Contains(graph, want) {
 			t.Fatalf("graph lacks %s: %s", want, graph)
 		}
@@ -307,8 +307,8 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("edges of the cyclic story: %s (want 5 edges, none hidden)", check)
 	}
 	problems, err := chromedp.Run(ctx, chromedp.Text(`ul.problems`))
-	if err != nil || !strings.Contains(problems, "cover.jpg") {
-		t.Fatalf("the file without a role is not listed: %q %v", problems, err)
+	if err != nil || !strings.Contains(problems, "cover.jpg") || !strings.Contains(problems, "HOPTO_village") {
+		t.Fatalf("the file without a role, or the end that hops nowhere, is not listed: %q %v", problems, err)
 	}
 	// The monitor is a JavaScript app that keeps polling; do not wait for
 	// the page to settle, wait for the queue to show.
@@ -371,6 +371,7 @@ func TestConsolePages(t *testing.T) {
 		{"/assets/0123456789abcdef0123", "no asset", 404},
 		{"/accounts?id=bad%20id", "account", 400},
 		{"/accounts?id=nobody", "nobody: <b>0</b> credits", 200},
+		{"/accounts/nobody", "/accounts?id=nobody", 303},
 		{"/purchases/none-such", "not found", 404},
 		{"/upload", `enctype="multipart/form-data"`, 200},
 	}

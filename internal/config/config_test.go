@@ -255,7 +255,7 @@ func TestFlags(t *testing.T) {
 			t.Errorf("%s came from %s, want flag", env, cfg.Sources[env])
 		}
 	}
-	groups := map[string]bool{GroupRedis: true, GroupWorker: true, GroupDrop: true, GroupHTTP: true, GroupClient: true, GroupS3: true, GroupLogs: true, GroupImports: true}
+	groups := map[string]bool{GroupRedis: true, GroupWorker: true, GroupDrop: true, GroupHTTP: true, GroupClient: true, GroupS3: true, GroupLogs: true, GroupImports: true, GroupEvents: true}
 	for _, s := range Settings() {
 		f := fs.Lookup(s.Flag)
 		if f == nil {

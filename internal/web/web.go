@@ -169,6 +169,10 @@ func Register(d Deps) (*Console, error) {
 	s.HandleFunc(http.MethodPost, "/upload", api.ScopeIngest, c.upload, page, api.Streaming())
 	s.HandleFunc(http.MethodGet, "/purchases/{id}", api.ScopeRead+","+api.ScopePurchase+","+api.ScopeBroker, c.purchasePage, page)
 	s.HandleFunc(http.MethodGet, "/accounts", api.ScopeRead+","+api.ScopePurchase+","+api.ScopeBroker, c.accountPage, page)
+	// The address people type: /accounts/alice is /accounts?id=alice.
+	s.HandleFunc(http.MethodGet, "/accounts/{id}", api.ScopeRead+","+api.ScopePurchase+","+api.ScopeBroker, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/accounts?id="+url.QueryEscape(r.PathValue("id")), http.StatusSeeOther)
+	}, page)
 	s.HandleFunc(http.MethodPost, "/accounts/{id}/grant", api.ScopeAdmin, c.grant, page)
 	s.HandleFunc(http.MethodGet, "/stories", api.ScopeRead, c.storiesPage, page)
 	s.HandleFunc(http.MethodGet, "/stories/{story}", api.ScopeRead, c.storyPage, page)
