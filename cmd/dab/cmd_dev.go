@@ -187,7 +187,7 @@ func (a *app) runDev(ctx context.Context) error {
 		fmt.Fprintf(a.stdout, "          curl -H 'Authorization: Bearer %s' -F type=cyoa -F file=@NODE_intro.png %s/v1/assets\n", a.cfg.AdminToken, a.httpURL)
 		drop, _ := filepath.Abs(a.cfg.DropDir)
 		fmt.Fprintf(a.stdout, "  drop:   %s (drop files into %s/<type>/, e.g. %s/cyoa/forest/NODE_intro.png)\n", drop, drop, drop)
-		fmt.Fprintf(a.stdout, "Client commands find this dab dev through its data folder; in another terminal (or folder) first run:\n  export DAB_DATA_DIR=%s\nthen try:\n  dab upload FILE --type cyoa\n  dab assets list\nStop with Ctrl-C.\n", shellQuote(dataDir))
+		fmt.Fprintf(a.stdout, "Client commands find this dab dev through its data folder; in another terminal (or folder) first run:\n  export DAB_DATA_DIR=%s\nthen try (with the dab binary; from a checkout: go build -o dab ./cmd/dab, then ./dab):\n  dab upload FILE --type cyoa --wait\n  dab assets list\nStop with Ctrl-C.\n", shellQuote(dataDir))
 		return nil
 	})
 	if cause := context.Cause(ctx); err == nil && cause != nil && !errors.Is(cause, context.Canceled) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -117,4 +118,28 @@ func TestBadWebhooksFileStopsDab(t *testing.T) {
 			t.Fatalf("dab %s: exit %d\n%s%s", role, code, out, errOut)
 		}
 	}
+}
+
+// recordedEvents counts the asset.recorded events in the test's events
+// stream, by asset ID.
+func recordedEvents(t *testing.T, e *e2e) map[string]int {
+	t.Helper()
+	msgs, err := e.redisClient(t).XRange(context.Background(), event.Keys{Prefix: "dab:"}.Stream(), "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, m := range msgs {
+		if m.Values["type"] != "asset.recorded" {
+			continue
+		}
+		var d struct {
+			ID string `json:"id"`
+		}
+		if s, _ := m.Values["data"].(string); json.Unmarshal([]byte(s), &d) != nil || d.ID == "" {
+			t.Fatalf("asset.recorded event %s without an asset ID: %v", m.ID, m.Values)
+		}
+		out[d.ID]++
+	}
+	return out
 }

@@ -381,6 +381,15 @@ func TestWorkerKilledMidMultipart(t *testing.T) {
 	if count, _ := asset.NewStore(rdb, "dab:").Count(context.Background(), ""); count != 1 {
 		t.Fatalf("%d records, want exactly 1", count)
 	}
+	// The killed run recorded nothing; the run after it, one event.
+	if events := recordedEvents(t, e); len(events) != 1 {
+		t.Fatalf("asset.recorded events %v, want one for the one asset", events)
+	}
+	for id, n := range recordedEvents(t, e) {
+		if n != 1 {
+			t.Fatalf("asset %s: %d asset.recorded events, want 1", id, n)
+		}
+	}
 	if entries, _ := os.ReadDir(filepath.Join(e.dataDir, "spool", ul.SpoolID)); len(entries) != 0 {
 		t.Fatal("spool entry left after success")
 	}

@@ -228,6 +228,16 @@ func TestWatcherKilledMidBurst(t *testing.T) {
 	if len(want) != 0 {
 		t.Fatalf("%d files never recorded", len(want))
 	}
+	// One asset.recorded event per record, whatever the kill cut short.
+	events := recordedEvents(t, e)
+	for _, r := range page.Records {
+		if events[r.ID] != 1 {
+			t.Fatalf("asset %s (%s): %d asset.recorded events, want 1", r.ID, r.S3Key, events[r.ID])
+		}
+	}
+	if len(events) != n {
+		t.Fatalf("events for %d assets, want %d", len(events), n)
+	}
 }
 
 // TestDropFiveThousand drops 5,000 files at once into a running `dab serve`:
