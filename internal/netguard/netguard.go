@@ -117,8 +117,8 @@ func (g *Guard) dialer(d *net.Dialer) func(ctx context.Context, network, addr st
 		private := listed(g.o.AllowPrivate, host)
 		var lastErr error
 		for _, ip := range ips {
-			if reason := refusedIP(ip); reason != "" && !private {
-				lastErr = fmt.Errorf("%w: %s resolves to %s, %s: dab does not fetch from there unless DAB_IMPORT_ALLOW_PRIVATE names %q", ErrRefused, host, ip, reason, host)
+			if Blocked(ip) && !private {
+				lastErr = fmt.Errorf("%w: %s resolves to %s, a loopback, private, link-local or otherwise non-public address: dab does not fetch from there unless DAB_IMPORT_ALLOW_PRIVATE names %q", ErrRefused, host, ip, host)
 				continue
 			}
 			c, err := d.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
@@ -134,24 +134,38 @@ func (g *Guard) dialer(d *net.Dialer) func(ctx context.Context, network, addr st
 	}
 }
 
-// refusedIP says why ip may not be dialed by default ("" when it may).
-func refusedIP(ip netip.Addr) string {
-	ip = ip.Unmap()
-	switch {
-	case ip.IsLoopback():
-		return "a loopback address"
-	case ip.IsPrivate():
-		return "a private address"
-	case ip.IsLinkLocalUnicast(), ip.IsLinkLocalMulticast():
-		return "a link-local address (cloud metadata lives there)"
-	case ip.IsMulticast(), ip.IsInterfaceLocalMulticast():
-		return "a multicast address"
-	case ip.IsUnspecified():
-		return "the unspecified address"
-	case ip.Is4() && ip.As4()[0] == 100 && ip.As4()[1]&0xc0 == 64:
-		return "a shared (carrier-grade NAT) address"
+// Blocked reports whether a is an address dab does not fetch from or
+// deliver to unless the operator names the host: loopback, private
+// (RFC 1918, fc00::/7), link-local (169.254.0.0/16, the cloud metadata
+// services' home, and fe80::/10), multicast, unspecified, and the other
+// ranges that are not the public internet (0.0.0.0/8, 100.64.0.0/10,
+// 192.0.0.0/24, the documentation and benchmark ranges, 240.0.0.0/4,
+// fec0::/10, 100::/64, 2001:db8::/32). An IPv4 address mapped into IPv6
+// (::ffff:10.0.0.1) or embedded by NAT64 (64:ff9b::/96) or 6to4 (2002::/16)
+// is judged as the IPv4 address it reaches.
+func Blocked(a netip.Addr) bool {
+	a = a.WithZone("").Unmap()
+	if !a.IsValid() || a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
+		a.IsInterfaceLocalMulticast() || a.IsMulticast() || a.IsUnspecified() {
+		return true
 	}
-	return ""
+	b := a.As16()
+	switch {
+	case a.Is6() && netip.MustParsePrefix("64:ff9b::/96").Contains(a):
+		return Blocked(netip.AddrFrom4([4]byte(b[12:16])))
+	case a.Is6() && netip.MustParsePrefix("2002::/16").Contains(a):
+		return Blocked(netip.AddrFrom4([4]byte(b[2:6])))
+	}
+	for _, p := range []string{
+		"0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "192.0.2.0/24", "198.18.0.0/15", "198.51.100.0/24",
+		"203.0.113.0/24", "240.0.0.0/4",
+		"::/96", "64:ff9b:1::/48", "100::/64", "2001::/32", "2001:db8::/32", "fec0::/10",
+	} {
+		if netip.MustParsePrefix(p).Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // parseURL parses an absolute URL with a host and no user info (a password

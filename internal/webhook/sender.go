@@ -18,41 +18,14 @@ import (
 	"syscall"
 	"time"
 	"unicode"
+
+	"github.com/dab-assets/dab/internal/netguard"
 )
 
 // Blocked reports whether a is an address webhooks are not sent to unless
-// the endpoint's host is in DAB_WEBHOOKS_ALLOW_PRIVATE: loopback, private
-// (RFC 1918, fc00::/7), link-local (169.254.0.0/16, the cloud metadata
-// services' home, and fe80::/10), multicast, unspecified, and the other
-// ranges that are not the public internet (0.0.0.0/8, 100.64.0.0/10,
-// 192.0.0.0/24, the documentation and benchmark ranges, 240.0.0.0/4,
-// fec0::/10, 100::/64, 2001:db8::/32). An IPv4 address mapped into IPv6
-// (::ffff:10.0.0.1) or embedded by NAT64 (64:ff9b::/96) or 6to4 (2002::/16)
-// is judged as the IPv4 address it reaches.
-func Blocked(a netip.Addr) bool {
-	a = a.WithZone("").Unmap()
-	if !a.IsValid() || a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
-		a.IsInterfaceLocalMulticast() || a.IsMulticast() || a.IsUnspecified() {
-		return true
-	}
-	b := a.As16()
-	switch {
-	case a.Is6() && netip.MustParsePrefix("64:ff9b::/96").Contains(a):
-		return Blocked(netip.AddrFrom4([4]byte(b[12:16])))
-	case a.Is6() && netip.MustParsePrefix("2002::/16").Contains(a):
-		return Blocked(netip.AddrFrom4([4]byte(b[2:6])))
-	}
-	for _, p := range []string{
-		"0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "192.0.2.0/24", "198.18.0.0/15", "198.51.100.0/24",
-		"203.0.113.0/24", "240.0.0.0/4",
-		"::/96", "64:ff9b:1::/48", "100::/64", "2001::/32", "2001:db8::/32", "fec0::/10",
-	} {
-		if netip.MustParsePrefix(p).Contains(a) {
-			return true
-		}
-	}
-	return false
-}
+// the endpoint's host is in DAB_WEBHOOKS_ALLOW_PRIVATE: netguard.Blocked,
+// the rule imports follow too.
+func Blocked(a netip.Addr) bool { return netguard.Blocked(a) }
 
 // ErrBlockedAddress: the endpoint's host resolved to an address webhooks
 // are not sent to (Blocked), and DAB_WEBHOOKS_ALLOW_PRIVATE does not name
