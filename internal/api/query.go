@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"path"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -168,8 +170,31 @@ func (d QueryDeps) getTask(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		WriteError(w, http.StatusServiceUnavailable, "queue_unavailable", "cannot "+err.Error())
 	default:
-		WriteJSON(w, http.StatusOK, TaskFromInfo(info))
+		t := TaskFromInfo(info)
+		if c, _ := CallerOf(r.Context()); !c.Has(ScopeAdmin) {
+			t.LastError = HidePaths(t.LastError)
+		}
+		WriteJSON(w, http.StatusOK, t)
 	}
+}
+
+// serverPath is an absolute path in an error message.
+var serverPath = regexp.MustCompile(`(^|[\s(:'"=])/[^\s'":,;)]+`)
+
+// HidePaths shortens the server's absolute paths in a message to their
+// last element ("…/x.bin"): where dab keeps its spool and failed files is
+// the operator's to know, not every reader's. The file's name stays.
+func HidePaths(msg string) string {
+	return serverPath.ReplaceAllStringFunc(msg, func(m string) string {
+		lead := ""
+		if m[0] != '/' {
+			lead, m = m[:1], m[1:]
+		}
+		if strings.HasPrefix(m, "//") {
+			return lead + m // the rest of a URL (s3://, https://), not a path
+		}
+		return lead + "…/" + path.Base(m)
+	})
 }
 
 // mayReadTask: a purchase (a task that names a buyer) is readable by a
