@@ -43,11 +43,11 @@ func TestHidePaths(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]string{
 		"upload: conflict; the file is now /var/lib/dab/failed/generic/x.bin, with x.bin.error.json beside it": "upload: conflict; the file is now …/x.bin, with x.bin.error.json beside it",
-		"spool entry 0123 is not in /data/spool: upload the file again":                                       "spool entry 0123 is not in …/spool: upload the file again",
-		"open /tmp/a b: no such file":                                                                          "open …/a b: no such file",
-		"s3://bucket/generic/x.bin: AccessDenied":                                                              "s3://bucket/generic/x.bin: AccessDenied",
-		"https://example.com/a/b.png answered 404":                                                             "https://example.com/a/b.png answered 404",
-		"":                                                                                                     "",
+		"spool entry 0123 is not in /data/spool: upload the file again":                                        "spool entry 0123 is not in …/spool: upload the file again",
+		"open /tmp/a b: no such file":              "open …/a b: no such file",
+		"s3://bucket/generic/x.bin: AccessDenied":  "s3://bucket/generic/x.bin: AccessDenied",
+		"https://example.com/a/b.png answered 404": "https://example.com/a/b.png answered 404",
+		"": "",
 	} {
 		if got := HidePaths(in); got != want {
 			t.Errorf("HidePaths(%q) = %q, want %q", in, got, want)
