@@ -22,35 +22,60 @@ type claimJob struct {
 	c    candidate
 }
 
-// claim takes one complete file into the spool and enqueues its upload.
-func (w *Watcher) claim(ctx context.Context, job claimJob) {
-	log := w.log.With("path", job.path)
-	done := func() {
-		w.mu.Lock()
-		delete(w.pending, job.path)
-		w.mu.Unlock()
-	}
-	retryLater := func(after time.Duration) {
-		w.mu.Lock()
-		if c, ok := w.pending[job.path]; ok {
-			c.inflight, c.looks, c.notBefore = false, 0, time.Now().Add(after)
+// claimBatchMax is the most files one claimer takes at once: one group
+// commit (spool.ClaimBatch) for all of them.
+const claimBatchMax = 64
+
+// claimBatch takes complete files into the spool, with one group commit for
+// all of them, and enqueues their uploads.
+func (w *Watcher) claimBatch(ctx context.Context, jobs []claimJob) {
+	var ready []claimJob
+	var reqs []spool.ClaimRequest
+	for _, job := range jobs {
+		if _, err := naming.Key(job.c.typ, job.c.rel); err != nil {
+			w.failBadName(job, err)
+			w.done(job)
+			continue
 		}
-		w.mu.Unlock()
+		if w.queueIsDown(time.Now()) {
+			w.retryLater(job, 0) // the file stays where it is until the queue answers
+			continue
+		}
+		ready = append(ready, job)
+		reqs = append(reqs, spool.ClaimRequest{Src: job.path, In: spool.Input{Type: job.c.typ, Path: job.c.rel, Source: "watcher"},
+			Seen: spool.FileState{Size: job.c.size, ModTime: job.c.mtime}})
 	}
-	if _, err := naming.Key(job.c.typ, job.c.rel); err != nil {
-		w.failBadName(job, err)
-		done()
+	if len(reqs) == 0 {
 		return
 	}
-	if w.queueIsDown(time.Now()) {
-		retryLater(0) // the file stays where it is until the queue answers
-		return
+	for i, r := range w.spool.ClaimBatch(reqs) {
+		w.afterClaim(ctx, ready[i], r.M, r.Err)
 	}
-	m, err := w.spool.Claim(job.path, spool.Input{Type: job.c.typ, Path: job.c.rel, Source: "watcher"},
-		spool.FileState{Size: job.c.size, ModTime: job.c.mtime})
+}
+
+// done forgets a file that was taken (or is gone).
+func (w *Watcher) done(job claimJob) {
+	w.mu.Lock()
+	delete(w.pending, job.path)
+	w.mu.Unlock()
+}
+
+// retryLater looks at a file again after a while.
+func (w *Watcher) retryLater(job claimJob, after time.Duration) {
+	w.mu.Lock()
+	if c, ok := w.pending[job.path]; ok {
+		c.inflight, c.looks, c.notBefore = false, 0, time.Now().Add(after)
+	}
+	w.mu.Unlock()
+}
+
+// afterClaim handles the outcome of one claim: the entry's upload is queued,
+// or the file waits to be looked at again.
+func (w *Watcher) afterClaim(ctx context.Context, job claimJob, m *spool.Manifest, err error) {
+	log := w.log.With("path", job.path)
 	switch {
 	case errors.Is(err, spool.ErrGone):
-		done() // another watcher took it, or it was deleted
+		w.done(job) // another watcher took it, or it was deleted
 		return
 	case errors.Is(err, spool.ErrInUse):
 		// A writer pausing for longer than the settle time: the file is
@@ -65,15 +90,15 @@ func (w *Watcher) claim(ctx context.Context, job claimJob) {
 		if first {
 			log.Info("watcher.still_open", "note", "a process has the file open for writing: it is taken once closed")
 		}
-		retryLater(w.cfg.Settle)
+		w.retryLater(job, w.cfg.Settle)
 		return
 	case errors.Is(err, spool.ErrChanging):
 		log.Info("watcher.still_changing")
-		retryLater(w.cfg.Settle)
+		w.retryLater(job, w.cfg.Settle)
 		return
 	case err != nil:
 		log.Error("watcher.claim_failed", "error", err.Error())
-		retryLater(5 * time.Second)
+		w.retryLater(job, 5*time.Second)
 		return
 	}
 	w.claimed.Add(1)
@@ -90,10 +115,10 @@ func (w *Watcher) claim(ctx context.Context, job claimJob) {
 		} else {
 			log.Info("watcher.returned", "spool_id", m.ID, "reason", "the queue did not answer")
 		}
-		retryLater(0)
+		w.retryLater(job, 0)
 		return
 	}
-	done()
+	w.done(job)
 }
 
 // failBadName moves a file whose name cannot become an S3 key to the failed

@@ -109,7 +109,7 @@ type Watcher struct {
 	queueDelay time.Duration
 
 	rescanNow chan struct{}
-	claims    chan claimJob
+	claims    chan []claimJob
 	// addWatch adds an fsnotify watch; nil when polling.
 	addWatch func(string) error
 
@@ -145,7 +145,7 @@ func New(cfg Config, sp *spool.Spool, queue Enqueuer) (*Watcher, error) {
 	w := &Watcher{
 		cfg: cfg, root: root, types: map[string]bool{}, spool: sp, queue: queue, log: cfg.Logger,
 		pending: map[string]*candidate{}, problems: map[string]Problem{}, watched: map[string]bool{},
-		unqueued: map[string]*spool.Manifest{}, rescanNow: make(chan struct{}, 1), claims: make(chan claimJob),
+		unqueued: map[string]*spool.Manifest{}, rescanNow: make(chan struct{}, 1), claims: make(chan []claimJob),
 	}
 	for _, t := range cfg.Types {
 		if err := naming.ValidateType(t); err != nil {
@@ -196,8 +196,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 		claimers.Add(1)
 		go func() {
 			defer claimers.Done()
-			for job := range w.claims {
-				w.claim(ctx, job)
+			for batch := range w.claims {
+				w.claimBatch(ctx, batch)
 			}
 		}()
 	}
@@ -218,14 +218,18 @@ func (w *Watcher) Run(ctx context.Context) error {
 	// are never left unread while a backlog is claimed.
 	var queue []claimJob
 	for {
-		var feed chan claimJob
-		var next claimJob
+		// A claimer takes its share of the waiting files as one batch (one
+		// group commit), at most claimBatchMax: a burst is spread over the
+		// claimers, a lone file goes alone.
+		var feed chan []claimJob
+		var next []claimJob
 		if len(queue) > 0 {
-			feed, next = w.claims, queue[0]
+			n := min(claimBatchMax, max(1, len(queue)/w.cfg.Claimers))
+			feed, next = w.claims, queue[:n]
 		}
 		select {
 		case feed <- next:
-			queue = queue[1:]
+			queue = queue[len(next):]
 		case <-ctx.Done():
 			w.log.Info("watcher.stopped")
 			return nil

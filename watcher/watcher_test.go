@@ -418,14 +418,14 @@ func TestFileReplacedOrDeletedWhileClaimed(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	write(t, path, []byte("second, longer"))
 	w.pending[path] = &job.c
-	w.claim(context.Background(), job)
+	w.claimBatch(context.Background(), []claimJob{job})
 	if data, _ := os.ReadFile(path); string(data) != "second, longer" || len(entries(t, b.spool)) != 0 {
 		t.Fatalf("replaced file: drop has %q, %d entries", data, len(entries(t, b.spool)))
 	}
 	// Deleted after the watcher looked: no crash, nothing taken.
 	os.Remove(path)
 	w.pending[path] = &job.c
-	w.claim(context.Background(), job)
+	w.claimBatch(context.Background(), []claimJob{job})
 	if len(entries(t, b.spool)) != 0 {
 		t.Fatal("a deleted file produced an entry")
 	}

@@ -202,6 +202,20 @@ func copyClaimed(claimed, data string, seen FileState) (string, FileState, error
 // for a copy, that it reads back as sum), and commits the entry. want is the
 // state data must have; a zero want.ModTime checks only that the size held.
 func (s *Spool) finish(tmp, data string, m *Manifest, want FileState, sum string) error {
+	if err := measure(data, m, want, sum, true); err != nil {
+		return err
+	}
+	// The origin note stays until the claim ends (endClaim): until the entry
+	// is in place, it is what tells Recover that this folder holds a user's
+	// file and not an abandoned stream; after, that the original of a copy
+	// may still be beside Source.
+	return s.commit(tmp, m)
+}
+
+// measure hashes the claimed data into m (size, SHA-256, content type),
+// with sync also fsyncing it, and checks that it did not change meanwhile
+// (and, for a copy, that it reads back as sum).
+func measure(data string, m *Manifest, want FileState, sum string, sync bool) error {
 	f, err := os.Open(data)
 	if err != nil {
 		return err
@@ -209,7 +223,7 @@ func (s *Spool) finish(tmp, data string, m *Manifest, want FileState, sum string
 	h := sha256.New()
 	sniff := &sniffer{}
 	n, err := io.Copy(io.MultiWriter(h, sniff), f)
-	if err == nil {
+	if err == nil && sync {
 		err = f.Sync()
 	}
 	f.Close()
@@ -229,11 +243,7 @@ func (s *Spool) finish(tmp, data string, m *Manifest, want FileState, sum string
 		return fmt.Errorf("the copy does not read back the same (sha256 %s, copied %s): disk error?", got, sum)
 	}
 	m.Size, m.SHA256, m.ContentType = n, got, contentType(m.Name, sniff.buf)
-	// The origin note stays until the claim ends (endClaim): until the entry
-	// is in place, it is what tells Recover that this folder holds a user's
-	// file and not an abandoned stream; after, that the original of a copy
-	// may still be beside Source.
-	return s.commit(tmp, m)
+	return nil
 }
 
 // endClaim finishes a committed claim: the original of a copy goes (the

@@ -25,7 +25,11 @@ import (
 // nobody reads until it is committed (a crash mid-write leaves a partial
 // file there, and Recover knows what a partial note means: see
 // recoverOne). It saves a rename per file on every claim and stream.
-func writeJSONInPlaceSync(name string, v any) error {
+func writeJSONInPlaceSync(name string, v any) error { return writeJSONInPlace(name, v, true) }
+
+// writeJSONInPlace is writeJSONInPlaceSync with the fsync left to the
+// caller when sync is false (a batch makes many files durable at once).
+func writeJSONInPlace(name string, v any, sync bool) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
@@ -35,7 +39,7 @@ func writeJSONInPlaceSync(name string, v any) error {
 		return fmt.Errorf("spool: %w", err)
 	}
 	_, err = f.Write(append(b, '\n'))
-	if err == nil {
+	if err == nil && sync {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -43,6 +47,20 @@ func writeJSONInPlaceSync(name string, v any) error {
 	}
 	if err != nil {
 		return fmt.Errorf("spool: write %s: %w", filepath.Base(name), err)
+	}
+	return nil
+}
+
+// syncFS makes everything written to the filesystem that holds dir
+// durable (syncfs(2)): one call in place of an fsync per file and folder.
+func syncFS(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	defer d.Close()
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return fmt.Errorf("spool: sync the filesystem of %s: %w", dir, err)
 	}
 	return nil
 }
