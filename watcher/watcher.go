@@ -206,7 +206,23 @@ func (w *Watcher) Run(ctx context.Context) error {
 		claimers.Wait()
 	}()
 
-	w.rescan()
+	// Rescans walk the whole tree (100,000 files take seconds): they run
+	// beside the loop, one at a time, so that claims and events go on.
+	var rescans sync.WaitGroup
+	running := make(chan struct{}, 1)
+	startRescan := func() {
+		select {
+		case running <- struct{}{}:
+			rescans.Add(1)
+			go func() {
+				defer func() { <-running; rescans.Done() }()
+				w.rescan()
+			}()
+		default: // one runs already: it will see the files
+		}
+	}
+	defer rescans.Wait()
+	startRescan()
 	w.log.Info("watcher.started", "drop_dir", w.root, "types", w.cfg.Types, "poll", w.cfg.Poll,
 		"settle", w.cfg.Settle.String(), "rescan_interval", w.cfg.RescanInterval.String())
 	rescan := time.NewTicker(w.cfg.RescanInterval)
@@ -238,9 +254,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 		case err := <-errs:
 			w.handleError(err)
 		case <-w.rescanNow:
-			w.rescan()
+			startRescan()
 		case <-rescan.C:
-			w.rescan()
+			startRescan()
 		case <-check.C:
 			w.retryUnqueued(ctx)
 			queue = append(queue, w.ready(time.Now(), readyMax-len(queue))...)
