@@ -307,6 +307,32 @@ func (c *Console) deny(w http.ResponseWriter, r *http.Request, status int, messa
 	return true
 }
 
+// formMax bounds the body of the console's forms (a token, a few fields):
+// net/http alone would read 10 MB before refusing one.
+const formMax = 64 << 10
+
+// parseForm reads a form of at most formMax bytes.
+func (c *Console) parseForm(w http.ResponseWriter, r *http.Request) error {
+	r.Body = http.MaxBytesReader(w, r.Body, formMax)
+	if err := r.ParseForm(); err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return fmt.Errorf("%w: a form of this console is at most %d KiB", err, formMax>>10)
+		}
+		return err
+	}
+	return nil
+}
+
+// formStatus is the answer to a form parseForm refused.
+func formStatus(err error) int {
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return http.StatusRequestEntityTooLarge
+	}
+	return http.StatusBadRequest
+}
+
 func newKey() string {
 	b := make([]byte, 12)
 	rand.Read(b)
@@ -331,8 +357,8 @@ func safeNext(n string) string {
 }
 
 func (c *Console) login(w http.ResponseWriter, r *http.Request) {
-	if err := r.ParseForm(); err != nil {
-		c.render(w, r, http.StatusBadRequest, "login", "Log in", map[string]string{"Next": "/assets"}, "the form was malformed")
+	if err := c.parseForm(w, r); err != nil {
+		c.render(w, r, formStatus(err), "login", "Log in", map[string]string{"Next": "/assets"}, "the form was malformed or too large")
 		return
 	}
 	next := safeNext(r.PostForm.Get("next"))
@@ -492,8 +518,8 @@ func (c *Console) upload(w http.ResponseWriter, r *http.Request) {
 // --- purchases ---
 
 func (c *Console) buy(w http.ResponseWriter, r *http.Request) {
-	if err := r.ParseForm(); err != nil {
-		c.render(w, r, http.StatusBadRequest, "message", "Bad form", nil, err.Error())
+	if err := c.parseForm(w, r); err != nil {
+		c.render(w, r, formStatus(err), "message", "Bad form", nil, err.Error())
 		return
 	}
 	credits, err := strconv.ParseInt(strings.TrimSpace(r.PostForm.Get("credits")), 10, 64)
@@ -533,8 +559,8 @@ func (c *Console) buy(w http.ResponseWriter, r *http.Request) {
 // (remove), with the same rules as the API: the owner's bound login, or
 // admin for any owner.
 func (c *Console) listing(w http.ResponseWriter, r *http.Request) {
-	if err := r.ParseForm(); err != nil {
-		c.render(w, r, http.StatusBadRequest, "message", "Bad form", nil, err.Error())
+	if err := c.parseForm(w, r); err != nil {
+		c.render(w, r, formStatus(err), "message", "Bad form", nil, err.Error())
 		return
 	}
 	caller, _ := api.CallerOf(r.Context())
@@ -639,8 +665,8 @@ func (c *Console) accountPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Console) grant(w http.ResponseWriter, r *http.Request) {
-	if err := r.ParseForm(); err != nil {
-		c.render(w, r, http.StatusBadRequest, "message", "Bad form", nil, err.Error())
+	if err := c.parseForm(w, r); err != nil {
+		c.render(w, r, formStatus(err), "message", "Bad form", nil, err.Error())
 		return
 	}
 	id := r.PathValue("id")
@@ -863,8 +889,8 @@ func (c *Console) webhookPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Console) resend(w http.ResponseWriter, r *http.Request) {
-	if err := r.ParseForm(); err != nil {
-		c.render(w, r, http.StatusBadRequest, "message", "Bad form", nil, err.Error())
+	if err := c.parseForm(w, r); err != nil {
+		c.render(w, r, formStatus(err), "message", "Bad form", nil, err.Error())
 		return
 	}
 	e, ok := c.endpointOf(w, r)
