@@ -95,6 +95,8 @@ func TestValidationNamesTheVariable(t *testing.T) {
 		{map[string]string{"DAB_EVENTS_MAX_AGE": "10s"}, "DAB_EVENTS_MAX_AGE: 10s is too short"},
 		{map[string]string{"DAB_WEBHOOKS_ALLOW_HTTP": "http://localhost:8080"}, "DAB_WEBHOOKS_ALLOW_HTTP: \"http://localhost:8080\" is not a host name"},
 		{map[string]string{"DAB_WEBHOOKS_ALLOW_PRIVATE": "a b"}, "DAB_WEBHOOKS_ALLOW_PRIVATE"},
+		{map[string]string{"DAB_IMPORT_ALLOW_HTTP": "http://cdn.example.org/"}, "DAB_IMPORT_ALLOW_HTTP: \"http://cdn.example.org/\" is not a host name"},
+		{map[string]string{"DAB_IMPORT_ALLOW_PRIVATE": "10.0.0.0/8"}, "DAB_IMPORT_ALLOW_PRIVATE"},
 		{map[string]string{"DAB_REDIS_MODE": "sentinel", "DAB_REDIS_URL": "redis://h:1?bogus=1"}, "DAB_REDIS_URL"},
 		{map[string]string{"DAB_HOUSE_ACCOUNT": "issuance"}, "DAB_HOUSE_ACCOUNT"},
 		{map[string]string{"DAB_HTTP_ADDR": "8080"}, "DAB_HTTP_ADDR"},
