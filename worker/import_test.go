@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -22,33 +20,16 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/dab-assets/dab/internal/harness"
-	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/internal/netguard"
-	"github.com/dab-assets/dab/internal/plugin/builtin"
-	"github.com/dab-assets/dab/internal/storage"
 	"github.com/dab-assets/dab/internal/storage/storagetest"
 	"github.com/dab-assets/dab/worker"
 	"github.com/dab-assets/dab/worker/task"
 )
 
-// runImporter runs a worker whose imports may use guard.
+// runImporter runs a worker whose imports may use guard, up to 1 MiB.
 func (b *bundle) runImporter(t *testing.T, guard *netguard.Guard) {
 	t.Helper()
-	c := storagetest.Options(b.s3)
-	w, err := worker.New(b.rdb, worker.Config{Concurrency: 4, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), FailedDir: b.failed,
-		Imports: guard, ImportMaxBytes: 1 << 20}, worker.Deps{
-		Spool: b.spool, Storage: storage.New(storagetest.Client(t, c), c), Assets: b.assets, Plugins: builtin.Registry(), Ledger: ledger.New(b.rdb, "dab:", "house"),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	b.runWith(t, func(cfg *worker.Config, _ *worker.Deps) { cfg.Imports, cfg.ImportMaxBytes = guard, 1<<20 })
 }
 
 func (b *bundle) enqueueImport(t *testing.T, p task.ImportPayload) string {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,9 +12,6 @@ import (
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/harness"
 	"github.com/dab-assets/dab/internal/ledger"
-	"github.com/dab-assets/dab/internal/plugin/builtin"
-	"github.com/dab-assets/dab/internal/storage"
-	"github.com/dab-assets/dab/internal/storage/storagetest"
 	"github.com/dab-assets/dab/worker"
 	"github.com/dab-assets/dab/worker/task"
 )
@@ -23,27 +19,9 @@ import (
 // runWorker runs a worker with led until stop is called (or the test ends).
 func (b *bundle) runWorker(t *testing.T, led *ledger.Store, log *harness.LogBuffer) (stop func()) {
 	t.Helper()
-	c := storagetest.Options(b.s3)
-	w, err := worker.New(b.rdb, worker.Config{Concurrency: 2, Logger: slog.New(slog.NewJSONHandler(log, nil)), FailedDir: b.failed}, worker.Deps{
-		Spool: b.spool, Storage: storage.New(storagetest.Client(t, c), c), Assets: b.assets, Plugins: builtin.Registry(), Ledger: led,
+	return b.runWith(t, func(cfg *worker.Config, d *worker.Deps) {
+		cfg.Concurrency, cfg.Logger, d.Ledger = 2, slog.New(slog.NewJSONHandler(log, nil)), led
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("worker run: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
 }
 
 // TestPurchaseNotReplicatedIsRetriedNotDone: with more replicas required

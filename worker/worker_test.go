@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -63,24 +64,41 @@ func setup(t *testing.T) *bundle {
 	return b
 }
 
-// startWorker runs a worker with the given S3 settings until the test ends.
-func (b *bundle) startWorker(t *testing.T, c storage.Options) {
+// runWith runs a worker on the bundle's servers until stop is called or
+// the test ends; tweak changes the defaults (concurrency 4, no log, the
+// harness's S3, a plain ledger) first.
+func (b *bundle) runWith(t *testing.T, tweak func(*worker.Config, *worker.Deps)) (stop func()) {
 	t.Helper()
-	w, err := worker.New(b.rdb, worker.Config{Concurrency: 4, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), FailedDir: b.failed}, worker.Deps{
-		Spool: b.spool, Storage: storage.New(storagetest.Client(t, c), c), Assets: b.assets, Plugins: builtin.Registry(), Ledger: ledger.New(b.rdb, "dab:", "house"),
-	})
+	c := storagetest.Options(b.s3)
+	cfg := worker.Config{Concurrency: 4, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), FailedDir: b.failed}
+	deps := worker.Deps{Spool: b.spool, Storage: storage.New(storagetest.Client(t, c), c), Assets: b.assets, Plugins: builtin.Registry(), Ledger: ledger.New(b.rdb, "dab:", "house")}
+	if tweak != nil {
+		tweak(&cfg, &deps)
+	}
+	w, err := worker.New(b.rdb, cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("worker run: %v", err)
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("worker run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// startWorker runs a worker with the given S3 settings until the test ends.
+func (b *bundle) startWorker(t *testing.T, c storage.Options) {
+	t.Helper()
+	b.runWith(t, func(_ *worker.Config, d *worker.Deps) { d.Storage = storage.New(storagetest.Client(t, c), c) })
 }
 
 // spoolBytes spools data as typ/path and enqueues its upload.

@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dab-assets/dab/internal/api"
-	"github.com/dab-assets/dab/internal/apiclient"
 	"github.com/dab-assets/dab/watcher/intake"
 )
 
@@ -53,7 +52,7 @@ new one, printed) makes a retried import run once.`,
 				tasks    taskGetter
 			)
 			if a.cfg.Server != "" {
-				cl, err := apiclient.New(a.cfg.Server, a.cfg.Token)
+				cl, err := a.apiClient()
 				if err != nil {
 					return err
 				}

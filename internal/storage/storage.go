@@ -276,11 +276,8 @@ func (s *Store) verify(ctx context.Context, in PutInput, res *PutResult) error {
 
 // Get opens an object for reading (used by tests, benchmarks and `dab assets get`).
 func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, int64, error) {
-	out, err := s.api.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)})
-	if err != nil {
-		return nil, 0, wrap("get", s.bucket, key, err)
-	}
-	return out.Body, aws.ToInt64(out.ContentLength), nil
+	body, n, _, err := s.GetFrom(ctx, s.bucket, key)
+	return body, n, err
 }
 
 func isNotFound(err error) bool {
