@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dab-assets/dab/internal/webhook"
+	"github.com/dab-assets/dab/internal/netguard"
 )
 
 func intSetter(field func(*Config) *int) func(*Config, string) error {
@@ -65,7 +65,7 @@ func hostsSetter(field func(*Config) *[]string) func(*Config, string) error {
 			if h = strings.TrimSpace(h); h == "" {
 				continue
 			}
-			if err := webhook.CheckHost(h); err != nil {
+			if err := netguard.CheckHost(h); err != nil {
 				return err
 			}
 			out = append(out, h)

@@ -19,6 +19,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -53,15 +54,6 @@ func New(o Options) *Guard {
 	return &Guard{o: o}
 }
 
-func listed(list []string, host string) bool {
-	for _, h := range list {
-		if strings.EqualFold(strings.TrimSpace(h), host) {
-			return true
-		}
-	}
-	return false
-}
-
 // CheckURL refuses a URL that is not https:// (or http:// to a host in
 // AllowHTTP), has user info, or has no host.
 func (g *Guard) CheckURL(raw string) error {
@@ -72,7 +64,7 @@ func (g *Guard) CheckURL(raw string) error {
 	host := u.Hostname()
 	switch {
 	case u.Scheme == "https":
-	case u.Scheme == "http" && listed(g.o.AllowHTTP, host):
+	case u.Scheme == "http" && HostIn(g.o.AllowHTTP, host):
 	case u.Scheme == "http":
 		return fmt.Errorf("%w: %s is plain http: use https://, or name the host %q in DAB_IMPORT_ALLOW_HTTP (development only)", ErrRefused, redact(raw), host)
 	default:
@@ -114,7 +106,7 @@ func (g *Guard) dialer(d *net.Dialer) func(ctx context.Context, network, addr st
 		if err != nil {
 			return nil, fmt.Errorf("resolve %s: %w", host, err)
 		}
-		private := listed(g.o.AllowPrivate, host)
+		private := HostIn(g.o.AllowPrivate, host)
 		var lastErr error
 		for _, ip := range ips {
 			if Blocked(ip) && !private {
@@ -216,4 +208,41 @@ func TLSWithCAs(caFile string) (*tls.Config, error) {
 		return nil, fmt.Errorf("CA file %s holds no PEM certificate", caFile)
 	}
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// HostIn reports whether host is in list, as allow lists compare hosts
+// (NormalHost).
+func HostIn(list []string, host string) bool {
+	host = NormalHost(host)
+	for _, h := range list {
+		if NormalHost(h) == host {
+			return true
+		}
+	}
+	return false
+}
+
+// NormalHost is a host as allow lists compare it: lower case, no
+// brackets, an IP address in its canonical form.
+func NormalHost(h string) string {
+	h = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(h), "["), "]"))
+	if a, err := netip.ParseAddr(h); err == nil {
+		return a.Unmap().String()
+	}
+	return strings.TrimSuffix(h, ".")
+}
+
+var hostPattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?$`)
+
+// CheckHost validates an entry of an allow list: a host name or an IP
+// address, without a scheme, port or path.
+func CheckHost(h string) error {
+	n := NormalHost(h)
+	if _, err := netip.ParseAddr(n); err == nil {
+		return nil
+	}
+	if len(n) > 253 || !hostPattern.MatchString(n) {
+		return fmt.Errorf("%q is not a host name or IP address (give the host alone: no scheme, port or path)", h)
+	}
+	return nil
 }

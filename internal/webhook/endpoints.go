@@ -23,13 +23,13 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/dab-assets/dab/internal/event"
+	"github.com/dab-assets/dab/internal/netguard"
 )
 
 // Secret bounds: the Standard Webhooks secret is "whsec_" and the base64
@@ -143,41 +143,12 @@ type Options struct {
 	AllowPrivate []string
 }
 
-func hostIn(list []string, host string) bool {
-	host = normalHost(host)
-	for _, h := range list {
-		if normalHost(h) == host {
-			return true
-		}
-	}
-	return false
-}
-
-// normalHost is a host as the allow lists compare it: lower case, no
-// brackets, an IP address in its canonical form.
-func normalHost(h string) string {
-	h = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(h), "["), "]"))
-	if a, err := netip.ParseAddr(h); err == nil {
-		return a.Unmap().String()
-	}
-	return strings.TrimSuffix(h, ".")
-}
-
-var hostPattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?$`)
+// hostIn reports whether host is in list (netguard.HostIn).
+func hostIn(list []string, host string) bool { return netguard.HostIn(list, host) }
 
 // CheckHost validates an entry of DAB_WEBHOOKS_ALLOW_HTTP or
-// DAB_WEBHOOKS_ALLOW_PRIVATE: a host name or an IP address, without a
-// scheme, port or path.
-func CheckHost(h string) error {
-	n := normalHost(h)
-	if _, err := netip.ParseAddr(n); err == nil {
-		return nil
-	}
-	if len(n) > 253 || !hostPattern.MatchString(n) {
-		return fmt.Errorf("%q is not a host name or IP address (give the host alone: no scheme, port or path)", h)
-	}
-	return nil
-}
+// DAB_WEBHOOKS_ALLOW_PRIVATE (netguard.CheckHost).
+func CheckHost(h string) error { return netguard.CheckHost(h) }
 
 // Load reads the endpoints file at path (DAB_WEBHOOKS_FILE); an empty path
 // means no endpoints.
@@ -299,7 +270,7 @@ func checkURL(raw string, o Options) (*url.URL, error) {
 			return nil, fmt.Errorf("the URL of host %s has a bad port (1 to 65535)", host)
 		}
 	}
-	if a, err := netip.ParseAddr(normalHost(host)); err == nil && Blocked(a) && !hostIn(o.AllowPrivate, host) {
+	if a, err := netip.ParseAddr(netguard.NormalHost(host)); err == nil && Blocked(a) && !hostIn(o.AllowPrivate, host) {
 		return nil, fmt.Errorf("the URL's address %s is private, loopback, link-local, multicast or otherwise not public: dab does not send events there unless DAB_WEBHOOKS_ALLOW_PRIVATE names it", a)
 	}
 	return u, nil
