@@ -378,45 +378,61 @@ func TestThrottleBucket(t *testing.T) {
 	th := NewThrottle(LoginFailuresPerMinuteDefault, 3)
 	th.now = clock.now
 	for i := range LoginFailuresPerMinuteDefault {
-		if _, ok := th.Take("a"); !ok {
+		if _, ok := th.Allowed("a"); !ok {
 			t.Fatalf("attempt %d refused", i)
 		}
+		th.Fail("a")
 	}
-	wait, ok := th.Take("a")
+	wait, ok := th.Allowed("a")
 	perAttempt := time.Minute / LoginFailuresPerMinuteDefault
 	if ok || wait < perAttempt-time.Second || wait > perAttempt {
 		t.Fatalf("after the burst: wait %s, ok %v; want about %s", wait, ok, perAttempt)
 	}
 	clock.t = clock.t.Add(perAttempt)
-	if _, ok := th.Take("a"); !ok {
+	if _, ok := th.Allowed("a"); !ok {
 		t.Fatal("no attempt after one refill period")
 	}
-	if _, ok := th.Take("a"); ok {
+	th.Fail("a")
+	if _, ok := th.Allowed("a"); ok {
 		t.Fatal("a second attempt after one refill period")
 	}
-	// A success gives its attempt back, and leaves no state for a new address.
-	th.Take("b")
-	th.Return("b")
+	// Successes take nothing: an address that only succeeds is not even
+	// remembered, however many requests it makes at once.
+	for range 1000 {
+		if _, ok := th.Allowed("b"); !ok {
+			t.Fatal("an address without failures refused")
+		}
+	}
 	if th.Left("b") != LoginFailuresPerMinuteDefault || th.Len() != 1 {
-		t.Fatalf("after a success: left %d, %d addresses", th.Left("b"), th.Len())
+		t.Fatalf("after successes: left %d, %d addresses", th.Left("b"), th.Len())
+	}
+	// Guesses that all passed Allowed at once all count: the lockout is
+	// longer, up to failBelowMax refills.
+	for range 1000 {
+		th.Fail("g")
+	}
+	wait, _ = th.Allowed("g")
+	if maxWait := time.Duration(failBelowMax+1) * time.Minute; wait < 10*time.Minute || wait > maxWait {
+		t.Fatalf("after 1000 concurrent failures: wait %s, want 10 to %s", wait, maxWait)
 	}
 	// Bounded memory: the least recently failed address is forgotten.
 	for _, addr := range []string{"c", "d", "e"} {
-		th.Take(addr)
+		th.Fail(addr)
 	}
 	if th.Len() != 3 || th.Left("a") != LoginFailuresPerMinuteDefault {
 		t.Fatalf("bound: %d addresses, a has %d left", th.Len(), th.Left("a"))
 	}
 	// Idle addresses whose bucket refilled are dropped.
 	clock.t = clock.t.Add(2 * time.Minute)
-	th.Take("f")
-	if th.Len() != 1 {
+	th.Allowed("f")
+	if th.Len() != 0 {
 		t.Fatalf("idle addresses kept: %d", th.Len())
 	}
 	var nilThrottle *Throttle
-	if _, ok := nilThrottle.Take("x"); !ok {
+	if _, ok := nilThrottle.Allowed("x"); !ok {
 		t.Fatal("a nil throttle refused")
 	}
+	nilThrottle.Fail("x")
 }
 
 func TestClientAddr(t *testing.T) {

@@ -116,22 +116,22 @@ func (s *Server) SetSessions(ss *Sessions) { s.sessions = ss }
 // Authenticate checks a token presented by the client of r, as the login
 // form does: ErrInvalidToken when no such token is configured, a
 // *ThrottledError (checked before the token is) when the client's address
-// has failed too often. A success does not count against the address.
+// has failed too often. Only a failure counts against the address.
 func (s *Server) Authenticate(r *http.Request, token string) (Caller, error) {
 	if s.open {
 		return s.check(token)
 	}
 	addr := s.ClientAddr(r)
 	guard := s.tokens.guard()
-	if wait, ok := guard.Take(addr); !ok {
+	if wait, ok := guard.Allowed(addr); !ok {
 		return Caller{}, &ThrottledError{RetryAfter: wait}
 	}
 	c, err := s.check(token)
 	if err == nil {
-		guard.Return(addr)
 		return c, nil
 	}
-	if guard.Left(addr) == 0 {
+	guard.Fail(addr)
+	if guard.Left(addr) <= 0 {
 		s.log.Warn("auth.throttled", "client", addr, "note", "this address has used up its failed logins: its next attempts get 429 until the throttle refills")
 	}
 	return Caller{}, err

@@ -27,13 +27,16 @@ const (
 )
 
 // Throttle limits failed attempts per client address with a token bucket:
-// each address has up to burst attempts, refilled at perMinute per minute.
-// An attempt is taken before the credential is checked (so concurrent
-// guesses cannot overshoot the limit) and given back when it succeeds, so
-// successful logins are never slowed and leave no state behind; a success
-// does not reset earlier failures either, so a valid low-scope token cannot
-// be used to keep guessing others. An address that keeps no failure within
-// the refill time is forgotten. A nil *Throttle allows everything.
+// each address has up to burst failures, refilled at perMinute per minute.
+// Before a credential is checked, an address without an attempt left is
+// refused (Allowed); only a failure takes an attempt (Fail), so successful
+// requests, however many at once, are never slowed and leave no state. A
+// failure may take the bucket below zero: concurrent guesses that all
+// passed Allowed are all counted, and lock the address out for longer
+// (never past failBelowMax refills). A success does not reset earlier
+// failures, so a valid low-scope token cannot be used to keep guessing
+// others. An address that keeps no failure within the refill time is
+// forgotten. A nil *Throttle allows everything.
 type Throttle struct {
 	mu     sync.Mutex
 	burst  float64
@@ -68,9 +71,13 @@ func (t *Throttle) refill(e *throttleEntry, now time.Time) bool {
 	return e.tokens >= t.burst
 }
 
-// Take reserves one attempt for addr. When addr has none left it returns
-// false and how long to wait for the next one.
-func (t *Throttle) Take(addr string) (time.Duration, bool) {
+// failBelowMax bounds how far below zero failures take a bucket, in
+// bursts: the longest lockout is that many refills.
+const failBelowMax = 10
+
+// Allowed reports whether addr may try a credential now; when not, how
+// long until it may. It takes nothing: see Fail.
+func (t *Throttle) Allowed(addr string) (time.Duration, bool) {
 	if t == nil {
 		return 0, true
 	}
@@ -78,6 +85,27 @@ func (t *Throttle) Take(addr string) (time.Duration, bool) {
 	defer t.mu.Unlock()
 	now := t.now()
 	t.forgetIdle(now)
+	el, ok := t.byAddr[addr]
+	if !ok {
+		return 0, true // never failed: a full bucket, not worth remembering
+	}
+	e := el.Value.(*throttleEntry)
+	t.refill(e, now)
+	if e.tokens < 1 {
+		wait := time.Duration((1 - e.tokens) / t.rate * float64(time.Second))
+		return max(wait, time.Second), false
+	}
+	return 0, true
+}
+
+// Fail counts one failed attempt of addr.
+func (t *Throttle) Fail(addr string) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
 	el, ok := t.byAddr[addr]
 	if !ok {
 		el = t.order.PushFront(&throttleEntry{addr: addr, tokens: t.burst, at: now})
@@ -88,31 +116,8 @@ func (t *Throttle) Take(addr string) (time.Duration, bool) {
 	}
 	e := el.Value.(*throttleEntry)
 	t.refill(e, now)
-	if e.tokens < 1 {
-		wait := time.Duration((1 - e.tokens) / t.rate * float64(time.Second))
-		return max(wait, time.Second), false
-	}
-	e.tokens--
+	e.tokens = math.Max(e.tokens-1, -failBelowMax*t.burst)
 	t.order.MoveToFront(el)
-	return 0, true
-}
-
-// Return gives back the attempt Take reserved, for a login that succeeded.
-func (t *Throttle) Return(addr string) {
-	if t == nil {
-		return
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	el, ok := t.byAddr[addr]
-	if !ok {
-		return
-	}
-	e := el.Value.(*throttleEntry)
-	t.refill(e, t.now())
-	if e.tokens = math.Min(t.burst, e.tokens+1); e.tokens >= t.burst {
-		t.remove(el)
-	}
 }
 
 // Left reports how many attempts addr has now (for logs and tests).
