@@ -31,13 +31,15 @@ const ImportMaxBytesDefault int64 = 5 << 30
 // is archived with the reason.
 var errImportRefused = errors.New("import refused")
 
-// handleImport banks a file that is not on a dab host: it streams the
-// source (an object of another bucket, or an https:// URL through
-// netguard) into a temporary file while hashing it, checks the size cap and
-// the SHA-256 the caller gave, then stores and records it as an upload
-// does (conditional put with the SHA-256, the type's plugin, one record).
-// A run cut short starts over; the put and the record are idempotent, so
-// a task that runs twice makes one object and one record.
+// handleImport banks a file that is not on a dab host. An s3:// source is
+// copied server-side when the store can (storage.CopyIn: conditional, with
+// the SHA-256 the store computed); otherwise, and for https:// URLs
+// (through netguard), the source is streamed into a temporary file while
+// hashing it and stored as an upload is (conditional put with the SHA-256).
+// Either way the size cap and the caller's SHA-256 are checked, and the
+// type's plugin and one record follow. A run cut short starts over; the
+// put and the record are idempotent, so a task that runs twice makes one
+// object and one record.
 func (w *Worker) handleImport(ctx context.Context, t *asynq.Task) error {
 	start := time.Now()
 	p, err := task.DecodeImport(t.Payload())
@@ -55,53 +57,28 @@ func (w *Worker) handleImport(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("import: asset type %q has no plugin in this worker (known: %v): %w", p.Type, w.deps.Plugins.Types(), asynq.SkipRetry)
 	}
 
-	tmp, err := os.CreateTemp(w.importDir, "import-*")
-	if err != nil {
-		return fmt.Errorf("import: temporary file in %s: %w", w.importDir, err)
-	}
-	defer func() {
-		tmp.Close()
-		os.Remove(tmp.Name())
-	}()
-	size, sum, contentType, err := w.fetch(ctx, p, tmp)
-	if errors.Is(err, errImportRefused) || errors.Is(err, netguard.ErrRefused) {
-		return fmt.Errorf("import %s: %w: %w", source, err, asynq.SkipRetry)
-	}
-	if err != nil {
-		return fmt.Errorf("import %s: %w", source, err)
-	}
-	if p.SHA256 != "" && p.SHA256 != sum {
-		return fmt.Errorf("import %s: the source's SHA-256 is %s, the request said %s: check the source or the hash: %w", source, sum, p.SHA256, asynq.SkipRetry)
-	}
-	if contentType == "" || contentType == "application/octet-stream" {
-		if byExt := mime.TypeByExtension(strings.ToLower(path.Ext(p.Path))); byExt != "" {
-			contentType = byExt
+	created := time.Now().UTC()
+	var in imported
+	copied := false
+	if strings.HasPrefix(p.Source, "s3://") {
+		in, err = w.copyIn(ctx, p, key, created, taskID)
+		if copied = !errors.Is(err, storage.ErrCopyUnsupported); !copied {
+			log.Info("import.stream", "reason", err.Error())
 		}
 	}
-	if contentType == "" {
-		contentType = "application/octet-stream"
+	if !copied {
+		in, err = w.streamIn(ctx, p, key, created)
 	}
-	created := time.Now().UTC()
-	objMeta, err := storage.EncodeMetadata(storage.ObjectMeta{
-		Type: p.Type, Path: p.Path, SHA256: sum, Size: size, ContentType: contentType,
-		Source: "import", CreatedAt: created, Metadata: p.Metadata,
-	})
-	if err != nil {
-		return fmt.Errorf("import %s: %w: import it with less metadata: %w", source, err, asynq.SkipRetry)
-	}
-	put, err := w.deps.Storage.Put(ctx, storage.PutInput{
-		Key: key, File: tmp, Size: size, SHA256: sum, ContentType: contentType, Metadata: objMeta,
-	})
 	if err != nil {
 		var se *storage.Error
-		if errors.As(err, &se) && se.Permanent {
+		if errors.Is(err, errImportRefused) || errors.Is(err, netguard.ErrRefused) || (errors.As(err, &se) && se.Permanent) {
 			return fmt.Errorf("import %s: %w: %w", source, err, asynq.SkipRetry)
 		}
 		return fmt.Errorf("import %s: %w", source, err)
 	}
 	rec, recorded, err := RecordAsset(ctx, w.deps.Plugins, w.deps.Assets, asset.Record{
-		Name: path.Base(p.Path), Type: p.Type, Path: p.Path, S3Bucket: put.Bucket, S3Key: put.Key,
-		Size: size, SHA256: sum, ContentType: contentType, Metadata: p.Metadata,
+		Name: path.Base(p.Path), Type: p.Type, Path: p.Path, S3Bucket: in.put.Bucket, S3Key: in.put.Key,
+		Size: in.put.Size, SHA256: in.put.SHA256, ContentType: in.contentType, Metadata: p.Metadata,
 		CreatedAt: created, TaskID: taskID, Source: "import",
 	})
 	if errors.Is(err, asset.ErrBadPrice) || errors.Is(err, asset.ErrConflict) || errors.Is(err, ErrUnknownType) {
@@ -113,12 +90,129 @@ func (w *Worker) handleImport(ctx context.Context, t *asynq.Task) error {
 	if err := w.deps.Ledger.WaitReplicas(ctx, "the record of asset "+rec.ID); err != nil {
 		return fmt.Errorf("import: %w", err)
 	}
-	if err := w.writeResult(t, task.UploadResult{AssetID: rec.ID, Bucket: put.Bucket, Key: put.Key, SHA256: sum, Existed: put.Existed || !recorded}); err != nil {
+	existed := in.put.Existed || !recorded
+	if err := w.writeResult(t, task.UploadResult{AssetID: rec.ID, Bucket: in.put.Bucket, Key: in.put.Key, SHA256: in.put.SHA256, Existed: existed, Method: in.method}); err != nil {
 		return err
 	}
-	log.Info("import.done", "asset_id", rec.ID, "key", put.Key, "bytes", size, "existed", put.Existed || !recorded,
+	log.Info("import.done", "asset_id", rec.ID, "key", in.put.Key, "bytes", in.put.Size, "existed", existed, "method", in.method,
 		"duration_ms", time.Since(start).Milliseconds())
 	return nil
+}
+
+// imported is what an import stored: the object, its content type and how
+// the bytes got there (task.ImportCopied, ImportStaged or ImportStreamed).
+type imported struct {
+	put         storage.PutResult
+	contentType string
+	method      string
+}
+
+// copyIn copies an s3:// source server-side. storage.ErrCopyUnsupported
+// means the caller should stream it instead.
+func (w *Worker) copyIn(ctx context.Context, p task.ImportPayload, key string, created time.Time, taskID string) (imported, error) {
+	bucket, srcKey, err := task.SplitS3(p.Source)
+	if err != nil {
+		return imported{}, fmt.Errorf("%w: %v", errImportRefused, err)
+	}
+	res, err := w.deps.Storage.CopyIn(ctx, storage.CopyInput{
+		SourceBucket: bucket, SourceKey: srcKey, Key: key, StagingKey: storage.StagingKeyFor(taskID),
+		MaxBytes: w.importMax, SHA256: p.SHA256,
+		Describe: func(size int64, sum, sourceType string) (string, map[string]string, error) {
+			ct := importContentType(sourceType, p.Path)
+			meta, err := importMetadata(p, size, sum, ct, created)
+			return ct, meta, err
+		},
+	})
+	switch {
+	case errors.Is(err, storage.ErrTooLarge):
+		return imported{}, fmt.Errorf("%w: %v: raise DAB_IMPORT_MAX_BYTES to bank it", errImportRefused, err)
+	case errors.Is(err, storage.ErrDigestMismatch):
+		return imported{}, fmt.Errorf("%w: %v: check the source or the hash", errImportRefused, err)
+	case errors.Is(err, storage.ErrCopyUnsupported):
+		return imported{}, err
+	case err != nil:
+		return imported{}, sourceHint(err)
+	}
+	method := task.ImportCopied
+	if res.Staged {
+		method = task.ImportStaged
+	}
+	return imported{put: res.PutResult, contentType: res.ContentType, method: method}, nil
+}
+
+// streamIn streams the source into a temporary file beside the spool,
+// hashing it, and stores it with a conditional put.
+func (w *Worker) streamIn(ctx context.Context, p task.ImportPayload, key string, created time.Time) (imported, error) {
+	tmp, err := os.CreateTemp(w.importDir, "import-*")
+	if err != nil {
+		return imported{}, fmt.Errorf("temporary file in %s: %w", w.importDir, err)
+	}
+	defer func() {
+		tmp.Close()
+		os.Remove(tmp.Name())
+	}()
+	size, sum, sourceType, err := w.fetch(ctx, p, tmp)
+	if err != nil {
+		return imported{}, err
+	}
+	if p.SHA256 != "" && p.SHA256 != sum {
+		return imported{}, fmt.Errorf("%w: the source's SHA-256 is %s, the request said %s: check the source or the hash", errImportRefused, sum, p.SHA256)
+	}
+	ct := importContentType(sourceType, p.Path)
+	meta, err := importMetadata(p, size, sum, ct, created)
+	if err != nil {
+		return imported{}, err
+	}
+	put, err := w.deps.Storage.Put(ctx, storage.PutInput{
+		Key: key, File: tmp, Size: size, SHA256: sum, ContentType: ct, Metadata: meta,
+	})
+	if err != nil {
+		return imported{}, err
+	}
+	return imported{put: put, contentType: ct, method: task.ImportStreamed}, nil
+}
+
+// importContentType is the source's media type, or the one the path's
+// extension names when the source gave none (or only octet-stream).
+func importContentType(sourceType, assetPath string) string {
+	ct := ""
+	if mt, _, err := mime.ParseMediaType(sourceType); err == nil {
+		ct = mt
+	}
+	if ct == "" || ct == "application/octet-stream" {
+		if byExt := mime.TypeByExtension(strings.ToLower(path.Ext(assetPath))); byExt != "" {
+			ct = byExt
+		}
+	}
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	return ct
+}
+
+// importMetadata is the object's record metadata for an import.
+func importMetadata(p task.ImportPayload, size int64, sum, contentType string, created time.Time) (map[string]string, error) {
+	meta, err := storage.EncodeMetadata(storage.ObjectMeta{
+		Type: p.Type, Path: p.Path, SHA256: sum, Size: size, ContentType: contentType,
+		Source: "import", CreatedAt: created, Metadata: p.Metadata,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v: import it with less metadata", errImportRefused, err)
+	}
+	return meta, nil
+}
+
+// sourceHint adds the likely fix to a permanent failure to read a source
+// bucket.
+func sourceHint(err error) error {
+	var se *storage.Error
+	if errors.As(err, &se) && se.Permanent && se.Op == "head" {
+		if se.Status == http.StatusNotFound {
+			return fmt.Errorf("%w (no such object or bucket: check the source)", err)
+		}
+		return fmt.Errorf("%w (dab's credentials must be able to read the source bucket)", err)
+	}
+	return err
 }
 
 // fetch copies the source into f, hashing it, up to the size cap. It
@@ -185,11 +279,6 @@ func (w *Worker) fetch(ctx context.Context, p task.ImportPayload, f *os.File) (i
 	}
 	if err := f.Sync(); err != nil {
 		return 0, "", "", err
-	}
-	if mt, _, err := mime.ParseMediaType(contentType); err == nil {
-		contentType = mt
-	} else {
-		contentType = ""
 	}
 	return n, hex.EncodeToString(h.Sum(nil)), contentType, nil
 }

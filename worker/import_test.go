@@ -3,6 +3,8 @@ package worker_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -17,10 +19,12 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
 	"github.com/hibiken/asynq"
 
 	"github.com/dab-assets/dab/internal/harness"
 	"github.com/dab-assets/dab/internal/netguard"
+	"github.com/dab-assets/dab/internal/storage"
 	"github.com/dab-assets/dab/internal/storage/storagetest"
 	"github.com/dab-assets/dab/worker"
 	"github.com/dab-assets/dab/worker/task"
@@ -68,39 +72,149 @@ func importedAsset(t *testing.T, info *asynq.TaskInfo) string {
 	return res.AssetID
 }
 
+// sourceBucket creates the bucket "elsewhere" beside the bundle's, for
+// import sources, and returns the store's options and a client.
+func (b *bundle) sourceBucket(t *testing.T) (storage.Options, *s3.Client) {
+	t.Helper()
+	c := storagetest.Options(b.s3)
+	cl := storagetest.Client(t, c)
+	if _, err := cl.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String("elsewhere")}); err != nil {
+		t.Fatal(err)
+	}
+	return c, cl
+}
+
+// noCopies is an S3-compatible store without server-side copies (501).
+type noCopies struct{ storage.S3API }
+
+func (noCopies) UploadPartCopy(context.Context, *s3.UploadPartCopyInput, ...func(*s3.Options)) (*s3.UploadPartCopyOutput, error) {
+	return nil, &smithy.GenericAPIError{Code: "NotImplemented", Message: "not implemented"}
+}
+
+func (noCopies) CopyObject(context.Context, *s3.CopyObjectInput, ...func(*s3.Options)) (*s3.CopyObjectOutput, error) {
+	return nil, &smithy.GenericAPIError{Code: "NotImplemented", Message: "not implemented"}
+}
+
 // TestImportFromAnotherBucket: an object of another bucket is banked as an
-// asset (same bytes, its plugin run, caller metadata kept); the same key
+// asset (same bytes, its plugin run, caller metadata kept): copied
+// server-side when it carries a SHA-256, staged so the store hashes it
+// when it does not, streamed when the store has no copies; the same key
 // again imports nothing more.
 func TestImportFromAnotherBucket(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		withSHA bool
+		noCopy  bool
+		method  string
+	}{
+		{"source with a sha256", true, false, task.ImportCopied},
+		{"source without one", false, false, task.ImportStaged},
+		{"store without copies", true, true, task.ImportStreamed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			ctx := context.Background()
+			c, cl := b.sourceBucket(t)
+			data := randomBytes(70_000, 3)
+			in := &s3.PutObjectInput{Bucket: aws.String("elsewhere"), Key: aws.String("in/NODE_gate.png"), Body: bytes.NewReader(data)}
+			if tc.withSHA {
+				raw, _ := hex.DecodeString(sha(data))
+				in.ChecksumSHA256 = aws.String(base64.StdEncoding.EncodeToString(raw))
+			}
+			if _, err := cl.PutObject(ctx, in); err != nil {
+				t.Fatal(err)
+			}
+			b.runWith(t, func(cfg *worker.Config, deps *worker.Deps) {
+				cfg.ImportMaxBytes = 1 << 20
+				if tc.noCopy {
+					deps.Storage = storage.New(noCopies{cl}, c)
+				}
+			})
+			p := task.ImportPayload{Key: "imp-1", Source: "s3://elsewhere/in/NODE_gate.png", Type: "cyoa", Path: "castle/NODE_gate.png",
+				SHA256: sha(data), Metadata: map[string]string{"price": "4"}}
+			info := b.waitImport(t, b.enqueueImport(t, p))
+			id := importedAsset(t, info)
+			var res task.UploadResult
+			if json.Unmarshal(info.Result, &res); res.Method != tc.method {
+				t.Errorf("method %q, want %q", res.Method, tc.method)
+			}
+			rec, err := b.assets.Get(ctx, id)
+			if err != nil || rec.SHA256 != sha(data) || rec.Metadata["graph_role"] != "node" || rec.Price == nil || *rec.Price != 4 ||
+				rec.S3Key != "cyoa/castle/NODE_gate.png" || rec.ContentType != "image/png" {
+				t.Fatalf("record %+v %v", rec, err)
+			}
+			if got := b.readObject(t, rec.S3Key); !bytes.Equal(got, data) {
+				t.Fatal("the object differs from the source")
+			}
+			st := storage.New(cl, c)
+			obj, err := st.Head(ctx, rec.S3Key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if om, err := obj.RecordMeta(); err != nil || om.SHA256 != sha(data) || om.Source != "import" || om.Metadata["price"] != "4" {
+				t.Fatalf("object metadata %+v %v", om, err)
+			}
+			var staged []string
+			st.ListKeys(ctx, storage.StagingPrefix, func(k string) error { staged = append(staged, k); return nil })
+			if len(staged) != 0 {
+				t.Fatalf("staged copies left: %v", staged)
+			}
+			tk, _ := task.NewImport(p)
+			if _, err := b.client.Enqueue(tk); !task.IsAlreadyQueued(err) {
+				t.Fatalf("the same key queued again: %v", err)
+			}
+			if n, _ := b.assets.Count(ctx, "cyoa"); n != 1 {
+				t.Fatalf("%d records, want 1", n)
+			}
+		})
+	}
+}
+
+// TestImportFromAnotherBucketRefused: a source over the cap, with another
+// SHA-256 than the request's, or missing is archived at once with the
+// reason, and nothing is stored.
+func TestImportFromAnotherBucketRefused(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	c := storagetest.Options(b.s3)
-	cl := storagetest.Client(t, c)
-	if _, err := cl.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("elsewhere")}); err != nil {
-		t.Fatal(err)
-	}
-	data := randomBytes(70_000, 3)
-	if _, err := cl.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("elsewhere"), Key: aws.String("in/NODE_gate.png"), Body: bytes.NewReader(data)}); err != nil {
-		t.Fatal(err)
+	_, cl := b.sourceBucket(t)
+	for key, size := range map[string]int{"big.bin": 2 << 20, "small.bin": 1000} {
+		if _, err := cl.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("elsewhere"), Key: aws.String(key), Body: bytes.NewReader(randomBytes(size, 5))}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	b.runImporter(t, nil)
-	p := task.ImportPayload{Key: "imp-1", Source: "s3://elsewhere/in/NODE_gate.png", Type: "cyoa", Path: "castle/NODE_gate.png",
-		SHA256: sha(data), Metadata: map[string]string{"price": "4"}}
-	id := importedAsset(t, b.waitImport(t, b.enqueueImport(t, p)))
-	rec, err := b.assets.Get(ctx, id)
-	if err != nil || rec.SHA256 != sha(data) || rec.Metadata["graph_role"] != "node" || rec.Price == nil || *rec.Price != 4 || rec.S3Key != "cyoa/castle/NODE_gate.png" {
-		t.Fatalf("record %+v %v", rec, err)
+	b.expectRefused(t, "s3", []refusal{
+		{"over the cap", task.ImportPayload{Source: "s3://elsewhere/big.bin"}, "DAB_IMPORT_MAX_BYTES"},
+		{"wrong sha256", task.ImportPayload{Source: "s3://elsewhere/small.bin", SHA256: sha([]byte("x"))}, "the request said"},
+		{"missing", task.ImportPayload{Source: "s3://elsewhere/none.bin"}, "no such object or bucket"},
+		{"no such bucket", task.ImportPayload{Source: "s3://nowhere-bucket/a.bin"}, "no such object or bucket"},
+	})
+	if n, _ := b.assets.Count(ctx, ""); n != 0 {
+		t.Fatalf("%d records after the refusals, want 0", n)
 	}
-	if got := b.readObject(t, rec.S3Key); !bytes.Equal(got, data) {
-		t.Fatal("the object differs from the source")
-	}
-	tk, _ := task.NewImport(p)
-	if _, err := b.client.Enqueue(tk); !task.IsAlreadyQueued(err) {
-		t.Fatalf("the same key queued again: %v", err)
-	}
-	if n, _ := b.assets.Count(ctx, "cyoa"); n != 1 {
-		t.Fatalf("%d records, want 1", n)
+}
+
+// refusal is an import the worker must archive at once, with want in the
+// reason.
+type refusal struct {
+	name string
+	p    task.ImportPayload
+	want string
+}
+
+// expectRefused enqueues each refusal (under folder/) and checks it is
+// archived with its reason.
+func (b *bundle) expectRefused(t *testing.T, folder string, cases []refusal) {
+	t.Helper()
+	for _, tc := range cases {
+		tc.p.Key, tc.p.Type, tc.p.Path = "bad-"+tc.name, "generic", folder+"/"+strings.ReplaceAll(tc.name, " ", "-")
+		info := b.waitImport(t, b.enqueueImport(t, tc.p))
+		if info.State != asynq.TaskStateArchived || !strings.Contains(info.LastErr, tc.want) {
+			t.Errorf("%s: %s %q, want archived with %q", tc.name, info.State, info.LastErr, tc.want)
+		}
 	}
 }
 
@@ -176,24 +290,14 @@ func TestImportFromHTTPS(t *testing.T) {
 		t.Fatalf("%d records, want 2", n)
 	}
 	plainURL := strings.Replace(src.URL, "https://", "http://", 1)
-	for _, tc := range []struct {
-		name string
-		p    task.ImportPayload
-		want string
-	}{
+	b.expectRefused(t, "web", []refusal{
 		{"wrong sha256", task.ImportPayload{Source: src.URL + "/file.bin", SHA256: sha([]byte("other"))}, "the source's SHA-256 is"},
 		{"over the cap", task.ImportPayload{Source: src.URL + "/big.bin"}, "DAB_IMPORT_MAX_BYTES"},
 		{"plain http", task.ImportPayload{Source: plainURL + "/file.bin"}, "DAB_IMPORT_ALLOW_HTTP"},
 		{"redirect", task.ImportPayload{Source: src.URL + "/moved"}, "redirected"},
 		{"missing", task.ImportPayload{Source: src.URL + "/none"}, "404"},
 		{"loopback by another name", task.ImportPayload{Source: strings.Replace(src.URL, "127.0.0.1", "localhost", 1) + "/file.bin"}, "loopback"},
-	} {
-		tc.p.Key, tc.p.Type, tc.p.Path = "bad-"+tc.name, "generic", "web/"+strings.ReplaceAll(tc.name, " ", "-")
-		info := b.waitImport(t, b.enqueueImport(t, tc.p))
-		if info.State != asynq.TaskStateArchived || !strings.Contains(info.LastErr, tc.want) {
-			t.Errorf("%s: %s %q, want archived with %q", tc.name, info.State, info.LastErr, tc.want)
-		}
-	}
+	})
 	if n, _ := b.assets.Count(ctx, "generic"); n != 2 {
 		t.Fatalf("%d records after the refusals, want 2", n)
 	}

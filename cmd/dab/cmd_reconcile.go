@@ -159,6 +159,9 @@ func (rc *reconciler) objects(ctx context.Context, prefix string) error {
 			r.Journal++
 			return nil
 		}
+		if strings.HasPrefix(o.Key, storage.StagingPrefix) {
+			return nil // an import's staged copy, deleted when its task ends
+		}
 		obj, err := rc.store.Head(ctx, o.Key)
 		if errors.Is(err, storage.ErrNotFound) {
 			return nil // removed since the listing: nothing to record

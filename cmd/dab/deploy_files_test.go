@@ -32,6 +32,9 @@ var iamActionOf = map[string]string{
 	"AbortMultipartUpload":    "s3:AbortMultipartUpload",
 	"ListParts":               "s3:ListMultipartUploadParts",
 	"ListObjectsV2":           "s3:ListBucket",
+	"CopyObject":              "s3:PutObject",
+	"UploadPartCopy":          "s3:PutObject",
+	"DeleteObject":            "s3:DeleteObject",
 }
 
 func loadTemplate(t *testing.T) *yaml.Node {

@@ -160,14 +160,51 @@ type hashedPart struct {
 // (from the page cache), with the part's hash given to the signer so the SDK
 // does not hash it a third time.
 func (s *Store) uploadParts(ctx context.Context, in PutInput, uploadID string, done map[int32]s3types.CompletedPart, useSHA bool) ([]s3types.CompletedPart, string, error) {
-	parts := planParts(in.Size, s.opts.PartSize)
+	whole := sha256.New()
+	buf := make([]byte, 256<<10)
+	feed := func(send func(hashedPart) bool) error {
+		for _, p := range planParts(in.Size, s.opts.PartSize) {
+			ph := sha256.New()
+			if _, err := io.CopyBuffer(io.MultiWriter(whole, ph), io.NewSectionReader(in.File, p.offset, p.size), buf); err != nil {
+				return fmt.Errorf("storage: read part %d of %s: %w", p.number, in.Key, err)
+			}
+			if !send(hashedPart{part: p, sum: ph.Sum(nil)}) {
+				return nil
+			}
+		}
+		return nil
+	}
+	result, err := sendParts(ctx, s.opts.PartConcurrency, feed, func(ctx context.Context, hp hashedPart) (s3types.CompletedPart, error) {
+		return s.uploadPart(ctx, in, uploadID, hp, done[hp.number], useSHA)
+	})
+	if isBareContextErr(err) {
+		return nil, "", wrap("put", s.bucket, in.Key, err)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	// A file that grew past the manifest's size does not match it either.
+	var probe [1]byte
+	if n, _ := in.File.ReadAt(probe[:], in.Size); n > 0 {
+		return nil, "", changed(s.bucket, in.Key, fmt.Sprintf("the spool file is longer than the manifest's %d bytes", in.Size))
+	}
+	return result, hex.EncodeToString(whole.Sum(nil)), nil
+}
+
+// sendParts runs send on each part feed hands over, concurrency at a time,
+// and returns the completed parts in order. The first error (of feed or of
+// a send) cancels the rest and is returned as it is; feed's send answers
+// false once that happened. When ctx ends first, the error is ctx.Err()
+// itself (see isBareContextErr).
+func sendParts[P any](ctx context.Context, concurrency int, feed func(send func(P) bool) error,
+	send func(context.Context, P) (s3types.CompletedPart, error)) ([]s3types.CompletedPart, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
 		mu       sync.Mutex
 		firstErr error
-		result   = make([]s3types.CompletedPart, 0, len(parts))
-		work     = make(chan hashedPart)
+		result   []s3types.CompletedPart
+		work     = make(chan P)
 		wg       sync.WaitGroup
 	)
 	fail := func(err error) {
@@ -178,12 +215,12 @@ func (s *Store) uploadParts(ctx context.Context, in PutInput, uploadID string, d
 		}
 		mu.Unlock()
 	}
-	for range min(s.opts.PartConcurrency, len(parts)) {
+	for range max(concurrency, 1) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for hp := range work {
-				cp, err := s.uploadPart(ctx, in, uploadID, hp, done[hp.number], useSHA)
+			for p := range work {
+				cp, err := send(ctx, p)
 				if err != nil {
 					fail(err)
 					continue
@@ -194,36 +231,26 @@ func (s *Store) uploadParts(ctx context.Context, in PutInput, uploadID string, d
 			}
 		}()
 	}
-	whole := sha256.New()
-	buf := make([]byte, 256<<10)
-feed:
-	for _, p := range parts {
-		ph := sha256.New()
-		if _, err := io.CopyBuffer(io.MultiWriter(whole, ph), io.NewSectionReader(in.File, p.offset, p.size), buf); err != nil {
-			fail(fmt.Errorf("storage: read part %d of %s: %w", p.number, in.Key, err))
-			break
-		}
+	if err := feed(func(p P) bool {
 		select {
-		case work <- hashedPart{part: p, sum: ph.Sum(nil)}:
+		case work <- p:
+			return true
 		case <-ctx.Done():
-			break feed
+			return false
 		}
+	}); err != nil {
+		fail(err)
 	}
 	close(work)
 	wg.Wait()
 	if firstErr != nil {
-		return nil, "", firstErr
+		return nil, firstErr
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, "", wrap("put", s.bucket, in.Key, err)
-	}
-	// A file that grew past the manifest's size does not match it either.
-	var probe [1]byte
-	if n, _ := in.File.ReadAt(probe[:], in.Size); n > 0 {
-		return nil, "", changed(s.bucket, in.Key, fmt.Sprintf("the spool file is longer than the manifest's %d bytes", in.Size))
+		return nil, err
 	}
 	sort.Slice(result, func(i, j int) bool { return aws.ToInt32(result[i].PartNumber) < aws.ToInt32(result[j].PartNumber) })
-	return result, hex.EncodeToString(whole.Sum(nil)), nil
+	return result, nil
 }
 
 func (s *Store) uploadPart(ctx context.Context, in PutInput, uploadID string, hp hashedPart, prev s3types.CompletedPart, useSHA bool) (s3types.CompletedPart, error) {
@@ -279,4 +306,10 @@ func withPayloadHash(hexSum string) func(*s3.Options) {
 				}), "ComputePayloadHash", middleware.Before)
 		})
 	}
+}
+
+// isBareContextErr tells sendParts' own context error (which the caller
+// wraps with what it was doing) from a part's error (already wrapped).
+func isBareContextErr(err error) bool {
+	return err == context.Canceled || err == context.DeadlineExceeded //nolint:errorlint // identity is the point
 }

@@ -26,6 +26,9 @@ const (
 	PartSizeMax int64 = 5 << 30
 	// PartConcurrencyDefault is the number of parts of one object sent at once.
 	PartConcurrencyDefault = 4
+	// CopyPartSizeDefault is the part size of server-side copies (imports):
+	// large, since no bytes pass through dab.
+	CopyPartSizeDefault int64 = 512 << 20
 )
 
 // Lifetimes of presigned URLs (URLOptions.TTL).
@@ -38,7 +41,7 @@ const (
 )
 
 // Options configure a Store and the S3 client NewClient builds. A zero
-// ChecksumMode, MultipartThreshold, PartSize or PartConcurrency takes the
+// ChecksumMode, MultipartThreshold, PartSize, PartConcurrency or CopyPartSize takes the
 // default named beside it.
 type Options struct {
 	// Bucket holds the objects (required).
@@ -66,9 +69,12 @@ type Options struct {
 	// that would need more than 10,000 parts gets larger ones). Default
 	// PartSizeDefault.
 	PartSize int64
-	// PartConcurrency is the number of parts of one object sent at once.
-	// Default PartConcurrencyDefault.
+	// PartConcurrency is the number of parts of one object sent at once
+	// (uploaded or copied). Default PartConcurrencyDefault.
 	PartConcurrency int
+	// CopyPartSize is the part size of server-side copies, PartSizeMin to
+	// PartSizeMax. Default CopyPartSizeDefault.
+	CopyPartSize int64
 }
 
 // withDefaults fills the zero values that have a default.
@@ -85,5 +91,9 @@ func (o Options) withDefaults() Options {
 	if o.PartConcurrency <= 0 {
 		o.PartConcurrency = PartConcurrencyDefault
 	}
+	if o.CopyPartSize <= 0 {
+		o.CopyPartSize = CopyPartSizeDefault
+	}
+	o.CopyPartSize = min(max(o.CopyPartSize, PartSizeMin), PartSizeMax)
 	return o
 }

@@ -32,7 +32,9 @@ const MetaSHA256 = "sha256"
 // S3API is the narrow set of S3 calls dab makes; *s3.Client implements it.
 // The IAM policy in deploy/ grants exactly these (s3:PutObject covers the
 // multipart calls, s3:GetObject covers HeadObject, s3:ListBucket covers
-// ListObjectsV2, s3:ListMultipartUploadParts covers ListParts); presigned
+// ListObjectsV2, s3:ListMultipartUploadParts covers ListParts, CopyObject
+// and UploadPartCopy need s3:PutObject here and s3:GetObject on the source,
+// DeleteObject is only for staged copies under StagingPrefix); presigned
 // downloads are PresignAPI's.
 type S3API interface {
 	PutObject(context.Context, *s3.PutObjectInput, ...func(*s3.Options)) (*s3.PutObjectOutput, error)
@@ -44,6 +46,9 @@ type S3API interface {
 	CompleteMultipartUpload(context.Context, *s3.CompleteMultipartUploadInput, ...func(*s3.Options)) (*s3.CompleteMultipartUploadOutput, error)
 	AbortMultipartUpload(context.Context, *s3.AbortMultipartUploadInput, ...func(*s3.Options)) (*s3.AbortMultipartUploadOutput, error)
 	ListParts(context.Context, *s3.ListPartsInput, ...func(*s3.Options)) (*s3.ListPartsOutput, error)
+	CopyObject(context.Context, *s3.CopyObjectInput, ...func(*s3.Options)) (*s3.CopyObjectOutput, error)
+	UploadPartCopy(context.Context, *s3.UploadPartCopyInput, ...func(*s3.Options)) (*s3.UploadPartCopyOutput, error)
+	DeleteObject(context.Context, *s3.DeleteObjectInput, ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
 }
 
 // abortTimeout bounds the clean-up of a failed multipart upload.

@@ -20,6 +20,18 @@ const TypeImport = "dab:import"
 // QueueImports carries import tasks; every worker serves it (no host).
 const QueueImports = "imports"
 
+// How an import's bytes reached the store (UploadResult.Method).
+const (
+	// ImportCopied: copied server-side; the source carried its SHA-256.
+	ImportCopied = "copied"
+	// ImportStaged: copied server-side through a staging copy on which the
+	// store computed the SHA-256.
+	ImportStaged = "staged"
+	// ImportStreamed: read through the worker (https:// sources, and s3://
+	// sources the store cannot copy server-side).
+	ImportStreamed = "streamed"
+)
+
 // ImportPayload is the payload of TypeImport.
 type ImportPayload struct {
 	// Key is the producer's idempotency key: the task ID comes from it, so

@@ -69,6 +69,9 @@ type UploadResult struct {
 	SHA256  string `json:"sha256"`
 	// Existed is true when the object or record was there already (a re-run).
 	Existed bool `json:"existed"`
+	// Method says how an import's bytes reached the store (ImportCopied,
+	// ImportStaged or ImportStreamed); empty for uploads.
+	Method string `json:"method,omitempty"`
 }
 
 // UploadQueue is the queue of the upload tasks of files spooled on host: a

@@ -14,14 +14,15 @@ import (
 )
 
 // Options are dab's S3 options for srv's bucket, with small multipart sizes
-// (from 6 MiB, in 5 MiB parts, 2 at once) so tests exercise multipart
-// uploads with little data.
+// (from 6 MiB, in 5 MiB parts, 2 at once; copies in 5 MiB parts too) so
+// tests exercise multipart uploads and copies with little data.
 func Options(srv *harness.S3) storage.Options {
 	return storage.Options{
 		Bucket: srv.Bucket, Region: srv.Region, Endpoint: srv.Endpoint(), PathStyle: true,
 		AccessKeyID: srv.AccessKey, SecretAccessKey: srv.SecretKey,
 		ChecksumMode:       storage.ChecksumSHA256,
 		MultipartThreshold: 6 << 20, PartSize: storage.PartSizeMin, PartConcurrency: 2,
+		CopyPartSize: storage.PartSizeMin,
 	}
 }
 
