@@ -283,6 +283,20 @@ func (w *Worker) fetch(ctx context.Context, p task.ImportPayload, f *os.File) (i
 	return n, hex.EncodeToString(h.Sum(nil)), contentType, nil
 }
 
+// removeImportLeftovers deletes the temporary files of imports cut short
+// by a crash (their tasks start over). A file another worker on this host
+// is still writing is safe to unlink: it keeps its open file.
+func removeImportLeftovers(dir string) int {
+	names, _ := filepath.Glob(filepath.Join(dir, "import-*"))
+	n := 0
+	for _, name := range names {
+		if os.Remove(name) == nil {
+			n++
+		}
+	}
+	return n
+}
+
 // importDirFor is where imports stream their sources: beside the spool,
 // on the disk dab was given for it.
 func importDirFor(spoolDir string) string { return filepath.Join(filepath.Dir(spoolDir), "imports") }

@@ -150,6 +150,9 @@ func New(rdb redis.UniversalClient, cfg Config, d Deps) (*Worker, error) {
 	if err := os.MkdirAll(w.importDir, 0o750); err != nil {
 		return nil, fmt.Errorf("worker: imports folder: %w", err)
 	}
+	if n := removeImportLeftovers(w.importDir); n > 0 {
+		w.log.Info("import.leftovers_removed", "files", n, "dir", w.importDir)
+	}
 	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:     cfg.Concurrency,
 		Queues:          cfg.Queues,
