@@ -57,6 +57,9 @@ func (w *Worker) handleImport(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("import: asset type %q has no plugin in this worker (known: %v): %w", p.Type, w.deps.Plugins.Types(), asynq.SkipRetry)
 	}
 
+	if err := (task.S3Sources{Buckets: w.importS3, Own: w.deps.Storage.Bucket()}).Check(p.Source); err != nil {
+		return fmt.Errorf("import %s: %w: %w", source, err, asynq.SkipRetry)
+	}
 	created := time.Now().UTC()
 	var in imported
 	copied := false

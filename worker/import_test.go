@@ -30,10 +30,13 @@ import (
 	"github.com/dab-assets/dab/worker/task"
 )
 
-// runImporter runs a worker whose imports may use guard, up to 1 MiB.
+// runImporter runs a worker whose imports may use guard and read the
+// bucket "elsewhere" (and "nowhere-bucket"), up to 1 MiB.
 func (b *bundle) runImporter(t *testing.T, guard *netguard.Guard) {
 	t.Helper()
-	b.runWith(t, func(cfg *worker.Config, _ *worker.Deps) { cfg.Imports, cfg.ImportMaxBytes = guard, 1<<20 })
+	b.runWith(t, func(cfg *worker.Config, _ *worker.Deps) {
+		cfg.Imports, cfg.ImportMaxBytes, cfg.ImportS3Buckets = guard, 1<<20, []string{"elsewhere", "nowhere-bucket"}
+	})
 }
 
 func (b *bundle) enqueueImport(t *testing.T, p task.ImportPayload) string {
@@ -127,7 +130,7 @@ func TestImportFromAnotherBucket(t *testing.T) {
 				t.Fatal(err)
 			}
 			b.runWith(t, func(cfg *worker.Config, deps *worker.Deps) {
-				cfg.ImportMaxBytes = 1 << 20
+				cfg.ImportMaxBytes, cfg.ImportS3Buckets = 1<<20, []string{"elsewhere"}
 				if tc.noCopy {
 					deps.Storage = storage.New(noCopies{cl}, c)
 				}
@@ -173,8 +176,8 @@ func TestImportFromAnotherBucket(t *testing.T) {
 }
 
 // TestImportFromAnotherBucketRefused: a source over the cap, with another
-// SHA-256 than the request's, or missing is archived at once with the
-// reason, and nothing is stored.
+// SHA-256 than the request's, missing, in a bucket not listed or in dab's
+// own bucket is archived at once with the reason, and nothing is stored.
 func TestImportFromAnotherBucketRefused(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -191,6 +194,8 @@ func TestImportFromAnotherBucketRefused(t *testing.T) {
 		{"wrong sha256", task.ImportPayload{Source: "s3://elsewhere/small.bin", SHA256: sha([]byte("x"))}, "the request said"},
 		{"missing", task.ImportPayload{Source: "s3://elsewhere/none.bin"}, "no such object or bucket"},
 		{"no such bucket", task.ImportPayload{Source: "s3://nowhere-bucket/a.bin"}, "no such object or bucket"},
+		{"not listed", task.ImportPayload{Source: "s3://payroll/a.bin"}, "not in DAB_IMPORT_S3_BUCKETS"},
+		{"own bucket", task.ImportPayload{Source: "s3://" + b.s3.Bucket + "/journal/a.json"}, "dab's own bucket"},
 	})
 	if n, _ := b.assets.Count(ctx, ""); n != 0 {
 		t.Fatalf("%d records after the refusals, want 0", n)

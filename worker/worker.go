@@ -72,6 +72,9 @@ type Config struct {
 	// ImportMaxBytes caps what one import fetches; default
 	// ImportMaxBytesDefault.
 	ImportMaxBytes int64
+	// ImportS3Buckets are the buckets s3:// imports may read ("*": any but
+	// the worker's own, see task.S3Sources); none when empty.
+	ImportS3Buckets []string
 	// WebhookRetryDelay, when set, replaces the schedule of webhook
 	// retries (WebhookRetryDelay, the function): retried is how often the
 	// delivery failed before.
@@ -108,6 +111,7 @@ type Worker struct {
 	imports      *netguard.Guard
 	importClient *http.Client
 	importMax    int64
+	importS3     []string
 	importDir    string
 	webhookDelay func(retried int) time.Duration
 }
@@ -143,7 +147,7 @@ func New(rdb redis.UniversalClient, cfg Config, d Deps) (*Worker, error) {
 	}
 	w := &Worker{rdb: rdb, deps: d, log: cfg.Logger, failedDir: cfg.FailedDir, doneDir: cfg.DoneDir, metrics: cfg.Metrics,
 		webhookDelay: cfg.WebhookRetryDelay,
-		imports:      cfg.Imports, importMax: cfg.ImportMaxBytes, importDir: importDirFor(d.Spool.Dir())}
+		imports:      cfg.Imports, importMax: cfg.ImportMaxBytes, importS3: cfg.ImportS3Buckets, importDir: importDirFor(d.Spool.Dir())}
 	if cfg.Imports != nil {
 		w.importClient = cfg.Imports.Client()
 	}

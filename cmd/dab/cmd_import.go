@@ -10,6 +10,7 @@ import (
 
 	"github.com/dab-assets/dab/internal/api"
 	"github.com/dab-assets/dab/watcher/intake"
+	"github.com/dab-assets/dab/worker/task"
 )
 
 func (c *cli) importCmd() *cobra.Command {
@@ -70,7 +71,7 @@ new one, printed) makes a retried import run once.`,
 				q := a.asynqClient(rdb)
 				defer q.Close()
 				insp := asynq.NewInspectorFromRedisClient(rdb)
-				id, replayed, err = (&intake.Imports{Queue: q, Tasks: insp}).Import(ctx, req)
+				id, replayed, err = (&intake.Imports{Queue: q, Tasks: insp, Sources: a.importSources()}).Import(ctx, req)
 				if err != nil {
 					return importError(err)
 				}
@@ -110,8 +111,13 @@ new one, printed) makes a retried import run once.`,
 
 // importError makes a refused request a usage error (exit 2).
 func importError(err error) error {
-	if errors.Is(err, api.ErrBadImport) || errors.Is(err, api.ErrImportConflict) {
+	if errors.Is(err, api.ErrBadImport) || errors.Is(err, api.ErrImportRefused) || errors.Is(err, api.ErrImportConflict) {
 		return usageError{err}
 	}
 	return err
+}
+
+// importSources are the buckets this dab's imports may read.
+func (a *app) importSources() task.S3Sources {
+	return task.S3Sources{Buckets: a.cfg.ImportS3Buckets, Own: a.cfg.S3.Bucket}
 }

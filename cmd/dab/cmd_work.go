@@ -221,7 +221,7 @@ func (a *app) newWorker(ctx context.Context, rdb redis.UniversalClient) (*worker
 	return worker.New(rdb, worker.Config{
 		Concurrency: a.cfg.Concurrency, ShutdownTimeout: a.cfg.ShutdownTimeout, Logger: a.log,
 		FailedDir: a.cfg.FailedRoot(), DoneDir: a.cfg.DoneDir, Metrics: a.metrics, Queues: queues,
-		Imports: imports, ImportMaxBytes: a.cfg.ImportMaxBytes,
+		Imports: imports, ImportMaxBytes: a.cfg.ImportMaxBytes, ImportS3Buckets: a.cfg.ImportS3Buckets,
 	}, worker.Deps{Spool: sp, Storage: st, Assets: a.assets(rdb), Plugins: builtin.Registry(), Ledger: a.ledger(rdb),
 		Events: event.NewWriter(rdb, a.cfg.KeyPrefix, a.cfg.EventTrim()), Webhooks: sender})
 }

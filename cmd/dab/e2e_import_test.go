@@ -42,6 +42,7 @@ func TestImportCLI(t *testing.T) {
 	if _, err := cl.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("partner"), Key: aws.String("covers/cover.png"), Body: bytes.NewReader(body)}); err != nil {
 		t.Fatal(err)
 	}
+	e.env = append(e.env, "DAB_IMPORT_S3_BUCKETS=partner")
 	e.start(nil, "work").waitLog(t, "worker.started", 30*time.Second)
 	args := []string{"import", "s3://partner/covers/cover.png", "--type", "generic", "--path", "partner/cover.png", "--sha256", sum,
 		"--meta", "price=2", "--key", "imp-cover", "--wait", "--json"}
@@ -67,6 +68,8 @@ func TestImportCLI(t *testing.T) {
 		{"import", "ftp://example.com/x", "--type", "generic", "--path", "x.png"},
 		{"import", "s3://partner/covers/cover.png", "--type", "generic", "--path", "../x.png"},
 		{"import", "s3://partner/covers/cover.png", "--type", "generic"},
+		{"import", "s3://elsewhere/covers/cover.png", "--type", "generic", "--path", "x.png"},
+		{"import", "s3://" + e.s3.Bucket + "/generic/cover.png", "--type", "generic", "--path", "x.png"},
 	} {
 		if out, errOut, code := e.run(nil, bad...); code != 2 {
 			t.Errorf("dab %v: exit %d, want 2\n%s%s", bad, code, out, errOut)

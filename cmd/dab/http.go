@@ -96,7 +96,7 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 	led := a.ledger(rdb)
 	purchases := &intake.Purchases{Ledger: led, Queue: a.asynqClient(rdb)}
 	api.RegisterLedger(srv, led, a.assets(rdb), purchases)
-	api.RegisterImports(srv, &intake.Imports{Queue: a.asynqClient(rdb), Tasks: asynq.NewInspectorFromRedisClient(rdb)})
+	api.RegisterImports(srv, &intake.Imports{Queue: a.asynqClient(rdb), Tasks: asynq.NewInspectorFromRedisClient(rdb), Sources: a.importSources()})
 
 	// The Asynq monitor: read-only for read tokens, full for admins.
 	spare, connOpt, err := redisconn.Open(redisconn.Options{URL: a.cfg.RedisURL, Mode: a.cfg.RedisMode, CAFile: a.cfg.RedisCAFile})

@@ -24,8 +24,9 @@ type ImportRequest struct {
 type Imports interface {
 	// Import checks req and queues its task once per key. replayed is true
 	// when the key's task was queued before with the same request. Errors
-	// wrap ErrBadImport (the request is wrong: 400), ErrImportConflict (the
-	// key was used for another request: 409) or ErrQueueUnavailable.
+	// wrap ErrBadImport (the request is wrong: 400), ErrImportRefused (the
+	// source is not one dab may read: 403), ErrImportConflict (the key was
+	// used for another request: 409) or ErrQueueUnavailable.
 	Import(ctx context.Context, req ImportRequest) (taskID string, replayed bool, err error)
 }
 
@@ -33,6 +34,8 @@ type Imports interface {
 var (
 	ErrBadImport      = errors.New("bad import request")
 	ErrImportConflict = errors.New("this Idempotency-Key was used for another import: use a new key for a new request")
+	// ErrImportRefused: dab may not read the source (403).
+	ErrImportRefused = errors.New("import source refused")
 )
 
 // ImportAnswer is the body of a 202 (or a replayed 200).
@@ -64,6 +67,9 @@ func RegisterImports(s *Server, im Imports) {
 		switch {
 		case errors.Is(err, ErrBadImport):
 			WriteError(w, http.StatusBadRequest, "bad_import", err.Error())
+			return
+		case errors.Is(err, ErrImportRefused):
+			WriteError(w, http.StatusForbidden, "import_source_refused", err.Error())
 			return
 		case errors.Is(err, ErrImportConflict):
 			WriteError(w, http.StatusConflict, "idempotency_conflict", err.Error())

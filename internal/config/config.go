@@ -142,6 +142,9 @@ type Config struct {
 	ImportAllowHTTP, ImportAllowPrivate []string
 	// ImportCAFile is a PEM file of extra CAs for https:// import sources.
 	ImportCAFile string
+	// ImportS3Buckets are the buckets s3:// imports may read ("*": any but
+	// dab's own). Empty: none.
+	ImportS3Buckets []string
 
 	// EventsMaxLen is about how many events the events stream keeps
 	// (XADD MAXLEN ~). Default event.MaxLenDefault, from event.MaxLenMin

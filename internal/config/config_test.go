@@ -97,6 +97,8 @@ func TestValidationNamesTheVariable(t *testing.T) {
 		{map[string]string{"DAB_WEBHOOKS_ALLOW_PRIVATE": "a b"}, "DAB_WEBHOOKS_ALLOW_PRIVATE"},
 		{map[string]string{"DAB_IMPORT_ALLOW_HTTP": "http://cdn.example.org/"}, "DAB_IMPORT_ALLOW_HTTP: \"http://cdn.example.org/\" is not a host name"},
 		{map[string]string{"DAB_IMPORT_ALLOW_PRIVATE": "10.0.0.0/8"}, "DAB_IMPORT_ALLOW_PRIVATE"},
+		{map[string]string{"DAB_IMPORT_S3_BUCKETS": "partner,s3://other"}, "DAB_IMPORT_S3_BUCKETS: \"s3://other\" is not a valid S3 bucket name"},
+		{map[string]string{"AWS_S3_BUCKET": "dab-assets", "DAB_IMPORT_S3_BUCKETS": "partner,dab-assets"}, "DAB_IMPORT_S3_BUCKETS: dab-assets is dab's own bucket"},
 		{map[string]string{"DAB_REDIS_MODE": "sentinel", "DAB_REDIS_URL": "redis://h:1?bogus=1"}, "DAB_REDIS_URL"},
 		{map[string]string{"DAB_HOUSE_ACCOUNT": "issuance"}, "DAB_HOUSE_ACCOUNT"},
 		{map[string]string{"DAB_HTTP_ADDR": "8080"}, "DAB_HTTP_ADDR"},

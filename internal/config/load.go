@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"regexp"
 	"strings"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 
 	"github.com/dab-assets/dab/internal/event"
 	"github.com/dab-assets/dab/internal/ledger"
+	"github.com/dab-assets/dab/internal/naming"
 	"github.com/dab-assets/dab/internal/storage"
 )
 
@@ -118,16 +118,6 @@ func (c *Config) Explicit(env string) bool {
 	return s == "env" || s == "flag"
 }
 
-var bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
-
-// ValidateBucketName checks S3's bucket naming rules.
-func ValidateBucketName(b string) error {
-	if !bucketName.MatchString(b) || strings.Contains(b, "..") {
-		return fmt.Errorf("%q is not a valid S3 bucket name: use 3-63 lower-case letters, digits, '.' and '-', starting and ending with a letter or digit", b)
-	}
-	return nil
-}
-
 func (c *Config) validate() []error {
 	var errs []error
 	bad := func(env, format string, args ...any) {
@@ -169,6 +159,11 @@ func (c *Config) validate() []error {
 	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		bad("DAB_HTTP_ADDR", "%q is not host:port (example: 127.0.0.1:8080)", c.HTTPAddr)
+	}
+	for _, b := range c.ImportS3Buckets {
+		if b == c.S3.Bucket && b != "" {
+			bad("DAB_IMPORT_S3_BUCKETS", "%s is dab's own bucket (DAB_S3_BUCKET), which imports never read: remove it", b)
+		}
 	}
 	if c.ImportMaxBytes < 1 {
 		bad("DAB_IMPORT_MAX_BYTES", "%d: give a size such as 5GiB", c.ImportMaxBytes)
@@ -224,7 +219,7 @@ func (c *Config) validate() []error {
 		bad("DAB_SHUTDOWN_TIMEOUT", "%s is too short: use at least 1s", c.ShutdownTimeout)
 	}
 	if c.S3.Bucket != "" {
-		if err := ValidateBucketName(c.S3.Bucket); err != nil {
+		if err := naming.ValidateBucket(c.S3.Bucket); err != nil {
 			bad("AWS_S3_BUCKET", "%v", err)
 		}
 	}

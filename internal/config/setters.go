@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dab-assets/dab/internal/naming"
 	"github.com/dab-assets/dab/internal/netguard"
 )
 
@@ -69,6 +70,26 @@ func hostsSetter(field func(*Config) *[]string) func(*Config, string) error {
 				return err
 			}
 			out = append(out, h)
+		}
+		*field(c) = out
+		return nil
+	}
+}
+
+// bucketsSetter reads a comma list of S3 bucket names, or "*".
+func bucketsSetter(field func(*Config) *[]string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		var out []string
+		for _, b := range strings.Split(v, ",") {
+			if b = strings.TrimSpace(b); b == "" {
+				continue
+			}
+			if b != "*" {
+				if err := naming.ValidateBucket(b); err != nil {
+					return err
+				}
+			}
+			out = append(out, b)
 		}
 		*field(c) = out
 		return nil

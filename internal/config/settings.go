@@ -188,6 +188,9 @@ func Settings() []Setting {
 		{Env: "DAB_IMPORT_CA_FILE", Group: GroupImports, Flag: "import-ca-file", Default: "",
 			Usage: "PEM file of extra CAs that sign https:// import sources (a private CA)",
 			get:   func(c *Config) string { return c.ImportCAFile }, set: func(c *Config, v string) error { c.ImportCAFile = v; return nil }},
+		{Env: "DAB_IMPORT_S3_BUCKETS", Group: GroupImports, Flag: "import-s3-buckets", Default: "",
+			Usage: "comma list of buckets s3:// imports may read with dab's credentials, or * for any (never dab's own bucket); none by default",
+			get:   func(c *Config) string { return strings.Join(c.ImportS3Buckets, ",") }, set: bucketsSetter(func(c *Config) *[]string { return &c.ImportS3Buckets })},
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"regexp"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -185,6 +186,16 @@ func CheckMetadata(md map[string]string) error {
 		if err := CheckMetadataKey(k); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+var bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+
+// ValidateBucket checks S3's bucket naming rules.
+func ValidateBucket(b string) error {
+	if !bucketName.MatchString(b) || strings.Contains(b, "..") {
+		return fmt.Errorf("%q is not a valid S3 bucket name: use 3-63 lower-case letters, digits, '.' and '-', starting and ending with a letter or digit", b)
 	}
 	return nil
 }

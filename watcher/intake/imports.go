@@ -22,6 +22,8 @@ type Imports struct {
 	// Tasks finds a key's earlier task, to tell a replay from another
 	// request under the same key.
 	Tasks *asynq.Inspector
+	// Sources are the buckets s3:// imports may read.
+	Sources task.S3Sources
 }
 
 var _ api.Imports = (*Imports)(nil)
@@ -32,6 +34,9 @@ func (im *Imports) Import(ctx context.Context, req api.ImportRequest) (string, b
 	t, err := task.NewImport(p)
 	if err != nil {
 		return "", false, fmt.Errorf("%w: %v", api.ErrBadImport, err)
+	}
+	if err := im.Sources.Check(p.Source); err != nil {
+		return "", false, fmt.Errorf("%w: %v", api.ErrImportRefused, err)
 	}
 	if v, ok := p.Metadata[asset.PriceMetadata]; ok {
 		if _, err := asset.ParsePrice(v); err != nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/dab-assets/dab/internal/api"
+	"github.com/dab-assets/dab/worker/task"
 )
 
 // TestImportsQueueOncePerKey: a request is checked at the edge, queued
@@ -38,6 +39,7 @@ func TestImportsQueueOncePerKey(t *testing.T) {
 		{"no source", api.ImportRequest{Type: "generic", Path: "x.png"}, "source"},
 		{"file source", api.ImportRequest{Source: "file:///etc/passwd", Type: "generic", Path: "x.png"}, "source"},
 		{"s3 without key", api.ImportRequest{Source: "s3://bucket", Type: "generic", Path: "x.png"}, "s3://bucket/key"},
+		{"s3 bad bucket name", api.ImportRequest{Source: "s3://Bad_Bucket/a.png", Type: "generic", Path: "x.png"}, "bucket name"},
 		{"path escapes", api.ImportRequest{Source: "https://example.com/x", Type: "generic", Path: "../x.png"}, ".."},
 		{"bad sha", api.ImportRequest{Source: "https://example.com/x", Type: "generic", Path: "x.png", SHA256: "ABC"}, "sha256"},
 		{"bad price", api.ImportRequest{Source: "https://example.com/x", Type: "generic", Path: "x.png", Metadata: map[string]string{"price": "1.5"}}, "price"},
@@ -47,6 +49,77 @@ func TestImportsQueueOncePerKey(t *testing.T) {
 		tc.req.Key = "bad-" + tc.name
 		if _, _, err := im.Import(ctx, tc.req); !errors.Is(err, api.ErrBadImport) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want a bad import naming %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// TestImportsRefuseUnlistedBuckets: an s3:// source must be in the listed
+// buckets and never dab's own (its assets and journal), whatever "*" says;
+// refused at the edge with the setting to change, nothing queued.
+func TestImportsRefuseUnlistedBuckets(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		sources task.S3Sources
+		source  string
+		want    string // "" = queued
+	}{
+		{"listed", task.S3Sources{Buckets: []string{"partner"}, Own: "dab"}, "s3://partner/a.png", ""},
+		{"any", task.S3Sources{Buckets: []string{"*"}, Own: "dab"}, "s3://anything/a.png", ""},
+		{"no list", task.S3Sources{Own: "dab"}, "s3://partner/a.png", "DAB_IMPORT_S3_BUCKETS"},
+		{"not listed", task.S3Sources{Buckets: []string{"partner"}, Own: "dab"}, "s3://payroll/2026.csv", "DAB_IMPORT_S3_BUCKETS"},
+		{"own bucket", task.S3Sources{Buckets: []string{"*"}, Own: "dab"}, "s3://dab/journal/dab/0001.json", "own bucket"},
+		{"own bucket listed", task.S3Sources{Buckets: []string{"dab"}, Own: "dab"}, "s3://dab/generic/alice.png", "own bucket"},
+		{"urls pass to the guard", task.S3Sources{Own: "dab"}, "https://example.com/a.png", ""},
+	} {
+		im := &Imports{Queue: b.client, Tasks: b.insp, Sources: tc.sources}
+		id, _, err := im.Import(ctx, api.ImportRequest{Key: "src-" + tc.name, Source: tc.source, Type: "generic", Path: "x/" + strings.ReplaceAll(tc.name, " ", "-") + ".png"})
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("%s: %v, want queued", tc.name, err)
+			}
+			continue
+		}
+		if !errors.Is(err, api.ErrImportRefused) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want refused naming %q", tc.name, err, tc.want)
+		}
+		if _, ierr := b.insp.GetTaskInfo(task.QueueImports, task.ImportTaskID("src-"+tc.name)); ierr == nil || id != "" {
+			t.Errorf("%s: refused but queued", tc.name)
+		}
+	}
+}
+
+// TestImportsOverHTTP: POST /v1/imports answers 202 and a status URL, 200
+// for a replay, 409 for another request under the key, 400 for a bad
+// request, 403 for a source dab may not read and for a token without the
+// ingest scope.
+func TestImportsOverHTTP(t *testing.T) {
+	t.Parallel()
+	h := setupHTTP(t, Config{})
+	post := func(token, key, body string) answer {
+		return h.do(t, "POST", "/v1/imports", token, strings.NewReader(body), map[string]string{"Content-Type": "application/json", "Idempotency-Key": key})
+	}
+	ok := `{"source": "s3://partner/a.png", "type": "generic", "path": "p/a.png"}`
+	for _, tc := range []struct {
+		token, key, body string
+		status           int
+		code             string
+	}{
+		{testIngest, "i-1", ok, 202, ""},
+		{testIngest, "i-1", ok, 200, ""},
+		{testIngest, "i-1", `{"source": "s3://partner/b.png", "type": "generic", "path": "p/b.png"}`, 409, "idempotency_conflict"},
+		{testReader, "i-2", ok, 403, "forbidden"},
+		{testBuyer, "i-2", ok, 403, "forbidden"},
+		{testIngest, "i-3", `{"source": "s3://payroll/2026.csv", "type": "generic", "path": "p/c.csv"}`, 403, "import_source_refused"},
+		{testIngest, "i-4", `{"source": "s3://` + h.bucket + `/journal/x.json", "type": "generic", "path": "p/d.json"}`, 403, "import_source_refused"},
+		{testIngest, "i-5", `{"source": "s3://partner/a.png", "type": "generic", "path": "../a.png"}`, 400, "bad_import"},
+		{testIngest, "", ok, 400, "idempotency_key_required"},
+	} {
+		a := post(tc.token, tc.key, tc.body)
+		if a.status != tc.status || a.errCode() != tc.code {
+			t.Errorf("%s %s: %d %s, want %d %s", tc.key, tc.body, a.status, a.body, tc.status, tc.code)
 		}
 	}
 }

@@ -50,6 +50,7 @@ type httpBundle struct {
 	assets *asset.Store
 	intake *Intake
 	ledger *ledger.Store
+	bucket string // dab's own
 }
 
 // setupHTTP starts the server; opts may change the bundle first (another
@@ -92,9 +93,10 @@ func setupHTTP(t *testing.T, cfg Config, opts ...func(*bundle)) *httpBundle {
 	}
 	led := ledger.New(rdb, "dab:", "house")
 	api.RegisterLedger(s, led, assets, &Purchases{Ledger: led, Queue: b.client})
+	api.RegisterImports(s, &Imports{Queue: b.client, Tasks: b.insp, Sources: task.S3Sources{Buckets: []string{"partner"}, Own: s3.Bucket}})
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
-	return &httpBundle{bundle: b, srv: srv, routes: s.Routes(), assets: assets, intake: in, ledger: led}
+	return &httpBundle{bundle: b, srv: srv, routes: s.Routes(), assets: assets, intake: in, ledger: led, bucket: s3.Bucket}
 }
 
 type answer struct {

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -75,8 +76,12 @@ func (p ImportPayload) Validate() error {
 		return fmt.Errorf("%w: sha256: give 64 lower-case hex digits", ErrBadPayload)
 	}
 	if strings.HasPrefix(p.Source, "s3://") {
-		if _, _, err := SplitS3(p.Source); err != nil {
+		bucket, _, err := SplitS3(p.Source)
+		if err != nil {
 			return err
+		}
+		if err := naming.ValidateBucket(bucket); err != nil {
+			return fmt.Errorf("%w: source: %v", ErrBadPayload, err)
 		}
 	}
 	if _, err := naming.Key(p.Type, p.Path); err != nil {
@@ -86,6 +91,42 @@ func (p ImportPayload) Validate() error {
 		return fmt.Errorf("%w: metadata: %v", ErrBadPayload, err)
 	}
 	return nil
+}
+
+// ErrSourceRefused means an import may not read its s3:// source.
+var ErrSourceRefused = errors.New("import source refused")
+
+// S3Sources says which buckets s3:// imports may read: the buckets listed
+// (DAB_IMPORT_S3_BUCKETS; "*" for any bucket dab's credentials can read),
+// never dab's own. Imports read with dab's credentials, so without a list
+// anyone who may import could bank (and then buy and download) any object
+// those credentials can read: other buckets of the organisation, or the
+// assets and journal of dab's own bucket.
+type S3Sources struct {
+	Buckets []string
+	// Own is dab's bucket.
+	Own string
+}
+
+// Check refuses an s3:// source outside s; other sources pass (the URL
+// guard checks them). Errors wrap ErrSourceRefused and say what to change.
+func (s S3Sources) Check(source string) error {
+	if !strings.HasPrefix(source, "s3://") {
+		return nil
+	}
+	bucket, _, err := SplitS3(source)
+	if err != nil {
+		return err
+	}
+	if bucket == s.Own {
+		return fmt.Errorf("%w: s3://%s is dab's own bucket, which holds assets and the ledger's journal: import from the bucket the file came from", ErrSourceRefused, bucket)
+	}
+	for _, b := range s.Buckets {
+		if b == "*" || b == bucket {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: bucket %s is not in DAB_IMPORT_S3_BUCKETS: add it there (on the API server and the workers) to allow imports from it", ErrSourceRefused, bucket)
 }
 
 // SplitS3 splits s3://bucket/key.
