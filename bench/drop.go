@@ -140,7 +140,10 @@ func (b *bench) p5Backlog(ctx context.Context, t *table, p1aRate float64) error 
 		rw := row{
 			work:  fmt.Sprintf("%sfirst %s records", label, count(m)),
 			dab:   fmt.Sprintf("%s (%s)", seconds(took), perSec(float64(m), took, "files")),
-			ratio: fmt.Sprintf("files/s %.2f of P1a's", rate/p1aRate),
+			ratio: "P1a not run",
+		}
+		if p1aRate > 0 {
+			rw.ratio = fmt.Sprintf("files/s %.2f of P1a's", rate/p1aRate)
 		}
 		if i > 0 {
 			// The rate since the last mark shows the cost per file apart

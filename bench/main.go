@@ -23,6 +23,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,6 +48,7 @@ type options struct {
 	settle       time.Duration
 	clients      int
 	purchases    int
+	only         []string // lines to run; all when empty
 	rate         int
 	steady       time.Duration
 	backlog      int
@@ -81,6 +83,7 @@ func main() {
 	flag.IntVar(&o.backlogSize, "backlog-size", 512, "P5: size of each backlog file in bytes")
 	flag.BoolVar(&o.backlogS5cmd, "backlog-s5cmd", true, "P5: copy the backlog with s5cmd too (false skips it)")
 	flag.DurationVar(&o.timeout, "timeout", 30*time.Minute, "longest wait for the records of one run")
+	only := flag.String("only", "", "comma list of the lines to run (P1a,P1b,P1c,P2,P3,P4,P5); all when empty")
 	quick := flag.Bool("quick", false, "scale everything down for a fast check (200 files, 64MiB, 3s of P4, 2000 backlog; P3 stays whole: fewer tasks time mostly the workers' idle nap); explicit flags still win")
 	flag.Parse()
 	if *quick {
@@ -95,6 +98,15 @@ func main() {
 		scale("big", func() { big = "64MiB" })
 		scale("steady", func() { o.steady = 3 * time.Second })
 		scale("backlog", func() { o.backlog = 2000 })
+	}
+	for _, name := range strings.Split(*only, ",") {
+		if name = strings.TrimSpace(name); name == "" {
+			continue
+		}
+		if !slices.Contains(lines, name) {
+			fail(fmt.Errorf("-only: no line %q: use %s", name, strings.Join(lines, ",")))
+		}
+		o.only = append(o.only, name)
 	}
 	var err error
 	if o.big, err = config.ParseBytes(big); err != nil {
@@ -123,6 +135,12 @@ func main() {
 		fail(err)
 	}
 }
+
+// lines are the bench's lines, in the order they run.
+var lines = []string{"P1a", "P1b", "P1c", "P2", "P3", "P4", "P5"}
+
+// runs says whether the line is to run (-only).
+func (o options) runs(line string) bool { return len(o.only) == 0 || slices.Contains(o.only, line) }
 
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "bench:", err)
@@ -202,28 +220,29 @@ func run(ctx context.Context, o options) error {
 	fmt.Printf("dab: DAB_CONCURRENCY=%d per `dab work`, DAB_SETTLE=%s; each run has its own key prefix, host queue, data and drop folders\n\n", o.concurrency, o.settle)
 
 	var t table
-	p1a, err := b.p1Drop(ctx, &t)
-	if err != nil {
-		return fmt.Errorf("P1a: %w", err)
+	var p1a float64
+	if o.runs("P1a") {
+		if p1a, err = b.p1Drop(ctx, &t); err != nil {
+			return fmt.Errorf("P1a: %w", err)
+		}
 	}
-	if err := b.p1Upload(ctx, &t); err != nil {
-		return fmt.Errorf("P1b: %w", err)
+	for _, step := range []struct {
+		name string
+		run  func(context.Context, *table) error
+	}{{"P1b", b.p1Upload}, {"P1c", b.p1HTTP}, {"P2", b.p2Big}, {"P3", b.p3Purchases}, {"P4", b.p4Steady}} {
+		if !o.runs(step.name) {
+			continue
+		}
+		if err := step.run(ctx, &t); err != nil {
+			return fmt.Errorf("%s: %w", step.name, err)
+		}
 	}
-	if err := b.p1HTTP(ctx, &t); err != nil {
-		return fmt.Errorf("P1c: %w", err)
-	}
-	if err := b.p2Big(ctx, &t); err != nil {
-		return fmt.Errorf("P2: %w", err)
-	}
-	if err := b.p3Purchases(ctx, &t); err != nil {
-		return fmt.Errorf("P3: %w", err)
-	}
-	if err := b.p4Steady(ctx, &t); err != nil {
-		return fmt.Errorf("P4: %w", err)
-	}
-	checkErr := b.p5Backlog(ctx, &t, p1a)
-	if checkErr != nil && !errors.Is(checkErr, errCheck) {
-		return fmt.Errorf("P5: %w", checkErr)
+	var checkErr error
+	if o.runs("P5") {
+		checkErr = b.p5Backlog(ctx, &t, p1a)
+		if checkErr != nil && !errors.Is(checkErr, errCheck) {
+			return fmt.Errorf("P5: %w", checkErr)
+		}
 	}
 	t.print(os.Stdout)
 	printLegend(o)
