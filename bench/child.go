@@ -140,6 +140,17 @@ func (c *child) peakRSS() int64 {
 	return 0
 }
 
+// cpu is the CPU time (user + system) the exited process used, in seconds
+// (0 while it runs).
+func (c *child) cpu() float64 {
+	select {
+	case <-c.done:
+	default:
+		return 0
+	}
+	return (c.cmd.ProcessState.UserTime() + c.cmd.ProcessState.SystemTime()).Seconds()
+}
+
 // waitHTTP waits until a dab process's API answers /healthz: `dab watch`
 // logs that its watcher started before its listener is necessarily up.
 func (c *child) waitHTTP(ctx context.Context) error {

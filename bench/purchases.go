@@ -7,8 +7,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -55,6 +58,11 @@ func (b *bench) p3Purchases(ctx context.Context, t *table) error {
 		return err
 	}
 	client := asynq.NewClientFromRedisClient(b.rdb)
+	cpu0, err := b.redisCPU(ctx)
+	if err != nil {
+		return err
+	}
+	driver0 := selfCPU()
 	start := time.Now()
 	if err := parallel(ctx, o.purchases, func(i int) error {
 		p := ledger.PurchaseRequest{PurchaseID: fmt.Sprintf("e%d", i), AssetID: ids[i], BuyerID: fmt.Sprintf("buyer%d", i%enqueuers), Credits: 1}
@@ -78,17 +86,29 @@ func (b *bench) p3Purchases(ctx context.Context, t *table) error {
 		return fmt.Errorf("purchases applied: %w", err)
 	}
 	dabRate := float64(o.purchases) / time.Since(start).Seconds()
-	rss := r.stopAll(t)
-
-	noopRate, noopEnqueued, err := b.noopRate(ctx)
+	cpu1, err := b.redisCPU(ctx)
 	if err != nil {
 		return err
 	}
-	// The enqueue times say whether a rate was bound by the enqueuers.
+	driverCPU := selfCPU() - driver0
+	rss := r.stopAll(t)
+	var workCPU float64
+	for _, c := range r.servers {
+		workCPU += c.cpu()
+	}
+
+	noopRate, noopEnqueued, noopCPU, err := b.noopRate(ctx)
+	if err != nil {
+		return err
+	}
+	// The enqueue times say whether a rate was bound by the enqueuers; the
+	// CPU redis-server spent per task, whether by Redis.
 	t.add(row{
-		work:  fmt.Sprintf("P3  %s purchases end to end (pending, enqueue, work, ledger)", count(o.purchases)),
-		dab:   fmt.Sprintf("%s (all enqueued after %s)", perSec(dabRate, 1, "purchases"), seconds(enqueued)),
-		s5cmd: fmt.Sprintf("asynq no-op: %s (enqueued after %s)", perSec(noopRate, 1, "tasks"), seconds(noopEnqueued)),
+		work: fmt.Sprintf("P3  %s purchases end to end (pending, enqueue, work, ledger)", count(o.purchases)),
+		dab: fmt.Sprintf("%s (all enqueued after %s; CPU per purchase: redis %s, work %s, driver %s)", perSec(dabRate, 1, "purchases"), seconds(enqueued),
+			micros((cpu1-cpu0)/float64(o.purchases)), micros(workCPU/float64(o.purchases)), micros(driverCPU/float64(o.purchases))),
+		s5cmd: fmt.Sprintf("asynq no-op: %s (enqueued after %s; CPU per task: redis %s, driver %s)", perSec(noopRate, 1, "tasks"), seconds(noopEnqueued),
+			micros(noopCPU.redis/float64(o.purchases)), micros(noopCPU.driver/float64(o.purchases))),
 		ratio: fmt.Sprintf("%.2f of asynq's rate", dabRate/noopRate),
 		rss:   rss,
 	})
@@ -99,8 +119,9 @@ func (b *bench) p3Purchases(ctx context.Context, t *table) error {
 // (enqueuers at once, the options task.NewPurchase gives: task ID, retries,
 // retention) into an asynq server in this process configured like dab's
 // worker, and returns tasks/s from the first enqueue to the last handled,
-// and the seconds the enqueueing took.
-func (b *bench) noopRate(ctx context.Context) (rate, enqueued float64, err error) {
+// the seconds the enqueueing took and the CPU seconds redis-server and the
+// driver (enqueuers and server) spent.
+func (b *bench) noopRate(ctx context.Context) (rate, enqueued float64, cpu cpuUse, err error) {
 	n := b.opt.purchases
 	var handled atomic.Int64
 	srv := asynq.NewServerFromRedisClient(b.rdb, asynq.Config{
@@ -114,10 +135,15 @@ func (b *bench) noopRate(ctx context.Context) (rate, enqueued float64, err error
 		handled.Add(1)
 		return nil
 	})); err != nil {
-		return 0, 0, err
+		return 0, 0, cpuUse{}, err
 	}
 	defer srv.Shutdown()
 	client := asynq.NewClientFromRedisClient(b.rdb)
+	cpu0, err := b.redisCPU(ctx)
+	if err != nil {
+		return 0, 0, cpuUse{}, err
+	}
+	driver0 := selfCPU()
 	start := time.Now()
 	if err := parallel(ctx, n, func(i int) error {
 		id := fmt.Sprintf("noop-%d", i)
@@ -125,13 +151,17 @@ func (b *bench) noopRate(ctx context.Context) (rate, enqueued float64, err error
 			asynq.TaskID(id), asynq.Queue(noopQueue), asynq.MaxRetry(task.DefaultMaxRetry), asynq.Retention(task.DefaultRetention))
 		return err
 	}); err != nil {
-		return 0, 0, err
+		return 0, 0, cpuUse{}, err
 	}
 	enqueued = time.Since(start).Seconds()
 	if err := waitCount(ctx, n, b.opt.timeout, nil, func() (int, error) { return int(handled.Load()), nil }); err != nil {
-		return 0, 0, fmt.Errorf("no-op tasks handled: %w", err)
+		return 0, 0, cpuUse{}, fmt.Errorf("no-op tasks handled: %w", err)
 	}
-	return float64(n) / time.Since(start).Seconds(), enqueued, nil
+	rate = float64(n) / time.Since(start).Seconds()
+	cpu.driver = selfCPU() - driver0
+	cpu1, err := b.redisCPU(ctx)
+	cpu.redis = cpu1 - cpu0
+	return rate, enqueued, cpu, err
 }
 
 // parallel runs do(0..count-1), enqueuers at a time.
@@ -183,3 +213,39 @@ func waitCount(ctx context.Context, want int, timeout time.Duration, servers []*
 		}
 	}
 }
+
+// redisCPU is the CPU time redis-server has used so far, in seconds (INFO
+// cpu: used_cpu_sys + used_cpu_user).
+func (b *bench) redisCPU(ctx context.Context) (float64, error) {
+	info, err := b.rdb.Info(ctx, "cpu").Result()
+	if err != nil {
+		return 0, err
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\n") {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
+		if k == "used_cpu_sys" || k == "used_cpu_user" {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return 0, fmt.Errorf("redis INFO cpu %s: %w", k, err)
+			}
+			total += f
+		}
+	}
+	return total, nil
+}
+
+// cpuUse is CPU time in seconds.
+type cpuUse struct{ redis, driver float64 }
+
+// selfCPU is the CPU time this process has used, in seconds.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// micros prints seconds as microseconds.
+func micros(sec float64) string { return fmt.Sprintf("%.0f µs", sec*1e6) }
