@@ -508,3 +508,43 @@ func TestObjectCarriesTheRecord(t *testing.T) {
 		})
 	}
 }
+
+// TestFetchersShareConcurrency: a worker runs Fetchers asynq servers whose
+// concurrencies add up to Concurrency (never more servers than slots);
+// tasks complete through them, and stopping the worker stops them all.
+func TestFetchersShareConcurrency(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ concurrency, fetchers, servers int }{
+		{10, 4, 4}, {3, 8, 3}, {5, 0, worker.FetchersDefault},
+	} {
+		t.Run(fmt.Sprintf("%d over %d", tc.concurrency, tc.fetchers), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			stop := b.runWith(t, func(cfg *worker.Config, _ *worker.Deps) { cfg.Concurrency, cfg.Fetchers = tc.concurrency, tc.fetchers })
+			var servers []*asynq.ServerInfo
+			harness.Eventually(t, 10*time.Second, "the worker's servers registered", func() bool {
+				servers, _ = b.insp.Servers()
+				return len(servers) == tc.servers
+			}, func() string { return fmt.Sprintf("%d servers", len(servers)) })
+			total := 0
+			for _, s := range servers {
+				total += s.Concurrency
+			}
+			if total != tc.concurrency {
+				t.Fatalf("the servers run %d tasks at once in all, want %d", total, tc.concurrency)
+			}
+			var ids []string
+			for i := range 40 {
+				ids = append(ids, b.spoolBytes(t, "generic", fmt.Sprintf("burst/f%d.bin", i), randomBytes(100, uint64(i))).ID)
+			}
+			for _, id := range ids {
+				b.waitState(t, task.UploadTaskID(id), asynq.TaskStateCompleted)
+			}
+			stop()
+			harness.Eventually(t, 10*time.Second, "the servers gone", func() bool {
+				servers, _ = b.insp.Servers()
+				return len(servers) == 0
+			}, func() string { return fmt.Sprintf("%d servers left", len(servers)) })
+		})
+	}
+}

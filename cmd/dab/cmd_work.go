@@ -219,7 +219,7 @@ func (a *app) newWorker(ctx context.Context, rdb redis.UniversalClient) (*worker
 		delete(queues, task.QueueWebhooks)
 	}
 	return worker.New(rdb, worker.Config{
-		Concurrency: a.cfg.Concurrency, ShutdownTimeout: a.cfg.ShutdownTimeout, Logger: a.log,
+		Concurrency: a.cfg.Concurrency, Fetchers: a.cfg.Fetchers, ShutdownTimeout: a.cfg.ShutdownTimeout, Logger: a.log,
 		FailedDir: a.cfg.FailedRoot(), DoneDir: a.cfg.DoneDir, Metrics: a.metrics, Queues: queues,
 		Imports: imports, ImportMaxBytes: a.cfg.ImportMaxBytes, ImportS3Buckets: a.cfg.ImportS3Buckets,
 	}, worker.Deps{Spool: sp, Storage: st, Assets: a.assets(rdb), Plugins: builtin.Registry(), Ledger: a.ledger(rdb),

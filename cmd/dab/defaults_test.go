@@ -18,6 +18,7 @@ func TestSettingsShowTheComponentsDefaults(t *testing.T) {
 	t.Parallel()
 	want := map[string]string{
 		"DAB_SHUTDOWN_TIMEOUT":       worker.ShutdownTimeoutDefault.String(),
+		"DAB_FETCHERS":               strconv.Itoa(worker.FetchersDefault),
 		"DAB_RESCAN_INTERVAL":        watcher.RescanIntervalDefault.String(),
 		"DAB_MAX_UPLOAD_BYTES":       config.FormatBytes(intake.MaxBytesDefault),
 		"DAB_MAX_CONCURRENT_UPLOADS": strconv.Itoa(intake.MaxConcurrentDefault),

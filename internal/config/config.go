@@ -58,6 +58,9 @@ type Config struct {
 	DataDir string
 	// Concurrency is the number of tasks one worker runs at once. Default 16x CPUs, at least 32.
 	Concurrency int
+	// Fetchers is the number of asynq servers one worker runs side by
+	// side, sharing Concurrency; worker.FetchersDefault.
+	Fetchers int
 	// ShutdownTimeout bounds how long a stopping worker waits for running
 	// tasks before handing them back to the queue. Default
 	// worker.ShutdownTimeoutDefault (config sits below the worker, so a

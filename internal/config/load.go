@@ -157,6 +157,9 @@ func (c *Config) validate() []error {
 	if c.Concurrency < 1 || c.Concurrency > 10000 {
 		bad("DAB_CONCURRENCY", "%d is out of range: use 1 to 10000", c.Concurrency)
 	}
+	if c.Fetchers < 1 || c.Fetchers > 64 {
+		bad("DAB_FETCHERS", "%d is out of range: use 1 to 64", c.Fetchers)
+	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		bad("DAB_HTTP_ADDR", "%q is not host:port (example: 127.0.0.1:8080)", c.HTTPAddr)
 	}
