@@ -47,7 +47,10 @@ func (w *Worker) handleImport(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	taskID, _ := asynq.GetTaskID(ctx)
-	source := netguard.Redact(p.Source)
+	source := p.Source // an s3:// source carries no secret, and a redacted one may name another object
+	if !strings.HasPrefix(source, "s3://") {
+		source = netguard.Redact(source)
+	}
 	log := w.log.With("task_id", taskID, "source", source)
 	key, err := naming.Key(p.Type, p.Path)
 	if err != nil {
@@ -248,11 +251,11 @@ func (w *Worker) fetch(ctx context.Context, p task.ImportPayload, f *os.File) (i
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.Source, nil)
 		if err != nil {
-			return 0, "", "", fmt.Errorf("%w: %v", errImportRefused, err)
+			return 0, "", "", fmt.Errorf("%w: %v", errImportRefused, netguard.RedactError(err))
 		}
 		resp, err := w.importClient.Do(req)
 		if err != nil {
-			return 0, "", "", err
+			return 0, "", "", netguard.RedactError(err)
 		}
 		switch {
 		case resp.StatusCode == http.StatusOK:

@@ -334,3 +334,117 @@ func TestImportGuardRefusesPrivateAddresses(t *testing.T) {
 		}
 	}
 }
+
+// TestImportErrorsHideURLQuery: a presigned URL's query (its signature)
+// never reaches the task's error, whatever the failure: an address the
+// guard refuses, a redirect, a connection refused. The README promises
+// "errors show URLs without their query".
+func TestImportErrorsHideURLQuery(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	src, ca := tlsSource(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/moved":
+			http.Redirect(w, r, "/file.bin?X-Amz-Signature=SECRETSIG2", http.StatusFound)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	tlsConf, err := netguard.TLSWithCAs(ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.runImporter(t, netguard.New(netguard.Options{AllowPrivate: []string{"127.0.0.1"}, TLS: tlsConf, Timeout: 2 * time.Second}))
+	const q = "?X-Amz-Credential=AKIASECRET&X-Amz-Signature=SECRETSIG"
+	for _, tc := range []struct{ name, url string }{
+		{"refused address", strings.Replace(src.URL, "127.0.0.1", "localhost", 1) + "/file.bin" + q},
+		{"redirect", src.URL + "/moved" + q},
+		{"not found", src.URL + "/none" + q},
+	} {
+		id := b.enqueueImport(t, task.ImportPayload{Key: "q-" + tc.name, Source: tc.url, Type: "generic", Path: "web/" + strings.ReplaceAll(tc.name, " ", "-")})
+		info := b.waitImport(t, id)
+		if info.State != asynq.TaskStateArchived {
+			t.Errorf("%s: %s, want archived", tc.name, info.State)
+		}
+		if strings.Contains(info.LastErr, "SECRET") {
+			t.Errorf("%s: the error shows the URL's query: %s", tc.name, info.LastErr)
+		}
+	}
+}
+
+// TestImportOddSourceKeys: s3:// keys that need escaping in
+// x-amz-copy-source (spaces, '+', '%', unicode, '#', '?', an encoded
+// slash, a long key) and empty objects are banked with the source's exact
+// bytes and SHA-256, copied, staged or streamed. A key holding
+// "?versionId=" is an ordinary key: dab escapes the '?', so the import
+// banks that object (versitygw decodes the header before splitting off a
+// version: dab should then stream it rather than archive the task with
+// "set DAB_S3_CHECKSUM=off", which is not the cause).
+func TestImportOddSourceKeys(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	_, cl := b.sourceBucket(t)
+	b.runImporter(t, nil)
+	long := strings.Repeat(strings.Repeat("k", 200)+"/", 4) + "end.bin"
+	keys := []string{"a b.png", "a+b.png", "100%.png", "é/日本 ü.png", "h#frag.png", "q?x=1.png", "a%2Fb.png", "q?versionId=abc.png", long, "empty.bin"}
+	for i, k := range keys {
+		for _, withSHA := range []bool{true, false} {
+			name := fmt.Sprintf("%q sha=%v", k, withSHA)
+			data := randomBytes(3000+i, uint64(i))
+			if k == "empty.bin" {
+				data = nil
+			}
+			in := &s3.PutObjectInput{Bucket: aws.String("elsewhere"), Key: aws.String(k), Body: bytes.NewReader(data)}
+			if withSHA {
+				raw, _ := hex.DecodeString(sha(data))
+				in.ChecksumSHA256 = aws.String(base64.StdEncoding.EncodeToString(raw))
+			}
+			if _, err := cl.PutObject(ctx, in); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			p := task.ImportPayload{Key: fmt.Sprintf("odd-%d-%v", i, withSHA), Source: "s3://elsewhere/" + k, Type: "generic",
+				Path: fmt.Sprintf("odd/%d-%v.bin", i, withSHA)}
+			if withSHA {
+				p.SHA256 = sha(data)
+			}
+			info := b.waitImport(t, b.enqueueImport(t, p))
+			if info.State != asynq.TaskStateCompleted {
+				t.Errorf("%s: %s: %s", name, info.State, info.LastErr)
+				continue
+			}
+			rec, err := b.assets.Get(ctx, importedAsset(t, info))
+			if err != nil || rec.SHA256 != sha(data) || rec.Size != int64(len(data)) {
+				t.Errorf("%s: record %+v %v", name, rec, err)
+				continue
+			}
+			if got := b.readObject(t, rec.S3Key); !bytes.Equal(got, data) {
+				t.Errorf("%s: the object differs from the source", name)
+			}
+		}
+	}
+}
+
+// TestImportErrorsNameTheS3Source: the reason of a refused s3:// import
+// names the source as given. The source is redacted as a URL would be, so
+// a key with '?' or '#' is cut there ("s3://elsewhere/q") and one with a
+// bare '%' becomes "(a URL that does not parse)": the operator cannot tell
+// which object failed.
+func TestImportErrorsNameTheS3Source(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	_, cl := b.sourceBucket(t)
+	b.runImporter(t, nil)
+	for i, k := range []string{"q?x=1.png", "h#frag.png", "100% off.png"} {
+		if _, err := cl.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("elsewhere"), Key: aws.String(k), Body: bytes.NewReader([]byte("data"))}); err != nil {
+			t.Fatal(err)
+		}
+		src := "s3://elsewhere/" + k
+		info := b.waitImport(t, b.enqueueImport(t, task.ImportPayload{Key: fmt.Sprintf("name-%d", i), Source: src, Type: "generic",
+			Path: fmt.Sprintf("names/%d.bin", i), SHA256: sha([]byte("other"))}))
+		if info.State != asynq.TaskStateArchived || !strings.HasPrefix(info.LastErr, "import "+src+":") {
+			t.Errorf("%s: %s %q, want archived, the reason starting with %q", k, info.State, info.LastErr, "import "+src+":")
+		}
+	}
+}

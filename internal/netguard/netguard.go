@@ -165,6 +165,11 @@ func Blocked(a netip.Addr) bool {
 func parseURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
+		// url.Error repeats the whole URL, password and query included.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return nil, fmt.Errorf("%w: not a URL: %v", ErrRefused, err)
 	}
 	if u.Host == "" || u.Hostname() == "" {
@@ -185,6 +190,25 @@ func redact(raw string) string {
 	}
 	u.User, u.RawQuery, u.Fragment = nil, "", ""
 	return u.String()
+}
+
+// CheckURLSyntax checks what CheckURL checks that needs no settings: the
+// URL parses, has a host and carries no user name or password. Errors wrap
+// ErrRefused and never show the URL's user info or query.
+func CheckURLSyntax(raw string) error {
+	_, err := parseURL(raw)
+	return err
+}
+
+// RedactError replaces the URL in an HTTP client's error (*url.Error, which
+// repeats the whole URL, a redirect's target included) with its redacted
+// form, so a presigned URL's signature stays out of logs and task errors.
+func RedactError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		ue.URL = redact(ue.URL)
+	}
+	return err
 }
 
 // Redact is redact for callers that report a source URL.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -100,11 +101,18 @@ func (s *Store) CopyIn(ctx context.Context, in CopyInput) (CopyResult, error) {
 	if size == 0 {
 		return res, fmt.Errorf("%w: the source is empty (a multipart upload cannot copy 0 bytes)", ErrCopyUnsupported)
 	}
+	if strings.Contains(in.SourceKey, "?") {
+		// Escaped or not, some stores (versitygw) read a '?' in
+		// x-amz-copy-source as the start of ?versionId=.
+		return res, fmt.Errorf("%w: the source key holds a '?', which some stores read as a version in a copy", ErrCopyUnsupported)
+	}
 	srcBucket, srcKey := in.SourceBucket, in.SourceKey
 	sum := wholeSHA256(head.ChecksumSHA256, head.ChecksumType)
 	if sum == "" {
-		if !strings.HasPrefix(in.StagingKey, StagingPrefix) {
-			return res, fmt.Errorf("storage: staging key %q is not under %s", in.StagingKey, StagingPrefix)
+		if !stagingKey.MatchString(in.StagingKey) {
+			// The staged copy is written unconditionally and deleted: a key
+			// that is not exactly a staging key could name an asset.
+			return res, fmt.Errorf("storage: staging key %q is not a key StagingKeyFor makes", in.StagingKey)
 		}
 		if size > copyObjectMax {
 			return res, fmt.Errorf("%w: the source has no SHA-256 and is larger than one CopyObject may stage (5 GiB)", ErrCopyUnsupported)
@@ -258,12 +266,9 @@ func (s *Store) copyMultipart(ctx context.Context, key, contentType string, meta
 		MultipartUpload: &s3types.CompletedMultipartUpload{Parts: completed},
 		IfNoneMatch:     aws.String("*"),
 	})
-	if isBareContextErr(err) {
-		err = wrap("copy", s.bucket, key, err)
-	}
 	if err != nil {
 		s.abort(in, uploadID)
-		return err
+		return wrap("copy", s.bucket, key, err)
 	}
 	return nil
 }
@@ -306,14 +311,25 @@ func copySource(bucket, key string) string {
 	return b.String()
 }
 
+// stagingKey is the shape of every key StagingKeyFor makes: one segment
+// of letters, digits, '-' and '_' below the prefix (no dot segments).
+var stagingKey = regexp.MustCompile(`^` + regexp.QuoteMeta(StagingPrefix) + `imports/[A-Za-z0-9_-]{1,200}$`)
+
 // StagingKeyFor is the staging key of one task: a retry of the task reuses
-// (and replaces) it.
+// (and replaces) it. Characters other than letters, digits, '-' and '_'
+// become '-'; a long ID is cut to its first 200.
 func StagingKeyFor(taskID string) string {
 	safe := strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
 			return r
 		}
 		return '-'
 	}, taskID)
+	if safe == "" {
+		safe = "-"
+	}
+	if len(safe) > 200 {
+		safe = safe[:200]
+	}
 	return StagingPrefix + "imports/" + safe
 }

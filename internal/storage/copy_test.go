@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"sync/atomic"
@@ -311,5 +312,204 @@ func TestStagingKeyFor(t *testing.T) {
 		if !strings.HasPrefix(k, storage.StagingPrefix+"imports/") || strings.Count(k, "/") != 2 {
 			t.Errorf("%q -> %q", id, k)
 		}
+	}
+}
+
+// TestCopyInStagingKeyCannotLeaveStaging: CopyIn's own guard on the
+// staging key holds for every spelling: a key that starts with the
+// staging prefix but climbs out of it with dot segments (which
+// file-backed stores such as versitygw resolve) is refused before
+// anything is written, so the unconditional staging CopyObject cannot
+// overwrite an asset and the staging delete cannot remove it. A task ID
+// of "." or ".." does not make a dot segment either.
+func TestCopyInStagingKeyCannotLeaveStaging(t *testing.T) {
+	t.Parallel()
+	r := newCopyRig(t)
+	ctx := context.Background()
+	data, _ := randomData(t, 1000)
+	r.putSource(t, "a.png", data, false)
+	victim, _ := randomData(t, 500)
+	for i, sk := range []string{
+		storage.StagingPrefix + "../generic/victim.png",
+		storage.StagingPrefix + "imports/../../generic/victim.png",
+		storage.StagingPrefix + "./../generic/victim.png",
+	} {
+		if _, err := r.api.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(r.opts.Bucket), Key: aws.String("generic/victim.png"), Body: bytes.NewReader(victim)}); err != nil {
+			t.Fatal(err)
+		}
+		in := copyInput("a.png", fmt.Sprintf("generic/out%d.png", i), "x")
+		in.StagingKey = sk
+		if _, err := r.store.CopyIn(ctx, in); err == nil {
+			t.Errorf("staging key %q: copied, want refused", sk)
+		}
+		got, _, err := r.read(t, r.opts.Bucket, "generic/victim.png")
+		if err != nil || !bytes.Equal(got, victim) {
+			t.Errorf("after staging key %q the asset generic/victim.png is %d bytes (%v), want untouched", sk, len(got), err)
+		}
+	}
+	for _, id := range []string{".", ".."} {
+		k := storage.StagingKeyFor(id)
+		if last := k[strings.LastIndex(k, "/")+1:]; last == "." || last == ".." {
+			t.Errorf("StagingKeyFor(%q) = %q: a dot segment", id, k)
+		}
+	}
+}
+
+// stageHook runs before once before the first CopyObject (the staging
+// copy).
+type stageHook struct {
+	storage.S3API
+	before func()
+}
+
+func (h *stageHook) CopyObject(ctx context.Context, in *s3.CopyObjectInput, o ...func(*s3.Options)) (*s3.CopyObjectOutput, error) {
+	if h.before != nil {
+		h.before()
+		h.before = nil
+	}
+	return h.S3API.CopyObject(ctx, in, o...)
+}
+
+// TestCopyInSourceChangesBeforeStaging: a source without a SHA-256
+// replaced (by a larger one) between the look at it and the staging copy
+// is not staged (the copy names the ETag seen): a retryable error, no
+// object, no staged copy; the retry stores the new version whole, so
+// neither the size cap nor the recorded SHA-256 can be outrun.
+func TestCopyInSourceChangesBeforeStaging(t *testing.T) {
+	t.Parallel()
+	r := newCopyRig(t)
+	ctx := context.Background()
+	v1, _ := randomData(t, 1000)
+	v2, sum2 := randomData(t, 3000)
+	r.putSource(t, "race.png", v1, false)
+	st := storage.New(&stageHook{S3API: r.api, before: func() { r.putSource(t, "race.png", v2, false) }}, r.opts)
+	_, err := st.CopyIn(ctx, copyInput("race.png", "generic/race.png", "race"))
+	if err == nil || storage.IsPermanent(err) || !strings.Contains(err.Error(), "changed during the copy") {
+		t.Fatalf("copy of a source replaced before staging: %v, want a retryable 'changed during the copy'", err)
+	}
+	if _, _, err := r.read(t, r.opts.Bucket, "generic/race.png"); err == nil {
+		t.Fatal("an object was stored")
+	}
+	if left := r.stagingLeft(t); len(left) != 0 {
+		t.Errorf("staged copies left: %v", left)
+	}
+	res, err := st.CopyIn(ctx, copyInput("race.png", "generic/race.png", "race"))
+	if got, _, _ := r.read(t, r.opts.Bucket, "generic/race.png"); err != nil || res.SHA256 != sum2 || res.Size != 3000 || !bytes.Equal(got, v2) {
+		t.Fatalf("retry: %+v %v", res, err)
+	}
+}
+
+// TestCopyInSourceKeysStayInTheSourceBucket: no spelling of a source key
+// reaches another bucket (dab's own: its journal): dot segments are
+// refused by the store before anything is copied, and percent-encoded
+// ones are literal keys (x-amz-copy-source is escaped once, so the store
+// decodes them once), copied as the object of that name.
+func TestCopyInSourceKeysStayInTheSourceBucket(t *testing.T) {
+	t.Parallel()
+	r := newCopyRig(t)
+	ctx := context.Background()
+	secret := []byte("journal entry: alice 100 credits")
+	if _, err := r.store.PutBytes(ctx, "journal/a.json", secret, "application/json"); err != nil {
+		t.Fatal(err)
+	}
+	own := r.opts.Bucket
+	decoy := []byte("the partner's own object, of that literal name")
+	for i, tc := range []struct {
+		key   string
+		exist bool // the literal key is put in the source bucket
+	}{
+		{"../" + own + "/journal/a.json", false},
+		{"x/../../" + own + "/journal/a.json", false},
+		{"/../" + own + "/journal/a.json", false},
+		{"%2e%2e/" + own + "/journal/a.json", true},
+		{"..%2F" + own + "%2Fjournal%2Fa.json", true},
+		{"%252e%252e/" + own + "/journal/a.json", true},
+		{"x/%2e%2e/%2e%2e/" + own + "/journal/a.json", true},
+	} {
+		for _, withSHA := range []bool{true, false} {
+			if tc.exist {
+				r.putSource(t, tc.key, decoy, withSHA)
+			}
+			dst := fmt.Sprintf("generic/k%d-%v.bin", i, withSHA)
+			_, err := r.store.CopyIn(ctx, copyInput(tc.key, dst, fmt.Sprintf("k%d%v", i, withSHA)))
+			got, _, rerr := r.read(t, own, dst)
+			switch {
+			case bytes.Equal(got, secret):
+				t.Errorf("%q: copied dab's journal entry", tc.key)
+			case tc.exist && (err != nil || !bytes.Equal(got, decoy)):
+				t.Errorf("%q: %v, want the literal object copied", tc.key, err)
+			case !tc.exist && (err == nil || rerr == nil):
+				t.Errorf("%q: %v, want refused and nothing stored", tc.key, err)
+			}
+		}
+	}
+	if left := r.stagingLeft(t); len(left) != 0 {
+		t.Errorf("staged copies left: %v", left)
+	}
+}
+
+// raceTarget puts other content under the copy's key just before the
+// multipart upload starts (another import or upload winning the race).
+type raceTarget struct {
+	storage.S3API
+	before func()
+}
+
+func (h *raceTarget) CreateMultipartUpload(ctx context.Context, in *s3.CreateMultipartUploadInput, o ...func(*s3.Options)) (*s3.CreateMultipartUploadOutput, error) {
+	if h.before != nil {
+		h.before()
+		h.before = nil
+	}
+	return h.S3API.CreateMultipartUpload(ctx, in, o...)
+}
+
+// TestCopyInNeverOverwritesARaceWinner: an object written under the key
+// after CopyIn looked (and found none) is not overwritten: the completion
+// is conditional (If-None-Match: *), and its 412 is resolved as for an
+// upload: the same content is Existed, other content ErrConflict (a
+// permanent storage error, with the hint). The winner's bytes stay, and
+// no multipart upload or staged copy is left.
+func TestCopyInNeverOverwritesARaceWinner(t *testing.T) {
+	t.Parallel()
+	r := newCopyRig(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		withSHA, same bool
+	}{{true, false}, {false, false}, {true, true}, {false, true}} {
+		name := fmt.Sprintf("sha=%v same=%v", tc.withSHA, tc.same)
+		data, _ := randomData(t, 70_000)
+		winner, _ := randomData(t, 1234)
+		src, key := fmt.Sprintf("race-%v-%v.png", tc.withSHA, tc.same), fmt.Sprintf("generic/race-%v-%v.png", tc.withSHA, tc.same)
+		r.putSource(t, src, data, tc.withSHA)
+		st := storage.New(&raceTarget{S3API: r.api, before: func() {
+			if tc.same {
+				sum := sha256.Sum256(data)
+				_, err := r.api.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(r.opts.Bucket), Key: aws.String(key), Body: bytes.NewReader(data),
+					Metadata: map[string]string{storage.MetaSHA256: hex.EncodeToString(sum[:])}})
+				if err != nil {
+					t.Error(err)
+				}
+				winner = data
+			} else if _, err := r.store.PutBytes(ctx, key, winner, "image/png"); err != nil {
+				t.Error(err)
+			}
+		}}, r.opts)
+		res, err := st.CopyIn(ctx, copyInput(src, key, "race-"+src))
+		switch {
+		case tc.same && (err != nil || !res.Existed):
+			t.Errorf("%s: %+v %v, want Existed", name, res, err)
+		case !tc.same && (!errors.Is(err, storage.ErrConflict) || !storage.IsPermanent(err)):
+			t.Errorf("%s: %v, want a permanent ErrConflict", name, err)
+		}
+		if got, _, _ := r.read(t, r.opts.Bucket, key); !bytes.Equal(got, winner) {
+			t.Errorf("%s: the race winner was overwritten", name)
+		}
+	}
+	ups, err := r.api.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(r.opts.Bucket)})
+	if err != nil || len(ups.Uploads) != 0 {
+		t.Errorf("multipart uploads left: %v %v", ups, err)
+	}
+	if left := r.stagingLeft(t); len(left) != 0 {
+		t.Errorf("staged copies left: %v", left)
 	}
 }

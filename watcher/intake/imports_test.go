@@ -3,6 +3,7 @@ package intake
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -120,6 +121,66 @@ func TestImportsOverHTTP(t *testing.T) {
 		a := post(tc.token, tc.key, tc.body)
 		if a.status != tc.status || a.errCode() != tc.code {
 			t.Errorf("%s %s: %d %s, want %d %s", tc.key, tc.body, a.status, a.body, tc.status, tc.code)
+		}
+	}
+}
+
+// TestImportsRefuseDotSegmentsInS3Keys: an s3:// key with "." or ".."
+// segments means another object on the stores that resolve them (versitygw
+// and other file-backed stores climb out of the bucket with them, or
+// answer a bare 400 that the worker reports as "dab's credentials must be
+// able to read the source bucket"), and a literal key on AWS. It is refused
+// at the edge as a bad import naming the segment, as asset paths are,
+// and nothing is queued.
+func TestImportsRefuseDotSegmentsInS3Keys(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	im := &Imports{Queue: b.client, Tasks: b.insp, Sources: task.S3Sources{Buckets: []string{"*"}, Own: "dab"}}
+	for i, src := range []string{
+		"s3://partner/../dab/journal/dab/0001.json",
+		"s3://partner/x/../../dab/generic/alice.png",
+		"s3://partner/./../dab/generic/alice.png",
+		"s3://partner/covers/..",
+		"s3://partner/a/./b.png",
+	} {
+		key := fmt.Sprintf("dots-%d", i)
+		_, _, err := im.Import(ctx, api.ImportRequest{Key: key, Source: src, Type: "generic", Path: fmt.Sprintf("x/dots-%d.png", i)})
+		if !errors.Is(err, api.ErrBadImport) || !strings.Contains(err.Error(), ".") {
+			t.Errorf("%s: %v, want a bad import naming the dot segment", src, err)
+		}
+		if _, ierr := b.insp.GetTaskInfo(task.QueueImports, task.ImportTaskID(key)); ierr == nil {
+			t.Errorf("%s: queued", src)
+		}
+	}
+}
+
+// TestImportsRefuseBadURLsAtTheEdge: an https:// source the worker's guard
+// can only refuse (a user name and password in it, no host, a host that
+// does not parse) is a 400 at the edge, not a 202 and an archived task
+// later: and a password in a URL is never queued into the task payload
+// (Redis), which the guard's own rule exists to prevent.
+func TestImportsRefuseBadURLsAtTheEdge(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	im := &Imports{Queue: b.client, Tasks: b.insp, Sources: task.S3Sources{Own: "dab"}}
+	for i, src := range []string{
+		"https://user:hunter2@example.com/a.png",
+		"https://:hunter2@example.com/a.png",
+		"https://",
+		"https:///a.png",
+		"https://exa mple.com/a.png",
+	} {
+		key := fmt.Sprintf("url-%d", i)
+		_, _, err := im.Import(ctx, api.ImportRequest{Key: key, Source: src, Type: "generic", Path: fmt.Sprintf("x/url-%d.png", i)})
+		if !errors.Is(err, api.ErrBadImport) {
+			t.Errorf("%s: %v, want a bad import", src, err)
+		} else if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%s: the error shows the password: %v", src, err)
+		}
+		if info, ierr := b.insp.GetTaskInfo(task.QueueImports, task.ImportTaskID(key)); ierr == nil {
+			t.Errorf("%s: queued (payload %s)", src, info.Payload)
 		}
 	}
 }

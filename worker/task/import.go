@@ -12,6 +12,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/dab-assets/dab/internal/naming"
+	"github.com/dab-assets/dab/internal/netguard"
 )
 
 // TypeImport banks a file that is not on a dab host: an object in S3
@@ -76,13 +77,23 @@ func (p ImportPayload) Validate() error {
 		return fmt.Errorf("%w: sha256: give 64 lower-case hex digits", ErrBadPayload)
 	}
 	if strings.HasPrefix(p.Source, "s3://") {
-		bucket, _, err := SplitS3(p.Source)
+		bucket, key, err := SplitS3(p.Source)
 		if err != nil {
 			return err
 		}
 		if err := naming.ValidateBucket(bucket); err != nil {
 			return fmt.Errorf("%w: source: %v", ErrBadPayload, err)
 		}
+		for _, seg := range strings.Split(key, "/") {
+			if seg == "." || seg == ".." {
+				// Stores that keep objects as files resolve them (or refuse
+				// them); AWS keeps them literally: the same source would
+				// name different objects.
+				return fmt.Errorf("%w: source: the key %q has a %q segment: name the object without . or .. segments", ErrBadPayload, key, seg)
+			}
+		}
+	} else if err := netguard.CheckURLSyntax(p.Source); err != nil {
+		return fmt.Errorf("%w: source: %v", ErrBadPayload, err)
 	}
 	if _, err := naming.Key(p.Type, p.Path); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadPayload, err)

@@ -3,11 +3,14 @@ package task
 import (
 	"encoding/json"
 	"errors"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/dab-assets/dab/internal/naming"
 	"github.com/dab-assets/dab/internal/spool"
 )
 
@@ -116,18 +119,35 @@ func TestUploadResultJSON(t *testing.T) {
 	}
 }
 
-// FuzzDecodeImport: any payload decodes or is refused with ErrBadPayload;
-// what decodes makes a valid object key and a task ID of fixed form.
+// FuzzDecodeImport: any payload decodes or is refused with ErrBadPayload
+// (never quoting a URL's password); what decodes makes a valid object key
+// and a task ID of fixed form, an s3:// source has a valid bucket and no
+// dot segment, and a URL has a host and no user info.
 func FuzzDecodeImport(f *testing.F) {
 	f.Add([]byte(`{"key":"k","source":"s3://b/k","type":"generic","path":"a/b.png"}`))
 	f.Add([]byte(`{"key":"k","source":"https://example.com/x","type":"cyoa","path":"../x","sha256":"00"}`))
+	f.Add([]byte(`{"key":"k","source":"https://u:hunter2@exa mple.com/x","type":"generic","path":"x"}`))
+	f.Add([]byte(`{"key":"k","source":"s3://bkt/a/../b","type":"generic","path":"x"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := DecodeImport(b)
 		if err != nil {
 			if !errors.Is(err, ErrBadPayload) {
 				t.Fatalf("error without ErrBadPayload: %v", err)
 			}
+			if strings.Contains(string(b), "hunter2") && strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("the error quotes the password: %v", err)
+			}
 			return
+		}
+		if bucket, key, err := SplitS3(p.Source); err == nil {
+			if naming.ValidateBucket(bucket) != nil || slices.Contains(strings.Split(key, "/"), "..") || slices.Contains(strings.Split(key, "/"), ".") {
+				t.Fatalf("accepted source %q", p.Source)
+			}
+			if (S3Sources{Buckets: []string{"*"}, Own: bucket}).Check(p.Source) == nil {
+				t.Fatalf("%q: dab's own bucket allowed", p.Source)
+			}
+		} else if u, err := url.Parse(p.Source); err != nil || u.User != nil || u.Hostname() == "" {
+			t.Fatalf("accepted URL %q", p.Source)
 		}
 		if _, err := NewImport(p); err != nil {
 			t.Fatalf("decoded but not buildable: %v", err)
