@@ -75,7 +75,7 @@ func main() {
 	flag.StringVar(&big, "big", "1GiB", "P2: size of the large file")
 	flag.IntVar(&o.concurrency, "concurrency", 0, "DAB_CONCURRENCY of every `dab work` and the concurrency of P3's asynq server (0: dab's default)")
 	flag.DurationVar(&o.settle, "settle", time.Second, "DAB_SETTLE of every `dab watch`")
-	flag.IntVar(&o.clients, "clients", 16, "P1c: concurrent curl clients")
+	flag.IntVar(&o.clients, "clients", 16, "P1c and P1d: concurrent curl clients")
 	flag.IntVar(&o.purchases, "purchases", 5000, "P3: number of purchases (and of no-op tasks)")
 	flag.IntVar(&o.rate, "rate", 100, "P4: files moved in per second")
 	flag.DurationVar(&o.steady, "steady", 10*time.Second, "P4: how long files are moved in at -rate")
@@ -83,7 +83,7 @@ func main() {
 	flag.IntVar(&o.backlogSize, "backlog-size", 512, "P5: size of each backlog file in bytes")
 	flag.BoolVar(&o.backlogS5cmd, "backlog-s5cmd", true, "P5: copy the backlog with s5cmd too (false skips it)")
 	flag.DurationVar(&o.timeout, "timeout", 30*time.Minute, "longest wait for the records of one run")
-	only := flag.String("only", "", "comma list of the lines to run (P1a,P1b,P1c,P2,P3,P4,P5); all when empty")
+	only := flag.String("only", "", "comma list of the lines to run (P1a,P1b,P1c,P1d,P2,P3,P4,P5); all when empty")
 	quick := flag.Bool("quick", false, "scale everything down for a fast check (200 files, 64MiB, 3s of P4, 2000 backlog; P3 stays whole: fewer tasks time mostly the workers' idle nap); explicit flags still win")
 	flag.Parse()
 	if *quick {
@@ -137,7 +137,7 @@ func main() {
 }
 
 // lines are the bench's lines, in the order they run.
-var lines = []string{"P1a", "P1b", "P1c", "P2", "P3", "P4", "P5"}
+var lines = []string{"P1a", "P1b", "P1c", "P1d", "P2", "P3", "P4", "P5"}
 
 // runs says whether the line is to run (-only).
 func (o options) runs(line string) bool { return len(o.only) == 0 || slices.Contains(o.only, line) }
@@ -229,7 +229,7 @@ func run(ctx context.Context, o options) error {
 	for _, step := range []struct {
 		name string
 		run  func(context.Context, *table) error
-	}{{"P1b", b.p1Upload}, {"P1c", b.p1HTTP}, {"P2", b.p2Big}, {"P3", b.p3Purchases}, {"P4", b.p4Steady}} {
+	}{{"P1b", b.p1Upload}, {"P1c", b.p1HTTP}, {"P1d", b.p1HTTPKeepAlive}, {"P2", b.p2Big}, {"P3", b.p3Purchases}, {"P4", b.p4Steady}} {
 		if !o.runs(step.name) {
 			continue
 		}

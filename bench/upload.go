@@ -126,9 +126,22 @@ func (b *bench) p1Upload(ctx context.Context, t *table) error {
 
 // p1HTTP is P1c: the files PUT through the HTTP API of a `dab watch` (with a
 // `dab work`) by concurrent clients, each running one curl per file.
-func (b *bench) p1HTTP(ctx context.Context, t *table) error {
+func (b *bench) p1HTTP(ctx context.Context, t *table) error { return b.p1HTTPWith(ctx, t, false) }
+
+// p1HTTPKeepAlive is P1d: P1c's PUTs, but each of the clients is one curl
+// process that sends its share of the files over one connection: dab's
+// HTTP intake without the cost of starting a process per file.
+func (b *bench) p1HTTPKeepAlive(ctx context.Context, t *table) error {
+	return b.p1HTTPWith(ctx, t, true)
+}
+
+func (b *bench) p1HTTPWith(ctx context.Context, t *table, keepAlive bool) error {
 	o := b.opt
-	r, err := b.newRun("p1c")
+	name, line, how := "p1c", "P1c", "one curl per file"
+	if keepAlive {
+		name, line, how = "p1d", "P1d", "one curl per client over one connection"
+	}
+	r, err := b.newRun(name)
 	if err != nil {
 		return err
 	}
@@ -151,7 +164,11 @@ func (b *bench) p1HTTP(ctx context.Context, t *table) error {
 	for _, name := range names {
 		p.expect(r.key(name), start)
 	}
-	if err := b.curlAll(ctx, src, names, "http://"+watch.addr+"/v1/assets/generic/"+r.name+"/"); err != nil {
+	curl := b.curlAll
+	if keepAlive {
+		curl = b.curlClients
+	}
+	if err := curl(ctx, src, names, "http://"+watch.addr+"/v1/assets/generic/"+r.name+"/"); err != nil {
 		return err
 	}
 	putTook := time.Since(start).Seconds()
@@ -165,7 +182,7 @@ func (b *bench) p1HTTP(ctx context.Context, t *table) error {
 		return err
 	}
 	t.add(row{
-		work:  fmt.Sprintf("P1c the same PUT through the HTTP API, one curl per file, %d at a time (watch + work)", o.clients),
+		work:  fmt.Sprintf("%s the same PUT through the HTTP API, %s, %d at a time (watch + work)", line, how, o.clients),
 		dab:   fmt.Sprintf("%s (%s; the PUTs %s)", seconds(took), perSec(float64(o.files), took, "files"), seconds(putTook)),
 		s5cmd: fmt.Sprintf("%s (%s)", seconds(s5.seconds), perSec(float64(o.files), s5.seconds, "files")),
 		ratio: fmt.Sprintf("%.2f", took/s5.seconds),
@@ -218,6 +235,36 @@ feed:
 		return first
 	}
 	return ctx.Err()
+}
+
+// curlClients PUTs every file to base+name with b.opt.clients curl
+// processes, each sending its share (every clients-th file) over one kept
+// connection (curl -T FILE URL, repeated).
+func (b *bench) curlClients(ctx context.Context, dir string, names []string, base string) error {
+	var g sync.WaitGroup
+	errs := make(chan error, b.opt.clients)
+	for c := range b.opt.clients {
+		args := []string{"-sS", "-f", "-o", "/dev/null", "-H", "Authorization: Bearer " + adminToken}
+		for i := c; i < len(names); i += b.opt.clients {
+			args = append(args, "-T", filepath.Join(dir, names[i]), base+names[i])
+		}
+		cmd := exec.Command("curl", args...)
+		cmd.Env = b.env
+		child, err := startChild("curl", cmd, "")
+		if err != nil {
+			return err
+		}
+		g.Add(1)
+		go func() {
+			defer g.Done()
+			if err := child.wait(ctx); err != nil {
+				errs <- fmt.Errorf("curl client %d: %w", c, err)
+			}
+		}()
+	}
+	g.Wait()
+	close(errs)
+	return <-errs
 }
 
 // s5cmdSmall copies a set byte-identical to P1's files with s5cmd.
