@@ -47,10 +47,7 @@ func (w *Worker) handleImport(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	taskID, _ := asynq.GetTaskID(ctx)
-	source := p.Source // an s3:// source carries no secret, and a redacted one may name another object
-	if !strings.HasPrefix(source, "s3://") {
-		source = netguard.Redact(source)
-	}
+	source := task.RedactSource(p.Source)
 	log := w.log.With("task_id", taskID, "source", source)
 	key, err := naming.Key(p.Type, p.Path)
 	if err != nil {

@@ -3,6 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/url"
+	"path"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -22,14 +25,15 @@ func (c *cli) importCmd() *cobra.Command {
 		timeout time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "import SOURCE --type TYPE --path PATH [--key KEY] [--sha256 HEX] [--meta KEY=VALUE]... [--wait] [--json]",
+		Use:   "import SOURCE --type TYPE [--path PATH] [--key KEY] [--sha256 HEX] [--meta KEY=VALUE]... [--wait] [--json]",
 		Short: "bank a file that is not on a dab host: s3://bucket/key or an https:// URL",
 		Long: `Queue an import: any worker fetches SOURCE (an object of a bucket dab's
 credentials can read, or an https:// URL; plain http and loopback or private
 addresses only where DAB_IMPORT_ALLOW_HTTP / DAB_IMPORT_ALLOW_PRIVATE name the
 host), checks its size (DAB_IMPORT_MAX_BYTES) and, with --sha256, its hash,
-and banks it as TYPE/PATH like an upload. The idempotency key (--key, or a
-new one, printed) makes a retried import run once.`,
+and banks it as TYPE/PATH like an upload (PATH defaults to the source's file
+name: the last segment of its key or URL path). The idempotency key (--key,
+or a new one, printed) makes a retried import run once.`,
 		Example: `  dab import s3://partner-bucket/covers/NODE_intro.png --type cyoa --path forest/NODE_intro.png --wait
   dab import https://cdn.example.org/a.png --type generic --path web/a.png --sha256 <hex> --meta price=3 --key job-42`,
 		Args:              exactArgs(1),
@@ -40,8 +44,13 @@ new one, printed) makes a retried import run once.`,
 				return err
 			}
 			req.Source, req.Metadata = args[0], meta
-			if req.Type == "" || req.Path == "" {
-				return usagef("--type and --path are required: the asset goes to TYPE/PATH in the bucket")
+			if req.Type == "" {
+				return usagef("--type is required: the asset goes to TYPE/PATH in the bucket")
+			}
+			if req.Path == "" {
+				if req.Path = importPathOf(req.Source); req.Path == "" {
+					return usagef("%s names no file: give --path, the asset goes to TYPE/PATH in the bucket", task.RedactSource(req.Source))
+				}
 			}
 			if req.Key == "" {
 				req.Key = newKey("import")
@@ -99,7 +108,7 @@ new one, printed) makes a retried import run once.`,
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&req.Type, "type", "", "asset `TYPE` (a plugin: generic, cyoa)")
-	fs.StringVar(&req.Path, "path", "", "`PATH` below the type folder: the object key is TYPE/PATH")
+	fs.StringVar(&req.Path, "path", "", "`PATH` below the type folder: the object key is TYPE/PATH (default: the source's file name)")
 	fs.StringVar(&req.Key, "key", "", "idempotency `KEY`: the same import sent again runs once (default: a new one, printed)")
 	fs.StringVar(&req.SHA256, "sha256", "", "`HEX` SHA-256 the source must have (the import fails otherwise)")
 	fs.Var(meta, "meta", "`KEY=VALUE` metadata for the record (repeatable; price=N sells it for N credits)")
@@ -107,6 +116,21 @@ new one, printed) makes a retried import run once.`,
 	fs.DurationVar(&timeout, "timeout", 10*time.Minute, "with --wait: how long to wait (a `DURATION`)")
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// importPathOf is the file name an import source names: the last segment
+// of an s3:// key or of a URL's (decoded) path; "" when there is none.
+func importPathOf(source string) string {
+	var p string
+	if _, key, err := task.SplitS3(source); err == nil {
+		p = key
+	} else if u, err := url.Parse(source); err == nil && strings.HasPrefix(source, "http") {
+		p = u.Path
+	}
+	if p == "" || strings.HasSuffix(p, "/") {
+		return ""
+	}
+	return path.Base(p)
 }
 
 // importError makes a refused request a usage error (exit 2).

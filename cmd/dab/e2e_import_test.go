@@ -64,10 +64,17 @@ func TestImportCLI(t *testing.T) {
 	if out, errOut, code := e.run(nil, args[:len(args)-2]...); code != 0 || !strings.Contains(out, "not queued again") {
 		t.Fatalf("the same import again: exit %d\n%s%s", code, out, errOut)
 	}
+	// Without --path the asset takes the source's file name.
+	out, errOut, code = e.run(nil, "import", "s3://partner/covers/cover.png", "--type", "generic", "--key", "imp-name", "--wait", "--json")
+	var named uploadLine
+	if code != 0 || json.Unmarshal([]byte(out), &named) != nil || named.Key != "generic/cover.png" || named.State != "completed" {
+		t.Fatalf("import without --path: exit %d\n%s%s", code, out, errOut)
+	}
 	for _, bad := range [][]string{
 		{"import", "ftp://example.com/x", "--type", "generic", "--path", "x.png"},
 		{"import", "s3://partner/covers/cover.png", "--type", "generic", "--path", "../x.png"},
-		{"import", "s3://partner/covers/cover.png", "--type", "generic"},
+		{"import", "s3://partner/covers/cover.png", "--path", "x.png"},
+		{"import", "https://cdn.example.org/covers/", "--type", "generic"},
 		{"import", "s3://elsewhere/covers/cover.png", "--type", "generic", "--path", "x.png"},
 		{"import", "s3://" + e.s3.Bucket + "/generic/cover.png", "--type", "generic", "--path", "x.png"},
 	} {
@@ -166,6 +173,26 @@ func TestWorkerKilledMidImport(t *testing.T) {
 	for id, n := range events {
 		if n != 1 {
 			t.Fatalf("asset %s: %d asset.recorded events, want 1", id, n)
+		}
+	}
+}
+
+// TestImportPathOf: without --path, an import is named after its source's
+// file: the last segment of the key or of the decoded URL path.
+func TestImportPathOf(t *testing.T) {
+	t.Parallel()
+	for src, want := range map[string]string{
+		"s3://partner/covers/NODE_intro.png":          "NODE_intro.png",
+		"s3://partner/a.png":                          "a.png",
+		"s3://partner/covers/":                        "",
+		"https://cdn.example.org/x/y/cover%20art.png": "cover art.png",
+		"https://cdn.example.org/a.png?sig=abc":       "a.png",
+		"https://cdn.example.org/":                    "",
+		"https://cdn.example.org":                     "",
+		"ftp://x/y.png":                               "",
+	} {
+		if got := importPathOf(src); got != want {
+			t.Errorf("importPathOf(%q) = %q, want %q", src, got, want)
 		}
 	}
 }

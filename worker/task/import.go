@@ -140,6 +140,16 @@ func (s S3Sources) Check(source string) error {
 	return fmt.Errorf("%w: bucket %s is not in DAB_IMPORT_S3_BUCKETS: add it there (on the API server and the workers) to allow imports from it", ErrSourceRefused, bucket)
 }
 
+// RedactSource is a source as logs and errors show it: an s3:// source as
+// given (it carries no secret, and a key may hold '?' or '#'), a URL
+// without its user info and query (a presigned URL's signature).
+func RedactSource(source string) string {
+	if strings.HasPrefix(source, "s3://") {
+		return source
+	}
+	return netguard.Redact(source)
+}
+
 // SplitS3 splits s3://bucket/key.
 func SplitS3(src string) (bucket, key string, err error) {
 	rest, ok := strings.CutPrefix(src, "s3://")
