@@ -6,12 +6,8 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -223,19 +219,6 @@ func (b *bundle) expectRefused(t *testing.T, folder string, cases []refusal) {
 	}
 }
 
-// tlsSource serves files over HTTPS on loopback and gives the PEM of its
-// certificate (the CA a worker must trust).
-func tlsSource(t *testing.T, h http.Handler) (*httptest.Server, string) {
-	t.Helper()
-	srv := httptest.NewTLSServer(h)
-	t.Cleanup(srv.Close)
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return srv, ca
-}
-
 // TestImportFromHTTPS: a URL is fetched through the guard (a private CA,
 // loopback allowed by name), checked against the SHA-256 the caller gave
 // and banked; a cut-off body is retried and banked once; what the guard
@@ -247,7 +230,7 @@ func TestImportFromHTTPS(t *testing.T) {
 	ctx := context.Background()
 	data := randomBytes(50_000, 4)
 	var cuts atomic.Int32
-	src, ca := tlsSource(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	src, ca := harness.TLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/file.bin":
 			w.Header().Set("Content-Type", "application/octet-stream")
@@ -342,7 +325,7 @@ func TestImportGuardRefusesPrivateAddresses(t *testing.T) {
 func TestImportErrorsHideURLQuery(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	src, ca := tlsSource(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	src, ca := harness.TLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/moved":
 			http.Redirect(w, r, "/file.bin?X-Amz-Signature=SECRETSIG2", http.StatusFound)

@@ -6,11 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/harness"
 	"github.com/dab-assets/dab/internal/storage/storagetest"
 )
 
@@ -102,7 +101,7 @@ func TestWorkerKilledMidImport(t *testing.T) {
 	halfSent := make(chan struct{})
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
-	src := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	src, ca := harness.TLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", fmt.Sprint(len(data)))
 		if requests.Add(1) == 1 {
 			w.Write(data[:len(data)/2])
@@ -116,11 +115,6 @@ func TestWorkerKilledMidImport(t *testing.T) {
 		}
 		w.Write(data)
 	}))
-	t.Cleanup(src.Close)
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: src.Certificate().Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	env := []string{"DAB_IMPORT_CA_FILE=" + ca, "DAB_IMPORT_ALLOW_PRIVATE=127.0.0.1"}
 
 	w1 := e.start(env, "work")
