@@ -92,10 +92,7 @@ func (b *bench) p3Purchases(ctx context.Context, t *table) error {
 	}
 	driverCPU := selfCPU() - driver0
 	rss := r.stopAll(t)
-	var workCPU float64
-	for _, c := range r.servers {
-		workCPU += c.cpu()
-	}
+	workCPU := r.cpu("dab work")
 
 	noopRate, noopEnqueued, noopCPU, err := b.noopRate(ctx)
 	if err != nil {

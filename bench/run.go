@@ -117,6 +117,18 @@ func (r *runEnv) stopAll(t *table) string {
 	return strings.Join(parts, ", ")
 }
 
+// cpu is the CPU time, in seconds, the run's stopped processes named name
+// ("dab work") used.
+func (r *runEnv) cpu(name string) float64 {
+	var sec float64
+	for _, c := range r.servers {
+		if c.name == name {
+			sec += c.cpu()
+		}
+	}
+	return sec
+}
+
 // makeFiles writes n files of size bytes, f000000.bin and on, into dir and
 // returns their names. The bytes come from a ChaCha8 stream seeded by seed,
 // so two sets made with the same seed are byte-identical (dab's and s5cmd's).

@@ -39,6 +39,10 @@ func (b *bench) p1Drop(ctx context.Context, t *table) (float64, error) {
 	}
 	p := startPoller(b.rdb, r.prefix)
 	defer p.stop()
+	redis0, err := b.redisCPU(ctx)
+	if err != nil {
+		return 0, err
+	}
 	start := time.Now()
 	for _, name := range names {
 		if err := os.Rename(filepath.Join(staging, name), filepath.Join(r.target(), name)); err != nil {
@@ -50,14 +54,20 @@ func (b *bench) p1Drop(ctx context.Context, t *table) (float64, error) {
 		return 0, err
 	}
 	took := p.last().Sub(start).Seconds()
+	redis1, err := b.redisCPU(ctx)
+	if err != nil {
+		return 0, err
+	}
 	rss := r.stopAll(t)
+	perFile := func(sec float64) string { return micros(sec / float64(o.files)) }
+	cpu := fmt.Sprintf("CPU per file: watch %s, work %s, redis %s (the poller's included)", perFile(r.cpu("dab watch")), perFile(r.cpu("dab work")), perFile(redis1-redis0))
 	s5, err := b.s5cmdSmall(ctx, r)
 	if err != nil {
 		return 0, err
 	}
 	t.add(row{
 		work:  fmt.Sprintf("P1a %s x %s moved into the drop folder (watch + work)", count(o.files), size(int64(o.fileSize))),
-		dab:   fmt.Sprintf("%s (%s)", seconds(took), perSec(float64(o.files), took, "files")),
+		dab:   fmt.Sprintf("%s (%s; %s)", seconds(took), perSec(float64(o.files), took, "files"), cpu),
 		s5cmd: fmt.Sprintf("%s (%s)", seconds(s5.seconds), perSec(float64(o.files), s5.seconds, "files")),
 		ratio: fmt.Sprintf("%.2f", took/s5.seconds),
 		rss:   rss + "; s5cmd " + mib(s5.rss),
