@@ -63,7 +63,9 @@ func (w *Watcher) requestRescan() {
 
 // rescan walks the whole drop folder.
 func (w *Watcher) rescan() {
-	w.rescans.Add(1)
+	// Counted when done: a finished rescan has seen every file there was
+	// when it started.
+	defer w.rescans.Add(1)
 	// Problems of paths that are gone are forgotten, so they are reported
 	// again if they come back.
 	w.mu.Lock()

@@ -75,7 +75,7 @@ func (m *Metrics) RegisterWatcher(stats func() WatchStats, problems func() int) 
 		counter("dab_watcher_files_claimed_total", "Files claimed into the spool.", func(s WatchStats) int64 { return s.Claimed }),
 		counter("dab_watcher_files_queued_total", "Upload tasks queued by the watcher.", func(s WatchStats) int64 { return s.Enqueued }),
 		counter("dab_watcher_files_failed_total", "Files moved to the failed folder by the watcher (bad names).", func(s WatchStats) int64 { return s.Failed }),
-		counter("dab_watcher_rescans_total", "Full rescans of the drop folder.", func(s WatchStats) int64 { return s.Rescans }),
+		counter("dab_watcher_rescans_total", "Full rescans of the drop folder completed.", func(s WatchStats) int64 { return s.Rescans }),
 		counter("dab_watcher_overflows_total", "File event overflows (events lost, rescanned).", func(s WatchStats) int64 { return s.Overflows }),
 		counter("dab_watcher_enqueue_errors_total", "Failed attempts to queue an upload.", func(s WatchStats) int64 { return s.EnqueueErrors }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "dab_watcher_problems", Help: "Drop-folder problems needing a person (unknown type folders, symlinks, ...)."},
