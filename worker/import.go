@@ -134,7 +134,7 @@ func (w *Worker) copyIn(ctx context.Context, p task.ImportPayload, key string, c
 	case errors.Is(err, storage.ErrCopyUnsupported):
 		return imported{}, err
 	case err != nil:
-		return imported{}, sourceHint(err)
+		return imported{}, sourceHint(err, bucket)
 	}
 	method := task.ImportCopied
 	if res.Staged {
@@ -205,11 +205,11 @@ func importMetadata(p task.ImportPayload, size int64, sum, contentType string, c
 	return meta, nil
 }
 
-// sourceHint adds the likely fix to a permanent failure to read a source
-// bucket.
-func sourceHint(err error) error {
+// sourceHint adds the likely fix to a permanent failure to read the
+// source bucket.
+func sourceHint(err error, bucket string) error {
 	var se *storage.Error
-	if errors.As(err, &se) && se.Permanent && se.Op == "head" {
+	if errors.As(err, &se) && se.Permanent && se.Op == "head" && se.Bucket == bucket {
 		if se.Status == http.StatusNotFound {
 			return fmt.Errorf("%w (no such object or bucket: check the source)", err)
 		}

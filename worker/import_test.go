@@ -102,14 +102,16 @@ func (noCopies) CopyObject(context.Context, *s3.CopyObjectInput, ...func(*s3.Opt
 func TestImportFromAnotherBucket(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name    string
-		withSHA bool
-		noCopy  bool
-		method  string
+		name        string
+		withSHA     bool
+		noCopy      bool
+		checksumOff bool
+		method      string
 	}{
-		{"source with a sha256", true, false, task.ImportCopied},
-		{"source without one", false, false, task.ImportStaged},
-		{"store without copies", true, true, task.ImportStreamed},
+		{"source with a sha256", true, false, false, task.ImportCopied},
+		{"source without one", false, false, false, task.ImportStaged},
+		{"store without copies", true, true, false, task.ImportStreamed},
+		{"checksums off", true, false, true, task.ImportStreamed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -129,6 +131,11 @@ func TestImportFromAnotherBucket(t *testing.T) {
 				cfg.ImportMaxBytes, cfg.ImportS3Buckets = 1<<20, []string{"elsewhere"}
 				if tc.noCopy {
 					deps.Storage = storage.New(noCopies{cl}, c)
+				}
+				if tc.checksumOff {
+					off := c
+					off.ChecksumMode = storage.ChecksumOff
+					deps.Storage = storage.New(cl, off)
 				}
 			})
 			p := task.ImportPayload{Key: "imp-1", Source: "s3://elsewhere/in/NODE_gate.png", Type: "cyoa", Path: "castle/NODE_gate.png",

@@ -86,7 +86,7 @@ or a new one, printed) makes a retried import run once.`,
 				}
 				tasks = localTasks(insp)
 			}
-			line := uploadLine{File: req.Source, TaskID: id, Key: req.Type + "/" + req.Path}
+			line := uploadLine{File: task.RedactSource(req.Source), TaskID: id, Key: req.Type + "/" + req.Path}
 			if wait {
 				if err := waitTask(ctx, tasks, &line, timeout); err != nil {
 					return err
@@ -99,7 +99,7 @@ or a new one, printed) makes a retried import run once.`,
 			if replayed {
 				how = "queued before (the same key): not queued again"
 			}
-			fmt.Fprintf(a.stdout, "import %s -> %s: %s, task %s (key %s)\n", req.Source, line.Key, how, id, req.Key)
+			fmt.Fprintf(a.stdout, "import %s -> %s: %s, task %s (key %s)\n", line.File, line.Key, how, id, req.Key)
 			if wait {
 				fmt.Fprintf(a.stdout, "  %s %s\n", line.State, string(line.Result))
 			}

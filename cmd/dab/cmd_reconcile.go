@@ -28,6 +28,10 @@ type reconcileReport struct {
 	// Journal objects hold the ledger's journal (under journal/), not
 	// assets: counted, not checked.
 	Journal int `json:"journal_objects"`
+	// Staged objects are imports' staged copies (under
+	// storage.StagingPrefix) left behind: not assets; counted, and safe to
+	// delete once no import runs.
+	Staged int `json:"staged_copies"`
 	// Recorded objects had their record already.
 	Recorded int `json:"recorded"`
 	// Recreated objects had no record and got one again (with --dry-run:
@@ -160,7 +164,8 @@ func (rc *reconciler) objects(ctx context.Context, prefix string) error {
 			return nil
 		}
 		if strings.HasPrefix(o.Key, storage.StagingPrefix) {
-			return nil // an import's staged copy, deleted when its task ends
+			r.Staged++ // an import's staged copy its task did not delete
+			return nil
 		}
 		obj, err := rc.store.Head(ctx, o.Key)
 		if errors.Is(err, storage.ErrNotFound) {
@@ -309,6 +314,10 @@ func printReconcile(w io.Writer, r *reconcileReport) {
 		plural(r.Records, "record", "records"), len(r.NoObject))
 	if r.OtherBucket > 0 {
 		fmt.Fprintf(w, " (%s of other buckets not checked)", plural(r.OtherBucket, "record", "records"))
+	}
+	if r.Staged > 0 {
+		fmt.Fprintf(w, "; %s left under s3://%s/%s (not assets: delete them once no import runs; the lifecycle rule in deploy/ expires them)",
+			plural(r.Staged, "staged import copy", "staged import copies"), r.Bucket, storage.StagingPrefix)
 	}
 	fmt.Fprintln(w, note)
 }

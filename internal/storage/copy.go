@@ -87,6 +87,12 @@ type CopyResult struct {
 // as Existed; one with other content is ErrConflict.
 func (s *Store) CopyIn(ctx context.Context, in CopyInput) (CopyResult, error) {
 	res := CopyResult{PutResult: PutResult{Bucket: s.bucket, Key: in.Key, Multipart: true}}
+	if s.opts.ChecksumMode == ChecksumOff {
+		// The copy needs the store's checksums (to read a SHA-256, and to
+		// have one computed); a store that refuses checksum headers gets
+		// none, and the caller streams.
+		return res, fmt.Errorf("%w: DAB_S3_CHECKSUM=off: no checksum headers are sent", ErrCopyUnsupported)
+	}
 	head, err := s.api.HeadObject(ctx, &s3.HeadObjectInput{
 		Bucket: aws.String(in.SourceBucket), Key: aws.String(in.SourceKey), ChecksumMode: s3types.ChecksumModeEnabled,
 	})
@@ -107,7 +113,7 @@ func (s *Store) CopyIn(ctx context.Context, in CopyInput) (CopyResult, error) {
 		return res, fmt.Errorf("%w: the source key holds a '?', which some stores read as a version in a copy", ErrCopyUnsupported)
 	}
 	srcBucket, srcKey := in.SourceBucket, in.SourceKey
-	sum := wholeSHA256(head.ChecksumSHA256, head.ChecksumType)
+	sum := wholeSHA256(head.ChecksumSHA256, head.ChecksumType, etag)
 	if sum == "" {
 		if !stagingKey.MatchString(in.StagingKey) {
 			// The staged copy is written unconditionally and deleted: a key
@@ -147,6 +153,13 @@ func (s *Store) CopyIn(ctx context.Context, in CopyInput) (CopyResult, error) {
 		if done {
 			return res, nil
 		}
+		// Nothing under the key yet: a concurrent write that did not finish
+		// (409 ConditionalRequestConflict) or a source changed under the
+		// part copies. A retry decides.
+		var se *Error
+		if errors.As(err, &se) {
+			se.Permanent, se.NeedsNewFile = false, false
+		}
 		return res, err
 	}
 	if err != nil {
@@ -156,10 +169,17 @@ func (s *Store) CopyIn(ctx context.Context, in CopyInput) (CopyResult, error) {
 }
 
 // wholeSHA256 returns the hex SHA-256 of a whole object from its checksum
-// headers, or "" when the store holds none (or only a hash of part hashes).
-func wholeSHA256(b64 *string, kind s3types.ChecksumType) string {
+// headers, or "" when the store holds none or only a hash of part hashes.
+// A checksum of no stated type counts only for an object not uploaded in
+// parts (an ETag without "-N"): otherwise it may be a hash of hashes.
+func wholeSHA256(b64 *string, kind s3types.ChecksumType, etag string) string {
 	v := aws.ToString(b64)
-	if v == "" || strings.Contains(v, "-") || kind == s3types.ChecksumTypeComposite {
+	switch {
+	case v == "" || strings.Contains(v, "-"):
+		return ""
+	case kind == s3types.ChecksumTypeFullObject:
+	case kind == "" && !strings.Contains(etag, "-"):
+	default:
 		return ""
 	}
 	raw, err := base64.StdEncoding.DecodeString(v)
@@ -187,11 +207,15 @@ func (s *Store) stage(ctx context.Context, in CopyInput, etag string) (string, s
 		ChecksumAlgorithm: s3types.ChecksumAlgorithmSha256,
 	})
 	if err != nil {
+		// The copy may have finished on the store although the answer was
+		// lost (a cancelled context, a cut connection).
+		s.unstage(in.StagingKey)
 		return "", "", copyError("stage", in.SourceBucket, in.SourceKey, err)
 	}
 	var sum, stagedETag string
 	if r := out.CopyObjectResult; r != nil {
-		sum, stagedETag = wholeSHA256(r.ChecksumSHA256, r.ChecksumType), aws.ToString(r.ETag)
+		stagedETag = aws.ToString(r.ETag)
+		sum = wholeSHA256(r.ChecksumSHA256, r.ChecksumType, stagedETag)
 	}
 	if sum == "" || stagedETag == "" {
 		h, err := s.api.HeadObject(ctx, &s3.HeadObjectInput{
@@ -201,7 +225,8 @@ func (s *Store) stage(ctx context.Context, in CopyInput, etag string) (string, s
 			s.unstage(in.StagingKey)
 			return "", "", wrap("head", s.bucket, in.StagingKey, err)
 		}
-		sum, stagedETag = wholeSHA256(h.ChecksumSHA256, h.ChecksumType), aws.ToString(h.ETag)
+		stagedETag = aws.ToString(h.ETag)
+		sum = wholeSHA256(h.ChecksumSHA256, h.ChecksumType, stagedETag)
 	}
 	if sum == "" {
 		s.unstage(in.StagingKey)
@@ -210,9 +235,11 @@ func (s *Store) stage(ctx context.Context, in CopyInput, etag string) (string, s
 	return sum, stagedETag, nil
 }
 
-// unstage deletes a staged copy, even when the task's context is gone. A
-// copy left behind (a worker killed in between) is replaced by the task's
-// next attempt, and `dab reconcile` does not count it as an asset.
+// unstage deletes a staged copy, even when the task's context is gone.
+// Best effort: a copy left behind (a worker killed in between, a failed
+// delete) is replaced and deleted by the task's next attempt if there is
+// one; `dab reconcile` reports leftovers, and the bucket's lifecycle rule
+// for StagingPrefix (deploy/) expires them.
 func (s *Store) unstage(key string) {
 	ctx, cancel := context.WithTimeout(context.Background(), abortTimeout)
 	defer cancel()
@@ -285,6 +312,9 @@ func copyError(op, bucket, key string, err error) error {
 	}
 	switch {
 	case se.Status == http.StatusNotImplemented || se.Code == "NotImplemented":
+		return fmt.Errorf("%w: %w", ErrCopyUnsupported, werr)
+	case op == "stage" && (se.Code == "InvalidArgument" || se.Code == "InvalidRequest"):
+		// A store that refuses x-amz-checksum-algorithm on a copy.
 		return fmt.Errorf("%w: %w", ErrCopyUnsupported, werr)
 	case se.Status == http.StatusPreconditionFailed:
 		se.Permanent, se.NeedsNewFile = false, false

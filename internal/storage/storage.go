@@ -159,11 +159,7 @@ type PutResult struct {
 // running it again after a success returns Existed=true.
 func (s *Store) Put(ctx context.Context, in PutInput) (PutResult, error) {
 	res := PutResult{Bucket: s.bucket, Key: in.Key, Size: in.Size, SHA256: in.SHA256}
-	meta := map[string]string{}
-	for k, v := range in.Metadata {
-		meta[k] = v
-	}
-	meta[MetaSHA256] = in.SHA256 // what verification and idempotency rely on: never from the caller
+	meta := withSHA256(in.Metadata, in.SHA256) // what verification and idempotency rely on: never from the caller
 	var err error
 	if in.Size >= s.opts.MultipartThreshold {
 		res.Multipart = true

@@ -36,7 +36,8 @@ func (im *Imports) Import(ctx context.Context, req api.ImportRequest) (string, b
 		return "", false, fmt.Errorf("%w: %v", api.ErrBadImport, err)
 	}
 	if err := im.Sources.Check(p.Source); err != nil {
-		return "", false, fmt.Errorf("%w: %v", api.ErrImportRefused, err)
+		// One "import source refused" in the message, two sentinels to match.
+		return "", false, fmt.Errorf("%w: %s", api.ErrImportRefused, strings.TrimPrefix(err.Error(), task.ErrSourceRefused.Error()+": "))
 	}
 	if v, ok := p.Metadata[asset.PriceMetadata]; ok {
 		if _, err := asset.ParsePrice(v); err != nil {

@@ -83,8 +83,9 @@ func TestImportsRefuseUnlistedBuckets(t *testing.T) {
 			}
 			continue
 		}
-		if !errors.Is(err, api.ErrImportRefused) || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: %v, want refused naming %q", tc.name, err, tc.want)
+		if !errors.Is(err, api.ErrImportRefused) || !strings.Contains(err.Error(), tc.want) ||
+			strings.Count(err.Error(), "import source refused") != 1 {
+			t.Errorf("%s: %v, want refused once, naming %q", tc.name, err, tc.want)
 		}
 		if _, ierr := b.insp.GetTaskInfo(task.QueueImports, task.ImportTaskID("src-"+tc.name)); ierr == nil || id != "" {
 			t.Errorf("%s: refused but queued", tc.name)
