@@ -548,3 +548,74 @@ func TestFetchersShareConcurrency(t *testing.T) {
 		})
 	}
 }
+
+// TestHostileTaskPayloads: whatever a task's payload says (dot segments,
+// an encoded slash, a 300-byte segment, a negative or 1e15 amount, a bidi
+// character, a CR LF, a 10 MB body), the handler refuses it before any
+// library sees it: the task is archived at once (SkipRetry) with the
+// reason, and nothing moves (no object, no record, no balance). Another
+// principal's buyer_id is not refusable here: the intake proves the buyer
+// (api.Caller.Buyer), and whoever can write tasks into Redis is trusted.
+func TestHostileTaskPayloads(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	w, err := worker.New(b.rdb, worker.Config{Concurrency: 2, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), FailedDir: b.failed},
+		worker.Deps{Spool: b.spool, Storage: storagetest.Store(t, b.s3), Assets: b.assets, Plugins: builtin.Registry(), Ledger: ledger.New(b.rdb, "dab:", "house")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("x", 10<<20)
+	seg := strings.Repeat("s", 300)
+	const asset = "0123456789abcdef0123"
+	for _, tc := range []struct {
+		name, typ, payload string
+	}{
+		{"upload: dot segments", task.TypeUpload, `{"spool_id":"../../etc/passwd"}`},
+		{"upload: encoded slash", task.TypeUpload, `{"spool_id":"..%2F..%2Fx"}`},
+		{"upload: 300-byte id", task.TypeUpload, `{"spool_id":"` + seg + `"}`},
+		{"upload: bidi", task.TypeUpload, `{"spool_id":"019ad5f0c2a1b2c3d4e5f6a7b8\u202e"}`},
+		{"upload: 10 MB", task.TypeUpload, `{"spool_id":"` + big + `"}`},
+		{"purchase: negative", task.TypePurchase, `{"purchase_id":"p1","asset_id":"` + asset + `","buyer_id":"bob","credits":-5}`},
+		{"purchase: 1e15 as a float", task.TypePurchase, `{"purchase_id":"p2","asset_id":"` + asset + `","buyer_id":"bob","credits":1e15}`},
+		{"purchase: 17 digits", task.TypePurchase, `{"purchase_id":"p3","asset_id":"` + asset + `","buyer_id":"bob","credits":10000000000000000}`},
+		{"purchase: dot segments", task.TypePurchase, `{"purchase_id":"../p","asset_id":"` + asset + `","buyer_id":"bob","credits":1}`},
+		{"purchase: encoded slash buyer", task.TypePurchase, `{"purchase_id":"p4","asset_id":"` + asset + `","buyer_id":"a%2Fb","credits":1}`},
+		{"purchase: 300-byte id", task.TypePurchase, `{"purchase_id":"` + seg + `","asset_id":"` + asset + `","buyer_id":"bob","credits":1}`},
+		{"purchase: bidi buyer", task.TypePurchase, `{"purchase_id":"p5","asset_id":"` + asset + `","buyer_id":"bob\u202eeve","credits":1}`},
+		{"purchase: asset path", task.TypePurchase, `{"purchase_id":"p6","asset_id":"../` + asset + `","buyer_id":"bob","credits":1}`},
+		{"purchase: 10 MB", task.TypePurchase, `{"purchase_id":"` + big + `","asset_id":"` + asset + `","buyer_id":"bob","credits":1}`},
+		{"import: dot segments", task.TypeImport, `{"key":"k1","source":"https://example.com/a","type":"generic","path":"../../a.png"}`},
+		{"import: encoded slash key", task.TypeImport, `{"key":"k2","source":"s3://partner/a/%2E%2E/b","type":"generic","path":"a%2F..%2Fb.png"}`},
+		{"import: 300-byte segment", task.TypeImport, `{"key":"k3","source":"https://example.com/a","type":"generic","path":"` + seg + `.png"}`},
+		{"import: bidi", task.TypeImport, `{"key":"k4","source":"https://example.com/a","type":"generic","path":"gnp.\u202eexe"}`},
+		{"import: credentials", task.TypeImport, `{"key":"k5","source":"https://u:pw@example.com/a","type":"generic","path":"a.png"}`},
+		{"import: 10 MB", task.TypeImport, `{"key":"k6","source":"https://example.com/a","type":"generic","path":"a.png","metadata":{"note":"` + big + `"}}`},
+		{"webhook: CR LF in the event ID", task.TypeWebhook, `{"endpoint":"0123456789abcdef","event":{"id":"1-0\r\nX-Evil: 1","type":"asset.recorded"}}`},
+		{"webhook: dot segments in the event ID", task.TypeWebhook, `{"endpoint":"0123456789abcdef","event":{"id":"../1-0","type":"asset.recorded"}}`},
+		{"webhook: bidi type", task.TypeWebhook, `{"endpoint":"0123456789abcdef","event":{"id":"1-0","type":"asset.\u202erecorded"}}`},
+	} {
+		err := w.Handler().ProcessTask(context.Background(), asynq.NewTask(tc.typ, []byte(tc.payload)))
+		if err == nil || !errors.Is(err, asynq.SkipRetry) {
+			t.Errorf("%s: %v, want refused for good (SkipRetry)", tc.name, clipErr(err))
+		}
+	}
+	if n, _ := b.assets.Count(context.Background(), ""); n != 0 {
+		t.Errorf("%d records after hostile payloads", n)
+	}
+	if keys, _ := b.rdb.Keys(context.Background(), "dab:*purchase*").Result(); len(keys) != 0 {
+		t.Errorf("purchase keys after hostile payloads: %v", keys)
+	}
+}
+
+// clipErr shortens an error for a test message (a 10 MB payload may be
+// quoted in it).
+func clipErr(err error) string {
+	if err == nil {
+		return "<nil>"
+	}
+	s := err.Error()
+	if len(s) > 300 {
+		s = s[:300] + fmt.Sprintf("... (%d bytes)", len(s))
+	}
+	return s
+}

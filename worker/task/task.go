@@ -12,10 +12,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"time"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/dab-assets/dab/internal/event"
 	"github.com/dab-assets/dab/internal/spool"
 )
 
@@ -231,6 +233,17 @@ type WebhookPayload struct {
 }
 
 // webhookEvent is the part of an event a delivery task reads.
+// eventType is the shape of dab's event types (asset.recorded, ...).
+var eventType = regexp.MustCompile(`^[a-z]+(\.[a-z_]+)+$`)
+
+// clip shortens what a payload said for an error message.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}
+
 type webhookEvent struct {
 	ID   string `json:"id"`
 	Type string `json:"type"`
@@ -280,6 +293,11 @@ func (p WebhookPayload) decode() (webhookEvent, error) {
 	}
 	if err := json.Unmarshal(p.Event, &ev); err != nil || ev.ID == "" || ev.Type == "" {
 		return ev, fmt.Errorf("%w: the webhook payload's event is not an event with an id and a type", ErrBadPayload)
+	}
+	// The ID and type go into headers and logs: a CR LF or a bidi
+	// character must stop here, not be retried against the endpoint for a day.
+	if !event.ValidID(ev.ID) || !eventType.MatchString(ev.Type) {
+		return ev, fmt.Errorf("%w: the webhook payload's event has the id %q and the type %q: an event ID is a stream ID such as 1767225600000-0, a type such as asset.recorded", ErrBadPayload, clip(ev.ID), clip(ev.Type))
 	}
 	return ev, nil
 }
