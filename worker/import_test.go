@@ -366,10 +366,9 @@ func TestImportErrorsHideURLQuery(t *testing.T) {
 // x-amz-copy-source (spaces, '+', '%', unicode, '#', '?', an encoded
 // slash, a long key) and empty objects are banked with the source's exact
 // bytes and SHA-256, copied, staged or streamed. A key holding
-// "?versionId=" is an ordinary key: dab escapes the '?', so the import
-// banks that object (versitygw decodes the header before splitting off a
-// version: dab should then stream it rather than archive the task with
-// "set DAB_S3_CHECKSUM=off", which is not the cause).
+// "?versionId=" is an ordinary key and that object is banked: keys with a
+// '?' are streamed, since versitygw decodes x-amz-copy-source before
+// splitting off a version.
 func TestImportOddSourceKeys(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -416,10 +415,9 @@ func TestImportOddSourceKeys(t *testing.T) {
 }
 
 // TestImportErrorsNameTheS3Source: the reason of a refused s3:// import
-// names the source as given. The source is redacted as a URL would be, so
-// a key with '?' or '#' is cut there ("s3://elsewhere/q") and one with a
-// bare '%' becomes "(a URL that does not parse)": the operator cannot tell
-// which object failed.
+// names the source as given, not redacted as a URL would be (that cut a
+// key at '?' or '#' and made one with a bare '%' "(a URL that does not
+// parse)": the operator could not tell which object failed).
 func TestImportErrorsNameTheS3Source(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
