@@ -205,11 +205,11 @@ func importMetadata(p task.ImportPayload, size int64, sum, contentType string, c
 	return meta, nil
 }
 
-// sourceHint adds the likely fix to a permanent failure to read the
-// source bucket.
+// sourceHint adds the likely fix to a permanent failure to read (head or
+// get) an object of the source bucket.
 func sourceHint(err error, bucket string) error {
 	var se *storage.Error
-	if errors.As(err, &se) && se.Permanent && se.Op == "head" && se.Bucket == bucket {
+	if errors.As(err, &se) && se.Permanent && (se.Op == "head" || se.Op == "get") && se.Bucket == bucket {
 		if se.Status == http.StatusNotFound {
 			return fmt.Errorf("%w (no such object or bucket: check the source)", err)
 		}
@@ -233,11 +233,7 @@ func (w *Worker) fetch(ctx context.Context, p task.ImportPayload, f *os.File) (i
 		}
 		body, length, contentType, err = w.deps.Storage.GetFrom(ctx, bucket, key)
 		if err != nil {
-			var se *storage.Error
-			if errors.As(err, &se) && se.Permanent {
-				return 0, "", "", fmt.Errorf("%w: %v (dab's credentials must be able to read the source bucket)", errImportRefused, err)
-			}
-			return 0, "", "", err
+			return 0, "", "", sourceHint(err, bucket) // permanent ones are archived by the caller
 		}
 	} else {
 		if w.imports == nil {

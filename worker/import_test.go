@@ -436,3 +436,21 @@ func TestImportErrorsNameTheS3Source(t *testing.T) {
 		}
 	}
 }
+
+// TestImportStreamedSourceMissing: with DAB_S3_CHECKSUM=off nothing is
+// copied server-side and the source is read with GET straight away; a
+// missing one is archived at once, naming the fix.
+func TestImportStreamedSourceMissing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	c, cl := b.sourceBucket(t)
+	c.ChecksumMode = storage.ChecksumOff
+	b.runWith(t, func(cfg *worker.Config, deps *worker.Deps) {
+		cfg.ImportS3Buckets = []string{"elsewhere"}
+		deps.Storage = storage.New(cl, c)
+	})
+	info := b.waitImport(t, b.enqueueImport(t, task.ImportPayload{Key: "gone", Source: "s3://elsewhere/gone.png", Type: "generic", Path: "gone.png"}))
+	if info.State != asynq.TaskStateArchived || !strings.Contains(info.LastErr, "no such object or bucket") {
+		t.Fatalf("%s %q, want archived naming the missing source", info.State, info.LastErr)
+	}
+}
