@@ -15,7 +15,7 @@ import (
 	"github.com/dab-assets/dab/internal/apiclient"
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/ledger"
-	"github.com/dab-assets/dab/watcher/intake"
+	"github.com/dab-assets/dab/watcher/market"
 )
 
 // newKey makes an idempotency key for a command run; it is printed so that
@@ -225,7 +225,7 @@ func (a *app) purchase(ctx context.Context, p ledger.PurchaseRequest, timeout ti
 		client := a.asynqClient(rdb)
 		defer client.Close()
 		// The same intake as the API's POST /v1/purchases: record, then queue.
-		res, err = (&intake.Purchases{Ledger: led, Queue: client}).Submit(ctx, p)
+		res, err = (&market.Purchases{Ledger: led, Queue: client}).Submit(ctx, p)
 		if errors.Is(err, api.ErrQueueUnavailable) {
 			return fmt.Errorf("purchase %s: %w (run the same command with --key %s again)", p.PurchaseID, err, p.PurchaseID)
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/dab-assets/dab/internal/redisconn"
 	"github.com/dab-assets/dab/internal/web"
 	"github.com/dab-assets/dab/watcher/intake"
+	"github.com/dab-assets/dab/watcher/market"
 	"github.com/dab-assets/dab/worker"
 )
 
@@ -94,7 +95,7 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 	}
 	api.RegisterDownload(srv, api.DownloadDeps{Assets: a.assets(rdb), Downloads: downloads})
 	led := a.ledger(rdb)
-	purchases := &intake.Purchases{Ledger: led, Queue: a.asynqClient(rdb)}
+	purchases := &market.Purchases{Ledger: led, Queue: a.asynqClient(rdb)}
 	api.RegisterLedger(srv, led, a.assets(rdb), purchases)
 	api.RegisterImports(srv, &intake.Imports{Queue: a.asynqClient(rdb), Tasks: asynq.NewInspectorFromRedisClient(rdb), Sources: a.importSources()})
 

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/harness"
 	"github.com/dab-assets/dab/internal/ledger"
@@ -32,6 +34,13 @@ func setupLedger(t *testing.T) *ledgerBundle {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveLedger(t, rdb, tokens)
+}
+
+// serveLedger serves RegisterLedger (without a purchase submitter) for
+// tokens on rdb.
+func serveLedger(t *testing.T, rdb *redis.Client, tokens *Tokens) *ledgerBundle {
+	t.Helper()
 	s := New(tokens, false, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	b := &ledgerBundle{led: ledger.New(rdb, "dab:", "house"), assets: asset.NewStore(rdb, "dab:")}
 	RegisterLedger(s, b.led, b.assets, nil)
@@ -54,22 +63,12 @@ func (a ledgerAnswer) err() ErrorBody {
 // do sends body (a []byte, so that its length is known up front) as admin.
 func (b *ledgerBundle) do(t *testing.T, method, path, key string, body []byte) ledgerAnswer {
 	t.Helper()
-	req, err := http.NewRequest(method, b.srv.URL+path, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+adminTok)
-	req.Header.Set("Content-Type", "application/json")
+	hdr := map[string]string{"Content-Type": "application/json"}
 	if key != "" {
-		req.Header.Set("Idempotency-Key", key)
+		hdr["Idempotency-Key"] = key
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	return ledgerAnswer{resp.StatusCode, out}
+	a := harness.Request(t, method, b.srv.URL+path, adminTok, bytes.NewReader(body), hdr)
+	return ledgerAnswer{a.Status, a.Body}
 }
 
 func (b *ledgerBundle) account(t *testing.T, id string) ledger.Account {

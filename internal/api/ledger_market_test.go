@@ -1,14 +1,9 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,32 +41,14 @@ func setupMarket(t *testing.T) *marketBundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := New(tokens, false, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	b := &ledgerBundle{led: ledger.New(rdb, "dab:", "house"), assets: asset.NewStore(rdb, "dab:")}
-	RegisterLedger(s, b.led, b.assets, nil)
-	b.srv = httptest.NewServer(s.Handler())
-	t.Cleanup(b.srv.Close)
-	return &marketBundle{b}
+	return &marketBundle{serveLedger(t, rdb, tokens)}
 }
 
 // as sends a request with token (none when empty).
 func (b *marketBundle) as(t *testing.T, token, method, path, body string) ledgerAnswer {
 	t.Helper()
-	req, err := http.NewRequest(method, b.srv.URL+path, bytes.NewReader([]byte(body)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	return ledgerAnswer{resp.StatusCode, out}
+	a := harness.Request(t, method, b.srv.URL+path, token, strings.NewReader(body), map[string]string{"Content-Type": "application/json"})
+	return ledgerAnswer{a.Status, a.Body}
 }
 
 // newAsset records an asset; price "" leaves it unpriced.

@@ -120,8 +120,8 @@ func TestImportsOverHTTP(t *testing.T) {
 		{testIngest, "", ok, 400, "idempotency_key_required"},
 	} {
 		a := post(tc.token, tc.key, tc.body)
-		if a.status != tc.status || a.errCode() != tc.code {
-			t.Errorf("%s %s: %d %s, want %d %s", tc.key, tc.body, a.status, a.body, tc.status, tc.code)
+		if a.Status != tc.status || a.ErrorCode() != tc.code {
+			t.Errorf("%s %s: %d %s, want %d %s", tc.key, tc.body, a.Status, a.Body, tc.status, tc.code)
 		}
 	}
 }

@@ -47,8 +47,8 @@ func TestTricklingUploadsLoseTheirSlot(t *testing.T) {
 	defer close(stop)
 	start := time.Now()
 	a := h.do(t, "PUT", "/v1/assets/generic/trickle.bin", testIngest, slowBody(100*time.Millisecond, stop), nil)
-	if a.status != http.StatusRequestTimeout || a.errCode() != "too_slow" || !strings.Contains(string(a.body), "DAB_MIN_UPLOAD_RATE") {
-		t.Fatalf("trickling PUT: %d %s", a.status, a.body)
+	if a.Status != http.StatusRequestTimeout || a.ErrorCode() != "too_slow" || !strings.Contains(string(a.Body), "DAB_MIN_UPLOAD_RATE") {
+		t.Fatalf("trickling PUT: %d %s", a.Status, a.Body)
 	}
 	if took := time.Since(start); took > 10*time.Second {
 		t.Fatalf("the trickling upload held its slot for %s", took)
@@ -61,8 +61,8 @@ func TestTricklingUploadsLoseTheirSlot(t *testing.T) {
 	id := h.createTus(t, "trickle.bin", 1000)
 	start = time.Now()
 	a = h.tusRequest(t, "PATCH", tusBase+id, slowBody(100*time.Millisecond, stop), map[string]string{"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
-	if a.status != http.StatusRequestTimeout || !strings.Contains(string(a.body), "DAB_MIN_UPLOAD_RATE") {
-		t.Fatalf("trickling PATCH: %d %s", a.status, a.body)
+	if a.Status != http.StatusRequestTimeout || !strings.Contains(string(a.Body), "DAB_MIN_UPLOAD_RATE") {
+		t.Fatalf("trickling PATCH: %d %s", a.Status, a.Body)
 	}
 	if took := time.Since(start); took > 10*time.Second {
 		t.Fatalf("the trickling PATCH held its connection for %s", took)
@@ -70,8 +70,8 @@ func TestTricklingUploadsLoseTheirSlot(t *testing.T) {
 	if len(h.intake.slots) != 0 {
 		t.Fatal("the tus slot was not given back")
 	}
-	if a := h.do(t, "PUT", "/v1/assets/generic/steady.bin", testIngest, strings.NewReader(strings.Repeat("s", 256<<10)), nil); a.status != http.StatusAccepted {
-		t.Fatalf("steady PUT: %d %s", a.status, a.body)
+	if a := h.do(t, "PUT", "/v1/assets/generic/steady.bin", testIngest, strings.NewReader(strings.Repeat("s", 256<<10)), nil); a.Status != http.StatusAccepted {
+		t.Fatalf("steady PUT: %d %s", a.Status, a.Body)
 	}
 }
 
@@ -105,9 +105,9 @@ func TestFullDisk(t *testing.T) {
 	h := setupHTTP(t, Config{TusDir: filepath.Join(disk, "tus")}, useDisk)
 	noPath := func(what string, a answer) {
 		t.Helper()
-		if a.status != http.StatusInsufficientStorage || a.header.Get("Retry-After") == "" ||
-			!strings.Contains(string(a.body), "disk is full") || strings.Contains(string(a.body), disk) {
-			t.Fatalf("%s on a full disk: %d %v %s", what, a.status, a.header, a.body)
+		if a.Status != http.StatusInsufficientStorage || a.Header.Get("Retry-After") == "" ||
+			!strings.Contains(string(a.Body), "disk is full") || strings.Contains(string(a.Body), disk) {
+			t.Fatalf("%s on a full disk: %d %v %s", what, a.Status, a.Header, a.Body)
 		}
 	}
 	big := strings.Repeat("b", 2<<20)
@@ -118,11 +118,11 @@ func TestFullDisk(t *testing.T) {
 	id := h.createTus(t, "big.bin", len(big))
 	noPath("tus PATCH", h.earlyAnswer(t, "PATCH", tusBase+id, map[string]string{"Authorization": "Bearer " + testIngest, "Tus-Resumable": "1.0.0",
 		"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}, strings.NewReader(big)))
-	if a := h.tusRequest(t, "HEAD", tusBase+id, nil, nil); a.status != 200 || a.header.Get("Upload-Offset") == "0" {
-		t.Fatalf("the received part was not kept for a resume: %d %v", a.status, a.header)
+	if a := h.tusRequest(t, "HEAD", tusBase+id, nil, nil); a.Status != 200 || a.Header.Get("Upload-Offset") == "0" {
+		t.Fatalf("the received part was not kept for a resume: %d %v", a.Status, a.Header)
 	}
-	if a := h.tusRequest(t, "DELETE", tusBase+id, nil, nil); a.status != 204 {
-		t.Fatalf("DELETE: %d %s", a.status, a.body)
+	if a := h.tusRequest(t, "DELETE", tusBase+id, nil, nil); a.Status != 204 {
+		t.Fatalf("DELETE: %d %s", a.Status, a.Body)
 	}
 
 	// With a floor of 768 KiB on this 1 MiB disk, 300 KiB declared is
@@ -130,8 +130,8 @@ func TestFullDisk(t *testing.T) {
 	floor := setupHTTP(t, Config{TusDir: filepath.Join(disk, "tus"), MinFreeBytes: 768 << 10}, useDisk)
 	noPath("PUT under the floor", floor.do(t, "PUT", "/v1/assets/generic/mid.bin", testIngest, strings.NewReader(strings.Repeat("m", 300<<10)), nil))
 	noPath("tus POST under the floor", floor.tusRequest(t, "POST", tusBase, nil, map[string]string{"Upload-Length": itoa(300 << 10), "Upload-Metadata": "filename " + b64("mid.bin")}))
-	if a := floor.do(t, "PUT", "/v1/assets/generic/small.bin", testIngest, strings.NewReader("small"), nil); a.status != http.StatusAccepted {
-		t.Fatalf("a small file above the floor: %d %s", a.status, a.body)
+	if a := floor.do(t, "PUT", "/v1/assets/generic/small.bin", testIngest, strings.NewReader("small"), nil); a.Status != http.StatusAccepted {
+		t.Fatalf("a small file above the floor: %d %s", a.Status, a.Body)
 	}
 	if err := floor.intake.CheckDisk(context.Background()); err != nil {
 		t.Fatalf("CheckDisk with room above the floor: %v", err)
@@ -166,8 +166,8 @@ func TestSilentUploadsLoseTheirSlot(t *testing.T) {
 	}
 	id := h.createTus(t, "silent.bin", 1<<20)
 	a := h.tusRequest(t, "PATCH", tusBase+id, silent(), map[string]string{"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
-	if a.status != http.StatusRequestTimeout || !strings.Contains(string(a.body), "DAB_MIN_UPLOAD_RATE") {
-		t.Fatalf("silent PATCH: %d %s", a.status, a.body)
+	if a.Status != http.StatusRequestTimeout || !strings.Contains(string(a.Body), "DAB_MIN_UPLOAD_RATE") {
+		t.Fatalf("silent PATCH: %d %s", a.Status, a.Body)
 	}
 	if took := time.Since(start); took > 15*time.Second {
 		t.Fatalf("silent clients held the slot for %s", took)
@@ -192,8 +192,8 @@ func TestFloorHoldsForEveryUpload(t *testing.T) {
 	free := func() int64 { n, _ := sp.FreeBytes(); return n }
 	refused := func(what string, a answer) {
 		t.Helper()
-		if a.status != http.StatusInsufficientStorage || strings.Contains(string(a.body), disk) {
-			t.Fatalf("%s: %d %s", what, a.status, a.body)
+		if a.Status != http.StatusInsufficientStorage || strings.Contains(string(a.Body), disk) {
+			t.Fatalf("%s: %d %s", what, a.Status, a.Body)
 		}
 		if f := free(); f < 3<<20 {
 			t.Fatalf("%s: the disk went down to %d bytes free, under the floor", what, f)
@@ -207,8 +207,8 @@ func TestFloorHoldsForEveryUpload(t *testing.T) {
 	other := h.createTus(t, "u.bin", 3<<20)
 	// A PATCH of unknown length: the rest of the file (3 MiB) is promised up front.
 	a := h.tusRequest(t, "PATCH", tusBase+id, io.MultiReader(strings.NewReader(big[:3<<20])), map[string]string{"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream", "Transfer-Encoding": "chunked"})
-	if a.status != 204 {
-		t.Fatalf("a PATCH that fits: %d %s", a.status, a.body)
+	if a.Status != 204 {
+		t.Fatalf("a PATCH that fits: %d %s", a.Status, a.Body)
 	}
 	refused("a second 3 MiB tus upload", h.earlyAnswer(t, "PATCH", tusBase+other, map[string]string{"Authorization": "Bearer " + testIngest, "Tus-Resumable": "1.0.0",
 		"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}, strings.NewReader(big[:3<<20])))
@@ -233,15 +233,15 @@ func TestFloorHoldsForEveryUpload(t *testing.T) {
 	fill.Close()
 	for _, m := range []string{"HEAD", "PATCH", "DELETE"} {
 		a := h.tusRequest(t, m, tusBase+other, strings.NewReader("x"), map[string]string{"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
-		if a.status != http.StatusInsufficientStorage || strings.Contains(string(a.body), disk) {
-			t.Errorf("%s on a full disk: %d %s", m, a.status, a.body)
+		if a.Status != http.StatusInsufficientStorage || strings.Contains(string(a.Body), disk) {
+			t.Errorf("%s on a full disk: %d %s", m, a.Status, a.Body)
 		}
 	}
 	os.Remove(filepath.Join(disk, "filler"))
 	// An upload whose .info cannot be read is not found, not a 500.
 	os.WriteFile(filepath.Join(disk, "tus", other+".info"), nil, 0o600)
-	if a := h.tusRequest(t, "HEAD", tusBase+other, nil, nil); a.status != 404 {
-		t.Fatalf("HEAD of an unreadable upload: %d %s", a.status, a.body)
+	if a := h.tusRequest(t, "HEAD", tusBase+other, nil, nil); a.Status != 404 {
+		t.Fatalf("HEAD of an unreadable upload: %d %s", a.Status, a.Body)
 	}
 }
 
@@ -275,5 +275,5 @@ func (h *httpBundle) earlyAnswer(t *testing.T, method, path string, hdr map[stri
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return answer{resp.StatusCode, resp.Header, b}
+	return answer{Status: resp.StatusCode, Header: resp.Header, Body: b}
 }

@@ -27,7 +27,6 @@ import (
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/harness"
 	"github.com/dab-assets/dab/internal/idem"
-	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/internal/storage/storagetest"
@@ -46,10 +45,8 @@ const (
 type httpBundle struct {
 	*bundle
 	srv    *httptest.Server
-	routes []api.Route
 	assets *asset.Store
 	intake *Intake
-	ledger *ledger.Store
 	bucket string // dab's own
 }
 
@@ -91,52 +88,18 @@ func setupHTTP(t *testing.T, cfg Config, opts ...func(*bundle)) *httpBundle {
 	if err := in.Register(s); err != nil {
 		t.Fatal(err)
 	}
-	led := ledger.New(rdb, "dab:", "house")
-	api.RegisterLedger(s, led, assets, &Purchases{Ledger: led, Queue: b.client})
 	api.RegisterImports(s, &Imports{Queue: b.client, Tasks: b.insp, Sources: task.S3Sources{Buckets: []string{"partner"}, Own: s3.Bucket}})
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
-	return &httpBundle{bundle: b, srv: srv, routes: s.Routes(), assets: assets, intake: in, ledger: led, bucket: s3.Bucket}
+	return &httpBundle{bundle: b, srv: srv, assets: assets, intake: in, bucket: s3.Bucket}
 }
 
-type answer struct {
-	status int
-	header http.Header
-	body   []byte
-}
-
-func (a answer) json(t *testing.T, v any) {
-	t.Helper()
-	if err := json.Unmarshal(a.body, v); err != nil {
-		t.Fatalf("answer %d %q: %v", a.status, a.body, err)
-	}
-}
-
-func (a answer) errCode() string {
-	var e api.ErrorBody
-	json.Unmarshal(a.body, &e)
-	return e.Error.Code
-}
+// answer is a response read whole.
+type answer = harness.Answer
 
 func (h *httpBundle) do(t *testing.T, method, path, token string, body io.Reader, hdr map[string]string) answer {
 	t.Helper()
-	req, err := http.NewRequest(method, h.srv.URL+path, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return answer{resp.StatusCode, resp.Header, b}
+	return harness.Request(t, method, h.srv.URL+path, token, body, hdr)
 }
 
 // form builds a multipart body; fields are written in the given order.
@@ -192,9 +155,9 @@ func TestPostAndPut(t *testing.T) {
 		body, ctype := form(t, tt.fields, "a.bin", []byte("data of "+tt.name), tt.fileFirst)
 		a := h.do(t, http.MethodPost, "/v1/assets", testIngest, body, map[string]string{"Content-Type": ctype})
 		var acc api.Accepted
-		a.json(t, &acc)
-		if a.status != http.StatusAccepted || acc.Key != tt.wantKey || acc.StatusURL != "/v1/tasks/"+acc.TaskID || a.header.Get("Location") != acc.StatusURL {
-			t.Fatalf("%s: %d %s", tt.name, a.status, a.body)
+		a.JSON(t, &acc)
+		if a.Status != http.StatusAccepted || acc.Key != tt.wantKey || acc.StatusURL != "/v1/tasks/"+acc.TaskID || a.Header.Get("Location") != acc.StatusURL {
+			t.Fatalf("%s: %d %s", tt.name, a.Status, a.Body)
 		}
 		m, err := h.spool.Get(acc.SpoolID)
 		if err != nil || m.SHA256 != sum([]byte("data of "+tt.name)) || m.Source != "http" {
@@ -208,16 +171,16 @@ func TestPostAndPut(t *testing.T) {
 		// The task is queued and can be followed.
 		var tk api.Task
 		ta := h.do(t, http.MethodGet, acc.StatusURL, testReader, nil, nil)
-		ta.json(t, &tk)
-		if ta.status != 200 || tk.State != "pending" || tk.ID != acc.TaskID || tk.Type != task.TypeUpload {
-			t.Fatalf("%s: task %d %s", tt.name, ta.status, ta.body)
+		ta.JSON(t, &tk)
+		if ta.Status != 200 || tk.State != "pending" || tk.ID != acc.TaskID || tk.Type != task.TypeUpload {
+			t.Fatalf("%s: task %d %s", tt.name, ta.Status, ta.Body)
 		}
 	}
 	a := h.do(t, http.MethodPut, "/v1/assets/cyoa/story/HOPTO_end.png", testAdmin, strings.NewReader("raw"), map[string]string{"Dab-Metadata": `{"price":"5"}`})
 	var acc api.Accepted
-	a.json(t, &acc)
-	if a.status != 202 || acc.Key != "cyoa/story/HOPTO_end.png" || acc.Size != 3 {
-		t.Fatalf("put: %d %s", a.status, a.body)
+	a.JSON(t, &acc)
+	if a.Status != 202 || acc.Key != "cyoa/story/HOPTO_end.png" || acc.Size != 3 {
+		t.Fatalf("put: %d %s", a.Status, a.Body)
 	}
 	if m, _ := h.spool.Get(acc.SpoolID); m == nil || m.Metadata["price"] != "5" {
 		t.Fatalf("put metadata: %+v", m)
@@ -264,18 +227,18 @@ func TestUploadErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		a := h.do(t, tt.method, tt.path, tt.token, tt.body, tt.hdr)
-		if a.status != tt.status || a.errCode() != tt.code {
-			t.Errorf("%s: %d %s, want %d %s", tt.name, a.status, a.body, tt.status, tt.code)
+		if a.Status != tt.status || a.ErrorCode() != tt.code {
+			t.Errorf("%s: %d %s, want %d %s", tt.name, a.Status, a.Body, tt.status, tt.code)
 		}
 	}
 	// Multipart without a file, and with an unknown type.
 	b, ct := form(t, [][2]string{{"type", "cyoa"}}, "", nil, false)
-	if a := h.do(t, "POST", "/v1/assets", testIngest, b, map[string]string{"Content-Type": ct}); a.status != 400 {
-		t.Errorf("form without file name: %d %s", a.status, a.body)
+	if a := h.do(t, "POST", "/v1/assets", testIngest, b, map[string]string{"Content-Type": ct}); a.Status != 400 {
+		t.Errorf("form without file name: %d %s", a.Status, a.Body)
 	}
 	b, ct = form(t, [][2]string{{"type", "photos"}}, "a.png", []byte("x"), false)
-	if a := h.do(t, "POST", "/v1/assets", testIngest, b, map[string]string{"Content-Type": ct}); a.status != 400 || !strings.Contains(string(a.body), "known types are cyoa, generic") {
-		t.Errorf("form with unknown type: %d %s", a.status, a.body)
+	if a := h.do(t, "POST", "/v1/assets", testIngest, b, map[string]string{"Content-Type": ct}); a.Status != 400 || !strings.Contains(string(a.Body), "known types are cyoa, generic") {
+		t.Errorf("form with unknown type: %d %s", a.Status, a.Body)
 	}
 	spoolEmpty(t, h.spool)
 }
@@ -348,11 +311,11 @@ func TestIdempotencyKey(t *testing.T) {
 		return h.do(t, "PUT", "/v1/assets/generic/same.txt", testIngest, strings.NewReader(content), map[string]string{"Idempotency-Key": "order-42"})
 	}
 	first, second := put("v1"), put("v1")
-	if first.status != 202 || second.status != 202 || !bytes.Equal(first.body, second.body) || second.header.Get("Idempotent-Replayed") != "true" {
-		t.Fatalf("replay: %d %s / %d %s", first.status, first.body, second.status, second.body)
+	if first.Status != 202 || second.Status != 202 || !bytes.Equal(first.Body, second.Body) || second.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("replay: %d %s / %d %s", first.Status, first.Body, second.Status, second.Body)
 	}
-	if third := put("v2"); third.status != 409 || third.errCode() != "idempotency_conflict" {
-		t.Fatalf("other content, same key: %d %s", third.status, third.body)
+	if third := put("v2"); third.Status != 409 || third.ErrorCode() != "idempotency_conflict" {
+		t.Fatalf("other content, same key: %d %s", third.Status, third.Body)
 	}
 	if n := len(entries(t, h.spool)); n != 1 {
 		t.Fatalf("%d spool entries, want 1", n)
@@ -376,12 +339,12 @@ func TestConcurrencyLimit(t *testing.T) {
 	<-started
 	h.eventually(10*time.Second, "the first upload to hold the slot", func() bool { return len(h.intake.slots) == 1 })
 	busy := h.do(t, "PUT", "/v1/assets/generic/other.bin", testIngest, strings.NewReader("x"), nil)
-	if busy.status != 503 || busy.errCode() != "busy" || busy.header.Get("Retry-After") == "" {
-		t.Fatalf("second upload: %d %s", busy.status, busy.body)
+	if busy.Status != 503 || busy.ErrorCode() != "busy" || busy.Header.Get("Retry-After") == "" {
+		t.Fatalf("second upload: %d %s", busy.Status, busy.Body)
 	}
 	pw.Close()
-	if a := <-done; a.status != 202 {
-		t.Fatalf("first upload: %d %s", a.status, a.body)
+	if a := <-done; a.Status != 202 {
+		t.Fatalf("first upload: %d %s", a.Status, a.Body)
 	}
 }
 
@@ -393,31 +356,31 @@ func TestQueriesAndReadiness(t *testing.T) {
 	}
 	var page asset.Page
 	a := h.do(t, "GET", "/v1/assets?type=cyoa&limit=2", testReader, nil, nil)
-	a.json(t, &page)
-	if a.status != 200 || len(page.Records) != 2 || page.Next == "" {
-		t.Fatalf("page 1: %d %s", a.status, a.body)
+	a.JSON(t, &page)
+	if a.Status != 200 || len(page.Records) != 2 || page.Next == "" {
+		t.Fatalf("page 1: %d %s", a.Status, a.Body)
 	}
 	a = h.do(t, "GET", "/v1/assets?type=cyoa&limit=2&cursor="+page.Next, testReader, nil, nil)
 	var page2 asset.Page
-	a.json(t, &page2)
+	a.JSON(t, &page2)
 	if len(page2.Records) != 1 || page2.Next != "" {
-		t.Fatalf("page 2: %s", a.body)
+		t.Fatalf("page 2: %s", a.Body)
 	}
 	var rec map[string]any
 	a = h.do(t, "GET", "/v1/assets/"+page.Records[0].ID, testReader, nil, nil)
-	a.json(t, &rec)
+	a.JSON(t, &rec)
 	if rec["id"] != page.Records[0].ID || rec["size"] == nil {
-		t.Fatalf("asset: %s", a.body)
+		t.Fatalf("asset: %s", a.Body)
 	}
-	if a := h.do(t, "GET", "/healthz", "", nil, nil); a.status != 200 {
-		t.Fatalf("healthz %d", a.status)
+	if a := h.do(t, "GET", "/healthz", "", nil, nil); a.Status != 200 {
+		t.Fatalf("healthz %d", a.Status)
 	}
-	if a := h.do(t, "GET", "/readyz", "", nil, nil); a.status != 200 || !strings.Contains(string(a.body), `"bucket": "ok"`) {
-		t.Fatalf("readyz %d %s", a.status, a.body)
+	if a := h.do(t, "GET", "/readyz", "", nil, nil); a.Status != 200 || !strings.Contains(string(a.Body), `"bucket": "ok"`) {
+		t.Fatalf("readyz %d %s", a.Status, a.Body)
 	}
 	h.redis.Stop()
-	if a := h.do(t, "GET", "/readyz", "", nil, nil); a.status != 503 || !strings.Contains(string(a.body), `"redis": "dial tcp`) {
-		t.Fatalf("readyz with Redis down: %d %s", a.status, a.body)
+	if a := h.do(t, "GET", "/readyz", "", nil, nil); a.Status != 503 || !strings.Contains(string(a.Body), `"redis": "dial tcp`) {
+		t.Fatalf("readyz with Redis down: %d %s", a.Status, a.Body)
 	}
 }
 

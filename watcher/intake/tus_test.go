@@ -39,7 +39,7 @@ func (h *httpBundle) tusRequest(t *testing.T, method, rawPath string, body io.Re
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return answer{resp.StatusCode, resp.Header, b}
+	return answer{Status: resp.StatusCode, Header: resp.Header, Body: b}
 }
 
 // createTus starts a resumable upload of size bytes and returns its ID.
@@ -48,10 +48,10 @@ func (h *httpBundle) createTus(t *testing.T, name string, size int) string {
 	a := h.tusRequest(t, "POST", tusBase, nil, map[string]string{
 		"Upload-Length": itoa(size), "Upload-Metadata": "filename " + b64(name),
 	})
-	loc := a.header.Get("Location")
+	loc := a.Header.Get("Location")
 	id := loc[strings.LastIndex(loc, "/")+1:]
-	if a.status != http.StatusCreated || !validTusID(id) {
-		t.Fatalf("create: %d %q %s", a.status, loc, a.body)
+	if a.Status != http.StatusCreated || !validTusID(id) {
+		t.Fatalf("create: %d %q %s", a.Status, loc, a.Body)
 	}
 	return id
 }
@@ -95,14 +95,14 @@ func TestTusIDsCannotLeaveTheFolder(t *testing.T) {
 			{"OPTIONS", nil, 404},
 		} {
 			a := h.tusRequest(t, tt.method, tusBase+id, strings.NewReader("admin STOLEN-TOKEN\n"), tt.hdr)
-			if tt.want != 0 && a.status != tt.want || tt.want == 0 && (a.status < 400 || a.status >= 500) {
-				t.Errorf("%s %s%s: %d %s", tt.method, tusBase, id, a.status, a.body)
+			if tt.want != 0 && a.Status != tt.want || tt.want == 0 && (a.Status < 400 || a.Status >= 500) {
+				t.Errorf("%s %s%s: %d %s", tt.method, tusBase, id, a.Status, a.Body)
 			}
 		}
 	}
 	// A method override on the creation URL itself is refused too.
-	if a := h.tusRequest(t, "POST", tusBase, nil, map[string]string{"X-HTTP-Method-Override": "DELETE"}); a.status != 400 || a.errCode() != "method_override" {
-		t.Errorf("override on %s: %d %s", tusBase, a.status, a.body)
+	if a := h.tusRequest(t, "POST", tusBase, nil, map[string]string{"X-HTTP-Method-Override": "DELETE"}); a.Status != 400 || a.ErrorCode() != "method_override" {
+		t.Errorf("override on %s: %d %s", tusBase, a.Status, a.Body)
 	}
 	if b, err := os.ReadFile(victim); err != nil || string(b) != victimBytes {
 		t.Fatalf("the file outside the tus folder was touched: %q, %v", b, err)
@@ -147,8 +147,8 @@ func TestTusIgnoresWhereInfoPoints(t *testing.T) {
 		{"PATCH", map[string]string{"Upload-Offset": "13", "Content-Type": "application/offset+octet-stream"}, "admin STOLEN-TOKEN\n"},
 		{"DELETE", nil, ""},
 	} {
-		if a := h.tusRequest(t, tt.method, tusBase+id, strings.NewReader(tt.body), tt.hdr); a.status != 404 {
-			t.Errorf("%s of an upload whose .info points elsewhere: %d %s", tt.method, a.status, a.body)
+		if a := h.tusRequest(t, tt.method, tusBase+id, strings.NewReader(tt.body), tt.hdr); a.Status != 404 {
+			t.Errorf("%s of an upload whose .info points elsewhere: %d %s", tt.method, a.Status, a.Body)
 		}
 	}
 	if b, err := os.ReadFile(victim); err != nil || string(b) != "read token-a\n" {
@@ -166,28 +166,28 @@ func TestTusVerbsOnOwnUploads(t *testing.T) {
 	h := setupHTTP(t, Config{})
 	data := "0123456789"
 	id := h.createTus(t, "NODE_own.png", len(data))
-	if a := h.tusRequest(t, "HEAD", tusBase+id, nil, nil); a.status != 200 || a.header.Get("Upload-Offset") != "0" {
-		t.Fatalf("HEAD: %d %v", a.status, a.header)
+	if a := h.tusRequest(t, "HEAD", tusBase+id, nil, nil); a.Status != 200 || a.Header.Get("Upload-Offset") != "0" {
+		t.Fatalf("HEAD: %d %v", a.Status, a.Header)
 	}
 	a := h.tusRequest(t, "PATCH", tusBase+id, strings.NewReader(data), map[string]string{"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
-	if a.status != 204 || a.header.Get("Dab-Task-Id") == "" {
-		t.Fatalf("PATCH: %d %v %s", a.status, a.header, a.body)
+	if a.Status != 204 || a.Header.Get("Dab-Task-Id") == "" {
+		t.Fatalf("PATCH: %d %v %s", a.Status, a.Header, a.Body)
 	}
 	// The final answer names what a one-request upload's body names.
 	sum := sha256.Sum256([]byte(data))
-	if a.header.Get("Dab-Task-Id") != "upload-"+a.header.Get("Dab-Spool-Id") || a.header.Get("Dab-S3-Key") != "generic/NODE_own.png" ||
-		a.header.Get("Dab-Sha256") != hex.EncodeToString(sum[:]) {
-		t.Fatalf("PATCH answer headers: %v", a.header)
+	if a.Header.Get("Dab-Task-Id") != "upload-"+a.Header.Get("Dab-Spool-Id") || a.Header.Get("Dab-S3-Key") != "generic/NODE_own.png" ||
+		a.Header.Get("Dab-Sha256") != hex.EncodeToString(sum[:]) {
+		t.Fatalf("PATCH answer headers: %v", a.Header)
 	}
 	if h.queued() != 1 {
 		t.Fatalf("%d tasks queued, want 1", h.queued())
 	}
 	other := h.createTus(t, "gone.bin", 5)
-	if a := h.tusRequest(t, "DELETE", tusBase+other, nil, nil); a.status != 204 {
-		t.Fatalf("DELETE: %d %s", a.status, a.body)
+	if a := h.tusRequest(t, "DELETE", tusBase+other, nil, nil); a.Status != 204 {
+		t.Fatalf("DELETE: %d %s", a.Status, a.Body)
 	}
-	if a := h.tusRequest(t, "HEAD", tusBase+other, nil, nil); a.status != 404 {
-		t.Fatalf("HEAD after DELETE: %d", a.status)
+	if a := h.tusRequest(t, "HEAD", tusBase+other, nil, nil); a.Status != 404 {
+		t.Fatalf("HEAD after DELETE: %d", a.Status)
 	}
 }
 
@@ -209,14 +209,14 @@ func TestTusSharesTheUploadSlots(t *testing.T) {
 		if method == "POST" {
 			path, hdr = tusBase, map[string]string{"Upload-Length": "3", "Upload-Metadata": "filename " + b64("b.bin")}
 		}
-		if a := h.tusRequest(t, method, path, strings.NewReader("x"), hdr); a.status != 503 || a.header.Get("Retry-After") == "" {
-			t.Fatalf("second tus %s while the slot is taken: %d %s", method, a.status, a.body)
+		if a := h.tusRequest(t, method, path, strings.NewReader("x"), hdr); a.Status != 503 || a.Header.Get("Retry-After") == "" {
+			t.Fatalf("second tus %s while the slot is taken: %d %s", method, a.Status, a.Body)
 		}
 	}
 	pw.Write(bytes.Repeat([]byte("x"), 15))
 	pw.Close()
-	if a := <-done; a.status != 204 {
-		t.Fatalf("first PATCH: %d %s", a.status, a.body)
+	if a := <-done; a.Status != 204 {
+		t.Fatalf("first PATCH: %d %s", a.Status, a.Body)
 	}
 	if len(h.intake.slots) != 0 {
 		t.Fatal("the slot was not given back")
@@ -237,11 +237,11 @@ func TestTusExpiresAbandonedUploads(t *testing.T) {
 	if n := h.intake.expireTus(context.Background(), time.Now()); n != 1 {
 		t.Fatalf("expired %d uploads, want 1", n)
 	}
-	if a := h.tusRequest(t, "HEAD", tusBase+old, nil, nil); a.status != 404 {
-		t.Fatalf("abandoned upload still there: %d", a.status)
+	if a := h.tusRequest(t, "HEAD", tusBase+old, nil, nil); a.Status != 404 {
+		t.Fatalf("abandoned upload still there: %d", a.Status)
 	}
-	if a := h.tusRequest(t, "HEAD", tusBase+fresh, nil, nil); a.status != 200 {
-		t.Fatalf("recent upload removed: %d", a.status)
+	if a := h.tusRequest(t, "HEAD", tusBase+fresh, nil, nil); a.Status != 200 {
+		t.Fatalf("recent upload removed: %d", a.Status)
 	}
 	if _, err := os.Stat(filepath.Join(h.intake.cfg.TusDir, old)); !os.IsNotExist(err) {
 		t.Fatalf("abandoned upload's bytes kept: %v", err)

@@ -1,4 +1,9 @@
-package intake
+// Package market takes purchase requests from the API and the console: it
+// records each purchase as pending in the ledger, once per purchase ID, and
+// queues the task a worker applies. The HTTP routes live with the ledger's
+// other routes in internal/api (RegisterLedger); this package is what they
+// call to submit a purchase.
+package market
 
 import (
 	"context"
@@ -14,7 +19,7 @@ import (
 // ID, and queues its task. It implements api.Purchases.
 type Purchases struct {
 	Ledger *ledger.Store
-	Queue  Enqueuer
+	Queue  task.Enqueuer
 }
 
 var _ api.Purchases = (*Purchases)(nil)

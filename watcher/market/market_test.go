@@ -1,4 +1,4 @@
-package intake
+package market
 
 import (
 	"bytes"
@@ -19,7 +19,7 @@ import (
 
 func TestGrantsAndAccounts(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, Config{})
+	h := setupHTTP(t)
 	grant := func(token, key, body string) answer {
 		hdr := map[string]string{"Content-Type": "application/json"}
 		if key != "" {
@@ -45,46 +45,46 @@ func TestGrantsAndAccounts(t *testing.T) {
 		{testAdmin, "g1", `not json`, 400, "bad_json"},
 	}
 	for _, tt := range tests {
-		if a := grant(tt.token, tt.key, tt.body); a.status != tt.status || a.errCode() != tt.code {
-			t.Errorf("grant %s %q: %d %s, want %d %s", tt.key, tt.body, a.status, a.body, tt.status, tt.code)
+		if a := grant(tt.token, tt.key, tt.body); a.Status != tt.status || a.ErrorCode() != tt.code {
+			t.Errorf("grant %s %q: %d %s, want %d %s", tt.key, tt.body, a.Status, a.Body, tt.status, tt.code)
 		}
 	}
 	first, again := grant(testAdmin, "g1", `{"credits": 5}`), grant(testAdmin, "g1", `{"credits": 5}`)
 	var g1, g2 ledger.GrantResult
-	first.json(t, &g1)
-	again.json(t, &g2)
-	if first.status != 201 || g1.EntryID == "" || g2.EntryID != g1.EntryID || g2.Balance != 5 {
-		t.Fatalf("grant and repeat: %s / %s", first.body, again.body)
+	first.JSON(t, &g1)
+	again.JSON(t, &g2)
+	if first.Status != 201 || g1.EntryID == "" || g2.EntryID != g1.EntryID || g2.Balance != 5 {
+		t.Fatalf("grant and repeat: %s / %s", first.Body, again.Body)
 	}
-	if a := grant(testAdmin, "g1", `{"credits": 6}`); a.status != 409 {
-		t.Fatalf("same key, other credits: %d %s", a.status, a.body)
+	if a := grant(testAdmin, "g1", `{"credits": 6}`); a.Status != 409 {
+		t.Fatalf("same key, other credits: %d %s", a.Status, a.Body)
 	}
 	var acct ledger.Account
 	a := h.do(t, "GET", "/v1/accounts/alice", testBroker, nil, nil)
-	a.json(t, &acct)
+	a.JSON(t, &acct)
 	if acct.Balance != 5 || len(acct.Entries) != 1 || acct.Entries[0].Kind != "grant" {
-		t.Fatalf("account: %s", a.body)
+		t.Fatalf("account: %s", a.Body)
 	}
 	// A token bound to zed reads zed's account only.
-	if a := h.do(t, "GET", "/v1/accounts/alice", testBuyer, nil, nil); a.status != 403 || a.errCode() != "not_your_account" {
-		t.Fatalf("another account with a bound token: %d %s", a.status, a.body)
+	if a := h.do(t, "GET", "/v1/accounts/alice", testBuyer, nil, nil); a.Status != 403 || a.ErrorCode() != "not_your_account" {
+		t.Fatalf("another account with a bound token: %d %s", a.Status, a.Body)
 	}
-	if a := h.do(t, "GET", "/v1/accounts/zed", testBuyer, nil, nil); a.status != 200 {
-		t.Fatalf("its own account with a bound token: %d %s", a.status, a.body)
+	if a := h.do(t, "GET", "/v1/accounts/zed", testBuyer, nil, nil); a.Status != 200 {
+		t.Fatalf("its own account with a bound token: %d %s", a.Status, a.Body)
 	}
 	a = h.do(t, "GET", "/v1/accounts/nobody-yet", testReader, nil, nil)
-	a.json(t, &acct)
-	if a.status != 200 || acct.Balance != 0 {
-		t.Fatalf("new account: %s", a.body)
+	a.JSON(t, &acct)
+	if a.Status != 200 || acct.Balance != 0 {
+		t.Fatalf("new account: %s", a.Body)
 	}
-	if a := h.do(t, "GET", "/v1/accounts/bad%20id", testReader, nil, nil); a.status != 400 {
-		t.Fatalf("bad account id: %d", a.status)
+	if a := h.do(t, "GET", "/v1/accounts/bad%20id", testReader, nil, nil); a.Status != 400 {
+		t.Fatalf("bad account id: %d", a.Status)
 	}
 }
 
 func TestPurchasesOverHTTP(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, Config{})
+	h := setupHTTP(t)
 	rec, _, err := h.assets.Put(context.Background(), asset.Record{Name: "a", Type: "generic", Path: "a", S3Bucket: "b", S3Key: "generic/a", SHA256: "s"})
 	if err != nil {
 		t.Fatal(err)
@@ -111,8 +111,8 @@ func TestPurchasesOverHTTP(t *testing.T) {
 		{testBuyer, "p 1", body, 400, "invalid"},
 		{testBuyer, "p1", `[]`, 400, "bad_json"},
 	} {
-		if a := post(tt.token, tt.key, tt.body); a.status != tt.status || a.errCode() != tt.code {
-			t.Errorf("%q %q: %d %s, want %d %s", tt.key, tt.body, a.status, a.body, tt.status, tt.code)
+		if a := post(tt.token, tt.key, tt.body); a.Status != tt.status || a.ErrorCode() != tt.code {
+			t.Errorf("%q %q: %d %s, want %d %s", tt.key, tt.body, a.Status, a.Body, tt.status, tt.code)
 		}
 	}
 	// A thousand clients send the same purchase at once: one pending
@@ -126,16 +126,16 @@ func TestPurchasesOverHTTP(t *testing.T) {
 	wg.Wait()
 	for _, a := range answers {
 		var pa api.PurchaseAccepted
-		a.json(t, &pa)
-		if a.status != 202 || pa.PurchaseID != "p1" || pa.Status != ledger.StatusPending || pa.TaskID != task.PurchaseTaskID("p1") {
-			t.Fatalf("concurrent send: %d %s", a.status, a.body)
+		a.JSON(t, &pa)
+		if a.Status != 202 || pa.PurchaseID != "p1" || pa.Status != ledger.StatusPending || pa.TaskID != task.PurchaseTaskID("p1") {
+			t.Fatalf("concurrent send: %d %s", a.Status, a.Body)
 		}
 	}
 	if info, err := h.insp.GetQueueInfo(task.QueuePurchases); err != nil || info.Size != 1 {
 		t.Fatalf("queued purchases: %+v %v", info, err)
 	}
-	if a := post(testBuyer, "p1", strings.Replace(body, `"credits": 3`, `"credits": 4`, 1)); a.status != 409 {
-		t.Fatalf("same key, other credits: %d %s", a.status, a.body)
+	if a := post(testBuyer, "p1", strings.Replace(body, `"credits": 3`, `"credits": 4`, 1)); a.Status != 409 {
+		t.Fatalf("same key, other credits: %d %s", a.Status, a.Body)
 	}
 	// The worker applies it (here: the ledger, as the worker's handler does).
 	if _, err := h.ledger.Apply(context.Background(), ledger.PurchaseRequest{PurchaseID: "p1", AssetID: rec.ID, BuyerID: "zed", Credits: 3}); err != nil {
@@ -143,28 +143,28 @@ func TestPurchasesOverHTTP(t *testing.T) {
 	}
 	var got ledger.PurchaseResult
 	a := h.do(t, "GET", "/v1/purchases/p1", testReader, nil, nil)
-	a.json(t, &got)
+	a.JSON(t, &got)
 	if got.Status != ledger.StatusRejected || got.Reason != ledger.ReasonNotForSale {
-		t.Fatalf("status: %s", a.body)
+		t.Fatalf("status: %s", a.Body)
 	}
 	again := post(testBuyer, "p1", body)
 	var replay ledger.PurchaseResult
-	json.Unmarshal(again.body, &replay)
-	if again.status != 200 || again.header.Get("Idempotent-Replayed") != "true" || replay != got {
-		t.Fatalf("repeat after the result: %d %s", again.status, again.body)
+	json.Unmarshal(again.Body, &replay)
+	if again.Status != 200 || again.Header.Get("Idempotent-Replayed") != "true" || replay != got {
+		t.Fatalf("repeat after the result: %d %s", again.Status, again.Body)
 	}
-	if a := h.do(t, "GET", "/v1/purchases/unknown", testReader, nil, nil); a.status != 404 {
-		t.Fatalf("unknown purchase: %d", a.status)
+	if a := h.do(t, "GET", "/v1/purchases/unknown", testReader, nil, nil); a.Status != 404 {
+		t.Fatalf("unknown purchase: %d", a.Status)
 	}
 	// An admin sets a price; a purchase must then pay exactly that.
-	if a := h.do(t, "POST", "/v1/assets/"+rec.ID+"/price", testBuyer, strings.NewReader(`{"credits": 2}`), nil); a.status != 403 {
-		t.Fatalf("price by a buyer: %d", a.status)
+	if a := h.do(t, "POST", "/v1/assets/"+rec.ID+"/price", testBuyer, strings.NewReader(`{"credits": 2}`), nil); a.Status != 403 {
+		t.Fatalf("price by a buyer: %d", a.Status)
 	}
 	a = h.do(t, "POST", "/v1/assets/"+rec.ID+"/price", testAdmin, strings.NewReader(`{"credits": 2}`), nil)
 	var priced asset.Record
-	a.json(t, &priced)
-	if a.status != 200 || priced.Price == nil || *priced.Price != 2 {
-		t.Fatalf("set price: %d %s", a.status, a.body)
+	a.JSON(t, &priced)
+	if a.Status != 200 || priced.Price == nil || *priced.Price != 2 {
+		t.Fatalf("set price: %d %s", a.Status, a.Body)
 	}
 	h.ledger.Grant(context.Background(), "gz", "zed", 10)
 	r, _ := h.ledger.Apply(context.Background(), ledger.PurchaseRequest{PurchaseID: "p2", AssetID: rec.ID, BuyerID: "zed", Credits: 3})
@@ -172,12 +172,12 @@ func TestPurchasesOverHTTP(t *testing.T) {
 		t.Fatalf("after the price: %+v", r)
 	}
 	for _, bad := range []string{`{"credits": -1}`, `{"credits": "2"}`, `{}`} {
-		if a := h.do(t, "POST", "/v1/assets/"+rec.ID+"/price", testAdmin, strings.NewReader(bad), nil); a.status != 400 {
-			t.Errorf("price %s: %d", bad, a.status)
+		if a := h.do(t, "POST", "/v1/assets/"+rec.ID+"/price", testAdmin, strings.NewReader(bad), nil); a.Status != 400 {
+			t.Errorf("price %s: %d", bad, a.Status)
 		}
 	}
-	if a := h.do(t, "POST", "/v1/assets/0123456789abcdef0123/price", testAdmin, strings.NewReader(`{"credits": 1}`), nil); a.status != 404 {
-		t.Fatalf("price of a missing asset: %d", a.status)
+	if a := h.do(t, "POST", "/v1/assets/0123456789abcdef0123/price", testAdmin, strings.NewReader(`{"credits": 1}`), nil); a.Status != 404 {
+		t.Fatalf("price of a missing asset: %d", a.Status)
 	}
 }
 
@@ -187,7 +187,7 @@ func TestPurchasesOverHTTP(t *testing.T) {
 // through) and takes amounts from 0 (free) to ledger.CreditsMax.
 func TestPurchaseBodyAndCredits(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, Config{})
+	h := setupHTTP(t)
 	rec, _, err := h.assets.Put(context.Background(), asset.Record{Name: "a", Type: "generic", Path: "a", S3Bucket: "b", S3Key: "generic/a", SHA256: "s"})
 	if err != nil {
 		t.Fatal(err)
@@ -211,13 +211,13 @@ func TestPurchaseBodyAndCredits(t *testing.T) {
 		a := h.do(t, "POST", "/v1/purchases", testBuyer, bytes.NewReader([]byte(tt.body)),
 			map[string]string{"Content-Type": "application/json", "Idempotency-Key": tt.key})
 		var e api.ErrorBody
-		json.Unmarshal(a.body, &e)
-		if a.status != tt.status || e.Error.Code != tt.code || !strings.Contains(e.Error.Message, tt.message) {
-			t.Errorf("%s: %d %s, want %d %s %q", tt.key, a.status, a.body, tt.status, tt.code, tt.message)
+		json.Unmarshal(a.Body, &e)
+		if a.Status != tt.status || e.Error.Code != tt.code || !strings.Contains(e.Error.Message, tt.message) {
+			t.Errorf("%s: %d %s, want %d %s %q", tt.key, a.Status, a.Body, tt.status, tt.code, tt.message)
 		}
 		_, err := h.ledger.GetPurchase(context.Background(), tt.key)
 		if recorded := err == nil; recorded != (tt.status == 202) {
-			t.Errorf("%s: recorded %v after %d", tt.key, recorded, a.status)
+			t.Errorf("%s: recorded %v after %d", tt.key, recorded, a.Status)
 		}
 	}
 	p, err := h.ledger.GetPurchase(context.Background(), "max")
@@ -291,7 +291,7 @@ func (h *httpBundle) market(t *testing.T, key, state string) string {
 // rules decide the rest.
 func TestPurchaseMatrix(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, Config{})
+	h := setupHTTP(t)
 	ctx := context.Background()
 	for _, b := range []string{"zed", "yan", "xia"} {
 		if _, err := h.ledger.Grant(ctx, "g-"+b, b, 100); err != nil {
@@ -340,8 +340,8 @@ func TestPurchaseMatrix(t *testing.T) {
 			}
 			a := h.do(t, "POST", "/v1/purchases", c.token, strings.NewReader(body), map[string]string{"Content-Type": "application/json", "Idempotency-Key": "buy-" + key})
 			name := c.name + " / " + st.state
-			if a.status != c.status || a.errCode() != c.code {
-				t.Errorf("%s: %d %s, want %d %s", name, a.status, a.body, c.status, c.code)
+			if a.Status != c.status || a.ErrorCode() != c.code {
+				t.Errorf("%s: %d %s, want %d %s", name, a.Status, a.Body, c.status, c.code)
 				continue
 			}
 			if c.status != 202 {
@@ -351,7 +351,7 @@ func TestPurchaseMatrix(t *testing.T) {
 				continue
 			}
 			var pa api.PurchaseAccepted
-			a.json(t, &pa)
+			a.JSON(t, &pa)
 			if pa.BuyerID != c.buyer || pa.Status != ledger.StatusPending {
 				t.Errorf("%s: accepted %+v, want buyer %s", name, pa, c.buyer)
 			}
@@ -385,7 +385,7 @@ func TestPurchaseMatrix(t *testing.T) {
 // the ledger (an entry of 0). Paying anything else is wrong_price.
 func TestFreePurchasesOverHTTP(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, Config{})
+	h := setupHTTP(t)
 	ctx := context.Background()
 	free, listedFree := h.market(t, "free", "price 0"), h.market(t, "lfree", "listing 0")
 	post := func(key, id string, credits int64) answer {
@@ -396,8 +396,8 @@ func TestFreePurchasesOverHTTP(t *testing.T) {
 		key, id string
 		credits int64
 	}{{"f-wrong", free, 1}, {"lf-wrong", listedFree, 1}, {"f", free, 0}, {"lf", listedFree, 0}} {
-		if a := post(p.key, p.id, p.credits); a.status != 202 {
-			t.Fatalf("%s: %d %s (a free purchase must be queued: worker/task must take credits 0)", p.key, a.status, a.body)
+		if a := post(p.key, p.id, p.credits); a.Status != 202 {
+			t.Fatalf("%s: %d %s (a free purchase must be queued: worker/task must take credits 0)", p.key, a.Status, a.Body)
 		}
 	}
 	h.work(t)
@@ -426,34 +426,34 @@ func TestFreePurchasesOverHTTP(t *testing.T) {
 // parameters; the same purchase again replays it.
 func TestPurchaseKeysAcrossBuyers(t *testing.T) {
 	t.Parallel()
-	h := setupHTTP(t, Config{})
+	h := setupHTTP(t)
 	id := h.market(t, "k", "priced")
 	hdr := map[string]string{"Content-Type": "application/json", "Idempotency-Key": "shared-key"}
-	if a := h.do(t, "POST", "/v1/purchases", testBroker, strings.NewReader(fmt.Sprintf(`{"asset_id": %q, "buyer_id": "yan", "credits": 3}`, id)), hdr); a.status != 202 {
-		t.Fatalf("broker: %d %s", a.status, a.body)
+	if a := h.do(t, "POST", "/v1/purchases", testBroker, strings.NewReader(fmt.Sprintf(`{"asset_id": %q, "buyer_id": "yan", "credits": 3}`, id)), hdr); a.Status != 202 {
+		t.Fatalf("broker: %d %s", a.Status, a.Body)
 	}
 	a := h.do(t, "POST", "/v1/purchases", testBuyer, strings.NewReader(fmt.Sprintf(`{"asset_id": %q, "credits": 3}`, id)), hdr)
-	if a.status != 409 || a.errCode() != "idempotency_conflict" || strings.Contains(string(a.body), "yan") {
-		t.Fatalf("zed with yan's key: %d %s", a.status, a.body)
+	if a.Status != 409 || a.ErrorCode() != "idempotency_conflict" || strings.Contains(string(a.Body), "yan") {
+		t.Fatalf("zed with yan's key: %d %s", a.Status, a.Body)
 	}
-	if a := h.do(t, "GET", "/v1/purchases/shared-key", testBuyer, nil, nil); a.status != 404 {
-		t.Fatalf("zed reads yan's purchase: %d %s", a.status, a.body)
+	if a := h.do(t, "GET", "/v1/purchases/shared-key", testBuyer, nil, nil); a.Status != 404 {
+		t.Fatalf("zed reads yan's purchase: %d %s", a.Status, a.Body)
 	}
 	// Nor through its task: the payload and result are yan's.
 	taskPath := "/v1/tasks/" + task.PurchaseTaskID("shared-key")
-	if a := h.do(t, "GET", taskPath, testBuyer, nil, nil); a.status != 404 || strings.Contains(string(a.body), "yan") {
-		t.Fatalf("zed reads yan's purchase task: %d %s", a.status, a.body)
+	if a := h.do(t, "GET", taskPath, testBuyer, nil, nil); a.Status != 404 || strings.Contains(string(a.Body), "yan") {
+		t.Fatalf("zed reads yan's purchase task: %d %s", a.Status, a.Body)
 	}
 	for _, tok := range []string{testAdmin, testReader} {
-		if a := h.do(t, "GET", taskPath, tok, nil, nil); a.status != 200 {
-			t.Fatalf("unbound token reads the purchase task: %d %s", a.status, a.body)
+		if a := h.do(t, "GET", taskPath, tok, nil, nil); a.Status != 200 {
+			t.Fatalf("unbound token reads the purchase task: %d %s", a.Status, a.Body)
 		}
 	}
 	again := h.do(t, "POST", "/v1/purchases", testBroker, strings.NewReader(fmt.Sprintf(`{"asset_id": %q, "buyer_id": "yan", "credits": 3}`, id)), hdr)
-	if again.status != 202 {
-		t.Fatalf("broker again: %d %s", again.status, again.body)
+	if again.Status != 202 {
+		t.Fatalf("broker again: %d %s", again.Status, again.Body)
 	}
-	if a := h.do(t, "POST", "/v1/purchases", testBroker, strings.NewReader(fmt.Sprintf(`{"asset_id": %q, "buyer_id": "xia", "credits": 3}`, id)), hdr); a.status != 409 || !strings.Contains(string(a.body), "yan") {
-		t.Fatalf("broker, other buyer: %d %s", a.status, a.body)
+	if a := h.do(t, "POST", "/v1/purchases", testBroker, strings.NewReader(fmt.Sprintf(`{"asset_id": %q, "buyer_id": "xia", "credits": 3}`, id)), hdr); a.Status != 409 || !strings.Contains(string(a.Body), "yan") {
+		t.Fatalf("broker, other buyer: %d %s", a.Status, a.Body)
 	}
 }
