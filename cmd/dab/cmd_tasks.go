@@ -37,8 +37,13 @@ func localTasks(insp *asynq.Inspector) taskGetter {
 		if err != nil {
 			return api.Task{}, err
 		}
-		return api.TaskFromInfo(info), nil
+		return api.TaskFromInfo(info, describeTask(info.Type, info.Payload, info.Result)), nil
 	}
+}
+
+// describeTask is the task contract's Describe in the API's terms.
+func describeTask(typeName string, payload, result []byte) api.TaskFacts {
+	return api.TaskFacts(task.Describe(typeName, payload, result))
 }
 
 // serverTasks reads tasks through DAB_SERVER.

@@ -73,7 +73,7 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 	}
 	api.RegisterQueries(srv, api.QueryDeps{
 		Inspector: asynq.NewInspectorFromRedisClient(rdb),
-		Assets:    a.assets(rdb), Checks: checks,
+		Assets:    a.assets(rdb), Checks: checks, Describe: describeTask,
 	})
 	events := event.NewLog(rdb, a.cfg.KeyPrefix)
 	api.RegisterEvents(srv, events)

@@ -29,6 +29,27 @@ type QueryDeps struct {
 	Assets *asset.Store
 	// Checks are the readiness checks by name ("redis", "bucket").
 	Checks map[string]func(context.Context) error
+	// Describe reads what a task's payload and result say (the task
+	// contract's task.Describe). Without it a task shows no asset and only
+	// operators read tasks.
+	Describe func(typeName string, payload, result []byte) TaskFacts
+}
+
+// TaskFacts is what the task contract says about a task: the asset it
+// recorded, the buyer it acts for, and whether only operators (tokens bound
+// to no account) may read it. Its fields are task.Facts'.
+type TaskFacts struct {
+	AssetID       string
+	BuyerID       string
+	OperatorsOnly bool
+}
+
+// facts describes info, or says it is for operators when nothing can.
+func (d QueryDeps) facts(info *asynq.TaskInfo) TaskFacts {
+	if d.Describe == nil {
+		return TaskFacts{OperatorsOnly: true}
+	}
+	return d.Describe(info.Type, info.Payload, info.Result)
 }
 
 // RegisterQueries adds health, readiness, the API document, tasks and assets.
@@ -84,8 +105,9 @@ type Task struct {
 	DoneAt    *time.Time      `json:"completed_at,omitempty"`
 }
 
-// TaskFromInfo converts asynq's view of a task.
-func TaskFromInfo(info *asynq.TaskInfo) Task {
+// TaskFromInfo converts asynq's view of a task and the facts its contract
+// reads from it.
+func TaskFromInfo(info *asynq.TaskInfo, f TaskFacts) Task {
 	// A handler that gives up wraps asynq.SkipRetry, whose text ends the
 	// error: it says nothing to a reader of the task.
 	lastErr := strings.TrimSuffix(info.LastErr, ": "+asynq.SkipRetry.Error())
@@ -113,12 +135,8 @@ func TaskFromInfo(info *asynq.TaskInfo) Task {
 	}
 	if len(info.Result) > 0 && json.Valid(info.Result) {
 		t.Result = json.RawMessage(info.Result)
-		var r struct {
-			AssetID string `json:"asset_id"`
-		}
-		json.Unmarshal(info.Result, &r)
-		t.AssetID = r.AssetID
 	}
+	t.AssetID = f.AssetID
 	if !info.NextProcessAt.IsZero() && info.State != asynq.TaskStateCompleted && info.State != asynq.TaskStateArchived {
 		n := info.NextProcessAt.UTC()
 		t.NextRunAt = &n
@@ -158,8 +176,10 @@ func FindTask(insp *asynq.Inspector, queues []string, id string) (*asynq.TaskInf
 func (d QueryDeps) getTask(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	info, err := FindTask(d.Inspector, d.Queues, id)
+	var f TaskFacts
 	if err == nil {
-		if c, _ := CallerOf(r.Context()); !mayReadTask(c, info) {
+		f = d.facts(info)
+		if c, _ := CallerOf(r.Context()); !mayReadTask(c, f) {
 			// another buyer's purchase: not found, as if it did not exist
 			err = fmt.Errorf("%w: no task %q (finished tasks are kept for 7 days)", ErrTaskNotFound, id)
 		}
@@ -170,7 +190,7 @@ func (d QueryDeps) getTask(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		WriteError(w, http.StatusServiceUnavailable, "queue_unavailable", "cannot "+err.Error())
 	default:
-		t := TaskFromInfo(info)
+		t := TaskFromInfo(info, f)
 		if c, _ := CallerOf(r.Context()); !c.Has(ScopeAdmin) {
 			t.LastError = HidePaths(t.LastError)
 		}
@@ -199,25 +219,18 @@ func HidePaths(msg string) string {
 
 // mayReadTask: a purchase (a task that names a buyer) is readable by a
 // token bound to another account no more than through /v1/purchases: its
-// parameters and result (a balance, in a rejection) are the buyer's. A
-// webhook delivery (a task that carries an event) is not readable by a
-// bound token at all: its event may be any account's, and its last error
-// quotes the receiver.
-func mayReadTask(c Caller, info *asynq.TaskInfo) bool {
-	if c.Account == "" {
+// parameters and result (a balance, in a rejection) are the buyer's. A task
+// for operators only (a webhook delivery, whose event may be any account's
+// and whose last error quotes the receiver) is not readable by a bound
+// token at all.
+func mayReadTask(c Caller, f TaskFacts) bool {
+	switch {
+	case c.Account == "":
 		return true
-	}
-	var p struct {
-		BuyerID string          `json:"buyer_id"`
-		Event   json.RawMessage `json:"event"`
-	}
-	if json.Unmarshal(info.Payload, &p) != nil {
-		return true
-	}
-	if len(p.Event) > 0 {
+	case f.OperatorsOnly:
 		return false
 	}
-	return p.BuyerID == "" || p.BuyerID == c.Account
+	return f.BuyerID == "" || f.BuyerID == c.Account
 }
 
 func (d QueryDeps) listAssets(w http.ResponseWriter, r *http.Request) {

@@ -30,7 +30,7 @@ func TestTaskFromInfo(t *testing.T) {
 		{"archived before it ran", asynq.TaskInfo{State: asynq.TaskStateArchived}, 0, "archived", ""},
 	}
 	for _, tt := range tests {
-		got := TaskFromInfo(&tt.info)
+		got := TaskFromInfo(&tt.info, TaskFacts{})
 		if got.Attempts != tt.attempts || got.State != tt.state || got.LastError != tt.lastErr {
 			t.Errorf("%s: attempts %d, state %s, last error %q; want %d, %s, %q", tt.name, got.Attempts, got.State, got.LastError, tt.attempts, tt.state, tt.lastErr)
 		}

@@ -49,7 +49,10 @@ func setupHTTP(t *testing.T) *httpBundle {
 	s := api.New(tokens, false, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	client := asynq.NewClientFromRedisClient(rdb)
 	h := &httpBundle{insp: asynq.NewInspectorFromRedisClient(rdb), assets: asset.NewStore(rdb, "dab:"), ledger: ledger.New(rdb, "dab:", "house")}
-	api.RegisterQueries(s, api.QueryDeps{Inspector: h.insp, Queues: []string{task.QueuePurchases}, Assets: h.assets})
+	api.RegisterQueries(s, api.QueryDeps{Inspector: h.insp, Queues: []string{task.QueuePurchases}, Assets: h.assets,
+		Describe: func(typ string, payload, result []byte) api.TaskFacts {
+			return api.TaskFacts(task.Describe(typ, payload, result))
+		}})
 	api.RegisterLedger(s, h.ledger, h.assets, &Purchases{Ledger: h.ledger, Queue: client})
 	h.srv = httptest.NewServer(s.Handler())
 	t.Cleanup(h.srv.Close)
