@@ -32,11 +32,6 @@ func (w *Watcher) claimBatch(ctx context.Context, jobs []claimJob) {
 	var ready []claimJob
 	var reqs []spool.ClaimRequest
 	for _, job := range jobs {
-		if _, err := naming.Key(job.c.typ, job.c.rel); err != nil {
-			w.failBadName(job, err)
-			w.done(job)
-			continue
-		}
 		if w.queueIsDown(time.Now()) {
 			w.retryLater(job, 0) // the file stays where it is until the queue answers
 			continue
@@ -91,6 +86,12 @@ func (w *Watcher) afterClaim(ctx context.Context, job claimJob, m *spool.Manifes
 			log.Info("watcher.still_open", "note", "a process has the file open for writing: it is taken once closed")
 		}
 		w.retryLater(job, w.cfg.Settle)
+		return
+	case errors.Is(err, naming.ErrInvalid):
+		// The spool checks every name (the same rules for every intake):
+		// this one cannot become an S3 key.
+		w.failBadName(job, err)
+		w.done(job)
 		return
 	case errors.Is(err, spool.ErrChanging):
 		log.Info("watcher.still_changing")

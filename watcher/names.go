@@ -9,12 +9,10 @@ package watcher
 import (
 	"fmt"
 	"path/filepath"
-	"sort"
 	"strings"
-)
 
-// DefaultType is the type of files directly in the drop folder.
-const DefaultType = "generic"
+	"github.com/dab-assets/dab/internal/plugin"
+)
 
 // ignored says whether a name is skipped until it is renamed: hidden files
 // and the temporary names of downloads, editors and office programs.
@@ -48,7 +46,7 @@ func (w *Watcher) locate(path string) (typ, rel string, ok bool, problem string)
 		}
 	}
 	if len(parts) == 1 {
-		return DefaultType, parts[0], true, ""
+		return plugin.DefaultType, parts[0], true, ""
 	}
 	if !w.types[parts[0]] {
 		return "", "", false, parts[0]
@@ -57,10 +55,5 @@ func (w *Watcher) locate(path string) (typ, rel string, ok bool, problem string)
 }
 
 func (w *Watcher) unknownTypeMessage(folder string) string {
-	known := make([]string, 0, len(w.types))
-	for t := range w.types {
-		known = append(known, t)
-	}
-	sort.Strings(known)
-	return fmt.Sprintf("folder %q is not a registered asset type (known: %s): its files are left where they are; move them into one of those folders", folder, strings.Join(known, ", "))
+	return fmt.Sprintf("folder %q is not a registered asset type (known: %s): its files are left where they are; move them into one of those folders", folder, strings.Join(w.cfg.Types, ", "))
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/dab-assets/dab/internal/naming"
+	"github.com/dab-assets/dab/internal/plugin"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/worker/task"
 )
@@ -53,7 +54,8 @@ type Config struct {
 	// FailedDir receives files with names that cannot be uploaded, each with
 	// <name>.error.json beside it (required).
 	FailedDir string
-	// Types are the registered asset types; each gets a folder (required).
+	// Types are the registered asset types, sorted (plugin.Registry.Types);
+	// each gets a folder (required).
 	Types []string
 	// Settle is how long a file must stay unchanged before it is taken.
 	Settle time.Duration
@@ -153,8 +155,8 @@ func New(cfg Config, sp *spool.Spool, queue Enqueuer) (*Watcher, error) {
 		}
 		w.types[t] = true
 	}
-	if !w.types[DefaultType] {
-		return nil, fmt.Errorf("watcher: type %q must be registered: files directly in the drop folder have it", DefaultType)
+	if !w.types[plugin.DefaultType] {
+		return nil, fmt.Errorf("watcher: type %q must be registered: files directly in the drop folder have it", plugin.DefaultType)
 	}
 	return w, nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/naming"
+	"github.com/dab-assets/dab/internal/plugin"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/internal/storage"
@@ -120,7 +121,7 @@ after errors and by running the same command again.`,
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&f.assetType, "type", "generic", "asset `TYPE`: the plugin that reads it ("+strings.Join(builtin.Registry().Types(), ", ")+")")
+	fs.StringVar(&f.assetType, "type", plugin.DefaultType, "asset `TYPE`: the plugin that reads it ("+strings.Join(builtin.Registry().Types(), ", ")+")")
 	fs.StringVar(&f.folder, "folder", "", "`FOLDER` below the type folder, kept in the S3 key (for cyoa: the story)")
 	fs.Var(f.meta, "meta", "`KEY=VALUE` metadata for the record (repeatable; price=N sells it for N credits)")
 	fs.BoolVar(&f.wait, "wait", false, "wait until each upload finished and print its outcome")

@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dab-assets/dab/internal/asset"
@@ -66,24 +67,38 @@ type Input struct {
 	Progress func(written int64)
 }
 
-func (s *Spool) newManifest(in Input) (*Manifest, error) {
-	if err := naming.ValidateType(in.Type); err != nil {
-		return nil, err
-	}
-	p, err := naming.CleanPath(in.Path)
+// CheckInput says whether in can be spooled: its type and path make a
+// valid S3 key (package naming's rules, the same for every intake), its
+// metadata uses no name dab records itself, and its price, if any, is a
+// whole number of credits. Errors wrap naming.ErrInvalid or
+// asset.ErrBadPrice. Producers call it to refuse a name before reading any
+// byte; the spool calls it again for every entry it makes.
+func CheckInput(in Input) error {
+	_, err := checkInput(in)
+	return err
+}
+
+// checkInput is CheckInput, returning the cleaned path.
+func checkInput(in Input) (string, error) {
+	key, err := naming.Key(in.Type, in.Path)
 	if err != nil {
-		return nil, err
-	}
-	if _, err := naming.Key(in.Type, p); err != nil {
-		return nil, err
+		return "", err
 	}
 	if err := naming.CheckMetadata(in.Metadata); err != nil {
-		return nil, err
+		return "", err
 	}
 	if p, ok := in.Metadata[asset.PriceMetadata]; ok {
 		if _, err := asset.ParsePrice(p); err != nil {
-			return nil, err
+			return "", err
 		}
+	}
+	return strings.TrimPrefix(key, in.Type+"/"), nil
+}
+
+func (s *Spool) newManifest(in Input) (*Manifest, error) {
+	p, err := checkInput(in)
+	if err != nil {
+		return nil, err
 	}
 	return &Manifest{
 		ID: NewID(), Name: path.Base(p), Type: in.Type, Path: p,

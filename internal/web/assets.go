@@ -11,6 +11,7 @@ import (
 	"github.com/dab-assets/dab/internal/api"
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/ledger"
+	"github.com/dab-assets/dab/internal/plugin"
 )
 
 type assetsData struct {
@@ -110,7 +111,7 @@ func (c *Console) uploadPage(w http.ResponseWriter, r *http.Request) {
 func (c *Console) uploadTypes() []string {
 	out := make([]string, 0, len(c.d.Types))
 	for _, t := range c.d.Types {
-		if t == "generic" {
+		if t == plugin.DefaultType {
 			out = append([]string{t}, out...)
 		} else {
 			out = append(out, t)

@@ -263,14 +263,14 @@ func (in *Intake) checkType(typ string) error {
 	return nil
 }
 
-// checkName refuses a bad type or path before any byte is read (PUT and
-// tus know the name up front; the spool checks it again when it commits,
-// with the same naming rules the drop folder uses).
+// checkName refuses an unknown type or a name the spool would refuse before
+// any byte is read (PUT and tus know the name up front; the spool checks it
+// again when it commits).
 func (in *Intake) checkName(typ, p string) error {
 	if err := in.checkType(typ); err != nil {
 		return err
 	}
-	if _, err := naming.Key(typ, p); err != nil {
+	if err := spool.CheckInput(spool.Input{Type: typ, Path: p}); err != nil {
 		return badRequest("bad_name", "%v", err)
 	}
 	return nil
