@@ -69,6 +69,14 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 		return w.fail(ctx, taskID, m, "UnknownType", fixAndRerun,
 			fmt.Errorf("upload: asset type %q has no plugin in this worker (known: %v): run a dab version that knows the type, then re-run the task", m.Type, w.deps.Plugins.Types()))
 	}
+	// Intakes refuse bad prices; one that got into the spool anyway (an
+	// older dab, a hand-made entry) goes to the failed folder before it is
+	// uploaded, so that no object in the bucket carries it.
+	if v, ok := m.Metadata[asset.PriceMetadata]; ok {
+		if _, err := asset.ParsePrice(v); err != nil {
+			return w.fail(ctx, taskID, m, "BadPrice", newFile, fmt.Errorf("upload: %w: fix the price metadata and upload the file again", err))
+		}
+	}
 
 	// The record's time is the spool's, so a re-run and `dab reconcile`
 	// give the record the time the object carries.
@@ -112,8 +120,8 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 		CreatedAt: created, TaskID: taskID, SpoolID: m.ID, Source: m.Source,
 	})
 	if errors.Is(err, asset.ErrBadPrice) {
-		// Intakes refuse bad prices; one that got into the spool anyway
-		// (an older dab, a hand-made entry) waits in the failed folder.
+		// Checked before the upload too; here a price the record refuses
+		// for another reason (a plugin's) waits in the failed folder.
 		return w.fail(ctx, taskID, m, "BadPrice", newFile, fmt.Errorf("upload: %w: fix the price metadata and upload the file again", err))
 	}
 	if errors.Is(err, asset.ErrConflict) {

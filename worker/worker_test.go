@@ -619,3 +619,65 @@ func clipErr(err error) string {
 	}
 	return s
 }
+
+// TestBadPriceInSpoolGoesToFailedFolder: the intakes refuse a bad price, so
+// one reaches a worker only in a spool entry written by an older dab or by
+// hand. It is never recorded (nobody could buy it at a price it does not
+// have, or for free): the file goes to the failed folder with the reason,
+// before anything is uploaded, and the task is archived at once.
+func TestBadPriceInSpoolGoesToFailedFolder(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	data := randomBytes(300, 9)
+	m, err := b.spool.Put(bytes.NewReader(data), spool.Input{Type: "generic", Path: "old/priced.bin", Source: "test", Metadata: map[string]string{"price": "5"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What an older dab wrote: the price as the uploader typed it.
+	mf := filepath.Join(b.spool.Dir(), m.ID, "manifest.json")
+	raw, err := os.ReadFile(mf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	doc["metadata"] = map[string]string{"price": "abc"}
+	raw, _ = json.Marshal(doc)
+	if err := os.WriteFile(mf, raw, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	tk, _ := task.NewUpload(task.UploadPayload{SpoolID: m.ID, Type: m.Type, Key: m.Key()})
+	if _, err := b.client.Enqueue(tk); err != nil {
+		t.Fatal(err)
+	}
+	b.startWorker(t, storagetest.Options(b.s3))
+	info := b.waitState(t, task.UploadTaskID(m.ID), asynq.TaskStateArchived)
+	if info.Retried != 0 || !strings.Contains(info.LastErr, `price "abc"`) {
+		t.Fatalf("archived after %d retries with %q", info.Retried, info.LastErr)
+	}
+	kept := filepath.Join(b.failed, "generic", "old", "priced.bin")
+	if got, err := os.ReadFile(kept); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the file is not in the failed folder: %v", err)
+	}
+	note, err := os.ReadFile(kept + ".error.json")
+	if err != nil || !strings.Contains(string(note), `"code": "BadPrice"`) || !strings.Contains(string(note), `price \"abc\"`) || !strings.Contains(string(note), "whole number") {
+		t.Fatalf("error note = %s, %v", note, err)
+	}
+	if _, err := b.spool.Get(m.ID); err == nil {
+		t.Fatal("the entry is still in the spool")
+	}
+	if _, err := b.assets.Get(context.Background(), asset.ID(b.s3.Bucket, m.Key())); !errors.Is(err, asset.ErrNotFound) {
+		t.Fatalf("a record with a bad price: %v", err)
+	}
+	// Nothing went to the bucket: no object whose metadata holds the bad
+	// price for `dab reconcile` to trip over.
+	if rc, _, err := storagetest.Store(t, b.s3).Get(context.Background(), m.Key()); err == nil {
+		rc.Close()
+		t.Fatalf("s3://%s/%s was uploaded", b.s3.Bucket, m.Key())
+	}
+	if fs := b.uploadFailures(t); len(fs) != 1 || fs[0].Code != "BadPrice" || fs[0].Remedy != "new_file" {
+		t.Fatalf("upload.failed events %+v, want one BadPrice", fs)
+	}
+}

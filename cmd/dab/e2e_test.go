@@ -268,6 +268,9 @@ func TestCLIErrors(t *testing.T) {
 	t.Parallel()
 	e := newE2E(t)
 	file, _ := writeRandomFile(t, t.TempDir(), "a.txt", 10)
+	unbound := filepath.Join(t.TempDir(), "tokens")
+	os.WriteFile(unbound, []byte("read,purchase cli-unbound-purchase-token-01\n"), 0o600)
+	const bindIt = "must be bound to that account (read,purchase@alice TOKEN); a system that buys for its users needs the broker scope instead (broker TOKEN)"
 	tests := []struct {
 		name string
 		env  []string
@@ -287,6 +290,8 @@ func TestCLIErrors(t *testing.T) {
 		{"price not a number", nil, []string{"upload", file, "--meta", "price=abc"}, 2, `price "abc": it is not a whole number`},
 		{"negative price", nil, []string{"upload", file, "--meta", "price=-3"}, 2, "it is negative"},
 		{"metadata shadowing a record field", nil, []string{"upload", file, "--meta", "sha256=00"}, 2, "dab's own field"},
+		{"unbound purchase token, serve", []string{"DAB_TOKENS_FILE=" + unbound}, []string{"serve"}, 1, bindIt},
+		{"unbound purchase token, watch", []string{"DAB_TOKENS_FILE=" + unbound}, []string{"watch"}, 1, bindIt},
 		{"server down, secrets in its URL", []string{"DAB_SERVER=http://u:pw-secret@127.0.0.1:1/?token=pw-secret"}, []string{"assets", "list"}, 1, "127.0.0.1:1"},
 		{"server down, upload", []string{"DAB_SERVER=http://u:pw-secret@127.0.0.1:1/"}, []string{"upload", file}, 1, "127.0.0.1:1"},
 	}
