@@ -53,7 +53,7 @@ fuzz:
 	$(GO) test ./worker/task -run '^$$' -fuzz FuzzDecodeUpload -fuzztime 30s
 	$(GO) test ./worker/task -run '^$$' -fuzz FuzzDecodeImport -fuzztime 30s
 	$(GO) test ./internal/config -run '^$$' -fuzz FuzzParseBytes -fuzztime 30s
-	$(GO) test ./internal/config -run '^$$' -fuzz FuzzRedactURL -fuzztime 30s
+	$(GO) test ./internal/redact -run '^$$' -fuzz FuzzRedactURL -fuzztime 30s
 	$(GO) test ./internal/api -run '^$$' -fuzz FuzzDecodeJSON -fuzztime 30s
 	$(GO) test ./watcher/intake -run '^$$' -fuzz FuzzTusGuard -fuzztime 30s
 	$(GO) test ./watcher/intake -run '^$$' -fuzz FuzzParseMetadata -fuzztime 30s

@@ -1,6 +1,8 @@
-// Package worker runs dab's Asynq server: the task handlers that upload spool
-// entries to S3, run type plugins and record assets. Producers never import
-// this package; they use the task contract in worker/task.
+// Package worker runs dab's Asynq servers and their task handlers: uploads
+// of spool entries to S3 (type plugins, then the asset's record), imports
+// from URLs, purchases applied to the ledger, and webhook deliveries (with
+// the dispatcher that turns events into them). Producers never import this
+// package; they use the task contract in worker/task.
 package worker
 
 import (
@@ -36,9 +38,10 @@ import (
 const ShutdownTimeoutDefault = 25 * time.Second
 
 // Queues are the queues a worker serves, with their priorities: purchases
-// (2) before the uploads of uploadQueue (1) and webhook deliveries (1),
-// because a purchase is small and a buyer waits for it while uploads are
-// bulk work and a webhook receiver waits for nobody. asynq weighs queues
+// (2) before the uploads of uploadQueue (1), imports (1) and webhook
+// deliveries (1), because a purchase is small and a buyer waits for it
+// while uploads and imports are bulk work and a webhook receiver waits for
+// nobody. asynq weighs queues
 // by priority rather than draining one first, so uploads and deliveries
 // still move while purchases keep coming.
 func Queues(uploadQueue string) map[string]int {

@@ -16,6 +16,7 @@ import (
 	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/internal/metrics"
+	"github.com/dab-assets/dab/internal/redact"
 	"github.com/dab-assets/dab/internal/redisconn"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/internal/storage"
@@ -125,7 +126,7 @@ func (a *app) connectRedis(ctx context.Context) (redis.UniversalClient, error) {
 		if a.dev != nil {
 			hint = fmt.Sprintf("the `dab dev` of %s (pid %d) does not answer: restart it", a.cfg.DataDir, a.dev.PID)
 		}
-		return nil, fmt.Errorf("redis at %s is unreachable: %w: %s", config.RedactURL(a.cfg.RedisURL), config.RedactError(err, a.cfg.RedisURL), hint)
+		return nil, fmt.Errorf("redis at %s is unreachable: %w: %s", redact.URL(a.cfg.RedisURL), redact.Error(err, a.cfg.RedisURL), hint)
 	}
 	return rdb, nil
 }
@@ -205,9 +206,9 @@ func (a *app) warnIfNotDurable(ctx context.Context, rdb redis.UniversalClient) {
 	aof, fsync, err := ledger.Durability(ctx, rdb)
 	switch {
 	case err != nil:
-		a.log.Warn("redis.durability_unknown", "error", config.RedactText(err.Error(), a.cfg.RedisURL), "note", "could not read Redis persistence settings; make sure appendonly is on (see README, Redis for money)")
+		a.log.Warn("redis.durability_unknown", "error", redact.Text(err.Error(), a.cfg.RedisURL), "note", "could not read Redis persistence settings; make sure appendonly is on (see README, Redis for money)")
 	case !aof:
-		a.log.Warn("redis.not_durable", "redis", config.RedactURL(a.cfg.RedisURL),
+		a.log.Warn("redis.not_durable", "redis", redact.URL(a.cfg.RedisURL),
 			"warning", "Redis runs WITHOUT the append-only file: a restart loses queued tasks, asset records and every credit balance. Set appendonly yes and appendfsync everysec (or always) - see README, Redis for money")
 	case fsync == "no":
 		a.log.Warn("redis.weak_fsync", "warning", "appendfsync no: the OS decides when writes reach disk; a power cut can lose recent purchases. Use everysec or always")
@@ -229,7 +230,7 @@ type redisLogger struct {
 }
 
 func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
-	msg := config.RedactError(errors.New(fmt.Sprintf(format, v...)), l.secret).Error()
+	msg := redact.Error(errors.New(fmt.Sprintf(format, v...)), l.secret).Error()
 	level := slog.LevelWarn
 	if l.quiet {
 		level = slog.LevelDebug

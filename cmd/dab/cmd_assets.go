@@ -25,9 +25,6 @@ import (
 	"github.com/dab-assets/dab/internal/storage"
 )
 
-// listLimitDefault is how many records `dab assets list` shows per page.
-const listLimitDefault = 50
-
 func (c *cli) assetsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "assets VERB",
@@ -98,7 +95,7 @@ command that shows the next page (with --json: next_cursor).`,
 				if assetType != "" {
 					more += " --type " + shellQuote(assetType)
 				}
-				if limit != listLimitDefault {
+				if limit != asset.ListLimitDefault {
 					more += fmt.Sprintf(" --limit %d", limit)
 				}
 				fmt.Fprintf(a.stdout, "more: %s --cursor %s\n", more, shellQuote(page.Next))
@@ -108,7 +105,7 @@ command that shows the next page (with --json: next_cursor).`,
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&assetType, "type", "", "only assets of this `TYPE` ("+strings.Join(builtin.Registry().Types(), ", ")+")")
-	fs.IntVar(&limit, "limit", listLimitDefault, "`N` records per page (1 to 1000)")
+	fs.IntVar(&limit, "limit", asset.ListLimitDefault, fmt.Sprintf("`N` records per page (1 to %d)", asset.ListLimitMax))
 	fs.StringVar(&cursor, "cursor", "", "continue after a previous page: the `CURSOR` its more: line (or next_cursor) gave")
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.RegisterFlagCompletionFunc("type", cobra.FixedCompletions(builtin.Registry().Types(), cobra.ShellCompDirectiveNoFileComp))

@@ -19,6 +19,7 @@ import (
 
 	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/localsvc"
+	"github.com/dab-assets/dab/internal/redact"
 	"github.com/dab-assets/dab/internal/storage"
 )
 
@@ -84,7 +85,7 @@ func (a *app) runDev(ctx context.Context) error {
 
 	// Redis.
 	if a.cfg.Explicit("DAB_REDIS_URL") {
-		notes = append(notes, "redis:  "+config.RedactURL(a.cfg.RedisURL)+" (from DAB_REDIS_URL)")
+		notes = append(notes, "redis:  "+redact.URL(a.cfg.RedisURL)+" (from DAB_REDIS_URL)")
 	} else {
 		port := reusePort(prev.RedisPort)
 		r, err := localsvc.StartRedis(localsvc.RedisOptions{Dir: filepath.Join(devDir, "redis"), Port: port, AOF: true})

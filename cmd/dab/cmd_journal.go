@@ -9,8 +9,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/ledger"
+	"github.com/dab-assets/dab/internal/redact"
 	"github.com/dab-assets/dab/internal/storage"
 )
 
@@ -51,7 +51,7 @@ func (a *app) runJournal(ctx context.Context, rdb redis.UniversalClient, st *sto
 				a.log.Debug("ledger.journaled", "entries", n)
 			}
 			if err != nil && ctx.Err() == nil {
-				a.log.Warn("ledger.journal_failed", "error", config.RedactError(err, a.cfg.RedisURL, a.cfg.S3.Endpoint).Error(),
+				a.log.Warn("ledger.journal_failed", "error", redact.Error(err, a.cfg.RedisURL, a.cfg.S3.Endpoint).Error(),
 					"note", "the entries stay in Redis and are copied at the next interval")
 			}
 		}

@@ -20,10 +20,10 @@ import (
 	"github.com/dab-assets/dab/internal/api"
 	"github.com/dab-assets/dab/internal/apiclient"
 	"github.com/dab-assets/dab/internal/asset"
-	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/naming"
 	"github.com/dab-assets/dab/internal/plugin"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
+	"github.com/dab-assets/dab/internal/redact"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/internal/storage"
 	"github.com/dab-assets/dab/worker/task"
@@ -271,9 +271,9 @@ func (u *localUploader) upload(ctx context.Context, file string) (*uploadLine, e
 	if _, err := task.EnqueueUpload(ctx, u.client, m, a.uploadQueue()); err != nil {
 		// Nothing is lost: the original file is untouched; drop the copy.
 		if rerr := u.sp.Remove(m.ID); rerr != nil {
-			return nil, fmt.Errorf("queue upload (redis at %s): %w; the spooled copy %s could not be removed either: %v", config.RedactURL(a.cfg.RedisURL), err, m.ID, rerr)
+			return nil, fmt.Errorf("queue upload (redis at %s): %w; the spooled copy %s could not be removed either: %v", redact.URL(a.cfg.RedisURL), err, m.ID, rerr)
 		}
-		return nil, fmt.Errorf("queue upload (redis at %s): %w; nothing was queued and the file is unchanged: try again", config.RedactURL(a.cfg.RedisURL), err)
+		return nil, fmt.Errorf("queue upload (redis at %s): %w; nothing was queued and the file is unchanged: try again", redact.URL(a.cfg.RedisURL), err)
 	}
 	a.log.Debug("upload.queued", "task_id", task.UploadTaskID(m.ID), "spool_id", m.ID, "key", m.Key())
 	return &uploadLine{File: file, TaskID: task.UploadTaskID(m.ID), SpoolID: m.ID, Key: m.Key(), Size: m.Size, SHA256: m.SHA256}, nil

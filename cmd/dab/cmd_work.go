@@ -9,11 +9,11 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
-	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/event"
 	"github.com/dab-assets/dab/internal/metrics"
 	"github.com/dab-assets/dab/internal/netguard"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
+	"github.com/dab-assets/dab/internal/redact"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/internal/webhook"
 	"github.com/dab-assets/dab/watcher"
@@ -188,8 +188,8 @@ func (a *app) newWorker(ctx context.Context, rdb redis.UniversalClient) (*worker
 	if err != nil {
 		return nil, err
 	}
-	if err := worker.Check(ctx, rdb, config.RedactURL(a.cfg.RedisURL), st); err != nil {
-		return nil, fmt.Errorf("startup check: %w", config.RedactError(err, a.cfg.RedisURL, a.cfg.S3.Endpoint))
+	if err := worker.Check(ctx, rdb, redact.URL(a.cfg.RedisURL), st); err != nil {
+		return nil, fmt.Errorf("startup check: %w", redact.Error(err, a.cfg.RedisURL, a.cfg.S3.Endpoint))
 	}
 	sp, err := a.spool()
 	if err != nil {
@@ -199,7 +199,7 @@ func (a *app) newWorker(ctx context.Context, rdb redis.UniversalClient) (*worker
 	if err != nil {
 		return nil, err
 	}
-	a.log.Info("worker.config", "redis", config.RedactURL(a.cfg.RedisURL), "store", config.RedactText(st.String(), a.cfg.S3.Endpoint), "upload_queue", a.uploadQueue(),
+	a.log.Info("worker.config", "redis", redact.URL(a.cfg.RedisURL), "store", redact.Text(st.String(), a.cfg.S3.Endpoint), "upload_queue", a.uploadQueue(),
 		"spool", sp.Dir(), "concurrency", a.cfg.Concurrency, "key_prefix", a.cfg.KeyPrefix,
 		"failed_dir", a.cfg.FailedRoot(), "done_dir", a.cfg.DoneDir, "webhook_endpoints", len(endpoints))
 	importTLS, err := netguard.TLSWithCAs(a.cfg.ImportCAFile)
@@ -254,7 +254,7 @@ func (a *app) requeueOrphans(ctx context.Context, sp *spool.Spool, q watcher.Enq
 				a.log.Warn("spool.requeued", "entries", n, "note", "their tasks were gone from Redis (a lost, restored or failed-over Redis): queued again")
 			}
 			if err != nil && ctx.Err() == nil {
-				a.log.Warn("spool.requeue_failed", "error", config.RedactError(err, a.cfg.RedisURL).Error())
+				a.log.Warn("spool.requeue_failed", "error", redact.Error(err, a.cfg.RedisURL).Error())
 			}
 		}
 	}

@@ -23,6 +23,7 @@ func TestSettingsShowTheComponentsDefaults(t *testing.T) {
 		"DAB_MAX_UPLOAD_BYTES":       config.FormatBytes(intake.MaxBytesDefault),
 		"DAB_MAX_CONCURRENT_UPLOADS": strconv.Itoa(intake.MaxConcurrentDefault),
 		"DAB_TUS_EXPIRY":             intake.TusExpiryDefault.String(),
+		"DAB_IMPORT_MAX_BYTES":       config.FormatBytes(worker.ImportMaxBytesDefault),
 	}
 	for _, s := range config.Settings() {
 		if w, ok := want[s.Env]; ok {

@@ -13,10 +13,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dab-assets/dab/internal/api"
-	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/event"
 	"github.com/dab-assets/dab/internal/idem"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
+	"github.com/dab-assets/dab/internal/redact"
 	"github.com/dab-assets/dab/internal/redisconn"
 	"github.com/dab-assets/dab/internal/web"
 	"github.com/dab-assets/dab/watcher/intake"
@@ -55,7 +55,7 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 	// The checks' errors show on /readyz and in the console's status strip:
 	// they must not quote a secret of the Redis URL or the S3 endpoint.
 	checks := map[string]func(context.Context) error{
-		"redis": func(ctx context.Context) error { return config.RedactError(rdb.Ping(ctx).Err(), a.cfg.RedisURL) },
+		"redis": func(ctx context.Context) error { return redact.Error(rdb.Ping(ctx).Err(), a.cfg.RedisURL) },
 	}
 	// Downloads and previews: presigned URLs of the bucket (none without one: 503).
 	var downloads *api.Downloads
@@ -64,7 +64,7 @@ func (a *app) newHTTP(ctx context.Context, rdb redis.UniversalClient) (func(cont
 		if err != nil {
 			return nil, err
 		}
-		checks["bucket"] = func(ctx context.Context) error { return config.RedactError(st.Check(ctx), a.cfg.S3.Endpoint) }
+		checks["bucket"] = func(ctx context.Context) error { return redact.Error(st.Check(ctx), a.cfg.S3.Endpoint) }
 		ps, err := a.presigner()
 		if err != nil {
 			return nil, err

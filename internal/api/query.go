@@ -235,11 +235,11 @@ func mayReadTask(c Caller, f TaskFacts) bool {
 
 func (d QueryDeps) listAssets(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	limit := 50
+	limit := asset.ListLimitDefault
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			WriteError(w, http.StatusBadRequest, "bad_limit", "limit must be a whole number from 1 to 1000")
+		if err != nil || n < 1 || n > asset.ListLimitMax {
+			WriteError(w, http.StatusBadRequest, "bad_limit", fmt.Sprintf("limit must be a whole number from 1 to %d", asset.ListLimitMax))
 			return
 		}
 		limit = n

@@ -25,8 +25,8 @@ import (
 
 	"github.com/dab-assets/dab/internal/api"
 	"github.com/dab-assets/dab/internal/asset"
-	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/ledger"
+	"github.com/dab-assets/dab/internal/redact"
 )
 
 // ResumableFrom is the file size from which uploads go over tus.
@@ -111,7 +111,7 @@ func (c *Client) do(ctx context.Context, method, u string, body io.Reader, hdr h
 	resp, err := c.http.Do(req)
 	if err != nil {
 		// DAB_SERVER may carry a password or a token: never quote it.
-		return nil, config.RedactError(fmt.Errorf("%s %s: %w", method, u, err), c.base.String(), u)
+		return nil, redact.Error(fmt.Errorf("%s %s: %w", method, u, err), c.base.String(), u)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 400 {
@@ -119,7 +119,7 @@ func (c *Client) do(ctx context.Context, method, u string, body io.Reader, hdr h
 	}
 	if out != nil {
 		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-			return resp, config.RedactError(fmt.Errorf("%s %s: bad answer: %w", method, u, err), c.base.String(), u)
+			return resp, redact.Error(fmt.Errorf("%s %s: bad answer: %w", method, u, err), c.base.String(), u)
 		}
 	}
 	return resp, nil

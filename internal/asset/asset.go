@@ -364,13 +364,19 @@ func fromHash(m map[string]string) (Record, error) {
 	return r, nil
 }
 
+// Page sizes of List.
+const (
+	ListLimitDefault = 50
+	ListLimitMax     = 1000
+)
+
 // ListOptions select a page of records.
 type ListOptions struct {
 	// Type limits the list to one asset type; empty lists all.
 	Type string
 	// Cursor continues after the last record of the previous page.
 	Cursor string
-	// Limit is the page size, 1 to 1000 (default 50).
+	// Limit is the page size, 1 to ListLimitMax (default ListLimitDefault).
 	Limit int
 }
 
@@ -385,10 +391,10 @@ type Page struct {
 // however many records there are.
 func (s *Store) List(ctx context.Context, o ListOptions) (Page, error) {
 	if o.Limit <= 0 {
-		o.Limit = 50
+		o.Limit = ListLimitDefault
 	}
-	if o.Limit > 1000 {
-		o.Limit = 1000
+	if o.Limit > ListLimitMax {
+		o.Limit = ListLimitMax
 	}
 	index := s.keys.ByTime()
 	if o.Type != "" {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dab-assets/dab/internal/event"
+	"github.com/dab-assets/dab/internal/redact"
 	"github.com/dab-assets/dab/internal/storage"
 	"github.com/dab-assets/dab/internal/webhook"
 )
@@ -22,16 +23,7 @@ const (
 	// MinFreeBytesDefault keeps room for the spool's manifests and the
 	// system when uploads fill a disk.
 	MinFreeBytesDefault int64 = 256 << 20
-	// TusExpiryDefault gives a resumable upload a day to come back.
-	TusExpiryDefault = 24 * time.Hour
 )
-
-// DownloadTTLDefault is the lifetime of presigned download URLs
-// (DAB_DOWNLOAD_TTL, storage.URLTTLMin to storage.URLTTLMax): long enough to
-// start a large download (S3 checks the signature when a transfer starts,
-// not while it runs) and short enough that a URL that leaks is soon
-// worthless.
-const DownloadTTLDefault = 5 * time.Minute
 
 // Config is the effective configuration of one dab process.
 type Config struct {
@@ -109,7 +101,7 @@ type Config struct {
 	// MinFreeBytesDefault; 0 turns the floor off.
 	MinFreeBytes int64
 	// TusExpiry removes resumable uploads that received nothing for this
-	// long. Default TusExpiryDefault.
+	// long. Default intake.TusExpiryDefault (24h).
 	TusExpiry time.Duration
 	// TrustedProxies are the reverse proxies whose X-Forwarded-For dab
 	// believes when it needs a client's address (the throttle on failed
@@ -123,7 +115,7 @@ type Config struct {
 	// HouseAccount receives the price of assets that have no owner yet.
 	HouseAccount string
 	// DownloadTTL is the lifetime of the presigned S3 URLs that downloads
-	// and image previews hand out. Default DownloadTTLDefault, from
+	// and image previews hand out. Default storage.URLTTLDefault, from
 	// storage.URLTTLMin to storage.URLTTLMax.
 	DownloadTTL time.Duration
 	// HostID names this host's upload queue (uploads:<host id>): its spool
@@ -201,7 +193,7 @@ type Setting struct {
 	// Group is the part of dab the setting is about (a Group* constant).
 	Group  string
 	Secret bool
-	// URL marks a value that is a URL: it is shown through RedactURL, which
+	// URL marks a value that is a URL: it is shown through redact.URL, which
 	// masks the secrets a URL can carry (userinfo, ?password= and the like).
 	URL bool
 	get func(*Config) string
@@ -248,9 +240,9 @@ func (c *Config) Effective() []Line {
 		v := s.get(c)
 		switch {
 		case s.URL:
-			v = RedactURL(v)
+			v = redact.URL(v)
 		case s.Secret && v != "":
-			v = Mask(v)
+			v = redact.Mask(v)
 		}
 		out = append(out, Line{Env: s.Env, Flag: "--" + s.Flag, Value: v, Source: c.Sources[s.Env]})
 	}

@@ -180,8 +180,8 @@ func FuzzParseBytes(f *testing.F) {
 func TestDownloadTTL(t *testing.T) {
 	t.Parallel()
 	cfg, err := NewLoader(envOf(nil)).Load()
-	if err != nil || cfg.DownloadTTL != DownloadTTLDefault {
-		t.Fatalf("default DownloadTTL = %v, %v; want %s", cfg, err, DownloadTTLDefault)
+	if err != nil || cfg.DownloadTTL != storage.URLTTLDefault {
+		t.Fatalf("default DownloadTTL = %v, %v; want %s", cfg, err, storage.URLTTLDefault)
 	}
 	for _, v := range []string{storage.URLTTLMin.String(), storage.URLTTLMax.String()} {
 		cfg, err := NewLoader(envOf(map[string]string{"DAB_DOWNLOAD_TTL": v})).Load()

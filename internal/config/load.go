@@ -18,6 +18,7 @@ import (
 	"github.com/dab-assets/dab/internal/event"
 	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/internal/naming"
+	"github.com/dab-assets/dab/internal/redact"
 	"github.com/dab-assets/dab/internal/storage"
 )
 
@@ -135,10 +136,10 @@ func (c *Config) validate() []error {
 	// command through DAB_SERVER does not need it).
 	if c.RedisURL != "" {
 		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
-			bad("DAB_REDIS_URL", "%q is not a redis:// or rediss:// URL (example: redis://127.0.0.1:6379/0)", RedactURL(c.RedisURL))
+			bad("DAB_REDIS_URL", "%q is not a redis:// or rediss:// URL (example: redis://127.0.0.1:6379/0)", redact.URL(c.RedisURL))
 		} else if parse != nil {
 			if err := parse(c.RedisURL); err != nil {
-				bad("DAB_REDIS_URL", "%v", RedactText(err.Error(), c.RedisURL))
+				bad("DAB_REDIS_URL", "%v", redact.Text(err.Error(), c.RedisURL))
 			}
 		}
 	}
@@ -191,7 +192,7 @@ func (c *Config) validate() []error {
 	}
 	if c.Server != "" {
 		if u, err := url.Parse(c.Server); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("DAB_SERVER", "%q is not an http:// or https:// URL", RedactURL(c.Server))
+			bad("DAB_SERVER", "%q is not an http:// or https:// URL", redact.URL(c.Server))
 		}
 	}
 	if c.HouseAccount == "" || c.HouseAccount == "issuance" || strings.ContainsAny(c.HouseAccount, " |\t\n") {
@@ -228,7 +229,7 @@ func (c *Config) validate() []error {
 	}
 	if c.S3.Endpoint != "" {
 		if u, err := url.Parse(c.S3.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("AWS_ENDPOINT_URL_S3", "%q is not an http:// or https:// URL", RedactURL(c.S3.Endpoint))
+			bad("AWS_ENDPOINT_URL_S3", "%q is not an http:// or https:// URL", redact.URL(c.S3.Endpoint))
 		}
 	}
 	if (c.S3.AccessKeyID == "") != (c.S3.SecretAccessKey == "") {

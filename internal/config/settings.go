@@ -95,7 +95,7 @@ func Settings() []Setting {
 		{Env: "DAB_MIN_FREE_BYTES", Group: GroupHTTP, Flag: "min-free-bytes", Default: FormatBytes(MinFreeBytesDefault),
 			Usage: "space kept free on the spool's disk: uploads that would leave less are refused (507) and /readyz is not ready (0: no floor)",
 			get:   func(c *Config) string { return FormatBytes(c.MinFreeBytes) }, set: bytesSetter(func(c *Config) *int64 { return &c.MinFreeBytes })},
-		{Env: "DAB_TUS_EXPIRY", Group: GroupHTTP, Flag: "tus-expiry", Default: TusExpiryDefault.String(),
+		{Env: "DAB_TUS_EXPIRY", Group: GroupHTTP, Flag: "tus-expiry", Default: "24h0m0s", // intake.TusExpiryDefault (cmd/dab/defaults_test.go)
 			Usage: "resumable uploads that received nothing for this long are removed",
 			get:   func(c *Config) string { return c.TusExpiry.String() }, set: durationSetter(func(c *Config) *time.Duration { return &c.TusExpiry })},
 		{Env: "DAB_TRUSTED_PROXIES", Group: GroupHTTP, Flag: "trusted-proxies", Default: "",
@@ -110,7 +110,7 @@ func Settings() []Setting {
 		{Env: "DAB_HOUSE_ACCOUNT", Group: GroupWorker, Flag: "house-account", Default: "house",
 			Usage: "account that receives the price of an asset nobody owns yet",
 			get:   func(c *Config) string { return c.HouseAccount }, set: func(c *Config, v string) error { c.HouseAccount = v; return nil }},
-		{Env: "DAB_DOWNLOAD_TTL", Group: GroupHTTP, Flag: "download-ttl", Default: DownloadTTLDefault.String(),
+		{Env: "DAB_DOWNLOAD_TTL", Group: GroupHTTP, Flag: "download-ttl", Default: storage.URLTTLDefault.String(),
 			Usage: "lifetime of the presigned S3 URLs of downloads and image previews (1s to 168h, S3's limit)",
 			get:   func(c *Config) string { return c.DownloadTTL.String() }, set: durationSetter(func(c *Config) *time.Duration { return &c.DownloadTTL })},
 		{Env: "DAB_HOST_ID", Group: GroupWorker, Flag: "host-id", Default: defaultHostID(),

@@ -11,10 +11,9 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/dab-assets/dab/internal/redact"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
-
-	"github.com/dab-assets/dab/internal/config"
 )
 
 // Modes.
@@ -63,7 +62,7 @@ func Open(o Options) (redis.UniversalClient, asynq.RedisConnOpt, error) {
 	case "", Single:
 		opt, err := redis.ParseURL(o.URL)
 		if err != nil {
-			return nil, nil, fmt.Errorf("DAB_REDIS_URL: %w", config.RedactError(err, o.URL))
+			return nil, nil, fmt.Errorf("DAB_REDIS_URL: %w", redact.Error(err, o.URL))
 		}
 		opt.TLSConfig = withCA(opt.TLSConfig)
 		opt.PoolSize = poolSize(opt.PoolSize)
@@ -71,7 +70,7 @@ func Open(o Options) (redis.UniversalClient, asynq.RedisConnOpt, error) {
 	case Sentinel:
 		opt, err := redis.ParseFailoverURL(o.URL)
 		if err != nil {
-			return nil, nil, fmt.Errorf("DAB_REDIS_URL (sentinel): %w", config.RedactError(err, o.URL))
+			return nil, nil, fmt.Errorf("DAB_REDIS_URL (sentinel): %w", redact.Error(err, o.URL))
 		}
 		if opt.MasterName == "" {
 			return nil, nil, fmt.Errorf("DAB_REDIS_URL (sentinel): name the master with ?master_name=")
@@ -83,7 +82,7 @@ func Open(o Options) (redis.UniversalClient, asynq.RedisConnOpt, error) {
 	case Cluster:
 		opt, err := redis.ParseClusterURL(o.URL)
 		if err != nil {
-			return nil, nil, fmt.Errorf("DAB_REDIS_URL (cluster): %w", config.RedactError(err, o.URL))
+			return nil, nil, fmt.Errorf("DAB_REDIS_URL (cluster): %w", redact.Error(err, o.URL))
 		}
 		opt.TLSConfig = withCA(opt.TLSConfig)
 		opt.PoolSize = poolSize(opt.PoolSize)

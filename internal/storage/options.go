@@ -33,6 +33,11 @@ const (
 
 // Lifetimes of presigned URLs (URLOptions.TTL).
 const (
+	// URLTTLDefault is the lifetime of presigned download URLs
+	// (DAB_DOWNLOAD_TTL): long enough to start a large download (S3 checks
+	// the signature when a transfer starts, not while it runs) and short
+	// enough that a URL that leaks is soon worthless.
+	URLTTLDefault = 5 * time.Minute
 	// URLTTLMin: SigV4 counts whole seconds.
 	URLTTLMin = time.Second
 	// URLTTLMax is S3's limit: it refuses presigned URLs that live longer

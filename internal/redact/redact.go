@@ -1,4 +1,8 @@
-package config
+// Package redact keeps secrets out of what dab prints and logs: the
+// passwords, tokens and signatures a URL can carry (user info, Sentinel's
+// ?password=, keys of presigned URLs) are masked wherever a URL or an error
+// about one is shown.
+package redact
 
 import (
 	"net/url"
@@ -10,11 +14,11 @@ import (
 // Masked replaces a secret wherever dab shows a URL or an error about one.
 const Masked = "xxxxx"
 
-// UnparseableURL is what RedactURL shows for a URL it cannot parse: such a
+// Unparseable is what URL shows for a URL it cannot parse: such a
 // URL is never echoed, because dab cannot tell which part of it is the
 // password (a '#' or '?' inside an unescaped password moves the password
 // into what looks like a fragment, a query or a port).
-const UnparseableURL = "<unparseable URL, not shown: it may hold a password>"
+const Unparseable = "<unparseable URL, not shown: it may hold a password>"
 
 // Mask hides a secret, keeping enough to tell two secrets apart by length only.
 func Mask(s string) string {
@@ -54,19 +58,19 @@ func parseForRedaction(raw string) (*url.URL, bool) {
 	return u, true
 }
 
-// RedactURL returns raw fit to print or log: the password of its userinfo
+// URL returns raw fit to print or log: the password of its userinfo
 // (and a user name given without a password, which some clients take for a
 // password), the values of query parameters named like secrets (Sentinel's
 // ?password=, ?sentinel_password=, tokens, keys) are replaced with Masked,
 // and a URL that does not parse is not shown at all. Every place that shows
 // a URL (dab config, error messages, logs) goes through this function.
-func RedactURL(raw string) string {
+func URL(raw string) string {
 	if raw == "" {
 		return ""
 	}
 	u, ok := parseForRedaction(raw)
 	if !ok {
-		return UnparseableURL
+		return Unparseable
 	}
 	if u.User != nil {
 		if _, has := u.User.Password(); has {
@@ -112,7 +116,7 @@ func mapQuery(raw string, f func(k, v string) string) string {
 	return b.String()
 }
 
-// urlSecrets lists the secrets RedactURL hides in raw, in the forms they may
+// urlSecrets lists the secrets URL hides in raw, in the forms they may
 // take in a message (as written, and unescaped), longest first so that a
 // secret containing another is replaced whole.
 func urlSecrets(raw string, u *url.URL) []string {
@@ -171,12 +175,12 @@ func urlSecrets(raw string, u *url.URL) []string {
 	return out
 }
 
-// RedactText returns text with every URL of rawURLs shown as RedactURL shows
+// Text returns text with every URL of rawURLs shown as URL shows
 // it and every secret those URLs carry masked, for messages that may quote a
 // URL or part of one (a library's parse error, a store description). When a
 // URL does not parse, its secrets cannot be told apart from the rest, so a
 // text that quotes any part of it is replaced whole.
-func RedactText(text string, rawURLs ...string) string {
+func Text(text string, rawURLs ...string) string {
 	for _, raw := range rawURLs {
 		if raw == "" {
 			continue
@@ -188,7 +192,7 @@ func RedactText(text string, rawURLs ...string) string {
 			}
 			continue
 		}
-		text = strings.ReplaceAll(text, raw, RedactURL(raw))
+		text = strings.ReplaceAll(text, raw, URL(raw))
 		for _, s := range urlSecrets(raw, u) {
 			text = strings.ReplaceAll(text, s, Masked)
 		}
@@ -217,13 +221,13 @@ func mayQuote(text, raw string) bool {
 	return len(body) < piece && body != "" && strings.Contains(text, body)
 }
 
-// RedactError returns err with its message passed through RedactText for
+// Error returns err with its message passed through Text for
 // rawURLs; errors.Is and errors.As still see err. It returns nil for nil.
-func RedactError(err error, rawURLs ...string) error {
+func Error(err error, rawURLs ...string) error {
 	if err == nil {
 		return nil
 	}
-	return &redactedError{err: err, msg: RedactText(err.Error(), rawURLs...)}
+	return &redactedError{err: err, msg: Text(err.Error(), rawURLs...)}
 }
 
 type redactedError struct {
