@@ -2,8 +2,6 @@ package watcher
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
@@ -20,6 +18,7 @@ import (
 	"github.com/dab-assets/dab/internal/harness"
 	"github.com/dab-assets/dab/internal/localsvc"
 	"github.com/dab-assets/dab/internal/spool"
+	"github.com/dab-assets/dab/internal/spool/spooltest"
 	"github.com/dab-assets/dab/worker/task"
 )
 
@@ -91,33 +90,7 @@ func (b *bundle) start(cfg Config, sp *spool.Spool) *Watcher {
 // eventually is harness.Eventually, failing with the watcher's log.
 func (b *bundle) eventually(timeout time.Duration, what string, ok func() bool) {
 	b.t.Helper()
-	harness.Eventually(b.t, timeout, what, ok, func() string { return "watcher log:\n" + tail(b.logs.String()) })
-}
-
-func tail(s string) string {
-	if len(s) > 3000 {
-		return "..." + s[len(s)-3000:]
-	}
-	return s
-}
-
-// entries returns the spool entries by S3 key, failing on a key seen twice.
-func entries(t *testing.T, sps ...*spool.Spool) map[string]*spool.Manifest {
-	t.Helper()
-	out := map[string]*spool.Manifest{}
-	for _, sp := range sps {
-		list, err := sp.List()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range list {
-			if prev, dup := out[m.Key()]; dup {
-				t.Fatalf("%s claimed twice (entries %s and %s)", m.Key(), prev.ID, m.ID)
-			}
-			out[m.Key()] = m
-		}
-	}
-	return out
+	harness.Eventually(b.t, timeout, what, ok, func() string { return "watcher log:\n" + b.logs.Tail(3000) })
 }
 
 // queued returns the number of upload tasks in the queue.
@@ -139,11 +112,6 @@ func write(t *testing.T, path string, data []byte) {
 	}
 }
 
-func sum(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
-}
-
 func TestLayoutAndTypes(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -152,8 +120,8 @@ func TestLayoutAndTypes(t *testing.T) {
 	write(t, filepath.Join(b.drop, "cyoa", "forest", "deep", "NODE_a.png"), []byte("node"))
 	write(t, filepath.Join(b.drop, "cyoa", "EDGE_a_to_b.png"), []byte(""))
 	write(t, filepath.Join(b.drop, "photos", "cat.jpg"), []byte("meow"))
-	b.eventually(10*time.Second, "3 entries", func() bool { return len(entries(t, b.spool)) == 3 })
-	got := entries(t, b.spool)
+	b.eventually(10*time.Second, "3 entries", func() bool { return len(spooltest.Entries(t, b.spool)) == 3 })
+	got := spooltest.Entries(t, b.spool)
 	for _, key := range []string{"generic/top.txt", "cyoa/forest/deep/NODE_a.png", "cyoa/EDGE_a_to_b.png"} {
 		if got[key] == nil {
 			t.Errorf("no entry for %s (have %v)", key, got)
@@ -190,7 +158,7 @@ func TestRenamedInIsTakenAtOnce(t *testing.T) {
 	if err := os.Rename(outside, filepath.Join(b.drop, "cyoa", "NODE_fast.png")); err != nil {
 		t.Fatal(err)
 	}
-	b.eventually(5*time.Second, "the renamed file", func() bool { return len(entries(t, b.spool)) == 1 })
+	b.eventually(5*time.Second, "the renamed file", func() bool { return len(spooltest.Entries(t, b.spool)) == 1 })
 }
 
 func TestIgnoredNamesWaitForTheirRename(t *testing.T) {
@@ -204,13 +172,13 @@ func TestIgnoredNamesWaitForTheirRename(t *testing.T) {
 	// A file written after them is taken: by then the ignored ones had
 	// every chance to be taken too, and must not have been.
 	write(t, filepath.Join(b.drop, "generic", "ready.txt"), []byte("done"))
-	b.eventually(5*time.Second, "the ordinary file written after them", func() bool { return entries(t, b.spool)["generic/ready.txt"] != nil })
-	if n := len(entries(t, b.spool)); n != 1 {
+	b.eventually(5*time.Second, "the ordinary file written after them", func() bool { return spooltest.Entries(t, b.spool)["generic/ready.txt"] != nil })
+	if n := len(spooltest.Entries(t, b.spool)); n != 1 {
 		t.Fatalf("%d ignored files taken", n-1)
 	}
 	// The download finishes: renamed to its real name, it is taken.
 	os.Rename(filepath.Join(b.drop, "generic", "movie.mp4.part"), filepath.Join(b.drop, "generic", "movie.mp4"))
-	b.eventually(5*time.Second, "the renamed download", func() bool { return entries(t, b.spool)["generic/movie.mp4"] != nil })
+	b.eventually(5*time.Second, "the renamed download", func() bool { return spooltest.Entries(t, b.spool)["generic/movie.mp4"] != nil })
 }
 
 func TestFilesPresentBeforeStartAndOrphanEntries(t *testing.T) {
@@ -231,7 +199,7 @@ func TestFilesPresentBeforeStartAndOrphanEntries(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.start(b.config(), b.spool)
-	b.eventually(10*time.Second, "22 tasks", func() bool { return b.queued() == 22 && len(entries(t, b.spool)) == 22 })
+	b.eventually(10*time.Second, "22 tasks", func() bool { return b.queued() == 22 && len(spooltest.Entries(t, b.spool)) == 22 })
 	if _, err := b.insp.GetTaskInfo(task.QueueUploads, task.UploadTaskID(orphan.ID)); err != nil {
 		t.Fatalf("orphan entry not queued: %v", err)
 	}
@@ -247,14 +215,14 @@ func TestManyFilesAndOverflow(t *testing.T) {
 	for i := range n {
 		write(t, filepath.Join(b.drop, "generic", fmt.Sprintf("d%d", i%10), fmt.Sprintf("f%05d", i)), []byte(fmt.Sprint(i)))
 	}
-	b.eventually(120*time.Second, fmt.Sprintf("%d entries", n), func() bool { return len(entries(t, b.spool)) == n })
+	b.eventually(120*time.Second, fmt.Sprintf("%d entries", n), func() bool { return len(spooltest.Entries(t, b.spool)) == n })
 	b.eventually(30*time.Second, fmt.Sprintf("%d tasks", n), func() bool { return b.queued() == n })
-	for key, m := range entries(t, b.spool) {
+	for key, m := range spooltest.Entries(t, b.spool) {
 		i := strings.TrimLeft(filepath.Base(key), "f0")
 		if i == "" {
 			i = "0"
 		}
-		if m.SHA256 != sum([]byte(i)) {
+		if m.SHA256 != harness.SHA256Hex([]byte(i)) {
 			t.Fatalf("%s has the wrong content", key)
 		}
 	}
@@ -281,11 +249,11 @@ func TestOverflowRescans(t *testing.T) {
 	}
 	// Polling with no rescan due: nothing can find the files but the
 	// rescan the overflow asks for.
-	if st := w.Stats(); st.Detected != 0 || len(entries(t, b.spool)) != 0 {
+	if st := w.Stats(); st.Detected != 0 || len(spooltest.Entries(t, b.spool)) != 0 {
 		t.Fatalf("files found without events or a rescan: %+v", st)
 	}
 	w.handleError(fmt.Errorf("read events: %w", fsnotify.ErrEventOverflow))
-	b.eventually(10*time.Second, "50 entries after the overflow", func() bool { return len(entries(t, b.spool)) == 50 })
+	b.eventually(10*time.Second, "50 entries after the overflow", func() bool { return len(spooltest.Entries(t, b.spool)) == 50 })
 	b.eventually(10*time.Second, "the overflow's rescan done", func() bool { return w.Stats().Rescans >= 2 })
 	if st := w.Stats(); st.Overflows != 1 {
 		t.Fatalf("stats %+v", st)
@@ -300,7 +268,7 @@ func TestPollingMode(t *testing.T) {
 	cfg.RescanInterval = 200 * time.Millisecond
 	b.start(cfg, b.spool)
 	write(t, filepath.Join(b.drop, "cyoa", "story", "HOPTO_x.png"), []byte("x"))
-	b.eventually(10*time.Second, "the polled file", func() bool { return len(entries(t, b.spool)) == 1 })
+	b.eventually(10*time.Second, "the polled file", func() bool { return len(spooltest.Entries(t, b.spool)) == 1 })
 }
 
 func TestTwoWatchersClaimEachFileOnce(t *testing.T) {
@@ -318,7 +286,7 @@ func TestTwoWatchersClaimEachFileOnce(t *testing.T) {
 	for i := range n {
 		write(t, filepath.Join(b.drop, "generic", fmt.Sprintf("f%d", i)), []byte(fmt.Sprint(i)))
 	}
-	b.eventually(60*time.Second, "every file claimed", func() bool { return len(entries(t, b.spool, other)) == n })
+	b.eventually(60*time.Second, "every file claimed", func() bool { return len(spooltest.Entries(t, b.spool, other)) == n })
 	b.eventually(10*time.Second, "every file queued once", func() bool { return b.queued() == n })
 	left, _ := os.ReadDir(filepath.Join(b.drop, "generic"))
 	if len(left) != 0 {
@@ -361,7 +329,7 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("%q: note %s, %v", name[:min(len(name), 20)], note, err)
 		}
 	}
-	if n := len(entries(t, b.spool)); n != 0 {
+	if n := len(spooltest.Entries(t, b.spool)); n != 0 {
 		t.Fatalf("%d bad inputs were spooled", n)
 	}
 	if _, err := os.Lstat(filepath.Join(b.drop, "generic", "shadow.txt")); err != nil {
@@ -378,7 +346,7 @@ func TestBadInput(t *testing.T) {
 	}
 	logs := b.logs.String()
 	if strings.Count(logs, `"kind":"symlink"`) != 2 || strings.Count(logs, "named pipe") != 1 {
-		t.Fatalf("problems not logged exactly once each:\n%s", tail(logs))
+		t.Fatalf("problems not logged exactly once each:\n%s", b.logs.Tail(3000))
 	}
 	if strings.Contains(logs, "root:secret") {
 		t.Fatal("the symlink's target was read")
@@ -399,12 +367,12 @@ func TestRedisDownLosesNothing(t *testing.T) {
 	// Every file is back (or still) in the drop folder, untouched.
 	b.eventually(20*time.Second, "all files back in the drop folder", func() bool {
 		left, _ := os.ReadDir(filepath.Join(b.drop, "generic"))
-		return len(left) == 5 && len(entries(t, b.spool)) == 0
+		return len(left) == 5 && len(spooltest.Entries(t, b.spool)) == 0
 	})
 	if err := b.redis.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	b.eventually(60*time.Second, "all 5 queued after Redis is back", func() bool { return b.queued() == 5 && len(entries(t, b.spool)) == 5 })
+	b.eventually(60*time.Second, "all 5 queued after Redis is back", func() bool { return b.queued() == 5 && len(spooltest.Entries(t, b.spool)) == 5 })
 }
 
 func TestFileReplacedOrDeletedWhileClaimed(t *testing.T) {
@@ -423,14 +391,14 @@ func TestFileReplacedOrDeletedWhileClaimed(t *testing.T) {
 	write(t, path, []byte("second, longer"))
 	w.pending[path] = &job.c
 	w.claimBatch(context.Background(), []claimJob{job})
-	if data, _ := os.ReadFile(path); string(data) != "second, longer" || len(entries(t, b.spool)) != 0 {
-		t.Fatalf("replaced file: drop has %q, %d entries", data, len(entries(t, b.spool)))
+	if data, _ := os.ReadFile(path); string(data) != "second, longer" || len(spooltest.Entries(t, b.spool)) != 0 {
+		t.Fatalf("replaced file: drop has %q, %d entries", data, len(spooltest.Entries(t, b.spool)))
 	}
 	// Deleted after the watcher looked: no crash, nothing taken.
 	os.Remove(path)
 	w.pending[path] = &job.c
 	w.claimBatch(context.Background(), []claimJob{job})
-	if len(entries(t, b.spool)) != 0 {
+	if len(spooltest.Entries(t, b.spool)) != 0 {
 		t.Fatal("a deleted file produced an entry")
 	}
 }

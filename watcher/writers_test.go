@@ -19,6 +19,7 @@ import (
 
 	"github.com/dab-assets/dab/internal/harness"
 	"github.com/dab-assets/dab/internal/spool"
+	"github.com/dab-assets/dab/internal/spool/spooltest"
 )
 
 func TestSlowWriterIsTakenWhenComplete(t *testing.T) {
@@ -38,15 +39,15 @@ func TestSlowWriterIsTakenWhenComplete(t *testing.T) {
 		f.Write(chunk)
 		all = append(all, chunk...)
 		time.Sleep(250 * time.Millisecond)
-		if len(entries(t, b.spool)) != 0 {
+		if len(spooltest.Entries(t, b.spool)) != 0 {
 			t.Fatalf("taken after %d of 12 chunks", i+1)
 		}
 	}
 	f.Close()
-	b.eventually(10*time.Second, "the slow file", func() bool { return len(entries(t, b.spool)) == 1 })
-	m := entries(t, b.spool)["generic/slow.bin"]
-	if m.Size != int64(len(all)) || m.SHA256 != sum(all) {
-		t.Fatalf("entry has %d bytes sha %s, want %d bytes sha %s", m.Size, m.SHA256, len(all), sum(all))
+	b.eventually(10*time.Second, "the slow file", func() bool { return len(spooltest.Entries(t, b.spool)) == 1 })
+	m := spooltest.Entries(t, b.spool)["generic/slow.bin"]
+	if m.Size != int64(len(all)) || m.SHA256 != harness.SHA256Hex(all) {
+		t.Fatalf("entry has %d bytes sha %s, want %d bytes sha %s", m.Size, m.SHA256, len(all), harness.SHA256Hex(all))
 	}
 }
 
@@ -132,8 +133,8 @@ func TestCrossFilesystemDrop(t *testing.T) {
 			t.Fatalf("%v: %v %s", f.cp, err, out)
 		}
 	}
-	b.eventually(30*time.Second, "3 entries", func() bool { return len(entries(t, sp)) == 3 })
-	got := entries(t, sp)
+	b.eventually(30*time.Second, "3 entries", func() bool { return len(spooltest.Entries(t, sp)) == 3 })
+	got := spooltest.Entries(t, sp)
 	for _, name := range []string{"cp.bin", "cp-p.bin", "big.bin"} {
 		m := got["generic/"+name]
 		if want := fileSum(t, filepath.Join(outside, name)); m == nil || m.SHA256 != want || fileSum(t, sp.DataPath(m.ID)) != want {
@@ -141,7 +142,7 @@ func TestCrossFilesystemDrop(t *testing.T) {
 		}
 	}
 	if logs := b.logs.String(); strings.Contains(logs, "watcher.still_changing") {
-		t.Errorf("a cross-filesystem claim was put back as changing:\n%s", tail(logs))
+		t.Errorf("a cross-filesystem claim was put back as changing:\n%s", b.logs.Tail(3000))
 	}
 	if st := w.Stats(); st.Claimed != 3 {
 		t.Errorf("%d claims for 3 files", st.Claimed)
@@ -152,65 +153,14 @@ func TestCrossFilesystemDrop(t *testing.T) {
 }
 
 // startWriter writes first into a new file and keeps it open for writing,
-// from a goroutine of this (the watcher's) process or from a child process;
-// the function it returns writes second and closes the file.
+// from this (the watcher's) process or from a child process; the function
+// it returns writes second and closes the file.
 func startWriter(t *testing.T, child bool, path string, first []byte) (finish func(second []byte)) {
 	t.Helper()
-	if !child {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { f.Close() })
-		if _, err := f.Write(first); err != nil {
-			t.Fatal(err)
-		}
-		return func(second []byte) {
-			if _, err := f.Write(second); err != nil {
-				t.Error(err)
-			}
-			if err := f.Close(); err != nil {
-				t.Error(err)
-			}
-		}
+	if child {
+		return harness.WriterChild(t, path, first)
 	}
-	parts := t.TempDir()
-	p1, p2 := filepath.Join(parts, "1"), filepath.Join(parts, "2")
-	write(t, p1, first)
-	// The shell holds the file open (fd 3) between its two writes, until
-	// told on its stdin to go on.
-	cmd := exec.Command("sh", "-c", `exec 3>"$1"; cat "$2" >&3; read go; cat "$3" >&3`, "sh", path, p1, p2)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		exited <- <-exited
-	})
-	harness.Eventually(t, 10*time.Second, "the writer process to write its first part", func() bool {
-		st, err := os.Stat(path)
-		return err == nil && st.Size() == int64(len(first))
-	}, nil)
-	return func(second []byte) {
-		write(t, p2, second)
-		io.WriteString(stdin, "go\n")
-		stdin.Close()
-		select {
-		case err := <-exited:
-			exited <- err
-			if err != nil {
-				t.Errorf("writer process: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("the writer process did not finish")
-		}
-	}
+	return harness.WriterInProcess(t, path, os.O_WRONLY, first)
 }
 
 // TestWriterPausingLongerThanSettle: a writer that holds its file open and
@@ -235,16 +185,20 @@ func TestWriterPausingLongerThanSettle(t *testing.T) {
 				path := filepath.Join(b.drop, "generic", "paused.bin")
 				first, second := randomBytes(1, 100000), randomBytes(2, 100000)
 				finish := startWriter(t, child, path, first)
-				time.Sleep(3 * time.Second) // six settle times, the file open and unchanged
-				if n := len(entries(t, sp)); n != 0 {
-					t.Fatalf("the file was taken while its writer held it open: what it writes next would be lost\n%s", tail(b.logs.String()))
+				// The file stays open and unchanged past the settle time:
+				// the watcher looks, finds a writer and says so.
+				b.eventually(15*time.Second, "the watcher to find the file open", func() bool {
+					return strings.Contains(b.logs.String(), "watcher.still_open")
+				})
+				if n := len(spooltest.Entries(t, sp)); n != 0 {
+					t.Fatalf("the file was taken while its writer held it open: what it writes next would be lost\n%s", b.logs.Tail(3000))
 				}
 				finish(second)
-				b.eventually(15*time.Second, "the whole file", func() bool { return len(entries(t, sp)) == 1 })
+				b.eventually(15*time.Second, "the whole file", func() bool { return len(spooltest.Entries(t, sp)) == 1 })
 				all := append(append([]byte{}, first...), second...)
-				m := entries(t, sp)["generic/paused.bin"]
-				if m == nil || m.Size != int64(len(all)) || m.SHA256 != sum(all) || fileSum(t, sp.DataPath(m.ID)) != sum(all) {
-					t.Fatalf("entry %+v does not hold all %d bytes (sha256 %s)", m, len(all), sum(all))
+				m := spooltest.Entries(t, sp)["generic/paused.bin"]
+				if m == nil || m.Size != int64(len(all)) || m.SHA256 != harness.SHA256Hex(all) || fileSum(t, sp.DataPath(m.ID)) != harness.SHA256Hex(all) {
+					t.Fatalf("entry %+v does not hold all %d bytes (sha256 %s)", m, len(all), harness.SHA256Hex(all))
 				}
 				if left, _ := os.ReadDir(filepath.Join(b.drop, "generic")); len(left) != 0 {
 					t.Errorf("left in the drop folder: %v", left)

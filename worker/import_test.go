@@ -50,13 +50,9 @@ func (b *bundle) enqueueImport(t *testing.T, p task.ImportPayload) string {
 // waitImport waits until the import task is completed or archived.
 func (b *bundle) waitImport(t *testing.T, id string) *asynq.TaskInfo {
 	t.Helper()
-	var info *asynq.TaskInfo
-	harness.Eventually(t, 60*time.Second, "import "+id+" to finish", func() bool {
-		var err error
-		info, err = b.insp.GetTaskInfo(task.QueueImports, id)
-		return err == nil && (info.State == asynq.TaskStateCompleted || info.State == asynq.TaskStateArchived)
-	}, func() string { return fmt.Sprintf("%+v", info) })
-	return info
+	return b.pollTask(t, task.QueueImports, id, "import "+id+" to finish", func(info *asynq.TaskInfo) bool {
+		return info.State == asynq.TaskStateCompleted || info.State == asynq.TaskStateArchived
+	})
 }
 
 func importedAsset(t *testing.T, info *asynq.TaskInfo) string {
@@ -121,7 +117,7 @@ func TestImportFromAnotherBucket(t *testing.T) {
 			data := randomBytes(70_000, 3)
 			in := &s3.PutObjectInput{Bucket: aws.String("elsewhere"), Key: aws.String("in/NODE_gate.png"), Body: bytes.NewReader(data)}
 			if tc.withSHA {
-				raw, _ := hex.DecodeString(sha(data))
+				raw, _ := hex.DecodeString(harness.SHA256Hex(data))
 				in.ChecksumSHA256 = aws.String(base64.StdEncoding.EncodeToString(raw))
 			}
 			if _, err := cl.PutObject(ctx, in); err != nil {
@@ -139,7 +135,7 @@ func TestImportFromAnotherBucket(t *testing.T) {
 				}
 			})
 			p := task.ImportPayload{Key: "imp-1", Source: "s3://elsewhere/in/NODE_gate.png", Type: "cyoa", Path: "castle/NODE_gate.png",
-				SHA256: sha(data), Metadata: map[string]string{"price": "4"}}
+				SHA256: harness.SHA256Hex(data), Metadata: map[string]string{"price": "4"}}
 			info := b.waitImport(t, b.enqueueImport(t, p))
 			id := importedAsset(t, info)
 			var res task.UploadResult
@@ -147,7 +143,7 @@ func TestImportFromAnotherBucket(t *testing.T) {
 				t.Errorf("method %q, want %q", res.Method, tc.method)
 			}
 			rec, err := b.assets.Get(ctx, id)
-			if err != nil || rec.SHA256 != sha(data) || rec.Metadata["graph_role"] != "node" || rec.Price == nil || *rec.Price != 4 ||
+			if err != nil || rec.SHA256 != harness.SHA256Hex(data) || rec.Metadata["graph_role"] != "node" || rec.Price == nil || *rec.Price != 4 ||
 				rec.S3Key != "cyoa/castle/NODE_gate.png" || rec.ContentType != "image/png" {
 				t.Fatalf("record %+v %v", rec, err)
 			}
@@ -159,7 +155,7 @@ func TestImportFromAnotherBucket(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if om, err := obj.RecordMeta(); err != nil || om.SHA256 != sha(data) || om.Source != "import" || om.Metadata["price"] != "4" {
+			if om, err := obj.RecordMeta(); err != nil || om.SHA256 != harness.SHA256Hex(data) || om.Source != "import" || om.Metadata["price"] != "4" {
 				t.Fatalf("object metadata %+v %v", om, err)
 			}
 			var staged []string
@@ -194,7 +190,7 @@ func TestImportFromAnotherBucketRefused(t *testing.T) {
 	b.runImporter(t, nil)
 	b.expectRefused(t, "s3", []refusal{
 		{"over the cap", task.ImportPayload{Source: "s3://elsewhere/big.bin"}, "DAB_IMPORT_MAX_BYTES"},
-		{"wrong sha256", task.ImportPayload{Source: "s3://elsewhere/small.bin", SHA256: sha([]byte("x"))}, "the request said"},
+		{"wrong sha256", task.ImportPayload{Source: "s3://elsewhere/small.bin", SHA256: harness.SHA256Hex([]byte("x"))}, "the request said"},
 		{"missing", task.ImportPayload{Source: "s3://elsewhere/none.bin"}, "no such object or bucket"},
 		{"no such bucket", task.ImportPayload{Source: "s3://nowhere-bucket/a.bin"}, "no such object or bucket"},
 		{"not listed", task.ImportPayload{Source: "s3://payroll/a.bin"}, "not in DAB_IMPORT_S3_BUCKETS"},
@@ -271,9 +267,9 @@ func TestImportFromHTTPS(t *testing.T) {
 	host := "127.0.0.1"
 	b.runImporter(t, netguard.New(netguard.Options{AllowPrivate: []string{host}, TLS: tlsConf}))
 
-	ok := b.waitImport(t, b.enqueueImport(t, task.ImportPayload{Key: "h-1", Source: src.URL + "/file.bin", Type: "generic", Path: "web/file.bin", SHA256: sha(data)}))
+	ok := b.waitImport(t, b.enqueueImport(t, task.ImportPayload{Key: "h-1", Source: src.URL + "/file.bin", Type: "generic", Path: "web/file.bin", SHA256: harness.SHA256Hex(data)}))
 	rec, err := b.assets.Get(ctx, importedAsset(t, ok))
-	if err != nil || rec.SHA256 != sha(data) || rec.Source != "import" {
+	if err != nil || rec.SHA256 != harness.SHA256Hex(data) || rec.Source != "import" {
 		t.Fatalf("record %+v %v", rec, err)
 	}
 	flaky := b.waitImport(t, b.enqueueImport(t, task.ImportPayload{Key: "h-2", Source: src.URL + "/flaky.bin", Type: "generic", Path: "web/flaky.bin"}))
@@ -286,7 +282,7 @@ func TestImportFromHTTPS(t *testing.T) {
 	}
 	plainURL := strings.Replace(src.URL, "https://", "http://", 1)
 	b.expectRefused(t, "web", []refusal{
-		{"wrong sha256", task.ImportPayload{Source: src.URL + "/file.bin", SHA256: sha([]byte("other"))}, "the source's SHA-256 is"},
+		{"wrong sha256", task.ImportPayload{Source: src.URL + "/file.bin", SHA256: harness.SHA256Hex([]byte("other"))}, "the source's SHA-256 is"},
 		{"over the cap", task.ImportPayload{Source: src.URL + "/big.bin"}, "DAB_IMPORT_MAX_BYTES"},
 		{"plain http", task.ImportPayload{Source: plainURL + "/file.bin"}, "DAB_IMPORT_ALLOW_HTTP"},
 		{"redirect", task.ImportPayload{Source: src.URL + "/moved"}, "redirected"},
@@ -386,7 +382,7 @@ func TestImportOddSourceKeys(t *testing.T) {
 			}
 			in := &s3.PutObjectInput{Bucket: aws.String("elsewhere"), Key: aws.String(k), Body: bytes.NewReader(data)}
 			if withSHA {
-				raw, _ := hex.DecodeString(sha(data))
+				raw, _ := hex.DecodeString(harness.SHA256Hex(data))
 				in.ChecksumSHA256 = aws.String(base64.StdEncoding.EncodeToString(raw))
 			}
 			if _, err := cl.PutObject(ctx, in); err != nil {
@@ -395,7 +391,7 @@ func TestImportOddSourceKeys(t *testing.T) {
 			p := task.ImportPayload{Key: fmt.Sprintf("odd-%d-%v", i, withSHA), Source: "s3://elsewhere/" + k, Type: "generic",
 				Path: fmt.Sprintf("odd/%d-%v.bin", i, withSHA)}
 			if withSHA {
-				p.SHA256 = sha(data)
+				p.SHA256 = harness.SHA256Hex(data)
 			}
 			info := b.waitImport(t, b.enqueueImport(t, p))
 			if info.State != asynq.TaskStateCompleted {
@@ -403,7 +399,7 @@ func TestImportOddSourceKeys(t *testing.T) {
 				continue
 			}
 			rec, err := b.assets.Get(ctx, importedAsset(t, info))
-			if err != nil || rec.SHA256 != sha(data) || rec.Size != int64(len(data)) {
+			if err != nil || rec.SHA256 != harness.SHA256Hex(data) || rec.Size != int64(len(data)) {
 				t.Errorf("%s: record %+v %v", name, rec, err)
 				continue
 			}
@@ -430,7 +426,7 @@ func TestImportErrorsNameTheS3Source(t *testing.T) {
 		}
 		src := "s3://elsewhere/" + k
 		info := b.waitImport(t, b.enqueueImport(t, task.ImportPayload{Key: fmt.Sprintf("name-%d", i), Source: src, Type: "generic",
-			Path: fmt.Sprintf("names/%d.bin", i), SHA256: sha([]byte("other"))}))
+			Path: fmt.Sprintf("names/%d.bin", i), SHA256: harness.SHA256Hex([]byte("other"))}))
 		if info.State != asynq.TaskStateArchived || !strings.HasPrefix(info.LastErr, "import "+src+":") {
 			t.Errorf("%s: %s %q, want archived, the reason starting with %q", k, info.State, info.LastErr, "import "+src+":")
 		}

@@ -58,22 +58,8 @@ func TestPurchaseNotReplicatedIsRetriedNotDone(t *testing.T) {
 	// Two replicas required, one runs.
 	var log1 harness.LogBuffer
 	stop := b.runWorker(t, ledger.NewWithOptions(b.rdb, "dab:", "house", ledger.Options{MinReplicas: 2, ReplicaTimeout: 200 * time.Millisecond}), &log1)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		info, err := b.insp.GetTaskInfo(task.QueuePurchases, taskID)
-		if err == nil && info.State == asynq.TaskStateRetry {
-			if !strings.Contains(info.LastErr, "not_replicated") {
-				t.Fatalf("task's last error = %q, want not_replicated", info.LastErr)
-			}
-			break
-		}
-		if err == nil && (info.State == asynq.TaskStateCompleted || info.State == asynq.TaskStateArchived) {
-			t.Fatalf("task is %s (last error %q), want it retried", info.State, info.LastErr)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("task not retried after 30s: %+v %v", info, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if info := b.waitTask(t, task.QueuePurchases, taskID, asynq.TaskStateRetry); !strings.Contains(info.LastErr, "not_replicated") {
+		t.Fatalf("task's last error = %q, want not_replicated", info.LastErr)
 	}
 	stop()
 	if got, err := plain.GetPurchase(ctx, p.PurchaseID); err != nil || got.Status != ledger.StatusPending {
@@ -87,17 +73,7 @@ func TestPurchaseNotReplicatedIsRetriedNotDone(t *testing.T) {
 	var log2 harness.LogBuffer
 	b.runWorker(t, ledger.NewWithOptions(b.rdb, "dab:", "house", ledger.Options{MinReplicas: 1, ReplicaTimeout: 5 * time.Second}), &log2)
 	_ = b.insp.RunTask(task.QueuePurchases, taskID) // a retry waits its backoff; the worker's shutdown may have made it pending already
-	deadline = time.Now().Add(30 * time.Second)
-	for {
-		info, err := b.insp.GetTaskInfo(task.QueuePurchases, taskID)
-		if err == nil && info.State == asynq.TaskStateCompleted {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("task not completed after 30s: %+v %v", info, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	b.waitTask(t, task.QueuePurchases, taskID, asynq.TaskStateCompleted)
 	if got, err := plain.GetPurchase(ctx, p.PurchaseID); err != nil || got.Status != ledger.StatusSucceeded {
 		t.Fatalf("GetPurchase = %+v %v, want succeeded", got, err)
 	}

@@ -3,8 +3,6 @@ package worker_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -118,19 +116,34 @@ func (b *bundle) spoolBytes(t *testing.T, typ, path string, data []byte) *spool.
 	return m
 }
 
-// waitState polls a task until it reaches want (or fails the test).
+// waitTask polls task id in queue until it reaches state want; a task that
+// ends (completed or archived) in another state fails the test at once.
+func (b *bundle) waitTask(t *testing.T, queue, id string, want asynq.TaskState) *asynq.TaskInfo {
+	t.Helper()
+	return b.pollTask(t, queue, id, fmt.Sprintf("task %s to be %s", id, want), func(info *asynq.TaskInfo) bool {
+		if info.State != want && (info.State == asynq.TaskStateArchived || info.State == asynq.TaskStateCompleted) {
+			t.Fatalf("task %s is %s (last error %q), want %s", id, info.State, info.LastErr, want)
+		}
+		return info.State == want
+	})
+}
+
+// waitState waits for an upload task (waitTask on the uploads queue).
 func (b *bundle) waitState(t *testing.T, taskID string, want asynq.TaskState) *asynq.TaskInfo {
+	t.Helper()
+	return b.waitTask(t, task.QueueUploads, taskID, want)
+}
+
+// pollTask polls task id in queue for up to a minute until done says so.
+func (b *bundle) pollTask(t *testing.T, queue, id, what string, done func(*asynq.TaskInfo) bool) *asynq.TaskInfo {
 	t.Helper()
 	var (
 		info *asynq.TaskInfo
 		err  error
 	)
-	harness.Eventually(t, 60*time.Second, fmt.Sprintf("task %s to be %s", taskID, want), func() bool {
-		info, err = b.insp.GetTaskInfo(task.QueueUploads, taskID)
-		if err == nil && info.State != want && (info.State == asynq.TaskStateArchived || info.State == asynq.TaskStateCompleted) {
-			t.Fatalf("task %s is %s (last error %q), want %s", taskID, info.State, info.LastErr, want)
-		}
-		return err == nil && info.State == want
+	harness.Eventually(t, 60*time.Second, what, func() bool {
+		info, err = b.insp.GetTaskInfo(queue, id)
+		return err == nil && done(info)
 	}, func() string { return fmt.Sprintf("info %+v, err %v", info, err) })
 	return info
 }
@@ -142,11 +155,6 @@ func randomBytes(n int, seed uint64) []byte {
 		b[i] = byte(r.Uint32())
 	}
 	return b
-}
-
-func sha(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
 }
 
 func (b *bundle) readObject(t *testing.T, key string) []byte {
@@ -189,14 +197,14 @@ func TestUploadPipeline(t *testing.T) {
 				t.Fatalf("result %q: %v", info.Result, err)
 			}
 			got := b.readObject(t, tt.typ+"/"+tt.path)
-			if !bytes.Equal(got, data) || sha(got) != m.SHA256 {
-				t.Fatalf("object differs from the file: %d bytes sha %s, want %d bytes sha %s", len(got), sha(got), len(data), m.SHA256)
+			if !bytes.Equal(got, data) || harness.SHA256Hex(got) != m.SHA256 {
+				t.Fatalf("object differs from the file: %d bytes sha %s, want %d bytes sha %s", len(got), harness.SHA256Hex(got), len(data), m.SHA256)
 			}
 			rec, err := b.assets.Get(context.Background(), res.AssetID)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if rec.S3Key != tt.typ+"/"+tt.path || rec.SHA256 != sha(data) || rec.Size != int64(tt.size) || rec.S3Bucket != b.s3.Bucket || rec.Owner != "" {
+			if rec.S3Key != tt.typ+"/"+tt.path || rec.SHA256 != harness.SHA256Hex(data) || rec.Size != int64(tt.size) || rec.S3Bucket != b.s3.Bucket || rec.Owner != "" {
 				t.Fatalf("record = %+v", rec)
 			}
 			for k, v := range tt.wantMeta {

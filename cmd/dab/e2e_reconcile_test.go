@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -17,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/dab-assets/dab/internal/harness"
 	"github.com/dab-assets/dab/internal/storage"
 	"github.com/dab-assets/dab/internal/storage/storagetest"
 )
@@ -199,22 +201,16 @@ func TestReconcileWhileWorking(t *testing.T) {
 		t.Fatalf("upload: exit %d\n%s%s", code, out, errOut)
 	}
 	e.start(nil, "work")
-	deadline := time.Now().Add(time.Minute)
-	for {
+	var r reconcileReport
+	harness.Eventually(t, time.Minute, "uploads and reconcile to settle", func() bool {
 		// Exit 0 or 1 only: never a crash, never a conflict.
 		out, errOut, code := e.run(nil, "reconcile", "--json")
-		var r reconcileReport
+		r = reconcileReport{}
 		if code > 1 || json.Unmarshal([]byte(out), &r) != nil || len(r.Failed) != 0 || len(r.BadMetadata) != 0 {
 			t.Fatalf("reconcile during uploads: exit %d\n%s%s", code, out, errOut)
 		}
-		if r.Objects == 20 && r.Recorded == 20 && r.Records == 20 && code == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("uploads and reconcile did not settle: %+v", r)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return r.Objects == 20 && r.Recorded == 20 && r.Records == 20 && code == 0
+	}, func() string { return fmt.Sprintf("last report %+v", r) })
 	out, _, _ := e.run(nil, "assets", "list", "--json")
 	if n := strings.Count(out, `"sha256"`); n != 20 {
 		t.Fatalf("%d records, want 20:\n%s", n, out)

@@ -24,3 +24,13 @@ func (l *LogBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// Tail is the last n bytes written ("..." before them when cut), for test
+// failures that show what a component logged.
+func (l *LogBuffer) Tail(n int) string {
+	s := l.String()
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}

@@ -1,8 +1,6 @@
 package spool
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io/fs"
@@ -13,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dab-assets/dab/internal/harness"
 )
 
 // acrossFilesystems returns a spool on the tmpfs /dev/shm and a drop folder
@@ -56,11 +56,6 @@ func randomBytes(seed uint64, n int) []byte {
 	key[0] = byte(seed)
 	rand.NewChaCha8(key).Read(b)
 	return b
-}
-
-func sha(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
 }
 
 // writeDropped writes a file as cp does (mtime: now) or, with mtime set, as
@@ -133,11 +128,11 @@ func TestClaimAcrossFilesystems(t *testing.T) {
 			if err != nil {
 				t.Fatalf("claim across filesystems: %v", err)
 			}
-			if m.Size != int64(len(content)) || m.SHA256 != sha(content) {
-				t.Fatalf("manifest has %d bytes sha256 %s, want %d bytes %s", m.Size, m.SHA256, len(content), sha(content))
+			if m.Size != int64(len(content)) || m.SHA256 != harness.SHA256Hex(content) {
+				t.Fatalf("manifest has %d bytes sha256 %s, want %d bytes %s", m.Size, m.SHA256, len(content), harness.SHA256Hex(content))
 			}
 			data, err := os.ReadFile(s.DataPath(m.ID))
-			if err != nil || sha(data) != sha(content) {
+			if err != nil || harness.SHA256Hex(data) != harness.SHA256Hex(content) {
 				t.Fatalf("spool data is not the file (%d bytes, %v)", len(data), err)
 			}
 			_, copied := stateOf(t, s.DataPath(m.ID))
@@ -191,7 +186,7 @@ func TestClaimAcrossFilesystemsPutsBackUntouched(t *testing.T) {
 				t.Errorf("put back with mode %v mtime %v size %d; it had %v %v %d",
 					after.Mode(), after.ModTime(), after.Size(), before.Mode(), before.ModTime(), before.Size())
 			}
-			if b, _ := os.ReadFile(src); sha(b) != sha(content) {
+			if b, _ := os.ReadFile(src); harness.SHA256Hex(b) != harness.SHA256Hex(content) {
 				t.Error("the file's bytes changed")
 			}
 			if left := dirNames(t, drop); len(left) != 1 {
@@ -294,7 +289,7 @@ func TestRecoverAcrossFilesystems(t *testing.T) {
 				if _, err := os.Stat(filepath.Join(dir, originFile)); !errors.Is(err, fs.ErrNotExist) {
 					t.Error("origin note left in the committed entry")
 				}
-				if b, _ := os.ReadFile(s.DataPath(id)); sha(b) != sha(content) {
+				if b, _ := os.ReadFile(s.DataPath(id)); harness.SHA256Hex(b) != harness.SHA256Hex(content) {
 					t.Error("the committed entry's data changed")
 				}
 			}

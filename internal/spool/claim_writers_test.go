@@ -2,86 +2,23 @@ package spool
 
 import (
 	"errors"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/dab-assets/dab/internal/harness"
 )
 
 // openWriter starts writing a file: it writes first and keeps the file open
 // for writing; the function it returns writes second and closes the file.
-type openWriter func(t *testing.T, path string, first []byte) (finish func(second []byte))
+type openWriter func(t testing.TB, path string, first []byte) (finish func(second []byte))
 
 // writerInProcess keeps the file open in this process (the watcher's own
 // process: an open-writer check must not leave it out).
 func writerInProcess(flag int) openWriter {
-	return func(t *testing.T, path string, first []byte) func([]byte) {
+	return func(t testing.TB, path string, first []byte) func([]byte) {
 		t.Helper()
-		f, err := os.OpenFile(path, flag|os.O_CREATE|os.O_EXCL, 0o640)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { f.Close() })
-		if _, err := f.Write(first); err != nil {
-			t.Fatal(err)
-		}
-		return func(second []byte) {
-			if _, err := f.Write(second); err != nil {
-				t.Error(err)
-			}
-			if err := f.Close(); err != nil {
-				t.Error(err)
-			}
-		}
-	}
-}
-
-// writerChild keeps the file open in a shell, which writes the second part
-// when told on its stdin and exits.
-func writerChild(t *testing.T, path string, first []byte) func([]byte) {
-	t.Helper()
-	parts := t.TempDir()
-	p1, p2 := filepath.Join(parts, "1"), filepath.Join(parts, "2")
-	if err := os.WriteFile(p1, first, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("sh", "-c", `exec 3>"$1"; cat "$2" >&3; read go; cat "$3" >&3`, "sh", path, p1, p2)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
-	harness.Eventually(t, 10*time.Second, "the writer process to write its first part", func() bool {
-		st, err := os.Stat(path)
-		return err == nil && st.Size() == int64(len(first))
-	}, nil)
-	return func(second []byte) {
-		if err := os.WriteFile(p2, second, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		io.WriteString(stdin, "go\n")
-		stdin.Close()
-		select {
-		case err := <-exited:
-			exited <- err
-			if err != nil {
-				t.Errorf("writer process: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("the writer process did not finish")
-		}
+		return harness.WriterInProcess(t, path, flag, first)
 	}
 }
 
@@ -91,7 +28,7 @@ var openWriters = []struct {
 }{
 	{"in this process, write-only", writerInProcess(os.O_WRONLY)},
 	{"in this process, read-write", writerInProcess(os.O_RDWR)},
-	{"in a child process", writerChild},
+	{"in a child process", harness.WriterChild},
 }
 
 // TestClaimLeavesAFileOpenForWriting: a file that a process still holds open
@@ -132,7 +69,7 @@ func TestClaimLeavesAFileOpenForWriting(t *testing.T) {
 				}
 				all := append(append([]byte{}, first...), second...)
 				data, _ := os.ReadFile(s.DataPath(m.ID))
-				if m.Size != int64(len(all)) || m.SHA256 != sha(all) || sha(data) != sha(all) {
+				if m.Size != int64(len(all)) || m.SHA256 != harness.SHA256Hex(all) || harness.SHA256Hex(data) != harness.SHA256Hex(all) {
 					t.Fatalf("entry has %d bytes (data %d), want all %d", m.Size, len(data), len(all))
 				}
 			})
@@ -205,7 +142,7 @@ func TestGrowthAfterTheClaimIsNotLost(t *testing.T) {
 				if _, _, err := s.OpenData(m.ID); !errors.Is(err, ErrDataChanged) {
 					t.Fatalf("Open of an entry that grew after its claim = %v, want ErrDataChanged", err)
 				}
-				if b, _ := os.ReadFile(s.DataPath(m.ID)); sha(b) != sha(all) {
+				if b, _ := os.ReadFile(s.DataPath(m.ID)); harness.SHA256Hex(b) != harness.SHA256Hex(all) {
 					t.Fatalf("the entry's file has %d bytes, want all %d", len(b), len(all))
 				}
 				return
@@ -214,7 +151,7 @@ func TestGrowthAfterTheClaimIsNotLost(t *testing.T) {
 				t.Fatalf("claim of a file written during the claim = %v, want ErrChanging", err)
 			}
 			_, after := stateOf(t, src)
-			if b, _ := os.ReadFile(src); inode(after) != inode(before) || sha(b) != sha(all) {
+			if b, _ := os.ReadFile(src); inode(after) != inode(before) || harness.SHA256Hex(b) != harness.SHA256Hex(all) {
 				t.Fatalf("the file is not back as written: %d bytes, inode %d (was %d)", len(b), inode(after), inode(before))
 			}
 			if list, _ := s.List(); len(list) != 0 {
@@ -224,7 +161,7 @@ func TestGrowthAfterTheClaimIsNotLost(t *testing.T) {
 				t.Fatalf("drop folder holds %v", left)
 			}
 			seen, _ = stateOf(t, src)
-			if m, err = s.Claim(src, Input{Type: "generic", Path: "slow.bin"}, seen); err != nil || m.SHA256 != sha(all) {
+			if m, err = s.Claim(src, Input{Type: "generic", Path: "slow.bin"}, seen); err != nil || m.SHA256 != harness.SHA256Hex(all) {
 				t.Fatalf("claim again = %+v, %v; want all %d bytes", m, err, len(all))
 			}
 		})

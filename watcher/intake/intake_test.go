@@ -29,6 +29,7 @@ import (
 	"github.com/dab-assets/dab/internal/idem"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
 	"github.com/dab-assets/dab/internal/spool"
+	"github.com/dab-assets/dab/internal/spool/spooltest"
 	"github.com/dab-assets/dab/internal/storage/storagetest"
 	"github.com/dab-assets/dab/worker/task"
 )
@@ -127,7 +128,7 @@ func form(t *testing.T, fields [][2]string, filename string, data []byte, fileFi
 // spoolEmpty fails unless the spool, including its incoming folder, is empty.
 func spoolEmpty(t *testing.T, sp *spool.Spool) {
 	t.Helper()
-	if n := len(entries(t, sp)); n != 0 {
+	if n := len(spooltest.Entries(t, sp)); n != 0 {
 		t.Fatalf("%d entries left in the spool", n)
 	}
 	incoming, _ := os.ReadDir(filepath.Join(sp.Dir(), ".incoming"))
@@ -160,7 +161,7 @@ func TestPostAndPut(t *testing.T) {
 			t.Fatalf("%s: %d %s", tt.name, a.Status, a.Body)
 		}
 		m, err := h.spool.Get(acc.SpoolID)
-		if err != nil || m.SHA256 != sum([]byte("data of "+tt.name)) || m.Source != "http" {
+		if err != nil || m.SHA256 != harness.SHA256Hex([]byte("data of "+tt.name)) || m.Source != "http" {
 			t.Fatalf("%s: entry %+v, %v", tt.name, m, err)
 		}
 		for k, v := range tt.wantMeta {
@@ -317,7 +318,7 @@ func TestIdempotencyKey(t *testing.T) {
 	if third := put("v2"); third.Status != 409 || third.ErrorCode() != "idempotency_conflict" {
 		t.Fatalf("other content, same key: %d %s", third.Status, third.Body)
 	}
-	if n := len(entries(t, h.spool)); n != 1 {
+	if n := len(spooltest.Entries(t, h.spool)); n != 1 {
 		t.Fatalf("%d spool entries, want 1", n)
 	}
 	if h.queued() != 1 {
@@ -420,7 +421,7 @@ func TestTusResumeWithRealClient(t *testing.T) {
 		t.Fatalf("no task id in the final answer: %v", res)
 	}
 	m, err := h.spool.Get(strings.TrimPrefix(id, "upload-"))
-	if err != nil || m.Size != int64(len(data)) || m.SHA256 != sum(data) || m.Key() != "cyoa/NODE_resumed.png" || m.Metadata["price"] != "7" {
+	if err != nil || m.Size != int64(len(data)) || m.SHA256 != harness.SHA256Hex(data) || m.Key() != "cyoa/NODE_resumed.png" || m.Metadata["price"] != "7" {
 		t.Fatalf("spooled %+v, %v", m, err)
 	}
 	if _, err := h.insp.GetTaskInfo(task.QueueUploads, id); err != nil {

@@ -1,8 +1,6 @@
 package intake
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"path/filepath"
 	"testing"
 	"time"
@@ -41,13 +39,7 @@ func setup(t *testing.T) *bundle {
 // timeout.
 func (b *bundle) eventually(timeout time.Duration, what string, ok func() bool) {
 	b.t.Helper()
-	harness.Eventually(b.t, timeout, what, ok, func() string {
-		log := b.logs.String()
-		if len(log) > 3000 {
-			log = "..." + log[len(log)-3000:]
-		}
-		return "log:\n" + log
-	})
+	harness.Eventually(b.t, timeout, what, ok, func() string { return "log:\n" + b.logs.Tail(3000) })
 }
 
 // queued returns the number of upload tasks in the queue.
@@ -57,28 +49,4 @@ func (b *bundle) queued() int {
 		return 0
 	}
 	return info.Size
-}
-
-func sum(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
-}
-
-// entries returns the spool entries by S3 key, failing on a key seen twice.
-func entries(t *testing.T, sps ...*spool.Spool) map[string]*spool.Manifest {
-	t.Helper()
-	out := map[string]*spool.Manifest{}
-	for _, sp := range sps {
-		list, err := sp.List()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range list {
-			if prev, dup := out[m.Key()]; dup {
-				t.Fatalf("%s claimed twice (entries %s and %s)", m.Key(), prev.ID, m.ID)
-			}
-			out[m.Key()] = m
-		}
-	}
-	return out
 }
