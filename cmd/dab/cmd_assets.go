@@ -56,51 +56,44 @@ command that shows the next page (with --json: next_cursor).`,
 		Args:              noArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if limit < 1 || limit > 1000 {
-				return usagef("--limit %d: use 1 to 1000", limit)
+			if limit < 1 || limit > asset.ListLimitMax {
+				return usagef("--limit %d: use 1 to %d", limit, asset.ListLimitMax)
 			}
 			if assetType != "" {
 				if err := builtin.Registry().CheckType(assetType); err != nil {
 					return usagef("--type: %v", err)
 				}
 			}
-			a, err := c.app(args, roleClient)
-			if err != nil {
-				return err
-			}
-			src, err := a.assetSource(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer src.close()
-			page, err := src.list(cmd.Context(), asset.ListOptions{Type: assetType, Cursor: cursor, Limit: limit})
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(a, page)
-			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tTYPE\tSIZE\tOWNER\tCREATED\tS3 KEY")
-			for _, r := range page.Records {
-				owner := r.Owner
-				if owner == "" {
-					owner = "-"
+			return c.withAssets(cmd, args, func(a *app, src *assetSource) error {
+				page, err := src.list(cmd.Context(), asset.ListOptions{Type: assetType, Cursor: cursor, Limit: limit})
+				if err != nil {
+					return err
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", r.ID, r.Type, r.Size, owner, r.CreatedAt.Format(time.DateTime), r.S3Key)
-			}
-			tw.Flush()
-			if page.Next != "" {
-				more := "dab assets list"
-				if assetType != "" {
-					more += " --type " + shellQuote(assetType)
+				if asJSON {
+					return writeJSON(a, page)
 				}
-				if limit != asset.ListLimitDefault {
-					more += fmt.Sprintf(" --limit %d", limit)
+				tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tTYPE\tSIZE\tOWNER\tCREATED\tS3 KEY")
+				for _, r := range page.Records {
+					owner := r.Owner
+					if owner == "" {
+						owner = "-"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", r.ID, r.Type, r.Size, owner, r.CreatedAt.Format(time.DateTime), r.S3Key)
 				}
-				fmt.Fprintf(a.stdout, "more: %s --cursor %s\n", more, shellQuote(page.Next))
-			}
-			return nil
+				tw.Flush()
+				if page.Next != "" {
+					more := "dab assets list"
+					if assetType != "" {
+						more += " --type " + shellQuote(assetType)
+					}
+					if limit != asset.ListLimitDefault {
+						more += fmt.Sprintf(" --limit %d", limit)
+					}
+					fmt.Fprintf(a.stdout, "more: %s --cursor %s\n", more, shellQuote(page.Next))
+				}
+				return nil
+			})
 		},
 	}
 	fs := cmd.Flags()
@@ -122,42 +115,32 @@ func (c *cli) assetsShowCmd() *cobra.Command {
 		Args:              exactArgs(1),
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, err := c.app(args, roleClient)
-			if err != nil {
-				return err
-			}
-			src, err := a.assetSource(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer src.close()
-			r, err := src.get(cmd.Context(), args[0])
-			if errors.Is(err, asset.ErrNotFound) {
-				return fmt.Errorf("no asset with ID %q: list IDs with `dab assets list`", args[0])
-			}
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(a, r)
-			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			for _, kv := range [][2]string{
-				{"id", r.ID}, {"name", r.Name}, {"type", r.Type}, {"s3", "s3://" + r.S3Bucket + "/" + r.S3Key},
-				{"size", fmt.Sprint(r.Size)}, {"sha256", r.SHA256}, {"content_type", r.ContentType},
-				{"owner", r.Owner}, {"created_at", r.CreatedAt.Format(time.RFC3339)}, {"task_id", r.TaskID},
-			} {
-				fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
-			}
-			keys := make([]string, 0, len(r.Metadata))
-			for k := range r.Metadata {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
-			for _, k := range keys {
-				fmt.Fprintf(tw, "metadata.%s:\t%s\n", k, r.Metadata[k])
-			}
-			return tw.Flush()
+			return c.withAssets(cmd, args, func(a *app, src *assetSource) error {
+				r, err := src.record(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return writeJSON(a, r)
+				}
+				tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+				for _, kv := range [][2]string{
+					{"id", r.ID}, {"name", r.Name}, {"type", r.Type}, {"s3", "s3://" + r.S3Bucket + "/" + r.S3Key},
+					{"size", fmt.Sprint(r.Size)}, {"sha256", r.SHA256}, {"content_type", r.ContentType},
+					{"owner", r.Owner}, {"created_at", r.CreatedAt.Format(time.RFC3339)}, {"task_id", r.TaskID},
+				} {
+					fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
+				}
+				keys := make([]string, 0, len(r.Metadata))
+				for k := range r.Metadata {
+					keys = append(keys, k)
+				}
+				sort.Strings(keys)
+				for _, k := range keys {
+					fmt.Fprintf(tw, "metadata.%s:\t%s\n", k, r.Metadata[k])
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -188,28 +171,43 @@ nothing is saved.`,
 			if !asset.ValidID(id) {
 				return fmt.Errorf("no asset with ID %q (IDs are 20 hex digits): list IDs with `dab assets list`", id)
 			}
-			a, err := c.app(args, roleClient)
-			if err != nil {
-				return err
-			}
-			src, err := a.assetSource(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer src.close()
-			r, err := src.get(cmd.Context(), id)
-			if errors.Is(err, asset.ErrNotFound) {
-				return fmt.Errorf("no asset with ID %q: list IDs with `dab assets list`", id)
-			}
-			if err != nil {
-				return err
-			}
-			return a.getAsset(cmd.Context(), r, src.open, output, force)
+			return c.withAssets(cmd, args, func(a *app, src *assetSource) error {
+				r, err := src.record(cmd.Context(), id)
+				if err != nil {
+					return err
+				}
+				return a.getAsset(cmd.Context(), r, src.open, output, force)
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "save to `FILE`, or into this folder (default: the asset's name in the current folder)")
 	cmd.Flags().BoolVar(&force, "force", false, "replace an existing file")
 	return cmd
+}
+
+// withAssets runs f with the asset records, read from the local Redis or
+// through DAB_SERVER.
+func (c *cli) withAssets(cmd *cobra.Command, args []string, f func(*app, *assetSource) error) error {
+	a, err := c.app(args, roleClient)
+	if err != nil {
+		return err
+	}
+	src, err := a.assetSource(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer src.close()
+	return f(a, src)
+}
+
+// record reads the record of asset id; when there is none, the error says
+// where to find IDs.
+func (s *assetSource) record(ctx context.Context, id string) (asset.Record, error) {
+	r, err := s.get(ctx, id)
+	if errors.Is(err, asset.ErrNotFound) {
+		return r, fmt.Errorf("no asset with ID %q: list IDs with `dab assets list`", id)
+	}
+	return r, err
 }
 
 // assetSource reads records, and the bytes of assets, from DAB_SERVER or

@@ -62,7 +62,7 @@ func (a *app) countAssets(ctx context.Context, assetType string) (int64, error) 
 	var n int64
 	cursor := ""
 	for {
-		page, err := src.list(ctx, asset.ListOptions{Type: assetType, Cursor: cursor, Limit: 1000})
+		page, err := src.list(ctx, asset.ListOptions{Type: assetType, Cursor: cursor, Limit: asset.ListLimitMax})
 		if err != nil {
 			return 0, err
 		}
