@@ -451,3 +451,33 @@ func FuzzLocate(f *testing.F) {
 		}
 	})
 }
+
+// TestLongFileNameFailsWithItsNote: a file name of 241 to 255 bytes fits
+// the drop folder but not a key with its failure note beside it; it goes
+// to the failed folder under a name that leaves room for the note, and the
+// note names the file as it was. Nothing is spooled.
+func TestLongFileNameFailsWithItsNote(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.start(b.config(), b.spool)
+	name := strings.Repeat("n", 246) + ".png" // 250 bytes
+	write(t, filepath.Join(b.drop, "cyoa", name), []byte("long"))
+	var notes []string
+	b.eventually(10*time.Second, "the long name in the failed folder with its note", func() bool {
+		notes, _ = filepath.Glob(filepath.Join(b.failed, "cyoa", "*.error.json"))
+		return len(notes) == 1
+	})
+	note, err := os.ReadFile(notes[0])
+	if err != nil || !strings.Contains(string(note), "InvalidName") || !strings.Contains(string(note), name) {
+		t.Fatalf("note %s, %v", note, err)
+	}
+	if data, err := os.ReadFile(strings.TrimSuffix(notes[0], ".error.json")); err != nil || string(data) != "long" {
+		t.Fatalf("the file beside the note: %q, %v", data, err)
+	}
+	if strings.Contains(b.logs.String(), "watcher.failure_note") {
+		t.Fatalf("a note could not be written:\n%s", b.logs.Tail(3000))
+	}
+	if n := len(spooltest.Entries(t, b.spool)); n != 0 {
+		t.Fatalf("%d entries spooled", n)
+	}
+}

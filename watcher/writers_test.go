@@ -147,8 +147,18 @@ func TestCrossFilesystemDrop(t *testing.T) {
 	if st := w.Stats(); st.Claimed != 3 {
 		t.Errorf("%d claims for 3 files", st.Claimed)
 	}
+	// Each original stays, hidden, until its entry ends (a writer dab cannot
+	// see would write into it); the entry's end removes it.
+	if left, _ := os.ReadDir(filepath.Join(b.drop, "generic")); len(left) != 3 {
+		t.Errorf("in the drop folder: %v, want the 3 kept originals", left)
+	}
+	for _, m := range got {
+		if err := sp.Remove(m.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if left, _ := os.ReadDir(filepath.Join(b.drop, "generic")); len(left) != 0 {
-		t.Errorf("left in the drop folder: %v", left)
+		t.Errorf("left in the drop folder after the entries ended: %v", left)
 	}
 }
 
@@ -199,6 +209,9 @@ func TestWriterPausingLongerThanSettle(t *testing.T) {
 				m := spooltest.Entries(t, sp)["generic/paused.bin"]
 				if m == nil || m.Size != int64(len(all)) || m.SHA256 != harness.SHA256Hex(all) || fileSum(t, sp.DataPath(m.ID)) != harness.SHA256Hex(all) {
 					t.Fatalf("entry %+v does not hold all %d bytes (sha256 %s)", m, len(all), harness.SHA256Hex(all))
+				}
+				if err := sp.Remove(m.ID); err != nil { // as after its upload
+					t.Fatal(err)
 				}
 				if left, _ := os.ReadDir(filepath.Join(b.drop, "generic")); len(left) != 0 {
 					t.Errorf("left in the drop folder: %v", left)

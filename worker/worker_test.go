@@ -419,6 +419,89 @@ func TestGrownSpoolEntryFailsWhole(t *testing.T) {
 	}
 }
 
+// TestGrownCrossFilesystemOriginalFailsWhole: a file claimed into a spool
+// on another filesystem (the tmpfs /dev/shm; the drop folder on disk) whose
+// writer, unseen, writes again after the claim. Its original, kept until
+// the entry ends, grew: the upload is refused at once and the failed folder
+// holds every byte, nothing goes to the bucket cut short. A file that did
+// not grow is uploaded and its original removed with the entry.
+func TestGrownCrossFilesystemOriginalFailsWhole(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	shm, err := os.MkdirTemp("/dev/shm", "dab-worker-test-")
+	if err != nil {
+		t.Fatalf("this test needs a tmpfs at /dev/shm for the spool: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(shm) })
+	if b.spool, err = spool.Open(filepath.Join(shm, "spool")); err != nil {
+		t.Fatal(err)
+	}
+	drop := t.TempDir()
+	claim := func(name string, data []byte, links ...string) *spool.Manifest {
+		t.Helper()
+		src := filepath.Join(drop, name)
+		if err := os.WriteFile(src, data, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range links {
+			if err := os.Link(src, l); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st, _ := os.Stat(src)
+		m, err := b.spool.Claim(src, spool.Input{Type: "generic", Path: name, Source: "watcher"}, spool.FileState{Size: st.Size(), ModTime: st.ModTime()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	enqueue := func(m *spool.Manifest) {
+		t.Helper()
+		tk, _ := task.NewUpload(task.UploadPayload{SpoolID: m.ID, Type: m.Type, Key: m.Key()})
+		if _, err := b.client.Enqueue(tk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, more := randomBytes(100000, 7), randomBytes(100000, 8)
+	// The writer's hold on the file: a second link to the same inode (as an
+	// open descriptor is), which, unlike a descriptor, no lease sees.
+	writer := filepath.Join(t.TempDir(), "writer-holds")
+	grew := claim("grew.bin", data, writer)
+	f, err := os.OpenFile(writer, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(more) // after the claim, into the file it took
+	f.Close()
+	same := claim("same.bin", data)
+	enqueue(grew)
+	enqueue(same)
+	b.startWorker(t, storagetest.Options(b.s3))
+
+	info := b.waitState(t, task.UploadTaskID(grew.ID), asynq.TaskStateArchived)
+	if info.Retried != 0 {
+		t.Fatalf("archived after %d retries with %q", info.Retried, info.LastErr)
+	}
+	kept := filepath.Join(b.failed, "generic", "grew.bin")
+	if got, err := os.ReadFile(kept); err != nil || !bytes.Equal(got, append(data, more...)) {
+		t.Fatalf("the whole file is not in the failed folder: %d bytes, %v", len(got), err)
+	}
+	if note, err := os.ReadFile(kept + ".error.json"); err != nil || !strings.Contains(string(note), "SpoolChanged") {
+		t.Fatalf("error note = %s, %v", note, err)
+	}
+
+	b.waitState(t, task.UploadTaskID(same.ID), asynq.TaskStateCompleted)
+	if n, _ := b.assets.Count(context.Background(), "generic"); n != 1 {
+		t.Fatalf("%d records, want only same.bin's", n)
+	}
+	if left, _ := os.ReadDir(drop); len(left) != 0 {
+		t.Fatalf("left in the drop folder after the uploads: %v", left)
+	}
+	if list, _ := b.spool.List(); len(list) != 0 {
+		t.Fatalf("%d entries left in the spool", len(list))
+	}
+}
+
 // TestKeyShapeClashGoesToFailedFolder: on a store that keeps objects as
 // files (versitygw posix), "a/b" and "a/b/child" cannot both exist; the
 // second file needs another name, so it waits in the failed folder with

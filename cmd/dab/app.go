@@ -162,7 +162,12 @@ func (a *app) storage(ctx context.Context) (*storage.Store, error) {
 }
 
 func (a *app) spool() (*spool.Spool, error) {
-	return spool.Open(filepath.Join(a.cfg.DataDir, "spool"))
+	sp, err := spool.Open(filepath.Join(a.cfg.DataDir, "spool"))
+	if err != nil {
+		return nil, err
+	}
+	sp.SetShared(a.cfg.SpoolShared)
+	return sp, nil
 }
 
 // assets is the asset store on rdb; its records' events are trimmed by

@@ -151,12 +151,13 @@ func Key(assetType, relPath string) (string, error) {
 const MaxMetadataKeyLen = 128
 
 // reservedMetadataKeys are the names of the fields dab itself records for
-// an asset. Caller metadata may not use them: a "sha256" or "owner" next to
-// the real one would mislead whoever reads the record, the console or the
-// object's S3 metadata.
+// an asset (every JSON field of asset.Record but "price", which is how an
+// uploader prices an asset). Caller metadata may not use them: a "sha256",
+// "owner" or "listing" next to the real one would mislead whoever reads the
+// record, the console or the object's S3 metadata.
 func reservedMetadataKeys() []string {
 	return []string{"id", "name", "type", "path", "s3_bucket", "s3_key", "size", "sha256", "content_type",
-		"owner", "created_at", "task_id", "spool_id", "source"}
+		"metadata", "owner", "listing", "created_at", "task_id", "spool_id", "source"}
 }
 
 // CheckMetadataKey validates one key of caller metadata: 1 to

@@ -16,6 +16,7 @@ package spool
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -49,7 +50,8 @@ type origin struct {
 	Source string `json:"source"`
 	// Claim is the hidden name the file was renamed to next to Source when
 	// the spool is on another filesystem. The copy is made from there, and
-	// the original stays whole under that name until the entry is committed.
+	// the original stays whole under that name until the entry ends (with a
+	// shared spool, until the entry is committed).
 	Claim string `json:"claim,omitempty"`
 	Input struct {
 		Type     string            `json:"type"`
@@ -137,8 +139,68 @@ func (s *Spool) Claim(src string, in Input, seen FileState) (*Manifest, error) {
 	if err := s.checkClaimed(held, want); err != nil {
 		return nil, s.uncommit(m.ID, o, err)
 	}
+	if o.Claim != "" && s.keepOriginals {
+		// Across filesystems a writer dab cannot see writes into the
+		// original, not into the copy: removed now, what it writes next
+		// would vanish with it. The original stays under its claim name
+		// (and the origin note in the entry) until the entry ends, as a
+		// file claimed by rename stays in the entry: OpenData refuses the
+		// entry if the original grew, Reject moves the original (every
+		// byte) to the failed folder, Remove deletes it, or gives it back
+		// to be taken again whole if it grew, and Unclaim gives it back.
+		return m, nil
+	}
 	s.endClaim(m.ID, o)
 	return m, nil
+}
+
+// keptOriginal returns the origin note of entry id and the state of its
+// original, when the entry was claimed across filesystems and its original
+// is still kept under its claim name (see Claim). ok is false for every
+// other entry, and where the original cannot be seen (a worker on another
+// host than the drop folder's).
+func (s *Spool) keptOriginal(id string) (o *origin, st fs.FileInfo, ok bool) {
+	if !ValidID(id) {
+		return nil, nil, false
+	}
+	b, err := os.ReadFile(filepath.Join(s.dir, id, originFile))
+	if err != nil {
+		return nil, nil, false
+	}
+	o = &origin{}
+	if json.Unmarshal(b, o) != nil || o.Claim == "" {
+		return nil, nil, false
+	}
+	if st, err = os.Lstat(o.Claim); err != nil || !st.Mode().IsRegular() {
+		return nil, nil, false
+	}
+	return o, st, true
+}
+
+// endKept ends the claim of entry id when its original is kept (see
+// Claim): the original goes if it is as it was copied; if it grew since, it
+// goes back to its drop path (or beside it, see returnFile), to be taken
+// again whole: what was written after the copy does not vanish.
+func (s *Spool) endKept(id string) error {
+	o, st, ok := s.keptOriginal(id)
+	if !ok {
+		return nil
+	}
+	m, err := s.Get(id)
+	if err != nil {
+		return err
+	}
+	size := m.Size
+	if st.Size() == size {
+		if err := os.Remove(o.Claim); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	if _, err := returnFile(o.Claim, o.Source, id); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("the file it was copied from grew after the copy (%d bytes, the copy %d) and could not be put back into the drop folder: it is at %s: %w", st.Size(), size, o.Claim, err)
+	}
+	return nil
 }
 
 // held is where the claimed file (the inode that was at Source) is now.
@@ -316,6 +378,14 @@ func returnFile(from, src, id string) (string, error) {
 func (s *Spool) Unclaim(id, path string) error {
 	if _, err := s.entryDir(id); err != nil {
 		return err
+	}
+	if o, _, ok := s.keptOriginal(id); ok {
+		// Claimed across filesystems: the original goes back (the same
+		// file, with whatever was written to it since), the copy goes.
+		if err := renameNoReplace(o.Claim, path); err != nil {
+			return fmt.Errorf("spool: return the original of entry %s to %s: %w", id, path, err)
+		}
+		return s.Remove(id)
 	}
 	if err := renameNoReplace(filepath.Join(s.dir, id, dataFile), path); err != nil {
 		return fmt.Errorf("spool: return entry %s to %s: %w", id, path, err)

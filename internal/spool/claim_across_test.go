@@ -139,17 +139,134 @@ func TestClaimAcrossFilesystems(t *testing.T) {
 			if copied.Mode().Perm() != tc.mode || !copied.ModTime().Equal(before.ModTime()) {
 				t.Errorf("copy has mode %v mtime %v, the file had %v %v", copied.Mode().Perm(), copied.ModTime(), tc.mode, before.ModTime())
 			}
-			if left := dirNames(t, drop); len(left) != 0 {
-				t.Fatalf("left in the drop folder after the claim: %v", left)
+			// The original is kept, hidden, until the entry ends (a writer
+			// dab cannot see would write into it).
+			if left := dirNames(t, drop); len(left) != 1 || left[0] != ".dab-claim-"+m.ID {
+				t.Fatalf("in the drop folder after the claim: %v, want only the kept original", left)
 			}
 			if left := dirNames(t, filepath.Join(s.Dir(), incomingDir)); len(left) != 0 {
 				t.Fatalf("left in the incoming folder: %v", left)
 			}
-			if _, err := os.Stat(filepath.Join(s.Dir(), m.ID, originFile)); !errors.Is(err, fs.ErrNotExist) {
-				t.Fatal("origin note left in a committed entry")
+			if err := s.Remove(m.ID); err != nil {
+				t.Fatal(err)
+			}
+			if left := dirNames(t, drop); len(left) != 0 {
+				t.Fatalf("left in the drop folder after the entry ended: %v", left)
 			}
 		})
 	}
+}
+
+// TestCrossFilesystemOriginalKeptUntilTheEntryEnds: where open writers
+// cannot be seen, a file claimed across filesystems is written to after the
+// claim (the writer paused longer than the settle time). Its original is
+// kept until the entry ends, so nothing the writer wrote vanishes: an
+// upload not yet started refuses the entry, which goes to the failed folder
+// whole; an entry that ends (uploaded) gives the grown file back to the drop
+// folder to be taken again whole, and one that did not grow deletes it; a
+// claim undone (the queue is down) gives the original itself back. With a
+// shared spool the original goes at once, as whoever ends the entry may not
+// see the drop folder.
+func TestCrossFilesystemOriginalKeptUntilTheEntryEnds(t *testing.T) {
+	t.Parallel()
+	first, second := randomBytes(1, 100000), randomBytes(2, 100000)
+	all := append(append([]byte{}, first...), second...)
+	claim := func(t *testing.T, s *Spool, src string) (*Manifest, func([]byte)) {
+		t.Helper()
+		finish := writerInProcess(os.O_WRONLY)(t, src, first)
+		s.openForWriting = func(string) bool { return false } // cannot tell
+		seen, _ := stateOf(t, src)
+		m, err := s.Claim(src, Input{Type: "generic", Path: "slow.bin"}, seen)
+		if err != nil || m.SHA256 != harness.SHA256Hex(first) {
+			t.Fatalf("claim = %+v, %v", m, err)
+		}
+		return m, finish
+	}
+	t.Run("grew before the upload: failed whole", func(t *testing.T) {
+		t.Parallel()
+		s, drop := acrossFilesystems(t)
+		m, finish := claim(t, s, filepath.Join(drop, "slow.bin"))
+		finish(second)
+		if _, _, err := s.OpenData(m.ID); !errors.Is(err, ErrDataChanged) {
+			t.Fatalf("Open of an entry whose original grew after the claim = %v, want ErrDataChanged", err)
+		}
+		where, err := s.Reject(m.ID, t.TempDir(), Failure{Code: "SpoolChanged", Message: "grew"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := os.ReadFile(where); harness.SHA256Hex(b) != harness.SHA256Hex(all) {
+			t.Fatalf("the failed folder holds %d bytes, want all %d", len(b), len(all))
+		}
+		if left := dirNames(t, drop); len(left) != 0 {
+			t.Fatalf("left in the drop folder: %v", left)
+		}
+	})
+	t.Run("grew during the upload: back to the drop folder whole", func(t *testing.T) {
+		t.Parallel()
+		s, drop := acrossFilesystems(t)
+		src := filepath.Join(drop, "slow.bin")
+		m, finish := claim(t, s, src)
+		f, _, err := s.OpenData(m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		finish(second)
+		if err := s.Remove(m.ID); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := os.ReadFile(src); err != nil || harness.SHA256Hex(b) != harness.SHA256Hex(all) {
+			t.Fatalf("the grown file is not back in the drop folder whole: %d bytes, %v", len(b), err)
+		}
+		if left := dirNames(t, drop); len(left) != 1 {
+			t.Fatalf("drop folder holds %v", left)
+		}
+	})
+	t.Run("did not grow: deleted with the entry", func(t *testing.T) {
+		t.Parallel()
+		s, drop := acrossFilesystems(t)
+		m, finish := claim(t, s, filepath.Join(drop, "slow.bin"))
+		finish(nil)
+		if err := s.Remove(m.ID); err != nil {
+			t.Fatal(err)
+		}
+		if left := dirNames(t, drop); len(left) != 0 {
+			t.Fatalf("left in the drop folder: %v", left)
+		}
+	})
+	t.Run("unclaimed: the original goes back", func(t *testing.T) {
+		t.Parallel()
+		s, drop := acrossFilesystems(t)
+		src := filepath.Join(drop, "slow.bin")
+		m, finish := claim(t, s, src)
+		_, kept := stateOf(t, filepath.Join(drop, ".dab-claim-"+m.ID))
+		if err := s.Unclaim(m.ID, src); err != nil {
+			t.Fatal(err)
+		}
+		if _, back := stateOf(t, src); inode(back) != inode(kept) {
+			t.Fatal("a copy went back, not the original")
+		}
+		finish(second)
+		if b, _ := os.ReadFile(src); harness.SHA256Hex(b) != harness.SHA256Hex(all) {
+			t.Fatalf("the file holds %d bytes, want all %d", len(b), len(all))
+		}
+		if list, _ := s.List(); len(list) != 0 {
+			t.Fatalf("%d entries after Unclaim", len(list))
+		}
+	})
+	t.Run("shared spool: removed at the claim", func(t *testing.T) {
+		t.Parallel()
+		s, drop := acrossFilesystems(t)
+		s.SetShared(true)
+		m, finish := claim(t, s, filepath.Join(drop, "slow.bin"))
+		defer finish(nil)
+		if left := dirNames(t, drop); len(left) != 0 {
+			t.Fatalf("left in the drop folder: %v", left)
+		}
+		if _, err := os.Stat(filepath.Join(s.Dir(), m.ID, originFile)); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal("origin note left in a committed entry")
+		}
+	})
 }
 
 // TestClaimAcrossFilesystemsPutsBackUntouched: a file that changed after the
@@ -215,19 +332,25 @@ func TestRecoverAcrossFilesystems(t *testing.T) {
 		// grew: the original grew after the copy was committed.
 		grew bool
 		// undoing: the claim was being undone (the copy is gone already).
-		undoing    bool
-		wantAction RecoverAction
+		undoing bool
+		// shared: the spool is shared (SetShared), so a committed claim
+		// ends at once; otherwise its original is kept until the entry ends.
+		shared     bool
+		wantAction RecoverAction // "": nothing to do
 		wantInDrop bool
 		wantEntry  bool
 	}{
 		{name: "copy cut short", wantAction: RecoverReturned, wantInDrop: true},
-		{name: "committed, original not yet removed", committed: true, wantAction: RecoverCleaned, wantEntry: true},
-		{name: "committed, original grew after the copy", committed: true, grew: true, wantAction: RecoverReturned, wantInDrop: true, wantEntry: true},
+		{name: "committed, original kept", committed: true, wantEntry: true},
+		{name: "committed, original kept and grew", committed: true, grew: true, wantEntry: true},
+		{name: "shared, committed, original not yet removed", committed: true, shared: true, wantAction: RecoverCleaned, wantEntry: true},
+		{name: "shared, committed, original grew after the copy", committed: true, grew: true, shared: true, wantAction: RecoverReturned, wantInDrop: true, wantEntry: true},
 		{name: "committed, claim being undone", committed: true, grew: true, undoing: true, wantAction: RecoverReturned, wantInDrop: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			s, drop := acrossFilesystems(t)
+			s.SetShared(tc.shared)
 			src := filepath.Join(drop, "f.bin")
 			content := writeDropped(t, src, 5000, 0o604, old)
 			id := NewID()
@@ -267,8 +390,21 @@ func TestRecoverAcrossFilesystems(t *testing.T) {
 			}
 
 			got := s.Recover()
-			if len(got) != 1 || got[0].Err != nil || got[0].Action != tc.wantAction {
+			if tc.wantAction == "" && len(got) != 0 || tc.wantAction != "" && (len(got) != 1 || got[0].Err != nil || got[0].Action != tc.wantAction) {
 				t.Fatalf("Recover = %+v, want one %q", got, tc.wantAction)
+			}
+			if tc.wantAction == "" {
+				// The original is kept until the entry ends.
+				if _, after := stateOf(t, o.Claim); inode(after) != inode(before) {
+					t.Error("the kept original was replaced")
+				}
+				if _, err := os.Stat(filepath.Join(dir, originFile)); err != nil {
+					t.Errorf("the origin note of a kept original was removed: %v", err)
+				}
+				if list, _ := s.List(); len(list) != 1 {
+					t.Fatalf("%d entries after Recover", len(list))
+				}
+				return
 			}
 			if tc.wantInDrop {
 				_, after := stateOf(t, src)

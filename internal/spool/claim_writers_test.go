@@ -114,6 +114,7 @@ func TestGrowthAfterTheClaimIsNotLost(t *testing.T) {
 		{"after the commit, same filesystem", false, 3},
 		{"after the commit, across filesystems", true, 3},
 		{"after the claim, same filesystem", false, 0},
+		{"after the claim, across filesystems", true, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -142,8 +143,13 @@ func TestGrowthAfterTheClaimIsNotLost(t *testing.T) {
 				if _, _, err := s.OpenData(m.ID); !errors.Is(err, ErrDataChanged) {
 					t.Fatalf("Open of an entry that grew after its claim = %v, want ErrDataChanged", err)
 				}
-				if b, _ := os.ReadFile(s.DataPath(m.ID)); harness.SHA256Hex(b) != harness.SHA256Hex(all) {
-					t.Fatalf("the entry's file has %d bytes, want all %d", len(b), len(all))
+				// The worker moves it to the failed folder: every byte.
+				where, err := s.Reject(m.ID, t.TempDir(), Failure{Code: "SpoolChanged", Message: "grew"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if b, _ := os.ReadFile(where); harness.SHA256Hex(b) != harness.SHA256Hex(all) {
+					t.Fatalf("the failed folder holds %d bytes, want all %d", len(b), len(all))
 				}
 				return
 			}

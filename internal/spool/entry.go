@@ -175,6 +175,13 @@ func (s *Spool) OpenData(id string) (*os.File, *Manifest, error) {
 		return nil, m, fmt.Errorf("spool: entry %s (%s): its file has %d bytes, the manifest says %d: a writer kept writing after dab took the file, which must be taken again whole: %w",
 			id, m.Key(), st.Size(), m.Size, ErrDataChanged)
 	}
+	if _, ost, ok := s.keptOriginal(id); ok && ost.Size() != m.Size {
+		// Claimed across filesystems: the writer wrote into the original,
+		// which is kept until the entry ends.
+		f.Close()
+		return nil, m, fmt.Errorf("spool: entry %s (%s): the file it was copied from has %d bytes, the copy %d: a writer kept writing after dab took the file, which must be taken again whole: %w",
+			id, m.Key(), ost.Size(), m.Size, ErrDataChanged)
+	}
 	return f, m, nil
 }
 
@@ -203,11 +210,16 @@ func (s *Spool) List() ([]*Manifest, error) {
 }
 
 // Remove deletes an entry. Removing a missing entry is not an error, so a
-// re-run task can call it again.
+// re-run task can call it again. An entry claimed across filesystems ends
+// its claim first (endKept): its original goes, or, if it grew after the
+// copy, goes back into the drop folder to be taken again whole.
 func (s *Spool) Remove(id string) error {
 	dir, err := s.entryDir(id)
 	if err != nil {
 		return err
+	}
+	if err := s.endKept(id); err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}
 	// Rename first so a crash mid-delete never leaves a half entry that looks whole.
 	trash := filepath.Join(s.dir, incomingDir, id+".removing")

@@ -16,8 +16,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dab-assets/dab/internal/naming"
 )
 
 // Failure is written beside an entry whose upload failed for good.
@@ -91,12 +94,16 @@ func writeFailureNote(file string, n FailureNote) error {
 
 // RejectFile moves src into the failed folder root, to root/<n.Type>/<n.Path>
 // (see moveFile: it never replaces a file), and writes n beside it as
-// <file>.error.json with the reason and the fix. It returns where the file
-// went. When the move fails it returns "" and the move's error (which wraps
-// fs.ErrNotExist when src is gone); when only the note cannot be written, the
-// file's new path and that error.
+// <file>.error.json with the reason and the fix. A file name too long for
+// its note to fit beside it (a drop-folder name of 241 to 255 bytes, or a
+// name that a ".1" for a name taken already makes too long) is shortened in
+// the failed folder, keeping its extension; the note's path keeps the name
+// the file had. It returns where the file went. When the move fails it
+// returns "" and the move's error (which wraps fs.ErrNotExist when src is
+// gone); when only the note cannot be written, the file's new path and that
+// error.
 func RejectFile(src, root string, n FailureNote) (string, error) {
-	target, err := moveFile(src, filepath.Join(root, n.Type, filepath.FromSlash(n.Path)))
+	target, err := moveFile(src, filepath.Join(root, n.Type, filepath.FromSlash(n.Path)), naming.MaxFileNameBytes)
 	if err != nil {
 		return "", err
 	}
@@ -105,14 +112,22 @@ func RejectFile(src, root string, n FailureNote) (string, error) {
 
 // Reject moves an entry's file into the failed folder root (see RejectFile),
 // with <file>.error.json beside it saying what the file was, why it failed
-// (f) and how to retry, and removes the entry. It returns where the file
-// went.
+// (f) and how to retry, and removes the entry. For an entry claimed across
+// filesystems whose original is kept (see Claim), the original goes: it
+// holds every byte, those written after the copy too. It returns where the
+// file went.
 func (s *Spool) Reject(id, root string, f Failure) (string, error) {
 	m, err := s.Get(id)
 	if err != nil {
 		return "", err
 	}
-	target, err := RejectFile(s.DataPath(id), root, FailureNote{
+	src := s.DataPath(id)
+	if o, _, ok := s.keptOriginal(id); ok {
+		// Claimed across filesystems: the original holds every byte,
+		// those written after the copy too.
+		src = o.Claim
+	}
+	target, err := RejectFile(src, root, FailureNote{
 		Type: m.Type, Path: m.Path, Size: m.Size, SHA256: m.SHA256, Source: m.Source, Failure: f, SpooledAt: m.CreatedAt,
 	})
 	if target == "" {
@@ -132,7 +147,7 @@ func (s *Spool) Archive(id, root string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	target, err := moveFile(s.DataPath(id), filepath.Join(root, m.Type, filepath.FromSlash(m.Path)))
+	target, err := moveFile(s.DataPath(id), filepath.Join(root, m.Type, filepath.FromSlash(m.Path)), naming.MaxSegmentBytes)
 	if err != nil {
 		return "", fmt.Errorf("spool: move entry %s out: %w", id, err)
 	}
@@ -143,20 +158,23 @@ func (s *Spool) Archive(id, root string) (string, error) {
 }
 
 // moveFile moves src to dst, creating dst's folder, never replacing a file:
-// when dst is taken it uses dst.1, dst.2, ... Across filesystems it copies,
+// when dst is taken it uses dst.1, dst.2, ... The file name it uses is at
+// most maxName bytes (shortened by fitName). Across filesystems it copies,
 // checks the copy and removes src. It returns the path used.
-func moveFile(src, dst string) (string, error) {
+func moveFile(src, dst string, maxName int) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
 		return "", err
 	}
-	target := dst
+	dir, base := filepath.Split(dst)
+	target := filepath.Join(dir, fitName(base, maxName))
 	var err error
 	for i := 1; ; i++ {
 		err = renameNoReplace(src, target)
 		if !errors.Is(err, fs.ErrExist) {
 			break
 		}
-		target = dst + "." + strconv.Itoa(i)
+		suffix := "." + strconv.Itoa(i)
+		target = filepath.Join(dir, fitName(base, maxName-len(suffix))+suffix)
 	}
 	if errors.Is(err, unix.EXDEV) {
 		if err = copyVerified(src, target); err == nil {
@@ -167,4 +185,22 @@ func moveFile(src, dst string) (string, error) {
 		return "", err
 	}
 	return target, nil
+}
+
+// fitName shortens a file name to at most max bytes, cutting the part
+// before its extension (at a character boundary) and keeping a short
+// extension, so that the file still opens with the right program.
+func fitName(name string, max int) string {
+	if len(name) <= max {
+		return name
+	}
+	ext := filepath.Ext(name)
+	if len(ext) > 16 || len(ext) == len(name) {
+		ext = ""
+	}
+	cut := max - len(ext)
+	for cut > 0 && !utf8.RuneStart(name[cut]) {
+		cut--
+	}
+	return name[:cut] + ext
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -37,3 +38,48 @@ func TestReject(t *testing.T) {
 		}
 	}
 }
+
+// TestRejectKeepsTheNoteOfALongName: a drop-folder file whose name is too
+// long to be a key (241 to 255 bytes: its .error.json could not be written
+// beside it) and a 240-byte name already taken in the failed folder (".1"
+// makes it too long) both reach the failed folder with their note, under
+// a name shortened to fit, keeping the extension; the note keeps the name.
+func TestRejectKeepsTheNoteOfALongName(t *testing.T) {
+	t.Parallel()
+	root, drop := t.TempDir(), t.TempDir()
+	long := strings.Repeat("é", 124) + ".png" // 252 bytes
+	fits := strings.Repeat("f", 236) + ".png" // 240 bytes, the longest valid name
+	for _, tt := range []struct {
+		name  string
+		times int
+	}{{long, 2}, {fits, 3}} {
+		for i := range tt.times {
+			src := filepath.Join(drop, tt.name)
+			if err := os.WriteFile(src, []byte("bad"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			got, err := RejectFile(src, root, FailureNote{Type: "cyoa", Path: tt.name, Size: 3,
+				Failure: Failure{Code: "InvalidName", Message: "too long"}})
+			if err != nil || got == "" {
+				t.Fatalf("%d-byte name, time %d: RejectFile = %q, %v", len(tt.name), i, got, err)
+			}
+			base := filepath.Base(got)
+			if len(base)+len(".error.json.tmp") > 255 || !strings.HasPrefix(tt.name, strings.TrimSuffix(strings.TrimSuffix(base, "."+itoa(i)), ".png")) ||
+				!strings.Contains(base, ".png") {
+				t.Fatalf("%d-byte name, time %d: stored as %q (%d bytes)", len(tt.name), i, base, len(base))
+			}
+			note, err := os.ReadFile(got + ".error.json")
+			if err != nil || !strings.Contains(string(note), `"code": "InvalidName"`) || !strings.Contains(string(note), tt.name) {
+				t.Fatalf("%d-byte name, time %d: note %s, %v", len(tt.name), i, note, err)
+			}
+			if b, err := os.ReadFile(got); err != nil || string(b) != "bad" {
+				t.Fatalf("the file is not in the failed folder whole: %q, %v", b, err)
+			}
+		}
+	}
+	if left, _ := os.ReadDir(drop); len(left) != 0 {
+		t.Fatalf("left in the drop folder: %d files", len(left))
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

@@ -77,10 +77,11 @@ func (s *Spool) Recover() []Recovered {
 
 // endClaims ends the claims that a crash stopped between their commit and
 // their end (endClaim): the entry is whole, and the original of a copy may
-// still be beside its drop path under its claim name. It goes, unless it
-// grew after it was copied (a writer dab could not see): then it goes back
-// under its name, to be taken again, so that what was written last is not
-// lost.
+// still be beside its drop path under its claim name. With a shared spool
+// it goes, unless it grew after it was copied (a writer dab could not see):
+// then it goes back under its name, to be taken again, so that what was
+// written last is not lost. Otherwise the original is kept until the entry
+// ends (see Claim) and is left alone here.
 func (s *Spool) endClaims() []Recovered {
 	des, err := os.ReadDir(s.dir)
 	if err != nil {
@@ -132,6 +133,11 @@ func (s *Spool) endClaimOf(id string, note []byte, err error) Recovered {
 	}
 	if o.Claim != "" {
 		st, err := os.Lstat(o.Claim)
+		if err == nil && s.keepOriginals {
+			// Not a claim cut short: the original is kept until the entry
+			// ends (see Claim), which deletes it, or gives it back if it grew.
+			return r
+		}
 		if err == nil {
 			m, err := s.Get(id)
 			switch {

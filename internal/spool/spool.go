@@ -40,6 +40,11 @@ type Spool struct {
 	// openForWriting is openForWriting; tests replace it to act as a system
 	// where open writers cannot be seen.
 	openForWriting func(path string) bool
+	// keepOriginals: a claim across filesystems keeps the original under
+	// its claim name until the entry ends (see Claim). Off for a spool that
+	// workers on other hosts share (SetShared): they cannot see the drop
+	// folder, so the claim ends at once, as it did before.
+	keepOriginals bool
 }
 
 // Open creates the spool folder if needed.
@@ -51,8 +56,14 @@ func Open(dir string) (*Spool, error) {
 	if err := os.MkdirAll(filepath.Join(abs, incomingDir), 0o750); err != nil {
 		return nil, fmt.Errorf("spool: create %s: %w", abs, err)
 	}
-	return &Spool{dir: abs, openForWriting: openForWriting}, nil
+	return &Spool{dir: abs, openForWriting: openForWriting, keepOriginals: true}, nil
 }
+
+// SetShared says that workers on other hosts share the spool
+// (DAB_SPOOL_SHARED): a claim across filesystems then removes the original
+// as soon as its copy is committed, since whoever ends the entry may not see
+// the drop folder.
+func (s *Spool) SetShared(shared bool) { s.keepOriginals = !shared }
 
 // Dir is the spool's folder.
 func (s *Spool) Dir() string { return s.dir }
