@@ -396,6 +396,11 @@ func TestConsoleMarketFlow(t *testing.T) {
 	if sale := bob.text(`document.querySelector('dd.sale').innerText`); sale != "no: its owner has not listed it" {
 		bob.fatalf("the listing did not end with the sale: %q", sale)
 	}
+	// The uploader's price is the house's, from before the first sale:
+	// the metadata table says so rather than offer it as a price.
+	if meta := bob.text(`document.querySelector('table.meta').innerText`); !strings.Contains(meta, "price (the house's, before it was sold)") {
+		bob.fatalf("metadata table of an owned asset: %q", meta)
+	}
 	var sales [][]string
 	bob.js(`Array.from(document.querySelectorAll('table.sales tbody tr')).map(tr => Array.from(tr.cells).map(td => td.innerText.trim()))`, &sales)
 	want := [][]string{{"house", "alice", "5", alicePurchase}, {"alice", "bob", "7", bobPurchase}}

@@ -80,6 +80,11 @@ func (c *Console) assetPage(w http.ResponseWriter, r *http.Request) {
 	}
 	d := assetData{Rec: rec, Key: newKey()}
 	for k, v := range rec.Metadata {
+		if k == asset.PriceMetadata && rec.Owner != "" {
+			// The uploader's price is what the house sold it for while
+			// nobody owned it; "For sale" above says what holds now.
+			k = "price (the house's, before it was sold)"
+		}
 		d.Meta = append(d.Meta, [2]string{k, v})
 	}
 	sort.Slice(d.Meta, func(i, j int) bool { return d.Meta[i][0] < d.Meta[j][0] })
