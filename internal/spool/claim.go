@@ -168,7 +168,9 @@ func (s *Spool) keptOriginal(id string) (o *origin, st fs.FileInfo, ok bool) {
 		return nil, nil, false
 	}
 	o = &origin{}
-	if json.Unmarshal(b, o) != nil || o.Claim == "" {
+	// Only the name Claim gives (beside the drop path, named after the
+	// entry) is ever deleted, moved or read as the original.
+	if json.Unmarshal(b, o) != nil || o.Claim == "" || o.Claim != filepath.Join(filepath.Dir(o.Source), ".dab-claim-"+id) {
 		return nil, nil, false
 	}
 	if st, err = os.Lstat(o.Claim); err != nil || !st.Mode().IsRegular() {
@@ -243,6 +245,12 @@ func copyClaimed(claimed, data string, seen FileState) (string, FileState, error
 	sum, st, err := copyFile(claimed, data)
 	if err != nil {
 		return "", FileState{}, err
+	}
+	// What was opened must be the file checked (a name in the drop folder
+	// can be swapped between the check and the open).
+	if st.Size() != seen.Size || !st.ModTime().Equal(seen.ModTime) {
+		os.Remove(data)
+		return "", FileState{}, ErrChanging
 	}
 	if err := keepMetadata(data, st); err != nil {
 		return "", FileState{}, err
@@ -381,9 +389,23 @@ func (s *Spool) Unclaim(id, path string) error {
 	}
 	if o, _, ok := s.keptOriginal(id); ok {
 		// Claimed across filesystems: the original goes back (the same
-		// file, with whatever was written to it since), the copy goes.
-		if err := renameNoReplace(o.Claim, path); err != nil {
+		// file, with whatever was written to it since), the copy goes
+		// first, as in uncommit: an entry without its data beside its
+		// original is a claim being undone, which Recover finishes; an
+		// entry with its data and its original back in the drop folder
+		// would be uploaded, and the file taken and uploaded again.
+		if _, err := os.Lstat(path); err == nil {
+			return fmt.Errorf("spool: return the original of entry %s to %s: %w", id, path, fs.ErrExist)
+		}
+		if err := os.Remove(s.DataPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("spool: return the original of entry %s to %s: %w", id, path, err)
+		}
+		// A file that took path meanwhile stays; the original goes beside it.
+		if _, err := returnFile(o.Claim, path, id); err != nil {
+			return fmt.Errorf("spool: return the original of entry %s to %s (it is at %s): %w", id, path, o.Claim, err)
+		}
+		if s.crashPoint != nil {
+			s.crashPoint("unclaim.returned")
 		}
 		return s.Remove(id)
 	}

@@ -147,9 +147,19 @@ func (s *Spool) Archive(id, root string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// A kept original (see Claim) ends before the copy leaves the entry:
+	// a crash after the move would leave an entry without its data beside
+	// its original, which Recover takes for a claim being undone, and the
+	// original would go back to the drop folder to be uploaded again.
+	if err := s.endKept(id); err != nil {
+		return "", fmt.Errorf("spool: archive %s: %w", id, err)
+	}
 	target, err := moveFile(s.DataPath(id), filepath.Join(root, m.Type, filepath.FromSlash(m.Path)), naming.MaxSegmentBytes)
 	if err != nil {
 		return "", fmt.Errorf("spool: move entry %s out: %w", id, err)
+	}
+	if s.crashPoint != nil {
+		s.crashPoint("archive.moved")
 	}
 	if err := s.Remove(id); err != nil {
 		return target, err

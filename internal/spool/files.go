@@ -131,9 +131,12 @@ func renameNoReplace(from, to string) error {
 }
 
 // copyFile copies src to a new file dst and fsyncs it. It returns the
-// SHA-256 of the bytes it read and src's file info.
+// SHA-256 of the bytes it read and src's file info. src must be a regular
+// file itself: a symbolic link is not followed (what it names may be a file
+// dab can read and whoever put the link in the drop folder cannot), and a
+// FIFO or device is refused without blocking on it.
 func copyFile(src, dst string) (string, fs.FileInfo, error) {
-	in, err := os.Open(src)
+	in, err := os.OpenFile(src, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return "", nil, err
 	}
@@ -141,6 +144,9 @@ func copyFile(src, dst string) (string, fs.FileInfo, error) {
 	st, err := in.Stat()
 	if err != nil {
 		return "", nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return "", nil, fmt.Errorf("copy %s: not a regular file (%s)", src, st.Mode().Type())
 	}
 	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {

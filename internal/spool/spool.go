@@ -45,6 +45,9 @@ type Spool struct {
 	// workers on other hosts share (SetShared): they cannot see the drop
 	// folder, so the claim ends at once, as it did before.
 	keepOriginals bool
+	// crashPoint, when tests set it, is called at named steps (a test
+	// panics there to act as a crash).
+	crashPoint func(step string)
 }
 
 // Open creates the spool folder if needed.
