@@ -46,16 +46,13 @@ build:
 bench: deps
 	PATH="$(GOBIN_DIR):$$PATH" ./bench/pipeline.sh $(BENCH_FLAGS)
 
-# Run each fuzz target for a short while (go test runs their seeds always).
+# Run every fuzz target in the tree for FUZZTIME each (go test runs their
+# seeds always); the list is read from the test files, so none is left out.
+FUZZTIME ?= 30s
 fuzz:
-	$(GO) test ./internal/naming -run '^$$' -fuzz FuzzKey -fuzztime 30s
-	$(GO) test ./internal/plugin/cyoa -run '^$$' -fuzz FuzzParse -fuzztime 30s
-	$(GO) test ./worker/task -run '^$$' -fuzz FuzzDecodeUpload -fuzztime 30s
-	$(GO) test ./worker/task -run '^$$' -fuzz FuzzDecodeImport -fuzztime 30s
-	$(GO) test ./internal/config -run '^$$' -fuzz FuzzParseBytes -fuzztime 30s
-	$(GO) test ./internal/redact -run '^$$' -fuzz FuzzRedactURL -fuzztime 30s
-	$(GO) test ./internal/api -run '^$$' -fuzz FuzzDecodeJSON -fuzztime 30s
-	$(GO) test ./watcher/intake -run '^$$' -fuzz FuzzTusGuard -fuzztime 30s
-	$(GO) test ./watcher/intake -run '^$$' -fuzz FuzzParseMetadata -fuzztime 30s
-	$(GO) test ./internal/asset -run '^$$' -fuzz FuzzParsePrice -fuzztime 30s
-	$(GO) test ./internal/webhook -run '^$$' -fuzz FuzzParse -fuzztime 30s
+	@grep -rH --include='*_test.go' -E '^func Fuzz[A-Za-z0-9_]+\(' cmd worker watcher internal | \
+	sed -E 's#^(.*)/[^/]+_test.go:func (Fuzz[A-Za-z0-9_]+).*#\1 \2#' | sort -u | \
+	while read -r pkg name; do \
+		echo "fuzz ./$$pkg $$name"; \
+		$(GO) test ./$$pkg -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) || exit 1; \
+	done

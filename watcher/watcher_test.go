@@ -74,16 +74,11 @@ func (b *bundle) start(cfg Config, sp *spool.Spool) *Watcher {
 			b.t.Errorf("watcher: %v", err)
 		}
 	})
-	// Wait for the type folders (all of them: they are made in map order):
-	// the watcher is up.
-	b.eventually(5*time.Second, "type folders", func() bool {
-		for _, typ := range cfg.Types {
-			if _, err := os.Stat(filepath.Join(b.drop, typ)); err != nil {
-				return false
-			}
-		}
-		return true
-	})
+	// The watcher is up once its start-up rescan has finished: the type
+	// folders are made and every folder is watched. A file moved in before
+	// then is found by the rescan rather than by its event, and waits the
+	// settle time instead of being taken at once (the rename rule).
+	b.eventually(10*time.Second, "the start-up rescan", func() bool { return w.Stats().Rescans >= 1 })
 	return w
 }
 
