@@ -132,12 +132,34 @@ func (s S3Sources) Check(source string) error {
 	if bucket == s.Own {
 		return fmt.Errorf("%w: s3://%s is dab's own bucket, which holds assets and the ledger's journal: import from the bucket the file came from", ErrSourceRefused, bucket)
 	}
+	wildcard := false
 	for _, b := range s.Buckets {
-		if b == "*" || b == bucket {
+		if b == bucket {
 			return nil
 		}
+		wildcard = wildcard || b == "*"
+	}
+	if wildcard && isAccessPointAlias(bucket) {
+		// An alias names an access point, which may front any bucket,
+		// dab's own too: "*" cannot tell, so an alias must be named.
+		return fmt.Errorf("%w: %s is an S3 access point alias, which may stand for any bucket (dab's own too): name it in DAB_IMPORT_S3_BUCKETS (on the API server and the workers) to allow imports through it", ErrSourceRefused, bucket)
+	}
+	if wildcard {
+		return nil
 	}
 	return fmt.Errorf("%w: bucket %s is not in DAB_IMPORT_S3_BUCKETS: add it there (on the API server and the workers) to allow imports from it", ErrSourceRefused, bucket)
+}
+
+// isAccessPointAlias says whether name is an S3 access point alias (AWS:
+// "<name>-<suffix>-s3alias"; S3 on Outposts: "--op-s3"; Object Lambda:
+// "--ol-s3"), which S3 accepts wherever a bucket name goes.
+func isAccessPointAlias(name string) bool {
+	for _, suffix := range []string{"-s3alias", "--op-s3", "--ol-s3"} {
+		if strings.HasSuffix(name, suffix) {
+			return true
+		}
+	}
+	return false
 }
 
 // RedactSource is a source as logs and errors show it: an s3:// source as

@@ -181,3 +181,33 @@ func TestWebhookTask(t *testing.T) {
 		t.Fatalf("a delivery without an event: %v", err)
 	}
 }
+
+// TestS3SourcesCheck: which buckets an s3:// import may read. dab's own
+// bucket never; "*" any bucket but an access point alias, which may stand
+// for dab's own and must be named.
+func TestS3SourcesCheck(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		buckets []string
+		source  string
+		ok      bool
+	}{
+		{nil, "s3://partner/a.png", false},
+		{[]string{"partner"}, "s3://partner/a.png", true},
+		{[]string{"partner"}, "s3://other/a.png", false},
+		{[]string{"*"}, "s3://other/a.png", true},
+		{[]string{"*"}, "s3://dab-assets/a.png", false}, // dab's own
+		{[]string{"dab-assets"}, "s3://dab-assets/a.png", false},
+		{[]string{"*"}, "s3://my-ap-hrzrlukc5m36ft7okagglf3gmwluquse1b-s3alias/a.png", false},
+		{[]string{"*"}, "s3://my-ap-123456789012--op-s3/a.png", false},
+		{[]string{"*"}, "s3://my-olap-abcdefghijklmnopqrstuvwxyz1234--ol-s3/a.png", false},
+		{[]string{"*", "my-ap-hrzrlukc5m36ft7okagglf3gmwluquse1b-s3alias"}, "s3://my-ap-hrzrlukc5m36ft7okagglf3gmwluquse1b-s3alias/a.png", true},
+		{nil, "https://example.com/a.png", true}, // the URL guard's to check
+	}
+	for _, tt := range tests {
+		err := S3Sources{Buckets: tt.buckets, Own: "dab-assets"}.Check(tt.source)
+		if (err == nil) != tt.ok || err != nil && !errors.Is(err, ErrSourceRefused) {
+			t.Errorf("%v allows %s: %v, want ok=%v", tt.buckets, tt.source, err, tt.ok)
+		}
+	}
+}
