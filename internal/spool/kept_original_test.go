@@ -14,31 +14,9 @@ import (
 // archived, and taken again it would be uploaded and archived twice.
 func TestArchiveCrashWithKeptOriginal(t *testing.T) {
 	t.Parallel()
-	s, drop := acrossFilesystems(t)
-	src := filepath.Join(drop, "a.bin")
-	writeDropped(t, src, 5000, 0o644, time.Time{})
-	seen, _ := stateOf(t, src)
-	m, err := s.Claim(src, Input{Type: "generic", Path: "a.bin"}, seen)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, drop, _, m := claimedAcross(t)
 	done := t.TempDir()
-	type crash struct{}
-	s.crashPoint = func(step string) {
-		if step == "archive.moved" {
-			panic(crash{})
-		}
-	}
-	func() {
-		defer func() {
-			if r := recover(); r != nil {
-				if _, ok := r.(crash); !ok {
-					panic(r)
-				}
-			}
-		}()
-		s.Archive(m.ID, done)
-	}()
+	crashAt(t, s, "archive.moved", func() { s.Archive(m.ID, done) })
 	// Restart.
 	s2, err := Open(s.Dir())
 	if err != nil {
@@ -105,30 +83,8 @@ func TestCrossFilesystemMovesDoNotFollowSymlinks(t *testing.T) {
 // start and takes the file again, so the file would be uploaded twice.
 func TestUnclaimCrashWithKeptOriginal(t *testing.T) {
 	t.Parallel()
-	s, drop := acrossFilesystems(t)
-	src := filepath.Join(drop, "a.bin")
-	writeDropped(t, src, 5000, 0o644, time.Time{})
-	seen, _ := stateOf(t, src)
-	m, err := s.Claim(src, Input{Type: "generic", Path: "a.bin"}, seen)
-	if err != nil {
-		t.Fatal(err)
-	}
-	type crash struct{}
-	s.crashPoint = func(step string) {
-		if step == "unclaim.returned" {
-			panic(crash{})
-		}
-	}
-	func() {
-		defer func() {
-			if r := recover(); r != nil {
-				if _, ok := r.(crash); !ok {
-					panic(r)
-				}
-			}
-		}()
-		s.Unclaim(m.ID, src)
-	}()
+	s, drop, src, m := claimedAcross(t)
+	crashAt(t, s, "unclaim.returned", func() { s.Unclaim(m.ID, src) })
 	s2, err := Open(s.Dir())
 	if err != nil {
 		t.Fatal(err)
@@ -146,14 +102,7 @@ func TestUnclaimCrashWithKeptOriginal(t *testing.T) {
 // Remove does not delete that file.
 func TestKeptOriginalOnlyUnderItsClaimName(t *testing.T) {
 	t.Parallel()
-	s, drop := acrossFilesystems(t)
-	src := filepath.Join(drop, "a.bin")
-	writeDropped(t, src, 5000, 0o644, time.Time{})
-	seen, _ := stateOf(t, src)
-	m, err := s.Claim(src, Input{Type: "generic", Path: "a.bin"}, seen)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, drop, _, m := claimedAcross(t)
 	other := filepath.Join(t.TempDir(), "someone-elses.bin")
 	writeDropped(t, other, 5000, 0o644, time.Time{})
 	note := filepath.Join(s.Dir(), m.ID, originFile)
@@ -171,4 +120,43 @@ func TestKeptOriginalOnlyUnderItsClaimName(t *testing.T) {
 	if _, err := os.Lstat(other); err != nil {
 		t.Fatalf("Remove deleted a file the origin note named as the original: %v", err)
 	}
+}
+
+// claimedAcross claims a 5,000-byte drop-folder file into a spool on
+// another filesystem (acrossFilesystems); its original is kept.
+func claimedAcross(t *testing.T) (s *Spool, drop, src string, m *Manifest) {
+	t.Helper()
+	s, drop = acrossFilesystems(t)
+	src = filepath.Join(drop, "a.bin")
+	writeDropped(t, src, 5000, 0o644, time.Time{})
+	seen, _ := stateOf(t, src)
+	m, err := s.Claim(src, Input{Type: "generic", Path: "a.bin"}, seen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, drop, src, m
+}
+
+// crashAt runs f on s as a process killed at step would: f stops there
+// (the crash point panics, and the panic ends f) and s is left as it was.
+// f must reach step.
+func crashAt(t *testing.T, s *Spool, step string, f func()) {
+	t.Helper()
+	type crash struct{}
+	s.crashPoint = func(at string) {
+		if at == step {
+			panic(crash{})
+		}
+	}
+	defer func() {
+		s.crashPoint = nil
+		r := recover()
+		if r == nil {
+			t.Fatalf("the crash point %s was never reached", step)
+		}
+		if _, ok := r.(crash); !ok {
+			panic(r)
+		}
+	}()
+	f()
 }
