@@ -183,10 +183,11 @@ func New(rdb redis.UniversalClient, cfg Config, d Deps) (*Worker, error) {
 		w.srvs = append(w.srvs, w.newServer(cfg, share(cfg.Concurrency, fetchers, i)))
 	}
 	w.mux = asynq.NewServeMux()
-	w.mux.HandleFunc(task.TypeUpload, w.handleUpload)
-	w.mux.HandleFunc(task.TypePurchase, w.handlePurchase)
-	w.mux.HandleFunc(task.TypeImport, w.handleImport)
-	w.mux.HandleFunc(task.TypeWebhook, w.handleWebhook)
+	kept := newStacks()
+	w.mux.HandleFunc(task.TypeUpload, kept.wrap(w.handleUpload))
+	w.mux.HandleFunc(task.TypePurchase, kept.wrap(w.handlePurchase))
+	w.mux.HandleFunc(task.TypeImport, kept.wrap(w.handleImport))
+	w.mux.HandleFunc(task.TypeWebhook, kept.wrap(w.handleWebhook))
 	return w, nil
 }
 
