@@ -61,6 +61,9 @@ type Store struct {
 	opts   Options
 	// listPage overrides List's page size (tests); 0 means listPageSize.
 	listPage int32
+	// direct sends small PUTs without the SDK's pipeline (directput.go);
+	// nil when api is not an *s3.Client or the bucket needs the SDK.
+	direct *directPut
 }
 
 // IdleConnsMax is how many idle connections to the store the S3 client
@@ -114,7 +117,11 @@ func NewClient(ctx context.Context, c Options) (*s3.Client, error) {
 // New returns a Store for o.Bucket using api.
 func New(api S3API, o Options) *Store {
 	o = o.withDefaults()
-	return &Store{api: api, bucket: o.Bucket, opts: o}
+	s := &Store{api: api, bucket: o.Bucket, opts: o}
+	if c, ok := api.(*s3.Client); ok {
+		s.direct = newDirectPut(c, o.Bucket)
+	}
+	return s
 }
 
 // Bucket is the store's bucket.
@@ -230,6 +237,12 @@ func (s *Store) existing(ctx context.Context, in PutInput, res *PutResult) (bool
 // when the store confirmed the SHA-256 it checked the body against, so no
 // separate verification request is needed.
 func (s *Store) putSingle(ctx context.Context, in PutInput, meta map[string]string) (etag string, verified bool, err error) {
+	if s.direct != nil && in.Size <= DirectPutMax {
+		etag, verified, err := s.direct.put(ctx, s.bucket, in, meta, s.opts.ChecksumMode == ChecksumSHA256)
+		if !errors.Is(err, errDirectPutDeclined) {
+			return etag, verified, err
+		}
+	}
 	if _, err := in.File.Seek(0, io.SeekStart); err != nil {
 		return "", false, fmt.Errorf("storage: rewind %s: %w", in.Key, err)
 	}
