@@ -91,7 +91,7 @@ func (s *Spool) Claim(src string, in Input, seen FileState) (*Manifest, error) {
 	o.Input.Type, o.Input.Path, o.Input.Metadata, o.Input.Source = in.Type, m.Path, in.Metadata, in.Source
 	// Durable before the file moves: from then on it is what tells
 	// Recover where the file came from.
-	if err := writeJSONInPlaceSync(filepath.Join(tmp, originFile), o); err != nil {
+	if err := writeOrigin(tmp, o, true); err != nil {
 		os.RemoveAll(tmp)
 		return nil, err
 	}
@@ -325,7 +325,8 @@ func (s *Spool) endClaim(id string, o *origin) {
 			return
 		}
 	}
-	os.Remove(filepath.Join(s.dir, id, originFile))
+	// Kept as the spare note of the folder when it is recycled.
+	os.Rename(filepath.Join(s.dir, id, originFile), filepath.Join(s.dir, id, spareFile))
 }
 
 // uncommit undoes a committed claim that no one has seen yet: the file goes

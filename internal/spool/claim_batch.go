@@ -85,7 +85,7 @@ func (s *Spool) ClaimBatch(reqs []ClaimRequest) []ClaimResult {
 		}
 		c := &claiming{i: i, m: m, o: &origin{Source: r.Src}, tmp: tmp, unlock: unlock}
 		c.o.Input.Type, c.o.Input.Path, c.o.Input.Metadata, c.o.Input.Source = r.In.Type, m.Path, r.In.Metadata, r.In.Source
-		if err := writeJSONInPlace(filepath.Join(tmp, originFile), c.o, false); err != nil {
+		if err := writeOrigin(tmp, c.o, false); err != nil {
 			drop(c, err)
 			continue
 		}

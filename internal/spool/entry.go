@@ -229,6 +229,9 @@ func (s *Spool) Remove(id string) error {
 		}
 		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}
+	if s.recycle(trash, id) {
+		return nil
+	}
 	if err := os.RemoveAll(trash); err != nil {
 		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}

@@ -34,11 +34,18 @@ func writeJSONInPlace(name string, v any, sync bool) error {
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
-	f, err := os.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
+	// Not O_TRUNC: over a recycled note (recycle.go) the file keeps its
+	// block, which truncating to 0 would free (and TRIM, on a disk mounted
+	// with discard) only for the write to take one again.
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_WRONLY, 0o640)
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
-	_, err = f.Write(append(b, '\n'))
+	b = append(b, '\n')
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Truncate(int64(len(b)))
+	}
 	if err == nil && sync {
 		err = f.Sync()
 	}

@@ -12,6 +12,7 @@
 //	<dir>/<id>/upload-id       the multipart upload in progress, if any
 //	<dir>/<id>/origin.json     where a claimed file came from, until its claim ends
 //	<dir>/.incoming/<id>/      entries being written or claimed
+//	<dir>/.free/<id>/          folders of removed entries, for new ones (recycle.go)
 package spool
 
 // This file holds the Spool itself and the names of its folders and files.
@@ -48,6 +49,8 @@ type Spool struct {
 	// crashPoint, when tests set it, is called at named steps (a test
 	// panics there to act as a crash).
 	crashPoint func(step string)
+	// free is what this process knows of the recycled folders (recycle.go).
+	free freeFolders
 }
 
 // Open creates the spool folder if needed.
@@ -56,8 +59,10 @@ func Open(dir string) (*Spool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Join(abs, incomingDir), 0o750); err != nil {
-		return nil, fmt.Errorf("spool: create %s: %w", abs, err)
+	for _, sub := range []string{incomingDir, freeDir} {
+		if err := os.MkdirAll(filepath.Join(abs, sub), 0o750); err != nil {
+			return nil, fmt.Errorf("spool: create %s: %w", abs, err)
+		}
 	}
 	return &Spool{dir: abs, openForWriting: openForWriting, keepOriginals: true}, nil
 }

@@ -127,12 +127,15 @@ func (w *Writer) Abort() {
 	w.unlock()
 }
 
-// newIncoming creates an incoming folder and locks it; the lock tells
-// Recover in another process that the folder is being worked on.
+// newIncoming makes an incoming folder, a recycled one when there is one
+// (recycle.go), and locks it; the lock tells Recover in another process
+// that the folder is being worked on.
 func (s *Spool) newIncoming(id string) (string, func(), error) {
 	tmp := filepath.Join(s.dir, incomingDir, id)
-	if err := os.Mkdir(tmp, 0o750); err != nil {
-		return "", nil, fmt.Errorf("spool: %w", err)
+	if !s.takeFree(tmp) {
+		if err := os.Mkdir(tmp, 0o750); err != nil {
+			return "", nil, fmt.Errorf("spool: %w", err)
+		}
 	}
 	unlock, err := lockDir(tmp, true)
 	if err != nil {

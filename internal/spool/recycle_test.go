@@ -1,0 +1,161 @@
+package spool
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+// inodeOf is the inode number of name.
+func inodeOf(t *testing.T, name string) uint64 {
+	t.Helper()
+	st, err := os.Lstat(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return inode(st)
+}
+
+// freeNames lists .free.
+func freeNames(t *testing.T, s *Spool) []string { return dirNames(t, filepath.Join(s.Dir(), freeDir)) }
+
+// claimFiles drops n files and claims them in one batch.
+func claimFiles(t *testing.T, s *Spool, n int, tag string) []*Manifest {
+	t.Helper()
+	drop := t.TempDir()
+	var reqs []ClaimRequest
+	for i := range n {
+		p := filepath.Join(drop, fmt.Sprintf("%s-%02d.bin", tag, i))
+		seen := dropFile(t, p, tag+" "+fmt.Sprint(i))
+		reqs = append(reqs, ClaimRequest{Src: p, In: Input{Type: "generic", Path: filepath.Base(p), Source: "test"}, Seen: seen})
+	}
+	var out []*Manifest
+	for i, r := range s.ClaimBatch(reqs) {
+		if r.Err != nil {
+			t.Fatalf("claim %d: %v", i, r.Err)
+		}
+		out = append(out, r.M)
+	}
+	return out
+}
+
+// TestRemovedEntriesAreRecycled: a removed entry's folder, manifest and
+// spare note go to .free, holding nothing else; the next claims take them,
+// so that they allocate no inode, and their entries are whole and their
+// own: new manifest, new bytes, no note or state of the entry before.
+func TestRemovedEntriesAreRecycled(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	old := claimFiles(t, s, 5, "old")
+	oldInodes := map[uint64]bool{}
+	for _, m := range old {
+		dir := filepath.Join(s.Dir(), m.ID)
+		// State an entry can carry: a failure note and a multipart upload ID.
+		if err := s.MarkFailed(m.ID, Failure{Code: "X", Message: "old failure"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.UploadState(m.ID).SaveUploadID("old-upload-id"); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"", manifestFile, spareFile} {
+			oldInodes[inodeOf(t, filepath.Join(dir, f))] = true
+		}
+		if err := s.Remove(m.ID); err != nil {
+			t.Fatal(err)
+		}
+		names := dirNames(t, filepath.Join(s.Dir(), freeDir, m.ID))
+		slices.Sort(names)
+		if !slices.Equal(names, []string{manifestFile, spareFile}) {
+			t.Fatalf("recycled folder holds %v, want only %s and %s", names, manifestFile, spareFile)
+		}
+	}
+	if n := len(freeNames(t, s)); n != 5 {
+		t.Fatalf(".free holds %d folders, want 5", n)
+	}
+
+	s.free.looked = s.free.looked.AddDate(-1, 0, 0) // an empty look a second ago does not count here
+	for _, m := range claimFiles(t, s, 5, "new") {
+		dir := filepath.Join(s.Dir(), m.ID)
+		for _, f := range []string{"", manifestFile, spareFile} {
+			if !oldInodes[inodeOf(t, filepath.Join(dir, f))] {
+				t.Errorf("%s of entry %s is a new inode, want a recycled one", f, m.ID)
+			}
+		}
+		got, err := s.Get(m.ID)
+		if err != nil || got.ID != m.ID || got.SHA256 != m.SHA256 {
+			t.Fatalf("entry %s reads back %+v, %v; want its own manifest", m.ID, got, err)
+		}
+		if _, failed, _ := s.FailureMark(m.ID); failed {
+			t.Fatalf("entry %s carries the failure of the entry before", m.ID)
+		}
+		if id, _ := s.UploadState(m.ID).LoadUploadID(); id != "" {
+			t.Fatalf("entry %s carries the multipart upload ID %q of the entry before", m.ID, id)
+		}
+		b, _ := os.ReadFile(s.DataPath(m.ID))
+		if !bytes.HasPrefix(b, []byte("new ")) {
+			t.Fatalf("entry %s holds %q", m.ID, b)
+		}
+		for _, f := range []string{originFile, failedFile} {
+			if _, err := os.Lstat(filepath.Join(dir, f)); err == nil {
+				t.Fatalf("entry %s holds %s", m.ID, f)
+			}
+		}
+	}
+	if n := len(freeNames(t, s)); n != 0 {
+		t.Fatalf(".free holds %d folders after 5 claims took them, want 0", n)
+	}
+}
+
+// TestStreamsNeverGetAnOriginNote: a stream's entry in a recycled claim
+// folder carries the spare note, never an origin.json: Recover would take
+// an incoming folder with one for a claim and move its bytes to the note's
+// drop path.
+func TestStreamsNeverGetAnOriginNote(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	for _, m := range claimFiles(t, s, 1, "claimed") {
+		if err := s.Remove(m.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.free.looked = s.free.looked.AddDate(-1, 0, 0) // an empty look a second ago does not count here
+	w, err := s.Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(w.tmp, spareFile)); err != nil {
+		t.Fatalf("the stream did not get the recycled folder: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(w.tmp, originFile)); err == nil {
+		t.Fatal("a stream's incoming folder holds an origin note")
+	}
+	// A crash now: Recover removes the stream's folder, as any stream's.
+	w.unlock()
+	if r := s.Recover(); len(r) != 1 || r[0].Action != RecoverRemoved {
+		t.Fatalf("Recover = %+v, want the stream removed", r)
+	}
+}
+
+// TestFreeIsBounded: past the bound, removed entries are deleted.
+func TestFreeIsBounded(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	s.free.max = 3
+	for _, m := range claimFiles(t, s, 5, "f") {
+		if err := s.Remove(m.ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Lstat(filepath.Join(s.Dir(), m.ID)); err == nil {
+			t.Fatalf("entry %s still in place after Remove", m.ID)
+		}
+	}
+	if n := len(freeNames(t, s)); n != 3 {
+		t.Fatalf(".free holds %d folders, want 3", n)
+	}
+	if des, _ := os.ReadDir(filepath.Join(s.Dir(), incomingDir)); len(des) != 0 {
+		t.Fatalf(".incoming holds %d folders after the removals", len(des))
+	}
+}
