@@ -37,15 +37,25 @@ type child struct {
 
 // startChild starts cmd. If readyLine is not empty, waitReady waits for a
 // stderr line containing it. stdout goes to cmd.Stdout (nil: discarded
-// without a pipe); stderr is read line by line, its end kept for errors.
-func startChild(name string, cmd *exec.Cmd, readyLine string) (*child, error) {
+// without a pipe); stderr is read line by line, its end kept for errors,
+// and every line written to logFile when it is not empty (-logs).
+func startChild(name string, cmd *exec.Cmd, readyLine, logFile string) (*child, error) {
 	// The kernel kills the child if the driver dies without cleaning up.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
 	}
+	var log *os.File
+	if logFile != "" {
+		if log, err = os.Create(logFile); err != nil {
+			return nil, fmt.Errorf("%s: -logs: %w", name, err)
+		}
+	}
 	if err := cmd.Start(); err != nil {
+		if log != nil {
+			log.Close()
+		}
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	c := &child{name: name, cmd: cmd, ready: make(chan struct{}), done: make(chan struct{})}
@@ -55,6 +65,9 @@ func startChild(name string, cmd *exec.Cmd, readyLine string) (*child, error) {
 		signaled := false
 		for sc.Scan() {
 			line := sc.Text()
+			if log != nil {
+				fmt.Fprintln(log, line)
+			}
 			c.tail.add(line)
 			if strings.Contains(line, `"level":"ERROR"`) {
 				c.errorLog.add(line)
@@ -67,6 +80,9 @@ func startChild(name string, cmd *exec.Cmd, readyLine string) (*child, error) {
 		// A line past the scanner's limit ends the scan: keep draining so
 		// the child never blocks on a full pipe.
 		io.Copy(io.Discard, stderr)
+		if log != nil {
+			log.Close()
+		}
 		c.waitErr = cmd.Wait() // only after every read, as StderrPipe requires
 		close(c.done)
 	}()

@@ -55,6 +55,7 @@ type options struct {
 	backlogSize  int
 	backlogS5cmd bool
 	timeout      time.Duration
+	logs         string // folder for the logs of dab's processes; none when empty
 }
 
 // The store the bench starts: its credentials, region and bucket.
@@ -83,9 +84,16 @@ func main() {
 	flag.IntVar(&o.backlogSize, "backlog-size", 512, "P5: size of each backlog file in bytes")
 	flag.BoolVar(&o.backlogS5cmd, "backlog-s5cmd", true, "P5: copy the backlog with s5cmd too (false skips it)")
 	flag.DurationVar(&o.timeout, "timeout", 30*time.Minute, "longest wait for the records of one run")
+	flag.StringVar(&o.logs, "logs", "", "folder that keeps the log of every `dab work` and `dab watch` (<line>-<role>.log), for a timeline of a run")
 	only := flag.String("only", "", "comma list of the lines to run (P1a,P1b,P1c,P1d,P2,P3,P4,P5); all when empty")
 	quick := flag.Bool("quick", false, "scale everything down for a fast check (200 files, 64MiB, 3s of P4, 2000 backlog; P3 stays whole: fewer tasks time mostly the workers' idle nap); explicit flags still win")
 	flag.Parse()
+	if o.logs != "" {
+		if err := os.MkdirAll(o.logs, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: -logs:", err)
+			os.Exit(2)
+		}
+	}
 	if *quick {
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })

@@ -86,7 +86,11 @@ func (r *runEnv) start(ctx context.Context, role string) (*child, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := startChild("dab "+role, cmd, readyLines[role])
+	logFile := ""
+	if r.b.opt.logs != "" {
+		logFile = filepath.Join(r.b.opt.logs, r.name+"-"+role+".log")
+	}
+	c, err := startChild("dab "+role, cmd, readyLines[role], logFile)
 	if err != nil {
 		return nil, err
 	}
@@ -184,7 +188,7 @@ func (b *bench) s5cmdCopy(ctx context.Context, src, prefix string, objects int) 
 	cmd := exec.Command(b.opt.s5cmd, "--endpoint-url", b.s3url, "cp", src, "s3://"+bucket+"/"+prefix+"/")
 	cmd.Env = b.env // the AWS_* credentials and region
 	start := time.Now()
-	c, err := startChild("s5cmd", cmd, "")
+	c, err := startChild("s5cmd", cmd, "", "")
 	if err != nil {
 		return copied{}, err
 	}

@@ -106,7 +106,7 @@ func (b *bench) p1Upload(ctx context.Context, t *table) error {
 	for _, name := range names {
 		p.expect(r.key(name), start)
 	}
-	up, err := startChild("dab upload", cmd, "")
+	up, err := startChild("dab upload", cmd, "", "")
 	if err != nil {
 		return err
 	}
@@ -220,7 +220,7 @@ func (b *bench) curlAll(ctx context.Context, dir string, names []string, base st
 				cmd := exec.Command("curl", "-sS", "-f", "-X", "PUT", "--data-binary", "@"+filepath.Join(dir, name),
 					"-H", "Authorization: Bearer "+adminToken, base+name)
 				cmd.Env = b.env
-				c, err := startChild("curl", cmd, "")
+				c, err := startChild("curl", cmd, "", "")
 				if err == nil {
 					err = c.wait(ctx)
 				}
@@ -260,7 +260,7 @@ func (b *bench) curlClients(ctx context.Context, dir string, names []string, bas
 		}
 		cmd := exec.Command("curl", args...)
 		cmd.Env = b.env
-		child, err := startChild("curl", cmd, "")
+		child, err := startChild("curl", cmd, "", "")
 		if err != nil {
 			return err
 		}
