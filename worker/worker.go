@@ -37,37 +37,38 @@ import (
 // process must wait longer before it kills it (deploy/systemd's units wait 40 s).
 const ShutdownTimeoutDefault = 25 * time.Second
 
-// Queues are the queues a worker serves, with their priorities: purchases
-// (2) before the uploads of uploadQueue (1), imports (1) and webhook
-// deliveries (1), because a purchase is small and a buyer waits for it
-// while uploads and imports are bulk work and a webhook receiver waits for
-// nobody. asynq weighs queues
-// by priority rather than draining one first, so uploads and deliveries
-// still move while purchases keep coming.
-func Queues(uploadQueue string) map[string]int {
-	return map[string]int{task.QueuePurchases: 2, uploadQueue: 1, task.QueueWebhooks: 1, task.QueueImports: 1}
+// Queues are the queues a worker serves: purchases, the uploads of
+// uploadQueue, imports and webhook deliveries. Each queue has asynq
+// servers of its own (Config.Fetchers of them, with Config.Concurrency
+// slots between them): a buyer's purchase never waits for a slot behind a
+// burst of uploads, a slow webhook receiver never holds an upload's slot,
+// and a fetch is one Redis script (an asynq server serving several queues
+// tries them one after the other, in a random order: 2.6 scripts per task
+// when only uploads wait).
+func Queues(uploadQueue string) []string {
+	return []string{task.QueuePurchases, uploadQueue, task.QueueImports, task.QueueWebhooks}
 }
 
-// FetchersDefault is how many asynq servers a worker runs side by side.
-// One asynq server fetches its tasks one at a time, each fetch a Redis
-// script per queue until one has a task, so it starts at most about one
-// task per (round trip x queues tried), whatever its concurrency: about
-// 300 tasks/s with dab's four queues on a busy 2-CPU host, which made the
-// fetch loop, not the uploads, the limit of a burst of small files.
-// Several servers share the concurrency and fetch side by side.
+// FetchersDefault is how many asynq servers a worker runs side by side for
+// each queue. One asynq server fetches its tasks one at a time, a Redis
+// round trip each, and starts at most one task per round trip whatever its
+// concurrency; on a busy 2-CPU host that made the fetch loop, not the
+// uploads, the limit of a burst of small files. Several servers share the
+// queue's slots and fetch side by side.
 const FetchersDefault = 4
 
 // Config tunes the server.
 type Config struct {
-	// Concurrency is the number of tasks run at once (required, > 0).
+	// Concurrency is the number of tasks of each queue run at once
+	// (required, > 0).
 	Concurrency int
-	// Fetchers is the number of asynq servers that share Concurrency and
-	// fetch tasks side by side; default FetchersDefault, at most
-	// Concurrency.
+	// Fetchers is the number of asynq servers of each queue, which share
+	// its Concurrency and fetch tasks side by side; default
+	// FetchersDefault, at most Concurrency.
 	Fetchers int
-	// Queues maps queue names to priorities; default
+	// Queues are the queues served, each by servers of its own; default
 	// Queues(task.QueueUploads).
-	Queues map[string]int
+	Queues []string
 	// ShutdownTimeout bounds how long Run waits for running tasks after its
 	// context ends; unfinished tasks go back to their queue. Default
 	// ShutdownTimeoutDefault.
@@ -179,8 +180,10 @@ func New(rdb redis.UniversalClient, cfg Config, d Deps) (*Worker, error) {
 		fetchers = FetchersDefault
 	}
 	fetchers = min(fetchers, cfg.Concurrency)
-	for i := range fetchers {
-		w.srvs = append(w.srvs, w.newServer(cfg, share(cfg.Concurrency, fetchers, i)))
+	for _, q := range cfg.Queues {
+		for i := range fetchers {
+			w.srvs = append(w.srvs, w.newServer(cfg, q, share(cfg.Concurrency, fetchers, i)))
+		}
 	}
 	w.mux = asynq.NewServeMux()
 	kept := newStacks()
@@ -200,14 +203,15 @@ func share(total, n, i int) int {
 	return part
 }
 
-// newServer is one of the worker's asynq servers, running concurrency tasks.
-func (w *Worker) newServer(cfg Config, concurrency int) *asynq.Server {
+// newServer is one of the worker's asynq servers, running concurrency tasks
+// of queue.
+func (w *Worker) newServer(cfg Config, queue string, concurrency int) *asynq.Server {
 	return asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
 		Concurrency:     concurrency,
-		Queues:          cfg.Queues,
+		Queues:          map[string]int{queue: 1},
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		RetryDelayFunc:  w.retryDelay,
-		// asynq sleeps 0.5 to 1.5 times this when every queue is empty
+		// asynq sleeps 0.5 to 1.5 times this when its queue is empty
 		// (default 1s); a shorter nap keeps a file's drop-to-record latency
 		// low, for about Fetchers x queues x 10 cheap scripts a second on
 		// an idle worker (160 with the defaults).

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -292,11 +293,11 @@ func TestRedisRestartLosesNothing(t *testing.T) {
 	}
 }
 
-func TestQueuesServePurchasesFirst(t *testing.T) {
+func TestQueues(t *testing.T) {
 	t.Parallel()
 	q := worker.Queues(task.UploadQueue("host-a"))
-	if len(q) != 4 || q[task.QueuePurchases] != 2 || q["uploads:host-a"] != 1 || q[task.QueueWebhooks] != 1 || q[task.QueueImports] != 1 {
-		t.Fatalf("Queues = %v, want purchases 2, uploads:host-a 1, webhooks 1, imports 1", q)
+	if want := []string{task.QueuePurchases, "uploads:host-a", task.QueueImports, task.QueueWebhooks}; !slices.Equal(q, want) {
+		t.Fatalf("Queues = %v, want %v", q, want)
 	}
 }
 
@@ -365,9 +366,10 @@ func TestObjectCarriesTheRecord(t *testing.T) {
 	}
 }
 
-// TestFetchersShareConcurrency: a worker runs Fetchers asynq servers whose
-// concurrencies add up to Concurrency (never more servers than slots);
-// tasks complete through them, and stopping the worker stops them all.
+// TestFetchersShareConcurrency: a worker runs, for each queue, Fetchers
+// asynq servers that serve that queue alone and whose concurrencies add up
+// to Concurrency (never more servers than slots); tasks complete through
+// them, and stopping the worker stops them all.
 func TestFetchersShareConcurrency(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ concurrency, fetchers, servers int }{
@@ -377,17 +379,25 @@ func TestFetchersShareConcurrency(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
 			stop := b.runWith(t, func(cfg *worker.Config, _ *worker.Deps) { cfg.Concurrency, cfg.Fetchers = tc.concurrency, tc.fetchers })
+			queues := worker.Queues(task.QueueUploads)
 			var servers []*asynq.ServerInfo
 			harness.Eventually(t, 10*time.Second, "the worker's servers registered", func() bool {
 				servers, _ = b.insp.Servers()
-				return len(servers) == tc.servers
+				return len(servers) == tc.servers*len(queues)
 			}, func() string { return fmt.Sprintf("%d servers", len(servers)) })
-			total := 0
+			perQueue := map[string]int{}
 			for _, s := range servers {
-				total += s.Concurrency
+				if len(s.Queues) != 1 {
+					t.Fatalf("a server serves %v, want one queue", s.Queues)
+				}
+				for q := range s.Queues {
+					perQueue[q] += s.Concurrency
+				}
 			}
-			if total != tc.concurrency {
-				t.Fatalf("the servers run %d tasks at once in all, want %d", total, tc.concurrency)
+			for _, q := range queues {
+				if perQueue[q] != tc.concurrency {
+					t.Fatalf("the servers of %s run %d tasks at once in all, want %d (%v)", q, perQueue[q], tc.concurrency, perQueue)
+				}
 			}
 			var ids []string
 			for i := range 40 {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -207,8 +208,8 @@ func (a *app) newWorker(ctx context.Context, rdb redis.UniversalClient) (*worker
 		return nil, fmt.Errorf("DAB_IMPORT_CA_FILE: %w", err)
 	}
 	imports := netguard.New(netguard.Options{AllowHTTP: a.cfg.ImportAllowHTTP, AllowPrivate: a.cfg.ImportAllowPrivate, TLS: importTLS})
-	// Purchases first (someone waits for them), then this host's uploads,
-	// imports and webhook deliveries; a worker without endpoints leaves the
+	// Purchases, this host's uploads, imports and webhook deliveries, each
+	// with slots of its own; a worker without endpoints leaves the
 	// deliveries to the workers that have them.
 	queues := worker.Queues(a.uploadQueue())
 	var sender *webhook.Sender
@@ -216,7 +217,7 @@ func (a *app) newWorker(ctx context.Context, rdb redis.UniversalClient) (*worker
 		sender = webhook.NewSender(endpoints, webhook.SenderOptions{})
 		a.closers = append(a.closers, sender.Close)
 	} else {
-		delete(queues, task.QueueWebhooks)
+		queues = slices.DeleteFunc(queues, func(q string) bool { return q == task.QueueWebhooks })
 	}
 	return worker.New(rdb, worker.Config{
 		Concurrency: a.cfg.Concurrency, Fetchers: a.cfg.Fetchers, ShutdownTimeout: a.cfg.ShutdownTimeout, Logger: a.log,

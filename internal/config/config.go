@@ -48,10 +48,11 @@ type Config struct {
 	KeyPrefix string
 	// DataDir holds the spool and local state. Default ./dab-data.
 	DataDir string
-	// Concurrency is the number of tasks one worker runs at once. Default 16x CPUs, at least 32.
+	// Concurrency is the number of tasks of each queue one worker runs at
+	// once. Default 16x CPUs, at least 32.
 	Concurrency int
 	// Fetchers is the number of asynq servers one worker runs side by
-	// side, sharing Concurrency; worker.FetchersDefault.
+	// side for each queue, sharing its Concurrency; worker.FetchersDefault.
 	Fetchers int
 	// ShutdownTimeout bounds how long a stopping worker waits for running
 	// tasks before handing them back to the queue. Default
