@@ -405,9 +405,7 @@ func (s *Spool) Unclaim(id, path string) error {
 		if _, err := returnFile(o.Claim, path, id); err != nil {
 			return fmt.Errorf("spool: return the original of entry %s to %s (it is at %s): %w", id, path, o.Claim, err)
 		}
-		if s.crashPoint != nil {
-			s.crashPoint("unclaim.returned")
-		}
+		s.crash("unclaim.returned")
 		return s.Remove(id)
 	}
 	if err := renameNoReplace(filepath.Join(s.dir, id, dataFile), path); err != nil {

@@ -158,9 +158,7 @@ func (s *Spool) Archive(id, root string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("spool: move entry %s out: %w", id, err)
 	}
-	if s.crashPoint != nil {
-		s.crashPoint("archive.moved")
-	}
+	s.crash("archive.moved")
 	if err := s.Remove(id); err != nil {
 		return target, err
 	}

@@ -105,6 +105,7 @@ func writeFileSync(name string, data []byte) error {
 	return nil
 }
 
+// syncDir fsyncs a folder (or a file: syncFile).
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
@@ -116,6 +117,9 @@ func syncDir(dir string) error {
 	}
 	return nil
 }
+
+// syncFile fsyncs a file written and closed before.
+func syncFile(name string) error { return syncDir(name) }
 
 // renameNoReplace renames like os.Rename but fails with fs.ErrExist instead
 // of replacing an existing file.

@@ -51,6 +51,8 @@ type Spool struct {
 	crashPoint func(step string)
 	// free is what this process knows of the recycled folders (recycle.go).
 	free freeFolders
+	// commits gathers the commits of streams (groupcommit.go).
+	commits commitGroup
 }
 
 // Open creates the spool folder if needed.
@@ -72,6 +74,13 @@ func Open(dir string) (*Spool, error) {
 // as soon as its copy is committed, since whoever ends the entry may not see
 // the drop folder.
 func (s *Spool) SetShared(shared bool) { s.keepOriginals = !shared }
+
+// crash calls the test's crash point at step, if any.
+func (s *Spool) crash(step string) {
+	if s.crashPoint != nil {
+		s.crashPoint(step)
+	}
+}
 
 // Dir is the spool's folder.
 func (s *Spool) Dir() string { return s.dir }

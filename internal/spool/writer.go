@@ -98,16 +98,9 @@ func (w *Writer) Commit(in Input) (*Manifest, error) {
 		return nil, err
 	}
 	m.ID = w.id
-	err = w.f.Sync()
-	if cerr := w.f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		w.Abort()
-		return nil, fmt.Errorf("spool: write %s: %w", m.Name, err)
-	}
 	m.Size, m.SHA256, m.ContentType = w.n, hex.EncodeToString(w.h.Sum(nil)), contentType(m.Name, w.sniff.buf)
-	if err := w.s.commit(w.tmp, m); err != nil {
+	err = w.s.commitStream(w.tmp, w.f, m) // closes w.f
+	if err != nil {
 		w.Abort()
 		return nil, err
 	}
