@@ -9,13 +9,14 @@
 // from there, renames its spare note to origin.json and writes its notes
 // over the old ones in place. In steady state a claim allocates no inode.
 //
-// What a recycled folder may hold: manifest.json and spare, nothing else
-// (recycle removes every other file first, and refuses a folder with
-// subfolders). The old manifest in an incoming folder is never read
-// (Recover reads origin.json there, and every commit writes the manifest
-// before the folder is renamed into place); a stream's entry never gets an
-// origin.json from it (only claims rename spare). See newIncoming and
-// claimNote.
+// What a recycled folder may hold: manifest.json, spare and spare-data (an
+// empty file), nothing else (recycle removes every other file first, and
+// refuses a folder with subfolders). The old manifest in an incoming
+// folder is never read (Recover reads origin.json there, and every commit
+// writes the manifest before the folder is renamed into place); a stream's
+// entry never gets an origin.json from it (only claims rename spare), and
+// only streams write into spare-data (Create), emptied again as they open
+// it. See newIncoming, writeOrigin and Create.
 
 package spool
 
@@ -24,8 +25,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -36,10 +40,17 @@ const (
 	// freeMax is the most folders .free holds; past it, removed entries are
 	// deleted.
 	freeMax = 1024
-	// freeLookEvery is how often an empty .free is looked at again by a
-	// process that did not put folders there (the worker recycles, the
-	// watcher and the intakes take).
-	freeLookEvery = time.Second
+	// freeLookEvery is how often a process that takes folders (the
+	// watcher, the intakes) looks at .free again after finding it empty:
+	// the worker puts folders there as it removes entries, and a look at an
+	// empty folder costs three system calls.
+	freeLookEvery = 50 * time.Millisecond
+	// freeCountEvery is how often a process that recycles (the worker)
+	// counts .free again while it is full.
+	freeCountEvery = time.Second
+	// spareDataFile is a removed stream's data file, emptied, for the next
+	// stream of the folder to write into.
+	spareDataFile = "spare-data"
 )
 
 // freeFolders is what one process knows of .free.
@@ -124,11 +135,19 @@ func (s *Spool) recycle(trash, name string) bool {
 	if err != nil {
 		return false
 	}
+	spareData := slices.ContainsFunc(des, func(de os.DirEntry) bool { return de.Name() == spareDataFile })
 	for _, de := range des {
 		switch {
 		case de.IsDir():
 			return false
-		case de.Name() == manifestFile || de.Name() == spareFile:
+		case de.Name() == manifestFile || de.Name() == spareFile || de.Name() == spareDataFile:
+		case de.Name() == dataFile && !spareData && ownDataFile(filepath.Join(trash, dataFile)):
+			// Emptied, it is the next stream's data file. Truncating frees its
+			// blocks as deleting it would, but keeps the inode.
+			data := filepath.Join(trash, dataFile)
+			if os.Truncate(data, 0) != nil || os.Rename(data, filepath.Join(trash, spareDataFile)) != nil {
+				return false
+			}
 		case de.Name() == originFile:
 			// A claim that ended with its entry (a kept original): its note
 			// is a spare now, unless there is one.
@@ -144,15 +163,27 @@ func (s *Spool) recycle(trash, name string) bool {
 	return os.Rename(trash, filepath.Join(s.dir, freeDir, name)) == nil
 }
 
+// ownDataFile reports whether the data file at name is one a stream made
+// (Create: this user's, mode 0640) and has no other name: only such a file
+// is emptied for reuse. A claimed file with another hard link is deleted,
+// never emptied: its other name would lose its bytes.
+func ownDataFile(name string) bool {
+	var st unix.Stat_t
+	if unix.Lstat(name, &st) != nil {
+		return false
+	}
+	return st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink == 1 && int(st.Uid) == os.Getuid() && st.Mode&0o7777 == 0o640
+}
+
 // roomInFree takes one place in .free, counting its folders again when
 // this process has used the room it last found (at most every
-// freeLookEvery while it is full).
+// freeCountEvery while it is full).
 func (s *Spool) roomInFree() bool {
 	f := &s.free
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.room <= 0 {
-		if time.Since(f.counted) < freeLookEvery {
+		if time.Since(f.counted) < freeCountEvery {
 			return false
 		}
 		f.counted = time.Now()

@@ -42,8 +42,8 @@ func claimFiles(t *testing.T, s *Spool, n int, tag string) []*Manifest {
 	return out
 }
 
-// TestRemovedEntriesAreRecycled: a removed entry's folder, manifest and
-// spare note go to .free, holding nothing else; the next claims take them,
+// TestRemovedEntriesAreRecycled: a removed entry's folder, manifest, spare
+// note and emptied data file go to .free, holding nothing else; the next claims take them,
 // so that they allocate no inode, and their entries are whole and their
 // own: new manifest, new bytes, no note or state of the entry before.
 func TestRemovedEntriesAreRecycled(t *testing.T) {
@@ -68,8 +68,11 @@ func TestRemovedEntriesAreRecycled(t *testing.T) {
 		}
 		names := dirNames(t, filepath.Join(s.Dir(), freeDir, m.ID))
 		slices.Sort(names)
-		if !slices.Equal(names, []string{manifestFile, spareFile}) {
-			t.Fatalf("recycled folder holds %v, want only %s and %s", names, manifestFile, spareFile)
+		if !slices.Equal(names, []string{manifestFile, spareFile, spareDataFile}) {
+			t.Fatalf("recycled folder holds %v, want only %s, %s and %s", names, manifestFile, spareFile, spareDataFile)
+		}
+		if st, _ := os.Lstat(filepath.Join(s.Dir(), freeDir, m.ID, spareDataFile)); st.Size() != 0 {
+			t.Fatalf("the spare data file holds %d bytes, want it emptied", st.Size())
 		}
 	}
 	if n := len(freeNames(t, s)); n != 5 {
@@ -157,5 +160,67 @@ func TestFreeIsBounded(t *testing.T) {
 	}
 	if des, _ := os.ReadDir(filepath.Join(s.Dir(), incomingDir)); len(des) != 0 {
 		t.Fatalf(".incoming holds %d folders after the removals", len(des))
+	}
+}
+
+// TestStreamDataFilesAreReused: a removed stream's data file is emptied
+// and written by the next stream of its folder (no new inode), which holds
+// exactly its own bytes.
+func TestStreamDataFilesAreReused(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	old, err := s.Put(bytes.NewReader(bytes.Repeat([]byte("old bytes "), 1000)), Input{Type: "generic", Path: "old.bin", Source: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataInode := inodeOf(t, s.DataPath(old.ID))
+	if err := s.Remove(old.ID); err != nil {
+		t.Fatal(err)
+	}
+	spare, err := os.Lstat(filepath.Join(s.Dir(), freeDir, old.ID, spareDataFile))
+	if err != nil || spare.Size() != 0 || inode(spare) != dataInode {
+		t.Fatalf("recycled folder's spare data: %v, %v; want the old data file, emptied", spare, err)
+	}
+	s.free.looked = s.free.looked.AddDate(-1, 0, 0)
+	m, err := s.Put(bytes.NewReader([]byte("new")), Input{Type: "generic", Path: "new.bin", Source: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inodeOf(t, s.DataPath(m.ID)) != dataInode {
+		t.Fatal("the new stream did not write into the recycled data file")
+	}
+	checkEntry(t, s, m, "new")
+}
+
+// TestClaimedFilesWithOtherNamesAreNeverEmptied: a claimed file that has
+// another hard link is deleted when its entry is removed, never emptied
+// for reuse: the other name keeps its bytes.
+func TestClaimedFilesWithOtherNamesAreNeverEmptied(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	drop := t.TempDir()
+	src := filepath.Join(drop, "linked.bin")
+	seen := dropFile(t, src, "bytes with another name")
+	if err := os.Chmod(src, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(t.TempDir(), "other-name.bin")
+	if err := os.Link(src, other); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := os.Lstat(src)
+	seen.ModTime = st.ModTime()
+	m, err := s.Claim(src, Input{Type: "generic", Path: "linked.bin", Source: "test"}, seen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove(m.ID); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(other); err != nil || string(b) != "bytes with another name" {
+		t.Fatalf("the other name holds %q, %v", b, err)
+	}
+	if _, err := os.Lstat(filepath.Join(s.Dir(), freeDir, m.ID, spareDataFile)); err == nil {
+		t.Fatal("a claimed file with another name became a spare data file")
 	}
 }
