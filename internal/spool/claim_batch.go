@@ -100,7 +100,7 @@ func (s *Spool) ClaimBatch(reqs []ClaimRequest) []ClaimResult {
 	// The note must be on disk before any file moves: it is what tells
 	// Recover where a file came from.
 	if err == nil {
-		err = syncFS(s.dir)
+		err = s.syncFS()
 	}
 	if err != nil {
 		for _, c := range live {
@@ -155,7 +155,7 @@ func (s *Spool) ClaimBatch(reqs []ClaimRequest) []ClaimResult {
 	}
 	// The data, the manifests and the folders' entries, on disk before any
 	// folder is put in place (what commit's fsyncs do for one entry).
-	if err := syncFS(s.dir); err != nil {
+	if err := s.syncFS(); err != nil {
 		for _, c := range taken {
 			back(c, err)
 		}

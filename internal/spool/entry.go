@@ -221,6 +221,18 @@ func (s *Spool) Remove(id string) error {
 	if err := s.endKept(id); err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}
+	// Locked while it is removed, so that Recover in another process
+	// (which deletes what an interrupted Remove left) keeps off a folder
+	// this one is recycling: its deletes would land in the next entry.
+	// Not locked when someone else holds it (the claimer undoing its own
+	// claim, Recover ending a claim): then the folder is not recycled.
+	unlock, lerr := lockDir(dir, false)
+	if errors.Is(lerr, fs.ErrNotExist) {
+		return nil
+	}
+	if lerr == nil {
+		defer unlock()
+	}
 	// Rename first so a crash mid-delete never leaves a half entry that looks whole.
 	trash := filepath.Join(s.dir, incomingDir, id+".removing")
 	if err := os.Rename(dir, trash); err != nil {
@@ -229,7 +241,8 @@ func (s *Spool) Remove(id string) error {
 		}
 		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}
-	if s.recycle(trash, id) {
+	s.crash("remove.renamed")
+	if lerr == nil && s.recycle(trash, id) {
 		return nil
 	}
 	if err := os.RemoveAll(trash); err != nil {

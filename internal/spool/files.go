@@ -58,16 +58,18 @@ func writeJSONInPlace(name string, v any, sync bool) error {
 	return nil
 }
 
-// syncFS makes everything written to the filesystem that holds dir
+// syncFS makes everything written to the filesystem of the spool
 // durable (syncfs(2)): one call in place of an fsync per file and folder.
-func syncFS(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	defer d.Close()
-	if err := unix.Syncfs(int(d.Fd())); err != nil {
-		return fmt.Errorf("spool: sync the filesystem of %s: %w", dir, err)
+//
+// It goes through the descriptor of the spool folder the Spool opened when
+// it was opened (Spool.fsErrs): syncfs reports a write error of the
+// filesystem once to each descriptor that was open when it happened, so a
+// descriptor opened for the sync would miss one from before, such as the
+// background writeback of a batch's bytes failing before the batch syncs.
+// (Of two batches of one process syncing at once, one is told.)
+func (s *Spool) syncFS() error {
+	if err := unix.Syncfs(int(s.fsErrs.Fd())); err != nil {
+		return fmt.Errorf("spool: sync the filesystem of %s: %w", s.dir, err)
 	}
 	return nil
 }

@@ -25,7 +25,10 @@ import (
 type commitGroup struct {
 	mu      sync.Mutex
 	pending []*streamCommit
-	leading bool // one caller makes the pending commits durable, batch after batch
+	// leading: a caller is making a batch durable. When it is done it
+	// hands the lead to the first commit that came meanwhile, which makes
+	// those durable; so no caller waits longer than two batches.
+	leading bool
 }
 
 // streamCommit is one stream's entry on its way into place.
@@ -34,47 +37,59 @@ type streamCommit struct {
 	data *os.File // the bytes, written and still open
 	m    *Manifest
 	err  error
-	done chan struct{}
+	// wake is signalled once: when the commit is done (err is set), or
+	// when it is handed the lead (leads is set).
+	wake  chan struct{}
+	leads bool
 }
 
 // commitStream makes the entry in tmp durable and visible: its bytes are in
 // data (still open; commitStream closes it), its manifest m. It writes the
-// manifest, then joins the commits waiting, or makes them durable itself
-// when none is being made durable (the leader).
+// manifest, then joins the commits waiting; when no batch is being made
+// durable, or when it is handed the lead, it makes the waiting ones (its
+// own among them) durable as one batch.
 func (s *Spool) commitStream(tmp string, data *os.File, m *Manifest) error {
 	if err := writeJSONInPlace(filepath.Join(tmp, manifestFile), m, false); err != nil {
 		data.Close()
 		return err
 	}
-	c := &streamCommit{tmp: tmp, data: data, m: m, done: make(chan struct{})}
+	c := &streamCommit{tmp: tmp, data: data, m: m, wake: make(chan struct{}, 1)}
 	g := &s.commits
 	g.mu.Lock()
 	g.pending = append(g.pending, c)
 	if g.leading {
 		g.mu.Unlock()
-		<-c.done
-		return c.err
-	}
-	g.leading = true
-	for len(g.pending) > 0 {
-		batch := g.pending
-		g.pending = nil
-		g.mu.Unlock()
-		s.commitBatch(batch)
+		if <-c.wake; !c.leads {
+			return c.err
+		}
 		g.mu.Lock()
 	}
-	g.leading = false
+	g.leading = true
+	batch := g.pending // c's commit among them
+	g.pending = nil
 	g.mu.Unlock()
-	<-c.done
+	s.commitBatch(batch, c)
+	g.mu.Lock()
+	if len(g.pending) > 0 {
+		next := g.pending[0]
+		next.leads = true
+		next.wake <- struct{}{}
+	} else {
+		g.leading = false
+	}
+	g.mu.Unlock()
 	return c.err
 }
 
-// commitBatch commits every entry of batch and tells each its outcome.
-func (s *Spool) commitBatch(batch []*streamCommit) {
+// commitBatch commits every entry of batch and tells each but leader (the
+// caller) its outcome.
+func (s *Spool) commitBatch(batch []*streamCommit, leader *streamCommit) {
 	defer func() {
 		for _, c := range batch {
 			c.data.Close()
-			close(c.done)
+			if c != leader {
+				c.wake <- struct{}{}
+			}
 		}
 	}()
 	if len(batch) == 1 {
@@ -83,7 +98,7 @@ func (s *Spool) commitBatch(batch []*streamCommit) {
 		c.err = s.commitOne(c)
 		return
 	}
-	if err := syncFS(s.dir); err != nil {
+	if err := s.syncFS(); err != nil {
 		for _, c := range batch {
 			c.err = err
 		}

@@ -5,9 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dab-assets/dab/internal/harness"
 )
 
 // TestConcurrentCommitsGoTogether: streams that commit while another is
@@ -113,10 +116,10 @@ func TestGroupCommitCrash(t *testing.T) {
 				if err := writeJSONInPlace(w.tmp+"/"+manifestFile, m, false); err != nil {
 					t.Fatal(err)
 				}
-				batch = append(batch, &streamCommit{tmp: w.tmp, data: w.f, m: m, done: make(chan struct{})})
+				batch = append(batch, &streamCommit{tmp: w.tmp, data: w.f, m: m, wake: make(chan struct{}, 1)})
 				unlocks = append(unlocks, w.unlock)
 			}
-			crashAt(t, s, tt.step, func() { s.commitBatch(batch) })
+			crashAt(t, s, tt.step, func() { s.commitBatch(batch, nil) })
 			for _, u := range unlocks {
 				u() // the crashed process's locks go with it
 			}
@@ -140,5 +143,63 @@ func TestGroupCommitCrash(t *testing.T) {
 				checkEntry(t, restarted, c.m, fmt.Sprint("crash ", i))
 			}
 		})
+	}
+}
+
+// TestGroupCommitLeadersAreNotHeld: a leader makes one batch durable,
+// then hands the lead to a commit that came meanwhile and returns: under a
+// steady load of concurrent streams (the HTTP intake, dab upload) no
+// commit waits for the batches after its own.
+func TestGroupCommitLeadersAreNotHeld(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	leading, firstReturned := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
+	var order []string
+	record := func(e string) {
+		mu.Lock()
+		order = append(order, e)
+		mu.Unlock()
+	}
+	s.crashPoint = func(step string) {
+		switch step {
+		case "commit.alone": // the first commit, alone: two more come meanwhile
+			close(leading)
+			harness.Eventually(t, 10*time.Second, "two commits waiting", func() bool {
+				s.commits.mu.Lock()
+				defer s.commits.mu.Unlock()
+				return len(s.commits.pending) == 2
+			}, nil)
+		case "commit.synced": // the batch of the other two
+			select {
+			case <-firstReturned:
+			case <-time.After(5 * time.Second): // its leader is the first commit, which cannot return before
+			}
+			record("second batch synced")
+		}
+	}
+	put := func(name string) {
+		if _, err := s.Put(bytes.NewReader([]byte(name)), Input{Type: "generic", Path: name, Source: "test"}); err != nil {
+			t.Error(err)
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		put("first.txt")
+		record("first returned")
+		close(firstReturned)
+	}()
+	<-leading
+	for _, name := range []string{"second.txt", "third.txt"} {
+		go func() {
+			defer wg.Done()
+			put(name)
+		}()
+	}
+	wg.Wait()
+	if want := []string{"first returned", "second batch synced"}; !slices.Equal(order, want) {
+		t.Fatalf("events %v, want %v: the first commit made the next batch durable before it returned", order, want)
 	}
 }

@@ -66,7 +66,12 @@ func (s *Spool) Recover() []Recovered {
 			continue
 		}
 		if strings.HasSuffix(de.Name(), ".removing") {
-			os.RemoveAll(tmp) // an interrupted Remove
+			// An interrupted Remove, unless its remover is alive: it may
+			// be recycling the folder (see Remove).
+			if unlock, err := lockDir(tmp, false); err == nil {
+				os.RemoveAll(tmp)
+				unlock()
+			}
 			continue
 		}
 		unlock, err := lockDir(tmp, false)

@@ -9,14 +9,16 @@
 // from there, renames its spare note to origin.json and writes its notes
 // over the old ones in place. In steady state a claim allocates no inode.
 //
-// What a recycled folder may hold: manifest.json, spare and spare-data (an
-// empty file), nothing else (recycle removes every other file first, and
-// refuses a folder with subfolders). The old manifest in an incoming
-// folder is never read (Recover reads origin.json there, and every commit
-// writes the manifest before the folder is renamed into place); a stream's
-// entry never gets an origin.json from it (only claims rename spare), and
-// only streams write into spare-data (Create), emptied again as they open
-// it. See newIncoming, writeOrigin and Create.
+// What a recycled folder may hold: manifest.json and spare, nothing else
+// (recycle removes every other file first, and refuses a folder with
+// subfolders; takeFree removes anything else a power cut may have brought
+// back). The old manifest in an incoming folder is never read (Recover
+// reads origin.json there, and every commit writes the manifest before the
+// folder is renamed into place); a stream's entry never gets an
+// origin.json from it (only claims rename spare). The data file is never
+// reused: a claimed file is the user's inode, which a reader may still
+// hold open and must keep reading the bytes it gave. See newIncoming and
+// writeOrigin.
 
 package spool
 
@@ -25,11 +27,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 const (
@@ -48,9 +47,6 @@ const (
 	// freeCountEvery is how often a process that recycles (the worker)
 	// counts .free again while it is full.
 	freeCountEvery = time.Second
-	// spareDataFile is a removed stream's data file, emptied, for the next
-	// stream of the folder to write into.
-	spareDataFile = "spare-data"
 )
 
 // freeFolders is what one process knows of .free.
@@ -85,10 +81,43 @@ func (s *Spool) takeFree(tmp string) bool {
 		if !ok {
 			return false
 		}
-		if err := os.Rename(filepath.Join(s.dir, freeDir, name), tmp); err == nil {
+		if err := os.Rename(filepath.Join(s.dir, freeDir, name), tmp); err != nil {
+			continue // another process took it
+		}
+		if clean(tmp) {
 			return true
 		}
+		os.RemoveAll(tmp)
 	}
+}
+
+// clean removes from a folder taken from .free whatever recycle removed
+// but a power cut brought back (recycle does not sync: on a filesystem
+// without a journal its removals may be lost while its rename is not), so
+// that no entry inherits another's failure mark, upload ID or bytes. false:
+// the folder could not be read or holds a folder.
+func clean(dir string) bool {
+	d, err := os.Open(dir)
+	if err != nil {
+		return false
+	}
+	des, err := d.ReadDir(-1)
+	d.Close()
+	if err != nil {
+		return false
+	}
+	for _, de := range des {
+		switch {
+		case de.IsDir():
+			return false
+		case de.Name() == manifestFile || de.Name() == spareFile:
+		default:
+			if err := os.Remove(filepath.Join(dir, de.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // nextFree is the name of a folder in .free, read from the folder when
@@ -126,53 +155,13 @@ func (s *Spool) recycle(trash, name string) bool {
 	if !s.roomInFree() {
 		return false
 	}
-	d, err := os.Open(trash)
-	if err != nil {
+	// A claim that ended with its entry (a kept original): its note is a
+	// spare now.
+	os.Rename(filepath.Join(trash, originFile), filepath.Join(trash, spareFile))
+	if !clean(trash) {
 		return false
-	}
-	des, err := d.ReadDir(-1)
-	d.Close()
-	if err != nil {
-		return false
-	}
-	spareData := slices.ContainsFunc(des, func(de os.DirEntry) bool { return de.Name() == spareDataFile })
-	for _, de := range des {
-		switch {
-		case de.IsDir():
-			return false
-		case de.Name() == manifestFile || de.Name() == spareFile || de.Name() == spareDataFile:
-		case de.Name() == dataFile && !spareData && ownDataFile(filepath.Join(trash, dataFile)):
-			// Emptied, it is the next stream's data file. Truncating frees its
-			// blocks as deleting it would, but keeps the inode.
-			data := filepath.Join(trash, dataFile)
-			if os.Truncate(data, 0) != nil || os.Rename(data, filepath.Join(trash, spareDataFile)) != nil {
-				return false
-			}
-		case de.Name() == originFile:
-			// A claim that ended with its entry (a kept original): its note
-			// is a spare now, unless there is one.
-			if err := os.Rename(filepath.Join(trash, originFile), filepath.Join(trash, spareFile)); err != nil {
-				return false
-			}
-		default:
-			if err := os.Remove(filepath.Join(trash, de.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return false
-			}
-		}
 	}
 	return os.Rename(trash, filepath.Join(s.dir, freeDir, name)) == nil
-}
-
-// ownDataFile reports whether the data file at name is one a stream made
-// (Create: this user's, mode 0640) and has no other name: only such a file
-// is emptied for reuse. A claimed file with another hard link is deleted,
-// never emptied: its other name would lose its bytes.
-func ownDataFile(name string) bool {
-	var st unix.Stat_t
-	if unix.Lstat(name, &st) != nil {
-		return false
-	}
-	return st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink == 1 && int(st.Uid) == os.Getuid() && st.Mode&0o7777 == 0o640
 }
 
 // roomInFree takes one place in .free, counting its folders again when

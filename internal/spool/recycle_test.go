@@ -3,6 +3,7 @@ package spool
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -42,8 +43,8 @@ func claimFiles(t *testing.T, s *Spool, n int, tag string) []*Manifest {
 	return out
 }
 
-// TestRemovedEntriesAreRecycled: a removed entry's folder, manifest and
-// emptied data file go to .free, holding nothing else; the next claims take them,
+// TestRemovedEntriesAreRecycled: a removed entry's folder and manifest go
+// to .free, holding nothing else; the next claims take them,
 // so that they allocate no inode, and their entries are whole and their
 // own: new manifest, new bytes, no note or state of the entry before.
 func TestRemovedEntriesAreRecycled(t *testing.T) {
@@ -68,11 +69,8 @@ func TestRemovedEntriesAreRecycled(t *testing.T) {
 		}
 		names := dirNames(t, filepath.Join(s.Dir(), freeDir, m.ID))
 		slices.Sort(names)
-		if !slices.Equal(names, []string{manifestFile, spareDataFile}) {
-			t.Fatalf("recycled folder holds %v, want only %s and %s (a batch's claims have no origin note of their own)", names, manifestFile, spareDataFile)
-		}
-		if st, _ := os.Lstat(filepath.Join(s.Dir(), freeDir, m.ID, spareDataFile)); st.Size() != 0 {
-			t.Fatalf("the spare data file holds %d bytes, want it emptied", st.Size())
+		if !slices.Equal(names, []string{manifestFile}) {
+			t.Fatalf("recycled folder holds %v, want only %s (a batch's claims have no origin note of their own)", names, manifestFile)
 		}
 	}
 	if n := len(freeNames(t, s)); n != 5 {
@@ -163,64 +161,125 @@ func TestFreeIsBounded(t *testing.T) {
 	}
 }
 
-// TestStreamDataFilesAreReused: a removed stream's data file is emptied
-// and written by the next stream of its folder (no new inode), which holds
-// exactly its own bytes.
-func TestStreamDataFilesAreReused(t *testing.T) {
+// TestClaimedFilesAreNeverReused: a claimed file is the user's inode; a
+// reader (a viewer, an indexer: a claim does not wait for them) that still
+// holds it open keeps reading its bytes after its entry is removed, and no
+// later stream writes into it (nor into a hard link's other name).
+func TestClaimedFilesAreNeverReused(t *testing.T) {
 	t.Parallel()
 	s := open(t)
-	old, err := s.Put(bytes.NewReader(bytes.Repeat([]byte("old bytes "), 1000)), Input{Type: "generic", Path: "old.bin", Source: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dataInode := inodeOf(t, s.DataPath(old.ID))
-	if err := s.Remove(old.ID); err != nil {
-		t.Fatal(err)
-	}
-	spare, err := os.Lstat(filepath.Join(s.Dir(), freeDir, old.ID, spareDataFile))
-	if err != nil || spare.Size() != 0 || inode(spare) != dataInode {
-		t.Fatalf("recycled folder's spare data: %v, %v; want the old data file, emptied", spare, err)
-	}
-	s.free.looked = s.free.looked.AddDate(-1, 0, 0)
-	m, err := s.Put(bytes.NewReader([]byte("new")), Input{Type: "generic", Path: "new.bin", Source: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if inodeOf(t, s.DataPath(m.ID)) != dataInode {
-		t.Fatal("the new stream did not write into the recycled data file")
-	}
-	checkEntry(t, s, m, "new")
-}
-
-// TestClaimedFilesWithOtherNamesAreNeverEmptied: a claimed file that has
-// another hard link is deleted when its entry is removed, never emptied
-// for reuse: the other name keeps its bytes.
-func TestClaimedFilesWithOtherNamesAreNeverEmptied(t *testing.T) {
-	t.Parallel()
-	s := open(t)
-	drop := t.TempDir()
-	src := filepath.Join(drop, "linked.bin")
-	seen := dropFile(t, src, "bytes with another name")
-	if err := os.Chmod(src, 0o640); err != nil {
-		t.Fatal(err)
-	}
+	src := filepath.Join(t.TempDir(), "viewer-has-it-open.bin")
+	seen := dropFile(t, src, "first user's bytes")
 	other := filepath.Join(t.TempDir(), "other-name.bin")
 	if err := os.Link(src, other); err != nil {
 		t.Fatal(err)
 	}
 	st, _ := os.Lstat(src)
 	seen.ModTime = st.ModTime()
-	m, err := s.Claim(src, Input{Type: "generic", Path: "linked.bin", Source: "test"}, seen)
+	reader, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	m, err := s.Claim(src, Input{Type: "generic", Path: "a.bin", Source: "watcher"}, seen)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Remove(m.ID); err != nil {
 		t.Fatal(err)
 	}
-	if b, err := os.ReadFile(other); err != nil || string(b) != "bytes with another name" {
-		t.Fatalf("the other name holds %q, %v", b, err)
+	s.free.looked = s.free.looked.AddDate(-1, 0, 0)
+	secret := "second user's confidential upload"
+	m2, err := s.Put(bytes.NewReader([]byte(secret)), Input{Type: "generic", Path: "b.bin", Source: "http"})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := os.Lstat(filepath.Join(s.Dir(), freeDir, m.ID, spareDataFile)); err == nil {
-		t.Fatal("a claimed file with another name became a spare data file")
+	if _, err := os.Lstat(filepath.Join(s.Dir(), m2.ID, spareFile)); err != nil {
+		t.Fatalf("the stream did not get the recycled folder: %v", err)
+	}
+	if b, _ := io.ReadAll(reader); string(b) != "first user's bytes" {
+		t.Fatalf("a reader of the claimed file now reads %q", b)
+	}
+	if b, _ := os.ReadFile(other); string(b) != "first user's bytes" {
+		t.Fatalf("the file's other name now holds %q", b)
+	}
+	if inode(st) == inodeOf(t, s.DataPath(m2.ID)) {
+		t.Fatal("the next stream writes into the claimed file's inode")
+	}
+}
+
+// TestTakenFoldersAreCleaned: what a power cut may bring back into a
+// recycled folder (recycle's removals are not synced) never reaches the
+// entry that takes it: no failure mark, no multipart upload ID, no bytes.
+func TestTakenFoldersAreCleaned(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	old := claimFiles(t, s, 1, "old")[0]
+	if err := s.Remove(old.ID); err != nil {
+		t.Fatal(err)
+	}
+	free := filepath.Join(s.Dir(), freeDir, old.ID)
+	folder := inodeOf(t, free)
+	os.WriteFile(filepath.Join(free, failedFile), []byte(`{"code":"Old"}`), 0o640)
+	os.WriteFile(filepath.Join(free, uploadIDFile), []byte("old-upload-id"), 0o640)
+	os.WriteFile(filepath.Join(free, dataFile), []byte("old bytes"), 0o640)
+	s.free.looked = s.free.looked.AddDate(-1, 0, 0)
+	m, err := s.Put(bytes.NewReader([]byte("new")), Input{Type: "generic", Path: "new.bin", Source: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inodeOf(t, filepath.Join(s.Dir(), m.ID)) != folder {
+		t.Fatal("the stream did not get the recycled folder")
+	}
+	if _, failed, _ := s.FailureMark(m.ID); failed {
+		t.Fatal("the new entry carries the old failure mark")
+	}
+	if id, _ := s.UploadState(m.ID).LoadUploadID(); id != "" {
+		t.Fatalf("the new entry carries the upload ID %q", id)
+	}
+	checkEntry(t, s, m, "new")
+}
+
+// TestRecoverKeepsOffALiveRemove: Recover in another process deletes what
+// an interrupted Remove left (.incoming/<id>.removing), but not the folder
+// of a Remove still running: that one may be recycled, and deletes through
+// a descriptor Recover opened would land in the entry that takes it next.
+func TestRecoverKeepsOffALiveRemove(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	m := claimFiles(t, s, 1, "removed")[0]
+	other, err := Open(s.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	trash := filepath.Join(s.Dir(), incomingDir, m.ID+".removing")
+	s.crashPoint = func(step string) {
+		if step != "remove.renamed" {
+			return
+		}
+		other.Recover()
+		if _, err := os.Lstat(trash); err != nil {
+			t.Errorf("Recover deleted the folder of a live Remove: %v", err)
+		}
+	}
+	if err := s.Remove(m.ID); err != nil {
+		t.Fatal(err)
+	}
+	s.crashPoint = nil
+	if _, err := os.Lstat(filepath.Join(s.Dir(), freeDir, m.ID)); err != nil {
+		t.Fatalf("the removed entry's folder was not recycled: %v", err)
+	}
+
+	// A Remove that died there (its lock went with it): its folder is
+	// deleted.
+	m = claimFiles(t, s, 1, "interrupted")[0]
+	crashAt(t, s, "remove.renamed", func() { s.Remove(m.ID) })
+	trash = filepath.Join(s.Dir(), incomingDir, m.ID+".removing")
+	if _, err := os.Lstat(trash); err != nil {
+		t.Fatalf("the crash left no folder to clean up: %v", err)
+	}
+	other.Recover()
+	if _, err := os.Lstat(trash); err == nil {
+		t.Fatal("Recover left an interrupted Remove's folder")
 	}
 }

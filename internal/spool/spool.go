@@ -54,6 +54,9 @@ type Spool struct {
 	free freeFolders
 	// commits gathers the commits of streams (groupcommit.go).
 	commits commitGroup
+	// fsErrs is the spool folder, open from Open on: the descriptor
+	// batches sync the filesystem through (see syncFS).
+	fsErrs *os.File
 }
 
 // Open creates the spool folder if needed.
@@ -67,7 +70,11 @@ func Open(dir string) (*Spool, error) {
 			return nil, fmt.Errorf("spool: create %s: %w", abs, err)
 		}
 	}
-	return &Spool{dir: abs, openForWriting: openForWriting, keepOriginals: true}, nil
+	fsErrs, err := os.Open(abs)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	return &Spool{dir: abs, openForWriting: openForWriting, keepOriginals: true, fsErrs: fsErrs}, nil
 }
 
 // SetShared says that workers on other hosts share the spool

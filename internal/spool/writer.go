@@ -65,14 +65,7 @@ func (s *Spool) Create() (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	// A recycled folder's emptied data file is taken over (no new inode).
-	data := filepath.Join(tmp, dataFile)
-	recycled := os.Rename(filepath.Join(tmp, spareDataFile), data) == nil
-	f, err := os.OpenFile(data, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
-	if err != nil && recycled {
-		os.Remove(data)
-		f, err = os.OpenFile(data, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
-	}
+	f, err := os.OpenFile(filepath.Join(tmp, dataFile), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
 	if err != nil {
 		unlock()
 		os.RemoveAll(tmp)
