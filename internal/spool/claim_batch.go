@@ -3,24 +3,18 @@
 // where Claim fsyncs each file and folder. The order of what becomes
 // durable is Claim's, so a crash leaves only the states Recover knows:
 //
-//  1. incoming folders for every file, and one origin note for the batch
-//     (.incoming/claims-<id>.json, locked while the batch runs); sync;
+//  1. incoming folders and origin notes for every file; sync;
 //  2. every file renamed in, checked, hashed, its manifest written; sync;
 //  3. every folder renamed into place; the spool folder fsynced;
-//  4. a last look at every file, and the claims ended: the note goes.
+//  4. a last look at every file, and the claims ended.
 //
 // A batch of 64 small files costs three syncs instead of about 320 fsyncs:
 // on the filesystems dab runs on, the fsyncs, not the renames, are what a
-// claim spends its time in. One note for the batch instead of one per
-// entry saves an inode per file: on ext4 without a journal a new inode
-// costs more the more were freed in the minutes before (see recycle.go).
-// Recover reads the notes of batches whose process is gone (their lock is
-// free) as it reads an entry's own origin note.
+// claim spends its time in.
 
 package spool
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -72,7 +66,7 @@ func (s *Spool) ClaimBatch(reqs []ClaimRequest) []ClaimResult {
 		c.unlock()
 	}
 
-	// 1. Incoming folders and the batch's origin note.
+	// 1. Incoming folders and origin notes.
 	var live []*claiming
 	for i, r := range reqs {
 		if s.openForWriting(r.Src) {
@@ -91,28 +85,23 @@ func (s *Spool) ClaimBatch(reqs []ClaimRequest) []ClaimResult {
 		}
 		c := &claiming{i: i, m: m, o: &origin{Source: r.Src}, tmp: tmp, unlock: unlock}
 		c.o.Input.Type, c.o.Input.Path, c.o.Input.Metadata, c.o.Input.Source = r.In.Type, m.Path, r.In.Metadata, r.In.Source
+		if err := writeOrigin(tmp, c.o, false); err != nil {
+			drop(c, err)
+			continue
+		}
 		live = append(live, c)
 	}
 	if len(live) == 0 {
 		return res
 	}
-	note, err := s.writeBatchNote(live)
-	// The note must be on disk before any file moves: it is what tells
+	// The notes must be on disk before any file moves: they are what tells
 	// Recover where a file came from.
-	if err == nil {
-		err = s.syncFS()
-	}
-	if err != nil {
+	if err := s.syncFS(); err != nil {
 		for _, c := range live {
 			drop(c, err)
 		}
-		if note != nil {
-			note.end()
-		}
 		return res
 	}
-	// Ended last: until every claim of the batch is committed or undone.
-	defer note.end()
 	s.crash("batch.noted")
 
 	// 2. The files, renamed in, checked, hashed; their manifests.
@@ -171,17 +160,16 @@ func (s *Spool) ClaimBatch(reqs []ClaimRequest) []ClaimResult {
 		}
 		committed = append(committed, c)
 	}
-	err = syncDir(s.dir)
+	err := syncDir(s.dir)
 	s.crash("batch.committed")
 
-	// 4. A last look for writers the lease cannot see, then the claims end
-	// (with the note: a batch claims only files it renamed, whose claims
-	// end at commit).
+	// 4. A last look for writers the lease cannot see, then the claims end.
 	for _, c := range committed {
 		r := reqs[c.i]
 		if err == nil {
 			err1 := s.checkClaimed(s.DataPath(c.m.ID), r.Seen)
 			if err1 == nil {
+				s.endClaim(c.m.ID, c.o)
 				res[c.i].M = c.m
 				c.unlock()
 				continue
@@ -193,66 +181,4 @@ func (s *Spool) ClaimBatch(reqs []ClaimRequest) []ClaimResult {
 		c.unlock()
 	}
 	return res
-}
-
-// batchNotePrefix and batchNoteSuffix frame the name of a batch's origin
-// note in .incoming: claims-<id>.json. It is written as .claims-<id>.tmp,
-// locked, then renamed, so that Recover never reads one being written.
-const (
-	batchNotePrefix = "claims-"
-	batchNoteSuffix = ".json"
-)
-
-// batchNote is what a batch's origin note holds: where each of its files
-// came from, by entry ID.
-type batchNote struct {
-	Claims map[string]*origin `json:"claims"`
-}
-
-// heldNote is a batch's origin note, locked (flock) while the batch runs:
-// Recover in another process leaves a locked note alone.
-type heldNote struct {
-	f    *os.File
-	path string
-}
-
-// writeBatchNote writes and locks the origin note of live's claims.
-func (s *Spool) writeBatchNote(live []*claiming) (*heldNote, error) {
-	note := batchNote{Claims: make(map[string]*origin, len(live))}
-	for _, c := range live {
-		note.Claims[c.m.ID] = c.o
-	}
-	b, err := json.Marshal(note)
-	if err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
-	}
-	id := NewID()
-	dir := filepath.Join(s.dir, incomingDir)
-	tmp := filepath.Join(dir, "."+batchNotePrefix+id+".tmp")
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
-	if err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
-	}
-	n := &heldNote{f: f, path: tmp}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		n.end()
-		return nil, fmt.Errorf("spool: lock %s: %w", tmp, err)
-	}
-	if _, err := f.Write(b); err != nil {
-		n.end()
-		return nil, fmt.Errorf("spool: write %s: %w", tmp, err)
-	}
-	final := filepath.Join(dir, batchNotePrefix+id+batchNoteSuffix)
-	if err := os.Rename(tmp, final); err != nil {
-		n.end()
-		return nil, fmt.Errorf("spool: %w", err)
-	}
-	n.path = final
-	return n, nil
-}
-
-// end removes the note and lets go of its lock.
-func (n *heldNote) end() {
-	os.Remove(n.path)
-	n.f.Close()
 }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 )
@@ -124,39 +123,5 @@ func TestClaimBatchCrashes(t *testing.T) {
 				t.Fatalf("%d entries after a crash past the commit, want %d", len(ids), len(want))
 			}
 		})
-	}
-}
-
-// TestRecoverLeavesLiveBatchNotes: Recover in another process leaves the
-// note of a batch that is running alone, and removes the notes a crash
-// left unfinished (never renamed, or cut short), which no file depends on.
-func TestRecoverLeavesLiveBatchNotes(t *testing.T) {
-	t.Parallel()
-	s := open(t)
-	m, _ := s.newManifest(Input{Type: "generic", Path: "live.bin"})
-	tmp, unlock, err := s.newIncoming(m.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unlock()
-	live, err := s.writeBatchNote([]*claiming{{m: m, o: &origin{Source: "/drop/live.bin"}, tmp: tmp}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer live.end()
-	inc := filepath.Join(s.Dir(), incomingDir)
-	os.WriteFile(filepath.Join(inc, "."+batchNotePrefix+NewID()+".tmp"), []byte(`{"claims":`), 0o640)
-	os.WriteFile(filepath.Join(inc, batchNotePrefix+NewID()+batchNoteSuffix), []byte(`{"claims":{"`), 0o640)
-
-	other, err := Open(s.Dir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r := other.Recover(); len(r) != 0 {
-		t.Fatalf("Recover = %+v, want nothing done", r)
-	}
-	left := dirNames(t, inc)
-	if len(left) != 2 || !slices.Contains(left, filepath.Base(live.path)) || !slices.Contains(left, m.ID) {
-		t.Fatalf(".incoming holds %v, want only the live batch's note and folder", left)
 	}
 }

@@ -9,13 +9,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-
-	"golang.org/x/sys/unix"
 )
 
 // RecoverAction names what Recover did with one unfinished claim or stream.
@@ -57,8 +54,6 @@ func (s *Spool) Recover() []Recovered {
 	if err != nil {
 		return []Recovered{{Action: RecoverFailed, Err: fmt.Errorf("spool: %w", err)}}
 	}
-	notes := s.deadBatchNotes(des)
-	defer notes.end()
 	var out []Recovered
 	for _, de := range des {
 		tmp := filepath.Join(s.dir, incomingDir, de.Name())
@@ -78,60 +73,11 @@ func (s *Spool) Recover() []Recovered {
 		if err != nil {
 			continue // in progress in a live process
 		}
-		r := s.recoverOne(tmp, de.Name(), notes.claims[de.Name()])
+		r := s.recoverOne(tmp, de.Name())
 		unlock()
 		out = append(out, r)
 	}
-	return append(out, s.endClaims(notes.claims)...)
-}
-
-// deadNotes are the origin notes of claim batches (see ClaimBatch) whose
-// process is gone, locked by Recover while it uses them; end removes them.
-type deadNotes struct {
-	claims map[string]*origin // by entry ID
-	held   []*heldNote
-}
-
-// deadBatchNotes reads the batch notes among des (the incoming folder)
-// that no live process holds. A note cut short, or never renamed to its
-// final name, is removed unread: a batch moves no file before its note is
-// whole and synced.
-func (s *Spool) deadBatchNotes(des []fs.DirEntry) *deadNotes {
-	d := &deadNotes{claims: map[string]*origin{}}
-	for _, de := range des {
-		name := de.Name()
-		whole := strings.HasPrefix(name, batchNotePrefix) && strings.HasSuffix(name, batchNoteSuffix)
-		partial := strings.HasPrefix(name, "."+batchNotePrefix) && strings.HasSuffix(name, ".tmp")
-		if de.IsDir() || !whole && !partial {
-			continue
-		}
-		path := filepath.Join(s.dir, incomingDir, name)
-		f, err := os.Open(path)
-		if err != nil {
-			continue
-		}
-		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
-			f.Close() // a batch running in a live process
-			continue
-		}
-		d.held = append(d.held, &heldNote{f: f, path: path})
-		var note batchNote
-		if b, err := io.ReadAll(f); !whole || err != nil || json.Unmarshal(b, &note) != nil {
-			continue
-		}
-		for id, o := range note.Claims {
-			if ValidID(id) && o != nil {
-				d.claims[id] = o
-			}
-		}
-	}
-	return d
-}
-
-func (d *deadNotes) end() {
-	for _, n := range d.held {
-		n.end()
-	}
+	return append(out, s.endClaims()...)
 }
 
 // endClaims ends the claims that a crash stopped between their commit and
@@ -141,7 +87,7 @@ func (d *deadNotes) end() {
 // then it goes back under its name, to be taken again, so that what was
 // written last is not lost. Otherwise the original is kept until the entry
 // ends (see Claim) and is left alone here.
-func (s *Spool) endClaims(batches map[string]*origin) []Recovered {
+func (s *Spool) endClaims() []Recovered {
 	des, err := os.ReadDir(s.dir)
 	if err != nil {
 		return []Recovered{{Action: RecoverFailed, Err: fmt.Errorf("spool: %w", err)}}
@@ -154,11 +100,7 @@ func (s *Spool) endClaims(batches map[string]*origin) []Recovered {
 		dir := filepath.Join(s.dir, de.Name())
 		b, err := os.ReadFile(filepath.Join(dir, originFile))
 		if errors.Is(err, fs.ErrNotExist) {
-			o, ok := batches[de.Name()]
-			if !ok {
-				continue
-			}
-			b, err = json.Marshal(o) // a batch's claim, stopped before the batch ended
+			continue
 		}
 		unlock, lerr := lockDir(dir, false)
 		if lerr != nil {
@@ -222,14 +164,9 @@ func (s *Spool) endClaimOf(id string, note []byte, err error) Recovered {
 	return r
 }
 
-// recoverOne finishes or undoes the claim or stream of incoming folder tmp;
-// batch is its origin in a dead batch's note, if any.
-func (s *Spool) recoverOne(tmp, id string, batch *origin) Recovered {
+func (s *Spool) recoverOne(tmp, id string) Recovered {
 	r := Recovered{ID: id}
 	b, err := os.ReadFile(filepath.Join(tmp, originFile))
-	if errors.Is(err, fs.ErrNotExist) && batch != nil {
-		b, err = json.Marshal(batch)
-	}
 	if errors.Is(err, fs.ErrNotExist) {
 		// A stream (CLI, HTTP) that never finished: its producer reported
 		// the failure and still has the bytes.

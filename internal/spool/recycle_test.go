@@ -43,8 +43,8 @@ func claimFiles(t *testing.T, s *Spool, n int, tag string) []*Manifest {
 	return out
 }
 
-// TestRemovedEntriesAreRecycled: a removed entry's folder and manifest go
-// to .free, holding nothing else; the next claims take them,
+// TestRemovedEntriesAreRecycled: a removed entry's folder, manifest and
+// spare note go to .free, holding nothing else; the next claims take them,
 // so that they allocate no inode, and their entries are whole and their
 // own: new manifest, new bytes, no note or state of the entry before.
 func TestRemovedEntriesAreRecycled(t *testing.T) {
@@ -61,7 +61,7 @@ func TestRemovedEntriesAreRecycled(t *testing.T) {
 		if err := s.UploadState(m.ID).SaveUploadID("old-upload-id"); err != nil {
 			t.Fatal(err)
 		}
-		for _, f := range []string{"", manifestFile} {
+		for _, f := range []string{"", manifestFile, spareFile} {
 			oldInodes[inodeOf(t, filepath.Join(dir, f))] = true
 		}
 		if err := s.Remove(m.ID); err != nil {
@@ -69,8 +69,8 @@ func TestRemovedEntriesAreRecycled(t *testing.T) {
 		}
 		names := dirNames(t, filepath.Join(s.Dir(), freeDir, m.ID))
 		slices.Sort(names)
-		if !slices.Equal(names, []string{manifestFile}) {
-			t.Fatalf("recycled folder holds %v, want only %s (a batch's claims have no origin note of their own)", names, manifestFile)
+		if !slices.Equal(names, []string{manifestFile, spareFile}) {
+			t.Fatalf("recycled folder holds %v, want only %s and %s", names, manifestFile, spareFile)
 		}
 	}
 	if n := len(freeNames(t, s)); n != 5 {
@@ -80,7 +80,7 @@ func TestRemovedEntriesAreRecycled(t *testing.T) {
 	s.free.looked = s.free.looked.AddDate(-1, 0, 0) // an empty look a second ago does not count here
 	for _, m := range claimFiles(t, s, 5, "new") {
 		dir := filepath.Join(s.Dir(), m.ID)
-		for _, f := range []string{"", manifestFile} {
+		for _, f := range []string{"", manifestFile, spareFile} {
 			if !oldInodes[inodeOf(t, filepath.Join(dir, f))] {
 				t.Errorf("%s of entry %s is a new inode, want a recycled one", f, m.ID)
 			}

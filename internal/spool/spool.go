@@ -12,7 +12,6 @@
 //	<dir>/<id>/upload-id       the multipart upload in progress, if any
 //	<dir>/<id>/origin.json     where a claimed file came from, until its claim ends
 //	<dir>/.incoming/<id>/      entries being written or claimed
-//	<dir>/.incoming/claims-<id>.json  where the files of a claim batch came from, while it runs
 //	<dir>/.free/<id>/          folders of removed entries, for new ones (recycle.go)
 package spool
 
