@@ -74,20 +74,30 @@ func writeOrigin(tmp string, o *origin, sync bool) error {
 	return writeJSONInPlace(filepath.Join(tmp, originFile), o, sync)
 }
 
-// takeFree renames a recycled folder to tmp; false when there is none.
-func (s *Spool) takeFree(tmp string) bool {
+// takeFree renames a recycled folder to tmp, locked: the lock is taken
+// before the rename, so that Recover in another process never finds it in
+// .incoming unlocked (and removes it as an abandoned stream). ok is false
+// when there is none.
+func (s *Spool) takeFree(tmp string) (unlock func(), ok bool) {
 	for {
 		name, ok := s.nextFree()
 		if !ok {
-			return false
+			return nil, false
 		}
-		if err := os.Rename(filepath.Join(s.dir, freeDir, name), tmp); err != nil {
-			continue // another process took it
+		from := filepath.Join(s.dir, freeDir, name)
+		unlock, err := lockDir(from, false)
+		if err != nil {
+			continue // another process took it, or is taking it
+		}
+		if err := os.Rename(from, tmp); err != nil {
+			unlock()
+			continue
 		}
 		if clean(tmp) {
-			return true
+			return unlock, true
 		}
 		os.RemoveAll(tmp)
+		unlock()
 	}
 }
 

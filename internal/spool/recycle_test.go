@@ -283,3 +283,26 @@ func TestRecoverKeepsOffALiveRemove(t *testing.T) {
 		t.Fatal("Recover left an interrupted Remove's folder")
 	}
 }
+
+// TestTakenFoldersAreLockedBeforeTheyShow: a recycled folder is locked
+// before it is renamed into .incoming, so Recover in another process never
+// finds it there unlocked and removes it as an abandoned stream.
+func TestTakenFoldersAreLockedBeforeTheyShow(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	m := claimFiles(t, s, 1, "old")[0]
+	if err := s.Remove(m.ID); err != nil {
+		t.Fatal(err)
+	}
+	s.free.looked = s.free.looked.AddDate(-1, 0, 0)
+	tmp := filepath.Join(s.Dir(), incomingDir, NewID())
+	unlock, ok := s.takeFree(tmp)
+	if !ok {
+		t.Fatal("no recycled folder taken")
+	}
+	defer unlock()
+	if other, err := lockDir(tmp, false); err == nil {
+		other()
+		t.Fatal("the taken folder is not locked")
+	}
+}

@@ -125,10 +125,11 @@ func (w *Writer) Abort() {
 // that the folder is being worked on.
 func (s *Spool) newIncoming(id string) (string, func(), error) {
 	tmp := filepath.Join(s.dir, incomingDir, id)
-	if !s.takeFree(tmp) {
-		if err := os.Mkdir(tmp, 0o750); err != nil {
-			return "", nil, fmt.Errorf("spool: %w", err)
-		}
+	if unlock, ok := s.takeFree(tmp); ok {
+		return tmp, unlock, nil
+	}
+	if err := os.Mkdir(tmp, 0o750); err != nil {
+		return "", nil, fmt.Errorf("spool: %w", err)
 	}
 	unlock, err := lockDir(tmp, true)
 	if err != nil {
