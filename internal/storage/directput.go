@@ -7,10 +7,11 @@ package storage
 // more CPU than the request itself. directPut sends the same request the
 // SDK would: the URL its endpoint rules give for the bucket, signed with
 // its SigV4 signer and credentials, through its HTTP client and
-// connections. Only a plain success is taken from it; every other answer
-// (and every failure to get one) sends the object again through the SDK,
-// which retries, corrects clock skew and reads S3's error as for any other
-// call, so errors and their handling are the SDK path's.
+// connections. Only a plain success or a 412 is taken from it; every other
+// answer sends the object again through the SDK, which retries, corrects
+// clock skew and reads S3's error as for any other call, so errors and
+// their handling are the SDK path's. No answer at all (a connection that
+// failed) is first checked with a HEAD: see Store.Put.
 
 import (
 	"context"
@@ -101,8 +102,9 @@ var errDirectPutDeclined = errors.New("direct put declined")
 
 // put sends in's object with a conditional PUT. It returns the ETag and
 // whether the store echoed the SHA-256 it checked; a 412 comes back as the
-// SDK's would (isPreconditionFailed); any other answer or failure as
-// errDirectPutDeclined.
+// SDK's would (isPreconditionFailed), no answer as errUnanswered (Put looks
+// at the object, then sends it through the SDK); any other answer or
+// failure as errDirectPutDeclined.
 func (d *directPut) put(ctx context.Context, bucket string, in PutInput, meta map[string]string, checksum bool) (etag string, verified bool, err error) {
 	u := *d.bucketURL
 	u.Path = smithyhttp.JoinPath(u.Path, in.Key)
@@ -148,7 +150,7 @@ func (d *directPut) put(ctx context.Context, bucket string, in PutInput, meta ma
 	}
 	resp, err := d.client.Do(req)
 	if err != nil {
-		return "", false, fmt.Errorf("%w: %v", errDirectPutDeclined, err)
+		return "", false, &Error{Op: "put", Bucket: bucket, Key: in.Key, Err: fmt.Errorf("%w: %w", errUnanswered, err)}
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // so the connection is kept
 	resp.Body.Close()

@@ -5,7 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -149,5 +154,61 @@ func TestDirectPutFallsBackToTheSDK(t *testing.T) {
 	}
 	if _, _, err := st.Get(context.Background(), "generic/changed"); err == nil {
 		t.Fatal("the store kept an object whose checksum did not match")
+	}
+}
+
+// resettingStore is a store that holds the object already and breaks
+// every PUT's connection while the body comes in, with no answer: as a
+// store that answers a conditional PUT of a key it holds (412) before it
+// reads the body and resets the connection leaves the client (it fails
+// writing the body and never reads the answer; versitygw may do this).
+// HEAD describes the object it holds.
+func resettingStore(t *testing.T, size int64, sha string) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodHead:
+			w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+			w.Header().Set("X-Amz-Meta-"+storage.MetaSHA256, sha)
+			w.Header().Set("ETag", `"held"`)
+			w.WriteHeader(http.StatusOK)
+		case http.MethodPut:
+			conn, buf, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			io.CopyN(io.Discard, buf, 64<<10) // the client is writing the body now
+			if tc, ok := conn.(*net.TCPConn); ok {
+				tc.SetLinger(0) // a reset, not a polite close
+			}
+			conn.Close()
+		default:
+			http.Error(w, "unexpected", http.StatusMethodNotAllowed)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// TestPutWithoutAnswerLooksAtTheObject: a re-run of a file whose object
+// is there, whose PUT gets no answer (the store broke the connection while
+// the body came in), is an idempotent success: Put looks at the object
+// instead of failing (or retrying) a PUT it never got an answer to.
+// Directly and through the SDK.
+func TestPutWithoutAnswerLooksAtTheObject(t *testing.T) {
+	t.Parallel()
+	for _, size := range []int{storage.DirectPutMax, 3 << 20} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			t.Parallel()
+			f, sum := storage.WriteTestFile(t, size)
+			c := storage.Options{Bucket: "held", Region: "us-east-1", Endpoint: resettingStore(t, int64(size), sum), PathStyle: true,
+				AccessKeyID: "k", SecretAccessKey: "s", ChecksumMode: storage.ChecksumSHA256}
+			st := storage.New(storagetest.Client(t, c), c)
+			res, err := st.Put(context.Background(), storage.PutInput{Key: "generic/held.bin", File: f, Size: int64(size), SHA256: sum})
+			if err != nil || !res.Existed {
+				t.Fatalf("put = %+v, %v; want Existed", res, err)
+			}
+		})
 	}
 }

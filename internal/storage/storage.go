@@ -185,6 +185,24 @@ func (s *Store) Put(ctx context.Context, in PutInput) (PutResult, error) {
 	} else {
 		var verified bool
 		res.ETag, verified, err = s.putSingle(ctx, in, meta)
+		if unanswered(err) {
+			// Some stores answer a conditional PUT of a key that exists
+			// (412) before they read the body, and close the connection: the
+			// client fails writing the body and never sees the answer (a
+			// re-run of a file of a few hundred KiB or more). Look before
+			// sending it again.
+			done, herr := s.existing(ctx, in, &res)
+			switch {
+			case errors.Is(herr, ErrConflict):
+				return res, herr
+			case herr == nil && done:
+				return res, nil
+			case herr == nil && errors.Is(err, errUnanswered):
+				// Not there: the direct PUT's connection failed; the SDK,
+				// which retries, sends it.
+				res.ETag, verified, err = s.putSDK(ctx, in, meta)
+			}
+		}
 		if err == nil && verified {
 			return res, nil
 		}
@@ -243,6 +261,25 @@ func (s *Store) putSingle(ctx context.Context, in PutInput, meta map[string]stri
 			return etag, verified, err
 		}
 	}
+	return s.putSDK(ctx, in, meta)
+}
+
+// errUnanswered: a PUT's connection failed before an answer came back.
+var errUnanswered = errors.New("no answer from the store")
+
+// unanswered reports whether err is a PUT that got no answer (a broken
+// connection, not the caller's context): the object may or may not be in
+// the store.
+func unanswered(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var se *Error
+	return errors.Is(err, errUnanswered) || errors.As(err, &se) && se.Status == 0 && se.Code == ""
+}
+
+// putSDK is putSingle through the SDK's PutObject.
+func (s *Store) putSDK(ctx context.Context, in PutInput, meta map[string]string) (etag string, verified bool, err error) {
 	if _, err := in.File.Seek(0, io.SeekStart); err != nil {
 		return "", false, fmt.Errorf("storage: rewind %s: %w", in.Key, err)
 	}
