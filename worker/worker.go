@@ -115,7 +115,8 @@ type Deps struct {
 	Webhooks *webhook.Sender
 }
 
-// Worker is a few Asynq servers (Config.Fetchers) with dab's handlers.
+// Worker is a few Asynq servers for each queue (Config.Fetchers each) with
+// dab's handlers.
 type Worker struct {
 	rdb  redis.UniversalClient
 	srvs []*asynq.Server

@@ -17,7 +17,9 @@ package spool
 
 // This file holds the Spool itself and the names of its folders and files.
 // What an entry is lives in entry.go; how one is written, claimed, recovered,
-// failed and moved out, in writer.go, claim.go, recover.go and failed.go; the
+// failed and moved out, in writer.go, claim.go (claim_batch.go for many at
+// once), recover.go and failed.go; streams committed together in
+// groupcommit.go; removed entries' folders reused in recycle.go; the
 // multipart upload state in uploadstate.go; free space in space.go; the check
 // for open writers in openwriters_*.go; the durable file operations they all
 // share, in files.go.
