@@ -126,7 +126,7 @@ func (w *Watcher) afterClaim(ctx context.Context, job claimJob, m *spool.Manifes
 // folder with the reason beside it.
 func (w *Watcher) failBadName(job claimJob, cause error) {
 	note := spool.FailureNote{Type: job.c.typ, Path: job.c.rel, Size: job.c.size, Source: "watcher",
-		Failure: spool.Failure{Code: "InvalidName", Message: cause.Error() + ": rename the file"}}
+		Failure: spool.Failure{Code: "InvalidName", Message: cause.Error()}} // the naming error says what to change
 	where, err := spool.RejectFile(job.path, w.cfg.FailedDir, note)
 	if where == "" {
 		// Not moved; a file that is gone already needs no report.

@@ -112,7 +112,7 @@ if owner ~= '' then
 else
   ask, what = redis.call('HGET', KEYS[2], 'price') or '', 'priced at'
   if ask == '' then
-    return reject('not_for_sale', 'nobody owns ' .. aid .. ' and it has no price: the house sells it once an admin prices it (POST /v1/assets/' .. aid .. '/price)')
+    return reject('not_for_sale', 'nobody owns ' .. aid .. ' and it has no price: the house sells it once an admin prices it (dab assets price ' .. aid .. ' N, or POST /v1/assets/' .. aid .. '/price)')
   end
 end
 if ask ~= amount then

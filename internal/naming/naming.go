@@ -91,9 +91,9 @@ func CleanPath(p string) (string, error) {
 		}
 		switch {
 		case seg == "":
-			return "", fmt.Errorf("%w: path %q has an empty folder name (\"//\" or a trailing '/')", ErrInvalid, p)
+			return "", fmt.Errorf("%w: path %q has an empty folder name (\"//\" or a trailing '/'): remove it", ErrInvalid, p)
 		case seg == "." || seg == "..":
-			return "", fmt.Errorf("%w: path %q contains %q: paths may not leave or name their folder", ErrInvalid, p, seg)
+			return "", fmt.Errorf("%w: path %q contains %q: paths may not leave or name their folder; rename it", ErrInvalid, p, seg)
 		case strings.HasPrefix(seg, "."):
 			return "", fmt.Errorf("%w: path %q contains the hidden name %q: rename it without the leading '.'", ErrInvalid, p, seg)
 		case strings.TrimSpace(seg) != seg:
@@ -105,7 +105,7 @@ func CleanPath(p string) (string, error) {
 	// path.Clean is a no-op on a path that passed the checks above; keep it
 	// as a second line of defence.
 	if c := path.Clean(p); c != p {
-		return "", fmt.Errorf("%w: path %q is not in canonical form (%q)", ErrInvalid, p, c)
+		return "", fmt.Errorf("%w: path %q is not in canonical form (%q): rename it to that", ErrInvalid, p, c)
 	}
 	return p, nil
 }
