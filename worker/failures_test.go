@@ -341,20 +341,7 @@ func TestBadPriceInSpoolGoesToFailedFolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What an older dab wrote: the price as the uploader typed it.
-	mf := filepath.Join(b.spool.Dir(), m.ID, "manifest.json")
-	raw, err := os.ReadFile(mf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc map[string]any
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		t.Fatal(err)
-	}
-	doc["metadata"] = map[string]string{"price": "abc"}
-	raw, _ = json.Marshal(doc)
-	if err := os.WriteFile(mf, raw, 0o640); err != nil {
-		t.Fatal(err)
-	}
+	b.editManifest(t, m.ID, "metadata", map[string]string{"price": "abc"})
 	b.enqueueUpload(t, m)
 	b.startWorker(t, storagetest.Options(b.s3))
 	info := b.waitState(t, task.UploadTaskID(m.ID), asynq.TaskStateArchived)
@@ -383,5 +370,79 @@ func TestBadPriceInSpoolGoesToFailedFolder(t *testing.T) {
 	}
 	if fs := b.uploadFailures(t); len(fs) != 1 || fs[0].Code != "BadPrice" || fs[0].Remedy != "new_file" {
 		t.Fatalf("upload.failed events %+v, want one BadPrice", fs)
+	}
+}
+
+// editManifest sets field of entry id's manifest to v, as a spool entry
+// written by hand or by another program would have it.
+func (b *bundle) editManifest(t *testing.T, id, field string, v any) {
+	t.Helper()
+	mf := filepath.Join(b.spool.Dir(), id, "manifest.json")
+	raw, err := os.ReadFile(mf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	doc[field] = v
+	raw, _ = json.Marshal(doc)
+	if err := os.WriteFile(mf, raw, 0o640); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestHostileNamesInSpoolAreNeverUploaded: a spool entry whose manifest
+// names a type or path no intake accepts (written by hand or by another
+// program: "..", an absolute path, a bidi character, a 300-byte name, a
+// path not in canonical form) is never uploaded and never moved by its
+// name: the task is archived at once, the entry stays, marked failed, and
+// nothing lands in the bucket or outside the failed folder.
+func TestHostileNamesInSpoolAreNeverUploaded(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.startWorker(t, storagetest.Options(b.s3))
+	for _, tt := range []struct{ field, value string }{
+		{"path", "../../escape.bin"},
+		{"path", "/etc/escape.bin"},
+		{"path", "a/\u202eevil.bin"},
+		{"path", strings.Repeat("x", 300) + ".bin"},
+		{"path", "a//b.bin"},
+		{"path", "cafe\u0301.bin"},
+		{"type", "../generic"},
+	} {
+		t.Run(tt.field+" "+tt.value, func(t *testing.T) {
+			m, err := b.spool.Put(bytes.NewReader([]byte("hostile")), spool.Input{Type: "generic", Path: "fine.bin", Source: "test"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.editManifest(t, m.ID, tt.field, tt.value)
+			b.enqueueUpload(t, m)
+			info := b.waitState(t, task.UploadTaskID(m.ID), asynq.TaskStateArchived)
+			if info.Retried != 0 || !strings.Contains(info.LastErr, "it was not written by dab") {
+				t.Fatalf("archived after %d retries with %q", info.Retried, info.LastErr)
+			}
+			if f, ok, _ := b.spool.FailureMark(m.ID); !ok || f.Code != "InvalidName" {
+				t.Fatalf("entry's failure mark = %+v, %v; want the entry kept, marked InvalidName", f, ok)
+			}
+			var keys []string
+			storagetest.Store(t, b.s3).List(context.Background(), "", func(o storage.ObjectInfo) error {
+				keys = append(keys, o.Key)
+				return nil
+			})
+			for _, k := range keys {
+				if strings.Contains(k, "escape") || strings.Contains(k, "evil") || strings.Contains(k, "xxxx") || strings.Contains(k, "cafe") || strings.Contains(k, "fine.bin") {
+					t.Fatalf("s3://%s/%s was uploaded", b.s3.Bucket, k)
+				}
+			}
+		})
+	}
+	if des, _ := os.ReadDir(filepath.Dir(b.failed)); len(des) > 1 {
+		var names []string
+		for _, de := range des {
+			names = append(names, de.Name())
+		}
+		t.Fatalf("beside the failed folder: %v", names)
 	}
 }

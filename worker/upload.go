@@ -14,6 +14,7 @@ import (
 
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/event"
+	"github.com/dab-assets/dab/internal/naming"
 	"github.com/dab-assets/dab/internal/plugin"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/internal/storage"
@@ -64,6 +65,16 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 	}
 	log.Log(ctx, level, "upload.started", "bytes", m.Size)
 
+	// Every intake refuses such names (spool.CheckInput), so one reaches a
+	// worker only in an entry dab did not write (by hand, another
+	// program). It names no key dab would upload to, nor a place in the
+	// failed folder: the entry stays, marked failed, for someone to look at.
+	if key, kerr := naming.Key(m.Type, m.Path); kerr != nil || key != m.Key() {
+		if kerr == nil {
+			kerr = fmt.Errorf("%w: not in canonical form (%q)", naming.ErrInvalid, key)
+		}
+		return w.fail(ctx, taskID, m, "InvalidName", fixAndRerun, fmt.Errorf("upload: spool entry %s names type %q and path %q, which dab never spools (%v): it was not written by dab; remove %s or spool the file again", m.ID, m.Type, m.Path, kerr, filepath.Join(w.deps.Spool.Dir(), m.ID)))
+	}
 	// Checked before the upload too: without a plugin nothing is recorded.
 	if _, ok := w.deps.Plugins.Lookup(m.Type); !ok {
 		return w.fail(ctx, taskID, m, "UnknownType", fixAndRerun,

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -103,7 +104,11 @@ func writeFailureNote(file string, n FailureNote) error {
 // gone); when only the note cannot be written, the file's new path and that
 // error.
 func RejectFile(src, root string, n FailureNote) (string, error) {
-	target, err := moveFile(src, filepath.Join(root, n.Type, filepath.FromSlash(n.Path)), naming.MaxFileNameBytes)
+	dst, err := placeUnder(root, n.Type, n.Path)
+	if err != nil {
+		return "", err
+	}
+	target, err := moveFile(src, dst, naming.MaxFileNameBytes)
 	if err != nil {
 		return "", err
 	}
@@ -154,7 +159,11 @@ func (s *Spool) Archive(id, root string) (string, error) {
 	if err := s.endKept(id); err != nil {
 		return "", fmt.Errorf("spool: archive %s: %w", id, err)
 	}
-	target, err := moveFile(s.DataPath(id), filepath.Join(root, m.Type, filepath.FromSlash(m.Path)), naming.MaxSegmentBytes)
+	dst, err := placeUnder(root, m.Type, m.Path)
+	if err != nil {
+		return "", fmt.Errorf("spool: archive %s: %w", id, err)
+	}
+	target, err := moveFile(s.DataPath(id), dst, naming.MaxSegmentBytes)
 	if err != nil {
 		return "", fmt.Errorf("spool: move entry %s out: %w", id, err)
 	}
@@ -163,6 +172,17 @@ func (s *Spool) Archive(id, root string) (string, error) {
 		return target, err
 	}
 	return target, nil
+}
+
+// placeUnder is root/<typ>/<p>, the place of a file of type typ and path p
+// in the failed or done folder root. A type or path that would leave root
+// ("..", an absolute path: a manifest dab did not write) is refused.
+func placeUnder(root, typ, p string) (string, error) {
+	dst := filepath.Join(root, typ, filepath.FromSlash(p))
+	if typ == "" || p == "" || !strings.HasPrefix(dst, filepath.Clean(root)+string(filepath.Separator)+typ+string(filepath.Separator)) {
+		return "", fmt.Errorf("spool: type %q and path %q name no place under %s: %w", typ, p, root, naming.ErrInvalid)
+	}
+	return dst, nil
 }
 
 // moveFile moves src to dst, creating dst's folder, never replacing a file:

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/dab-assets/dab/internal/naming"
 )
 
 func TestReject(t *testing.T) {
@@ -83,3 +85,48 @@ func TestRejectKeepsTheNoteOfALongName(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestFailedAndDoneFoldersHoldTheirFiles: a type or path that would leave
+// the failed or done folder (a manifest dab did not write) moves nothing.
+func TestFailedAndDoneFoldersHoldTheirFiles(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ typ, path string }{
+		{"generic", "../../escape.bin"},
+		{"generic", "a/../../escape.bin"},
+		{"..", "escape.bin"},
+		{".", "escape.bin"},
+		{"generic", ""},
+		{"", "escape.bin"},
+	} {
+		t.Run(tt.typ+" "+tt.path, func(t *testing.T) {
+			t.Parallel()
+			root := filepath.Join(t.TempDir(), "failed")
+			src := filepath.Join(t.TempDir(), "f")
+			os.WriteFile(src, []byte("x"), 0o640)
+			_, err := RejectFile(src, root, FailureNote{Type: tt.typ, Path: tt.path, Failure: Failure{Code: "X"}})
+			if !errors.Is(err, naming.ErrInvalid) {
+				t.Fatalf("RejectFile = %v, want naming.ErrInvalid", err)
+			}
+			if _, err := os.Lstat(src); err != nil {
+				t.Fatalf("the file moved: %v", err)
+			}
+
+			s := open(t)
+			m, err := s.Put(strings.NewReader("kept"), Input{Type: "generic", Path: "fine.bin"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			mf := filepath.Join(s.Dir(), m.ID, manifestFile)
+			m.Type, m.Path = tt.typ, tt.path
+			if err := writeJSONSync(mf, m); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Archive(m.ID, root); !errors.Is(err, naming.ErrInvalid) {
+				t.Fatalf("Archive = %v, want naming.ErrInvalid", err)
+			}
+			if _, err := os.Lstat(s.DataPath(m.ID)); err != nil {
+				t.Fatalf("the entry's file moved: %v", err)
+			}
+		})
+	}
+}
