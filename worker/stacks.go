@@ -62,12 +62,19 @@ func (s *stacks) wrap(h asynq.HandlerFunc) asynq.HandlerFunc {
 func (s *stacks) do(fn func()) {
 	c := &stackCall{done: make(chan struct{})}
 	c.run = func() {
+		returned := false
 		defer func() {
 			if v := recover(); v != nil {
 				c.panicked = handlerPanic{value: v, stack: debug.Stack()}
+			} else if !returned {
+				// runtime.Goexit ends this goroutine before keep can say the
+				// call is done: say it here, as a failure of the task.
+				c.panicked = handlerPanic{value: "the task handler called runtime.Goexit", stack: debug.Stack()}
+				close(c.done)
 			}
 		}()
 		fn()
+		returned = true
 	}
 	s.mu.Lock()
 	if n := len(s.idle); n > 0 {

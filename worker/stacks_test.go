@@ -75,6 +75,17 @@ func TestStacksCarryPanicsToAsynq(t *testing.T) {
 		}()
 		h(context.Background(), asynq.NewTask("x", nil))
 	}()
+	// runtime.Goexit (t.FailNow in a handler under test) fails the task
+	// instead of leaving its caller waiting.
+	h = s.wrap(func(context.Context, *asynq.Task) error { runtime.Goexit(); return nil })
+	func() {
+		defer func() {
+			if v := recover(); !strings.Contains(fmt.Sprint(v), "runtime.Goexit") {
+				t.Fatalf("recovered %v; want the Goexit reported", v)
+			}
+		}()
+		h(context.Background(), asynq.NewTask("x", nil))
+	}()
 	errBad := errors.New("bad")
 	h = s.wrap(func(context.Context, *asynq.Task) error { return errBad })
 	if err := h(context.Background(), asynq.NewTask("x", nil)); !errors.Is(err, errBad) {
