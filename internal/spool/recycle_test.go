@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 )
 
 // inodeOf is the inode number of name.
@@ -41,6 +42,22 @@ func claimFiles(t *testing.T, s *Spool, n int, tag string) []*Manifest {
 		out = append(out, r.M)
 	}
 	return out
+}
+
+// lookAtFreeNow makes s's next take look at .free, whenever it last found
+// it empty (it looks again only after freeLookEvery).
+func lookAtFreeNow(s *Spool) { s.free.looked = time.Time{} }
+
+// recycledOne claims a file and removes its entry, whose folder goes to
+// .free for s's next entry to take, and returns its manifest.
+func recycledOne(t *testing.T, s *Spool) *Manifest {
+	t.Helper()
+	m := claimFiles(t, s, 1, "recycled")[0]
+	if err := s.Remove(m.ID); err != nil {
+		t.Fatal(err)
+	}
+	lookAtFreeNow(s)
+	return m
 }
 
 // TestRemovedEntriesAreRecycled: a removed entry's folder, manifest and
@@ -77,7 +94,7 @@ func TestRemovedEntriesAreRecycled(t *testing.T) {
 		t.Fatalf(".free holds %d folders, want 5", n)
 	}
 
-	s.free.looked = s.free.looked.AddDate(-1, 0, 0) // an empty look a second ago does not count here
+	lookAtFreeNow(s)
 	for _, m := range claimFiles(t, s, 5, "new") {
 		dir := filepath.Join(s.Dir(), m.ID)
 		for _, f := range []string{"", manifestFile, spareFile} {
@@ -117,12 +134,7 @@ func TestRemovedEntriesAreRecycled(t *testing.T) {
 func TestStreamsNeverGetAnOriginNote(t *testing.T) {
 	t.Parallel()
 	s := open(t)
-	for _, m := range claimFiles(t, s, 1, "claimed") {
-		if err := s.Remove(m.ID); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s.free.looked = s.free.looked.AddDate(-1, 0, 0) // an empty look a second ago does not count here
+	recycledOne(t, s)
 	w, err := s.Create()
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +200,7 @@ func TestClaimedFilesAreNeverReused(t *testing.T) {
 	if err := s.Remove(m.ID); err != nil {
 		t.Fatal(err)
 	}
-	s.free.looked = s.free.looked.AddDate(-1, 0, 0)
+	lookAtFreeNow(s)
 	secret := "second user's confidential upload"
 	m2, err := s.Put(bytes.NewReader([]byte(secret)), Input{Type: "generic", Path: "b.bin", Source: "http"})
 	if err != nil {
@@ -214,16 +226,12 @@ func TestClaimedFilesAreNeverReused(t *testing.T) {
 func TestTakenFoldersAreCleaned(t *testing.T) {
 	t.Parallel()
 	s := open(t)
-	old := claimFiles(t, s, 1, "old")[0]
-	if err := s.Remove(old.ID); err != nil {
-		t.Fatal(err)
-	}
+	old := recycledOne(t, s)
 	free := filepath.Join(s.Dir(), freeDir, old.ID)
 	folder := inodeOf(t, free)
 	os.WriteFile(filepath.Join(free, failedFile), []byte(`{"code":"Old"}`), 0o640)
 	os.WriteFile(filepath.Join(free, uploadIDFile), []byte("old-upload-id"), 0o640)
 	os.WriteFile(filepath.Join(free, dataFile), []byte("old bytes"), 0o640)
-	s.free.looked = s.free.looked.AddDate(-1, 0, 0)
 	m, err := s.Put(bytes.NewReader([]byte("new")), Input{Type: "generic", Path: "new.bin", Source: "test"})
 	if err != nil {
 		t.Fatal(err)
@@ -290,11 +298,7 @@ func TestRecoverKeepsOffALiveRemove(t *testing.T) {
 func TestTakenFoldersAreLockedBeforeTheyShow(t *testing.T) {
 	t.Parallel()
 	s := open(t)
-	m := claimFiles(t, s, 1, "old")[0]
-	if err := s.Remove(m.ID); err != nil {
-		t.Fatal(err)
-	}
-	s.free.looked = s.free.looked.AddDate(-1, 0, 0)
+	recycledOne(t, s)
 	tmp := filepath.Join(s.Dir(), incomingDir, NewID())
 	unlock, ok := s.takeFree(tmp)
 	if !ok {
