@@ -378,13 +378,14 @@ func (s *Store) Apply(ctx context.Context, p PurchaseRequest) (PurchaseResult, e
 
 // apply runs the purchase script through c.
 func (s *Store) apply(ctx context.Context, c redis.Scripter, p PurchaseRequest) (PurchaseResult, error) {
-	// The seller is read first (its history key must be named up front);
-	// the script checks it is still the seller, else we read again.
+	// The seller's history key must be named up front (Redis Cluster), so
+	// the first call guesses the house, the seller of every unowned asset
+	// without an uploader account; when the guess is wrong the script
+	// changes nothing and answers "stale" with the seller it found, and the
+	// next call names that one. Guessing costs no round trip where a lookup
+	// before each call would cost one.
+	seller := s.house
 	for attempt := 0; attempt < 10; attempt++ {
-		seller, err := s.sellerOf(ctx, p.AssetID)
-		if err != nil {
-			return PurchaseResult{}, err
-		}
 		keys := []string{s.keys.Purchase(p.PurchaseID), s.assets.Record(p.AssetID), s.keys.Balances(), s.keys.Entries(),
 			s.keys.History(p.BuyerID), s.keys.History(seller), s.keys.Purchases(), s.keys.Sales(p.AssetID), s.events.Stream()}
 		maxLen, minID := s.eventArgs()
@@ -395,6 +396,7 @@ func (s *Store) apply(ctx context.Context, c redis.Scripter, p PurchaseRequest) 
 		r := PurchaseResult{PurchaseID: p.PurchaseID, AssetID: p.AssetID, BuyerID: p.BuyerID, Credits: p.Credits}
 		switch res[0] {
 		case "stale":
+			seller = res[1]
 			continue
 		case "conflict":
 			return PurchaseResult{}, fmt.Errorf("%w: purchase %s was made with asset|buyer|credits %s", ErrConflict, p.PurchaseID, res[1])
@@ -408,21 +410,6 @@ func (s *Store) apply(ctx context.Context, c redis.Scripter, p PurchaseRequest) 
 		return r, nil
 	}
 	return PurchaseResult{}, fmt.Errorf("ledger: purchase %s: the asset's owner kept changing; retry", p.PurchaseID)
-}
-
-// sellerOf is who a purchase of the asset pays now: its owner, else its
-// uploader account, else the house.
-func (s *Store) sellerOf(ctx context.Context, assetID string) (string, error) {
-	vals, err := s.rdb.HMGet(ctx, s.assets.Record(assetID), "owner", "uploader").Result()
-	if err != nil {
-		return "", fmt.Errorf("ledger: %w", err)
-	}
-	for _, v := range vals {
-		if str, _ := v.(string); str != "" {
-			return str, nil
-		}
-	}
-	return s.house, nil
 }
 
 // GetPurchase reads a purchase's state. A purchase applied on the Redis

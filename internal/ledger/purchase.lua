@@ -26,7 +26,7 @@
 -- KEYS[9] events stream
 -- ARGV[1] purchase id   ARGV[2] asset id   ARGV[3] buyer
 -- ARGV[4] credits ("0", or 1 to 16 digits with no sign or leading 0)
--- ARGV[5] expected seller (read before the call)   ARGV[6] house account
+-- ARGV[5] expected seller (the caller's guess)   ARGV[6] house account
 -- ARGV[7] time (RFC 3339)
 -- ARGV[8] the events stream's length to keep (XADD MAXLEN ~)
 -- ARGV[9] the oldest event ID to keep (XTRIM MINID ~; "0": no age limit)
@@ -34,7 +34,7 @@
 -- Returns {status, a, b}:
 --   {"succeeded", entry id, seller}    {"rejected", reason, detail}
 --   {"conflict", stored params}         (same id, other parameters)
---   {"stale", actual seller}            (the seller changed: read it and call again)
+--   {"stale", actual seller}            (the guess was wrong: call again naming it)
 --   {"invalid", detail}                 (ARGV[4] is not a canonical amount; nothing stored)
 -- Reasons: unknown_asset, already_owner, not_for_sale, wrong_price,
 -- insufficient_credits.
