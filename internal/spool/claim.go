@@ -282,6 +282,11 @@ func (s *Spool) finish(tmp, data string, m *Manifest, want FileState, sum string
 	return s.commit(tmp, m)
 }
 
+// writebackAhead is the size from which a claim starts the file's writeback
+// before hashing it: a system call more for each file, worth it only where
+// the writeback takes as long as the hashing.
+const writebackAhead = 8 << 20
+
 // measure hashes the claimed data into m (size, SHA-256, content type),
 // with sync also fsyncing it, and checks that it did not change meanwhile
 // (and, for a copy, that it reads back as sum).
@@ -289,6 +294,12 @@ func measure(data string, m *Manifest, want FileState, sum string, sync bool) er
 	f, err := os.Open(data)
 	if err != nil {
 		return err
+	}
+	if want.Size >= writebackAhead {
+		// The claim ends in an fsync (or the batch's syncfs) that writes
+		// back whatever the file's writer left dirty; started now, that
+		// writeback runs while the file is hashed instead of after.
+		startWriteback(f)
 	}
 	h := sha256.New()
 	sniff := &sniffer{}

@@ -1,6 +1,8 @@
 package spool
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -103,5 +105,50 @@ func TestTwoClaimersOneWinner(t *testing.T) {
 		if n := len(wins); n != 1 {
 			t.Fatalf("file %d claimed %d times", i, n)
 		}
+	}
+}
+
+// TestClaimLargeFiles: files from writebackAhead up, whose writeback the
+// claim starts before hashing, are claimed alone and in a batch with their
+// size and SHA-256, and one that changed after the watcher's look is still
+// put back.
+func TestClaimLargeFiles(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	dir := t.TempDir()
+	content := func(seed byte) string {
+		b := make([]byte, writebackAhead+12345)
+		for i := range b {
+			b[i] = seed + byte(i%251)
+		}
+		return string(b)
+	}
+	sum := func(c string) string {
+		h := sha256.Sum256([]byte(c))
+		return hex.EncodeToString(h[:])
+	}
+	alone, a, b := content(1), content(2), content(3)
+	seen := dropFile(t, filepath.Join(dir, "alone.bin"), alone)
+	m, err := s.Claim(filepath.Join(dir, "alone.bin"), Input{Type: "generic", Path: "alone.bin"}, seen)
+	if err != nil || m.Size != int64(len(alone)) || m.SHA256 != sum(alone) {
+		t.Fatalf("claim alone: %+v, %v", m, err)
+	}
+	reqs := []ClaimRequest{
+		{Src: filepath.Join(dir, "a.bin"), In: Input{Type: "generic", Path: "a.bin"}, Seen: dropFile(t, filepath.Join(dir, "a.bin"), a)},
+		{Src: filepath.Join(dir, "b.bin"), In: Input{Type: "generic", Path: "b.bin"}, Seen: dropFile(t, filepath.Join(dir, "b.bin"), b)},
+		{Src: filepath.Join(dir, "changed.bin"), In: Input{Type: "generic", Path: "changed.bin"}, Seen: dropFile(t, filepath.Join(dir, "changed.bin"), a)},
+	}
+	dropFile(t, filepath.Join(dir, "changed.bin"), a+"more") // written to after the look
+	res := s.ClaimBatch(reqs)
+	for i, want := range []string{a, b} {
+		if r := res[i]; r.Err != nil || r.M.Size != int64(len(want)) || r.M.SHA256 != sum(want) {
+			t.Errorf("batch claim %d: %+v, %v", i, r.M, r.Err)
+		}
+	}
+	if !errors.Is(res[2].Err, ErrChanging) {
+		t.Errorf("changed file: %v, want ErrChanging", res[2].Err)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "changed.bin")); err != nil || st.Size() != int64(len(a)+4) {
+		t.Errorf("changed file not put back whole: %v", err)
 	}
 }
