@@ -1,9 +1,14 @@
 package task
 
-import "encoding/json"
+import (
+	"encoding/json"
+
+	"github.com/dab-assets/dab/internal/asset"
+)
 
 // Facts is what a task tells those who read it through the API: the asset
-// it recorded, the buyer it acts for, and whether only operators may read it.
+// it recorded (an upload, an import) or buys (a purchase), the buyer it acts
+// for, and whether only operators may read it.
 type Facts struct {
 	AssetID string
 	BuyerID string
@@ -26,6 +31,9 @@ func Describe(typeName string, payload, result []byte) Facts {
 	case TypePurchase:
 		p, err := DecodePurchase(payload)
 		f.BuyerID, f.OperatorsOnly = p.BuyerID, err != nil
+		if err == nil && asset.ValidID(p.AssetID) {
+			f.AssetID = p.AssetID // what it buys; anything but an asset ID is not shown
+		}
 	case TypeWebhook:
 		f.OperatorsOnly = true
 	}
