@@ -7,6 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -100,9 +103,65 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 	lv.UnmarshalText([]byte(level))
 	opts := &slog.HandlerOptions{Level: lv}
 	if format == "text" {
+		// The text handler quotes and escapes any value with a character
+		// that does not print.
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
+	opts.ReplaceAttr = visibleAttr
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// visibleAttr shows the invisible characters of a string or error value as
+// \uXXXX. JSON escapes control characters but not the rest: a file name
+// with a bidi override (U+202E) or a zero-width space, logged as it is,
+// reads differently in a terminal or a log viewer from what it is.
+func visibleAttr(_ []string, a slog.Attr) slog.Attr {
+	var s string
+	switch a.Value.Kind() {
+	case slog.KindString:
+		s = a.Value.String()
+	case slog.KindAny:
+		err, ok := a.Value.Any().(error)
+		if !ok || err == nil {
+			return a
+		}
+		s = err.Error()
+	default:
+		return a
+	}
+	if v, changed := visible(s); changed {
+		a.Value = slog.StringValue(v)
+	}
+	return a
+}
+
+// visible returns s with each rune outside ASCII that is not graphic
+// (format characters such as bidi controls and zero-width spaces, line
+// and paragraph separators, private use, unassigned) written as \uXXXX
+// (\UXXXXXXXX above U+FFFF), and whether it changed anything.
+func visible(s string) (string, bool) {
+	i := 0
+	for i < len(s) && s[i] < utf8.RuneSelf {
+		i++
+	}
+	if i == len(s) {
+		return s, false // ASCII: JSON escapes its control characters
+	}
+	var b strings.Builder
+	changed := false
+	for _, r := range s {
+		if r >= utf8.RuneSelf && (!unicode.IsGraphic(r) || r == utf8.RuneError) {
+			if r > 0xffff {
+				fmt.Fprintf(&b, "\\U%08x", r)
+			} else {
+				fmt.Fprintf(&b, "\\u%04x", r)
+			}
+			changed = true
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String(), changed
 }
 
 // connectRedis opens a client for DAB_REDIS_URL and checks that Redis
