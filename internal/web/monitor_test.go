@@ -1,12 +1,17 @@
 package web
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/hibiken/asynq"
+	"github.com/hibiken/asynqmon"
 )
 
 // TestMonitorBackLink: the monitor's HTML pages get the link back to the
@@ -46,5 +51,42 @@ func TestMonitorBackLink(t *testing.T) {
 		if tc.link && (rec.Header().Get("Content-Length") != strconv.Itoa(len(body)) || !strings.HasSuffix(body, "</body></html>")) {
 			t.Errorf("%s: length %s for %d bytes: %s", tc.path, rec.Header().Get("Content-Length"), len(body), body)
 		}
+	}
+}
+
+// TestMonitorPolicy: a monitor page (asynqmon's own, through its handler)
+// carries a Content-Security-Policy that allows exactly its inline scripts
+// by hash, and no other host: the Google fonts it asks for are refused.
+func TestMonitorPolicy(t *testing.T) {
+	t.Parallel()
+	mon := asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: asynq.RedisClientOpt{Addr: "127.0.0.1:1"}, ReadOnly: true})
+	rec := httptest.NewRecorder()
+	MonitorBackLink(mon).ServeHTTP(rec, httptest.NewRequest("GET", "/monitoring/", nil))
+	page, policy := rec.Body.String(), rec.Header().Get("Content-Security-Policy")
+	if rec.Code != http.StatusOK || !strings.Contains(page, "fonts.googleapis.com") {
+		t.Fatalf("not asynqmon's page (it asks Google for fonts): %d %.300s", rec.Code, page)
+	}
+	var inline int
+	for _, chunk := range strings.Split(page, "<script>")[1:] {
+		script, _, _ := strings.Cut(chunk, "</script>")
+		sum := sha256.Sum256([]byte(script))
+		if !strings.Contains(policy, "'sha256-"+base64.StdEncoding.EncodeToString(sum[:])+"'") {
+			t.Errorf("inline script %.60q is not allowed by %s", script, policy)
+		}
+		inline++
+	}
+	if inline == 0 || strings.Count(policy, "'sha256-") != inline {
+		t.Errorf("%d inline scripts, policy %s", inline, policy)
+	}
+	for _, want := range []string{"default-src 'self'", "connect-src 'self'", "object-src 'none'", "frame-ancestors 'none'"} {
+		if !strings.Contains(policy, want) {
+			t.Errorf("policy %s lacks %s", policy, want)
+		}
+	}
+	if strings.Contains(policy, "http") || strings.Contains(policy, "*") || strings.Contains(policy, "unsafe-eval") {
+		t.Errorf("policy %s allows another host or eval", policy)
+	}
+	if rec.Header().Get("X-Content-Type-Options") != "nosniff" {
+		t.Error("no nosniff")
 	}
 }
