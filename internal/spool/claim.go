@@ -163,7 +163,7 @@ func (s *Spool) keptOriginal(id string) (o *origin, st fs.FileInfo, ok bool) {
 	if !ValidID(id) {
 		return nil, nil, false
 	}
-	b, err := os.ReadFile(filepath.Join(s.dir, id, originFile))
+	b, err := readFile(filepath.Join(s.dir, id, originFile))
 	if err != nil {
 		return nil, nil, false
 	}
@@ -291,7 +291,7 @@ const writebackAhead = 8 << 20
 // with sync also fsyncing it, and checks that it did not change meanwhile
 // (and, for a copy, that it reads back as sum).
 func measure(data string, m *Manifest, want FileState, sum string, sync bool) error {
-	f, err := os.Open(data)
+	f, err := openRead(data)
 	if err != nil {
 		return err
 	}

@@ -135,7 +135,7 @@ func (s *Spool) Get(id string) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(filepath.Join(dir, manifestFile))
+	b, err := readFile(filepath.Join(dir, manifestFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("spool: entry %s in %s: %w", id, s.dir, ErrNotFound)
 	}
@@ -158,7 +158,7 @@ func (s *Spool) OpenData(id string) (*os.File, *Manifest, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	f, err := os.Open(filepath.Join(s.dir, id, dataFile))
+	f, err := openRead(filepath.Join(s.dir, id, dataFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, fmt.Errorf("spool: data of entry %s: %w", id, ErrNotFound)
 	}

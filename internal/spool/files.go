@@ -37,7 +37,7 @@ func writeJSONInPlace(name string, v any, sync bool) error {
 	// Not O_TRUNC: over a recycled note (recycle.go) the file keeps its
 	// block, which truncating to 0 would free (and TRIM, on a disk mounted
 	// with discard) only for the write to take one again.
-	f, err := os.OpenFile(name, os.O_CREATE|os.O_WRONLY, 0o640)
+	f, err := openFile(name, os.O_CREATE|os.O_WRONLY, 0o640)
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
@@ -86,7 +86,7 @@ func writeJSONSync(name string, v any) error {
 // fsync it, rename it over name.
 func writeFileSync(name string, data []byte) error {
 	tmp := name + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
+	f, err := openFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
@@ -109,7 +109,7 @@ func writeFileSync(name string, data []byte) error {
 
 // syncDir fsyncs a folder (or a file: syncFile).
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
+	d, err := openRead(dir)
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
@@ -207,7 +207,7 @@ func copyVerified(src, dst string) error {
 }
 
 func hashFile(name string) (string, int64, error) {
-	f, err := os.Open(name)
+	f, err := openRead(name)
 	if err != nil {
 		return "", 0, err
 	}

@@ -107,7 +107,7 @@ func (s *Spool) takeFree(tmp string) (unlock func(), ok bool) {
 // that no entry inherits another's failure mark, upload ID or bytes. false:
 // the folder could not be read or holds a folder.
 func clean(dir string) bool {
-	d, err := os.Open(dir)
+	d, err := openRead(dir)
 	if err != nil {
 		return false
 	}

@@ -6,10 +6,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/dab-assets/dab/internal/naming"
 )
@@ -112,5 +115,63 @@ func TestFailedPutLeavesNothing(t *testing.T) {
 	incoming, _ := os.ReadDir(filepath.Join(s.Dir(), incomingDir))
 	if len(list) != 0 || len(incoming) != 0 {
 		t.Fatalf("left %d entries and %d incoming", len(list), len(incoming))
+	}
+}
+
+// TestOpenHelpers: openFile, openRead and readFile behave as os.OpenFile,
+// os.Open and os.ReadFile for what the spool does with them (create
+// exclusively, write in place, read notes of any size, lock and sync
+// folders, report a missing file as fs.ErrNotExist), and their
+// descriptors are not inherited by child processes.
+func TestOpenHelpers(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	name := filepath.Join(dir, "note")
+	f, err := openFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("exclusive create of an existing file: %v", err)
+	}
+	if flags, err := unix.FcntlInt(f.Fd(), unix.F_GETFD, 0); err != nil || flags&unix.FD_CLOEXEC == 0 {
+		t.Fatalf("descriptor flags %v, %v: not close-on-exec", flags, err)
+	}
+	f.Close()
+	ref, err := os.OpenFile(filepath.Join(dir, "by-os"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref.Close()
+	st, err := os.Stat(name)
+	refSt, rerr := os.Stat(ref.Name())
+	if err != nil || rerr != nil || st.Mode() != refSt.Mode() {
+		t.Fatalf("mode %v, os.OpenFile's %v (%v, %v)", st.Mode(), refSt.Mode(), err, rerr)
+	}
+	for _, size := range []int{0, 1, 511, 512, 4095, 4096, 4097, 100_000} {
+		want := bytes.Repeat([]byte{'x'}, size)
+		if err := os.WriteFile(name, want, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := readFile(name); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("readFile of %d bytes: %d bytes, %v", size, len(got), err)
+		}
+	}
+	if _, err := readFile(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("missing file: %v", err)
+	}
+	if _, err := openRead(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("missing file: %v", err)
+	}
+	unlock, err := lockDir(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lockDir(dir, false); err == nil {
+		t.Fatal("a locked folder locked twice")
+	}
+	unlock()
+	if err := syncDir(dir); err != nil {
+		t.Fatal(err)
 	}
 }

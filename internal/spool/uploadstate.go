@@ -29,7 +29,7 @@ func (s *Spool) UploadState(id string) *UploadState {
 
 // LoadUploadID returns the saved upload ID or "".
 func (u *UploadState) LoadUploadID() (string, error) {
-	b, err := os.ReadFile(u.path)
+	b, err := readFile(u.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", nil
 	}

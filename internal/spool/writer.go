@@ -65,7 +65,7 @@ func (s *Spool) Create() (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(filepath.Join(tmp, dataFile), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
+	f, err := openFile(filepath.Join(tmp, dataFile), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
 	if err != nil {
 		unlock()
 		os.RemoveAll(tmp)
@@ -143,7 +143,7 @@ func (s *Spool) newIncoming(id string) (string, func(), error) {
 // with unix.EWOULDBLOCK when another process holds it. The lock goes away
 // with the process, so a crashed claimer never blocks recovery.
 func lockDir(dir string, wait bool) (func(), error) {
-	f, err := os.Open(dir)
+	f, err := openRead(dir)
 	if err != nil {
 		return nil, fmt.Errorf("spool: lock %s: %w", dir, err)
 	}
