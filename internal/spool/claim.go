@@ -96,13 +96,13 @@ func (s *Spool) Claim(src string, in Input, seen FileState) (*Manifest, error) {
 		return nil, err
 	}
 	data := filepath.Join(tmp, dataFile)
-	err = os.Rename(src, data)
+	err = rename(src, data)
 	if errors.Is(err, unix.EXDEV) {
 		// The spool is on another filesystem: the atomic step is a rename to
 		// a hidden name beside the file, and the copy is made from there.
 		o.Claim = filepath.Join(filepath.Dir(src), ".dab-claim-"+m.ID)
 		if err = writeJSONSync(filepath.Join(tmp, originFile), o); err == nil {
-			err = os.Rename(src, o.Claim)
+			err = rename(src, o.Claim)
 		}
 	}
 	if errors.Is(err, fs.ErrNotExist) {
@@ -337,7 +337,7 @@ func (s *Spool) endClaim(id string, o *origin) {
 		}
 	}
 	// Kept as the spare note of the folder when it is recycled.
-	os.Rename(filepath.Join(s.dir, id, originFile), filepath.Join(s.dir, id, spareFile))
+	rename(filepath.Join(s.dir, id, originFile), filepath.Join(s.dir, id, spareFile))
 }
 
 // uncommit undoes a committed claim that no one has seen yet: the file goes

@@ -109,7 +109,7 @@ func (s *Spool) ClaimBatch(reqs []ClaimRequest) []ClaimResult {
 	for _, c := range live {
 		r := reqs[c.i]
 		data := filepath.Join(c.tmp, dataFile)
-		err := os.Rename(r.Src, data)
+		err := rename(r.Src, data)
 		s.crash("batch.renamed")
 		switch {
 		case errors.Is(err, unix.EXDEV):
@@ -154,7 +154,7 @@ func (s *Spool) ClaimBatch(reqs []ClaimRequest) []ClaimResult {
 	// 3. Into place.
 	var committed []*claiming
 	for _, c := range taken {
-		if err := os.Rename(c.tmp, filepath.Join(s.dir, c.m.ID)); err != nil {
+		if err := renameNoReplace(c.tmp, filepath.Join(s.dir, c.m.ID)); err != nil {
 			back(c, fmt.Errorf("spool: commit %s: %w", c.m.ID, err))
 			continue
 		}

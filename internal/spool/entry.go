@@ -235,7 +235,7 @@ func (s *Spool) Remove(id string) error {
 	}
 	// Rename first so a crash mid-delete never leaves a half entry that looks whole.
 	trash := filepath.Join(s.dir, incomingDir, id+".removing")
-	if err := os.Rename(dir, trash); err != nil {
+	if err := renameNoReplace(dir, trash); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}

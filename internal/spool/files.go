@@ -98,7 +98,7 @@ func writeFileSync(name string, data []byte) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, name)
+		err = rename(tmp, name)
 	}
 	if err != nil {
 		os.Remove(tmp)

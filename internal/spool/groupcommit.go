@@ -107,7 +107,7 @@ func (s *Spool) commitBatch(batch []*streamCommit, leader *streamCommit) {
 	s.crash("commit.synced")
 	var renamed []*streamCommit
 	for _, c := range batch {
-		if err := os.Rename(c.tmp, filepath.Join(s.dir, c.m.ID)); err != nil {
+		if err := renameNoReplace(c.tmp, filepath.Join(s.dir, c.m.ID)); err != nil {
 			c.err = fmt.Errorf("spool: commit %s: %w", c.m.ID, err)
 			continue
 		}
@@ -132,7 +132,7 @@ func (s *Spool) commitOne(c *streamCommit) error {
 	if err := syncDir(c.tmp); err != nil {
 		return err
 	}
-	if err := os.Rename(c.tmp, filepath.Join(s.dir, c.m.ID)); err != nil {
+	if err := renameNoReplace(c.tmp, filepath.Join(s.dir, c.m.ID)); err != nil {
 		return fmt.Errorf("spool: commit %s: %w", c.m.ID, err)
 	}
 	return syncDir(s.dir)

@@ -58,3 +58,20 @@ func readFile(name string) ([]byte, error) {
 		}
 	}
 }
+
+// rename is os.Rename for a destination that is a file or does not exist,
+// for one system call: os.Rename first looks at the destination (an lstat)
+// so as to refuse replacing a folder. Folders are moved with
+// renameNoReplace, which refuses any destination that exists.
+func rename(from, to string) error {
+	for {
+		err := unix.Rename(from, to)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return &os.LinkError{Op: "rename", Old: from, New: to, Err: err}
+		}
+		return nil
+	}
+}

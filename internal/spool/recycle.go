@@ -70,7 +70,7 @@ type freeFolders struct {
 // held, no file is in tmp until the note is written and synced: Recover
 // reads a note beside no file as a claim that never took its file.
 func writeOrigin(tmp string, o *origin, sync bool) error {
-	os.Rename(filepath.Join(tmp, spareFile), filepath.Join(tmp, originFile))
+	rename(filepath.Join(tmp, spareFile), filepath.Join(tmp, originFile))
 	return writeJSONInPlace(filepath.Join(tmp, originFile), o, sync)
 }
 
@@ -89,7 +89,7 @@ func (s *Spool) takeFree(tmp string) (unlock func(), ok bool) {
 		if err != nil {
 			continue // another process took it, or is taking it
 		}
-		if err := os.Rename(from, tmp); err != nil {
+		if err := renameNoReplace(from, tmp); err != nil {
 			unlock()
 			continue
 		}
@@ -167,11 +167,11 @@ func (s *Spool) recycle(trash, name string) bool {
 	}
 	// A claim that ended with its entry (a kept original): its note is a
 	// spare now.
-	os.Rename(filepath.Join(trash, originFile), filepath.Join(trash, spareFile))
+	rename(filepath.Join(trash, originFile), filepath.Join(trash, spareFile))
 	if !clean(trash) {
 		return false
 	}
-	return os.Rename(trash, filepath.Join(s.dir, freeDir, name)) == nil
+	return renameNoReplace(trash, filepath.Join(s.dir, freeDir, name)) == nil
 }
 
 // roomInFree takes one place in .free, counting its folders again when

@@ -166,7 +166,7 @@ func (s *Spool) commit(tmp string, m *Manifest) error {
 	if err := syncDir(tmp); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, filepath.Join(s.dir, m.ID)); err != nil {
+	if err := renameNoReplace(tmp, filepath.Join(s.dir, m.ID)); err != nil {
 		return fmt.Errorf("spool: commit %s: %w", m.ID, err)
 	}
 	return syncDir(s.dir)
