@@ -7,8 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"strings"
-	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/hibiken/asynq"
@@ -19,6 +18,7 @@ import (
 	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/ledger"
 	"github.com/dab-assets/dab/internal/metrics"
+	"github.com/dab-assets/dab/internal/naming"
 	"github.com/dab-assets/dab/internal/redact"
 	"github.com/dab-assets/dab/internal/redisconn"
 	"github.com/dab-assets/dab/internal/spool"
@@ -102,66 +102,52 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 	var lv slog.Level
 	lv.UnmarshalText([]byte(level))
 	opts := &slog.HandlerOptions{Level: lv}
+	w = visibleWriter{w}
 	if format == "text" {
-		// The text handler quotes and escapes any value with a character
-		// that does not print.
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
-	opts.ReplaceAttr = visibleAttr
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-// visibleAttr shows the invisible characters of a string or error value as
-// \uXXXX. JSON escapes control characters but not the rest: a file name
-// with a bidi override (U+202E) or a zero-width space, logged as it is,
-// reads differently in a terminal or a log viewer from what it is.
-func visibleAttr(_ []string, a slog.Attr) slog.Attr {
-	var s string
-	switch a.Value.Kind() {
-	case slog.KindString:
-		s = a.Value.String()
-	case slog.KindAny:
-		err, ok := a.Value.Any().(error)
-		if !ok || err == nil {
-			return a
-		}
-		s = err.Error()
-	default:
-		return a
-	}
-	if v, changed := visible(s); changed {
-		a.Value = slog.StringValue(v)
-	}
-	return a
-}
+// visibleWriter writes log lines with every character a name may not have
+// (naming.RuneProblem: bidi overrides, zero-width and other invisible
+// characters, spaces other than the ASCII one, control characters) as a
+// \uXXXX escape (two, a surrogate pair, above U+FFFF). Left as they are, a
+// file name with U+202E reads reversed in a terminal or log viewer, and two
+// names that differ look alike. It works on the written line, so keys,
+// groups and values of every kind are covered; in a JSON line such a
+// character can only be inside a string, where the escape is JSON's own and
+// decodes back to the name as it is.
+type visibleWriter struct{ w io.Writer }
 
-// visible returns s with each rune outside ASCII that is not graphic
-// (format characters such as bidi controls and zero-width spaces, line
-// and paragraph separators, private use, unassigned) written as \uXXXX
-// (\UXXXXXXXX above U+FFFF), and whether it changed anything.
-func visible(s string) (string, bool) {
+func (v visibleWriter) Write(p []byte) (int, error) {
 	i := 0
-	for i < len(s) && s[i] < utf8.RuneSelf {
+	for i < len(p) && p[i] < utf8.RuneSelf && p[i] != 0x7f {
 		i++
 	}
-	if i == len(s) {
-		return s, false // ASCII: JSON escapes its control characters
+	if i == len(p) {
+		return v.w.Write(p) // ASCII: both handlers escape its other control characters
 	}
-	var b strings.Builder
-	changed := false
-	for _, r := range s {
-		if r >= utf8.RuneSelf && (!unicode.IsGraphic(r) || r == utf8.RuneError) {
+	out := make([]byte, 0, len(p)+32)
+	out = append(out, p[:i]...)
+	for i < len(p) {
+		r, size := utf8.DecodeRune(p[i:])
+		if (size > 1 || r == 0x7f) && naming.RuneProblem(r) != "" {
 			if r > 0xffff {
-				fmt.Fprintf(&b, "\\U%08x", r)
+				hi, lo := utf16.EncodeRune(r)
+				out = fmt.Appendf(out, "\\u%04x\\u%04x", hi, lo)
 			} else {
-				fmt.Fprintf(&b, "\\u%04x", r)
+				out = fmt.Appendf(out, "\\u%04x", r)
 			}
-			changed = true
-			continue
+		} else {
+			out = append(out, p[i:i+size]...)
 		}
-		b.WriteRune(r)
+		i += size
 	}
-	return b.String(), changed
+	if _, err := v.w.Write(out); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // connectRedis opens a client for DAB_REDIS_URL and checks that Redis

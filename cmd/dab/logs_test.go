@@ -4,56 +4,86 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"strings"
 	"testing"
-	"unicode"
 	"unicode/utf8"
+
+	"github.com/dab-assets/dab/internal/naming"
 )
 
-// TestLogsShowInvisibleCharacters: the JSON log writes a name's bidi
-// override, zero-width space or line separator as \uXXXX text (a log
-// viewer would otherwise show the name reversed or two names alike),
-// in string values and errors alike; everything else stays as it is.
+// pathName is a named string type: slog encodes it as a value of its own.
+type pathName string
+
+// TestLogsShowInvisibleCharacters: a log line holds none of the characters
+// a name may not have (a bidi override, a zero-width space, a Hangul
+// filler, a line separator, a C1 control), wherever they are: a value, an
+// error, a key, a group, a slice, a map, a named string type. In JSON they
+// are JSON escapes, so the line decodes back to the names as they are;
+// in text they read as \uXXXX. Everything else stays as it is, and a nil
+// error pointer logs as slog always logged it.
 func TestLogsShowInvisibleCharacters(t *testing.T) {
 	t.Parallel()
-	tests := []struct{ in, want string }{
-		{"generic/evil\u202egpj.exe", `generic/evil\u202egpj.exe`},
-		{"a\u200bb", `a\u200bb`},
-		{"line\u2028break", `line\u2028break`},
-		{"tag\U000e0041", `tag\U000e0041`},
-		{"plain ASCII \"quoted\" \\ and\ttab", "plain ASCII \"quoted\" \\ and\ttab"},
-		{"café, 東京, emoji 😀, no-break\u00a0space", "café, 東京, emoji 😀, no-break\u00a0space"},
-		{"", ""},
+	const rlo = "evil\u202egpj.exe"
+	hidden := []string{rlo, "a\u200bb", "admin\u3164", "line\u2028break", "tag\U000e0041", "c1\u009b31m", "repl\ufffd", "nbsp\u00a0x"}
+	kept := []string{"plain ASCII \"quoted\" \\ and\ttab", "café, 東京, emoji 😀", ""}
+	for _, format := range []string{"json", "text"} {
+		for _, s := range append(hidden, kept...) {
+			var buf bytes.Buffer
+			l := newLogger(&buf, format, "info")
+			l.Info("upload.failed", "path", s, "error", errors.New("rename "+s), "paths", []string{s}, "meta", map[string]string{"k": s},
+				"named", pathName(s), s+"key", 1)
+			l.WithGroup("g"+s).Info("grouped", "k", s)
+			out := buf.String()
+			for _, r := range out {
+				if naming.RuneProblem(r) != "" && r != '\n' && r != '\t' {
+					t.Errorf("%s, %q: %U reached the log: %q", format, s, r, out)
+				}
+			}
+			if !utf8.ValidString(out) {
+				t.Errorf("%s, %q: not UTF-8: %q", format, s, out)
+			}
+			if format != "json" {
+				continue
+			}
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			var first, second map[string]any
+			if len(lines) != 2 || json.Unmarshal([]byte(lines[0]), &first) != nil || json.Unmarshal([]byte(lines[1]), &second) != nil {
+				t.Fatalf("%q: not two JSON lines: %q", s, out)
+			}
+			if first["path"] != s || first["error"] != "rename "+s || first["named"] != s || first[s+"key"] != 1.0 {
+				t.Errorf("%q: decodes to path %q, error %q, named %q; want the name as it is", s, first["path"], first["error"], first["named"])
+			}
+			if g, _ := second["g"+s].(map[string]any); g == nil || g["k"] != s {
+				t.Errorf("%q: group decodes to %v", s, second)
+			}
+		}
 	}
-	for _, tt := range tests {
-		var buf bytes.Buffer
-		newLogger(&buf, "json", "info").Info("upload.failed", "path", tt.in, "error", errors.New("rename "+tt.in))
-		var line map[string]any
-		if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
-			t.Fatalf("%q: not JSON: %v: %s", tt.in, err, buf.String())
-		}
-		if line["path"] != tt.want || line["error"] != "rename "+tt.want {
-			t.Errorf("%q: path %q, error %q; want %q", tt.in, line["path"], line["error"], tt.want)
-		}
-		if strings.ContainsAny(buf.String(), "\u202e\u200b\u2028") {
-			t.Errorf("%q: an invisible character reached the log: %q", tt.in, buf.String())
-		}
+	var buf bytes.Buffer
+	newLogger(&buf, "json", "info").Info("m", "error", error((*fs.PathError)(nil)))
+	if !strings.Contains(buf.String(), `"error":"<nil>"`) {
+		t.Errorf("a nil *fs.PathError: %q", buf.String())
 	}
 }
 
-func FuzzVisible(f *testing.F) {
-	for _, s := range []string{"a\u202eb", "plain", "\xff\xfe", "😀\u200d"} {
+func FuzzVisibleWriter(f *testing.F) {
+	for _, s := range []string{"a\u202eb", "plain", "\xff\xfe", "😀\u200d", "\U000e0041"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		v, changed := visible(s)
-		if !changed && v != s {
-			t.Fatalf("visible(%q) = %q but says unchanged", s, v)
+		var buf bytes.Buffer
+		newLogger(&buf, "json", "info").Info("m", "v", s, s, s)
+		var line map[string]any
+		if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+			t.Fatalf("%q: not JSON: %v: %q", s, err, buf.String())
 		}
-		for _, r := range v {
-			if r >= utf8.RuneSelf && (!unicode.IsGraphic(r) || r == utf8.RuneError) {
-				t.Fatalf("visible(%q) = %q keeps %U", s, v, r)
+		for _, r := range buf.String() {
+			if naming.RuneProblem(r) != "" && r != '\n' {
+				t.Fatalf("%q: %U reached the log: %q", s, r, buf.String())
 			}
+		}
+		if utf8.ValidString(s) && line["v"] != s {
+			t.Fatalf("%q decodes to %q", s, line["v"])
 		}
 	})
 }

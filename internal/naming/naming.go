@@ -78,7 +78,7 @@ func CleanPath(p string) (string, error) {
 		return "", fmt.Errorf("%w: path %q contains a backslash: use '/' between folders and rename files with '\\' in their name", ErrInvalid, p)
 	}
 	for _, r := range p {
-		if msg := badRune(r); msg != "" {
+		if msg := RuneProblem(r); msg != "" {
 			return "", fmt.Errorf("%w: path %q contains %s (%U): rename the file", ErrInvalid, p, msg, r)
 		}
 	}
@@ -110,12 +110,13 @@ func CleanPath(p string) (string, error) {
 	return p, nil
 }
 
-// badRune says why r may not appear in a name, or "" when it may. Format
-// characters (bidi overrides such as U+202E, zero-width spaces and joiners,
-// the BOM) make a name read differently from what it is; spaces other than
-// the ASCII one (no-break, ideographic, line and paragraph separators) make
-// two names that look alike differ.
-func badRune(r rune) string {
+// RuneProblem says why r may not appear in a name, or "" when it may.
+// Format characters (bidi overrides such as U+202E, zero-width spaces and
+// joiners, the BOM) make a name read differently from what it is; spaces
+// other than the ASCII one (no-break, ideographic, line and paragraph
+// separators) make two names that look alike differ. The logs show such a
+// character escaped, whatever it is part of.
+func RuneProblem(r rune) string {
 	switch {
 	case unicode.IsControl(r):
 		return "a control character"

@@ -173,7 +173,7 @@ func FuzzKey(f *testing.F) {
 			}
 		}
 		for _, r := range k {
-			if badRune(r) != "" {
+			if RuneProblem(r) != "" {
 				t.Fatalf("key %q carries %U", k, r)
 			}
 		}
