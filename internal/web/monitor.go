@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"net/http"
-	"path"
 	"strconv"
 	"strings"
 )
@@ -15,12 +14,16 @@ import (
 // get back without the browser's history.
 const backLink = `<a href="/assets" style="position:fixed;right:12px;bottom:12px;z-index:9999;background:#1f3b63;color:#fff;padding:6px 12px;border-radius:4px;font:14px sans-serif;text-decoration:none">&larr; dab console</a>`
 
-// MonitorBackLink wraps the Asynq monitor so that its HTML pages carry a
-// link back to the console and a Content-Security-Policy (monitorPolicy).
-// Its API, scripts and styles pass untouched.
+// MonitorBackLink wraps the Asynq monitor so that every HTML page it serves
+// carries a link back to the console and a Content-Security-Policy
+// (monitorPolicy). Its API, scripts and styles pass untouched (buffered:
+// what is HTML is known from the answer, not from the path).
 func MonitorBackLink(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet || strings.Contains(r.URL.Path, "/api/") || path.Ext(r.URL.Path) != "" {
+		// Every GET is looked at, whatever its path: asynqmon answers any
+		// path it does not know (one with a dot, say a queue named after a
+		// host) with its page, which must carry the policy too.
+		if r.Method != http.MethodGet {
 			h.ServeHTTP(w, r)
 			return
 		}

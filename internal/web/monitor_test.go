@@ -90,3 +90,22 @@ func TestMonitorPolicy(t *testing.T) {
 		t.Error("no nosniff")
 	}
 }
+
+// TestMonitorPolicyOnEveryPage: asynqmon answers a path it does not know
+// with its page; whatever the path (a dot in it, "api" inside it), that
+// page carries the policy and the link.
+func TestMonitorPolicyOnEveryPage(t *testing.T) {
+	t.Parallel()
+	mon := asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: asynq.RedisClientOpt{Addr: "127.0.0.1:1"}, ReadOnly: true})
+	for _, p := range []string{"/monitoring/", "/monitoring/queues/uploads:worker-1.example.com",
+		"/monitoring/queues/default/tasks/x.html", "/monitoring/queues/api/x", "/monitoring/servers"} {
+		rec := httptest.NewRecorder()
+		MonitorBackLink(mon).ServeHTTP(rec, httptest.NewRequest("GET", p, nil))
+		if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "<script>") {
+			t.Fatalf("%s: not the monitor's page: %d", p, rec.Code)
+		}
+		if !strings.Contains(rec.Header().Get("Content-Security-Policy"), "'sha256-") || !strings.Contains(rec.Body.String(), "dab console") {
+			t.Errorf("%s: the page without its policy or link: %q", p, rec.Header().Get("Content-Security-Policy"))
+		}
+	}
+}
