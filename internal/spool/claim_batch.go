@@ -163,11 +163,14 @@ func (s *Spool) ClaimBatch(reqs []ClaimRequest) []ClaimResult {
 	err := syncDir(s.dir)
 	s.crash("batch.committed")
 
-	// 4. A last look for writers the lease cannot see, then the claims end.
+	// 4. A last look for writers the lease cannot see (their writes change
+	// the state), then the claims end. The lease is not asked again: it was
+	// asked after the rename (step 2), and since then the file has had no
+	// name outside the spool for a writer to open it by.
 	for _, c := range committed {
 		r := reqs[c.i]
 		if err == nil {
-			err1 := s.checkClaimed(s.DataPath(c.m.ID), r.Seen)
+			err1 := checkState(s.DataPath(c.m.ID), r.Seen)
 			if err1 == nil {
 				s.endClaim(c.m.ID, c.o)
 				res[c.i].M = c.m
