@@ -55,6 +55,30 @@ func FindBinary(name, hint string) (string, error) {
 	return "", fmt.Errorf("%w: %s not found on PATH or in %s: %s", ErrNotInstalled, name, strings.Join(dirs, ", "), hint)
 }
 
+// errPortTaken: the server could not bind its port, which another process
+// took after FreePort found it free.
+var errPortTaken = errors.New("its port was taken by another process")
+
+// onFreePort starts a server on port or, when port is 0, on a free port,
+// choosing another when a process takes the chosen one before the server
+// binds it (FreePort only finds a port free at the time it asks).
+func onFreePort(port int, start func(port int) error) error {
+	auto := port == 0
+	for attempt := 1; ; attempt++ {
+		if auto {
+			p, err := FreePort()
+			if err != nil {
+				return err
+			}
+			port = p
+		}
+		err := start(port)
+		if err == nil || !auto || attempt == 5 || !errors.Is(err, errPortTaken) {
+			return err
+		}
+	}
+}
+
 // FreePort asks the kernel for a free loopback TCP port.
 func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -116,12 +140,23 @@ func (p *process) start() error {
 		select {
 		case <-done:
 			p.cmd = nil
-			return fmt.Errorf("localsvc: %s exited at start: %s", p.name, tail(p.log))
+			log := tail(p.log)
+			if strings.Contains(strings.ToLower(log), "address already in use") {
+				return fmt.Errorf("localsvc: %s exited at start: %w: %s", p.name, errPortTaken, log)
+			}
+			return fmt.Errorf("localsvc: %s exited at start: %s", p.name, log)
 		default:
 		}
 		err := p.ready(p.addr())
 		if err == nil {
-			return nil
+			// The answer may come from another server that took the port
+			// first (two tests picked the same free port): ours then exits,
+			// and a test that went on would share the other's data.
+			owned, known := listening(cmd.Process.Pid, p.port)
+			if owned || !known {
+				return nil
+			}
+			err = fmt.Errorf("another process answers on port %d", p.port)
 		}
 		if time.Now().After(deadline) {
 			p.stopLocked()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -82,5 +83,94 @@ func TestStandInsServe(t *testing.T) {
 	defer es.Stop()
 	if err := dialReady(strings.TrimPrefix(es.Endpoint(), "http://")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// fakeRedis answers +PONG to every connection on a loopback port, as
+// another test's Redis on the same port would.
+func fakeRedis(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				bufio.NewReader(c).ReadString('\n')
+				c.Write([]byte("+PONG\r\n"))
+			}()
+		}
+	}()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestStartRefusesAPortAnotherServerHolds: a server whose port another
+// server holds is not taken for ready because the other one answers (two
+// tests that picked the same free port would share one Redis): the start
+// fails, and says the port was taken.
+func TestStartRefusesAPortAnotherServerHolds(t *testing.T) {
+	t.Parallel()
+	if _, err := FindBinary("redis-server", RedisInstallHint); err != nil {
+		t.Fatal(err)
+	}
+	port := fakeRedis(t)
+	r, err := StartRedis(RedisOptions{Dir: t.TempDir(), Port: port})
+	if err == nil {
+		r.Stop()
+		t.Fatalf("redis-server started on port %d, which another server holds", port)
+	}
+	if !errors.Is(err, errPortTaken) {
+		t.Fatalf("err = %v, want errPortTaken", err)
+	}
+}
+
+// TestOnFreePortChoosesAgain: a port taken before the server binds it is
+// chosen again, when dab chose it; a port the caller named is not.
+func TestOnFreePortChoosesAgain(t *testing.T) {
+	t.Parallel()
+	var tried []int
+	err := onFreePort(0, func(port int) error {
+		if tried = append(tried, port); len(tried) < 3 {
+			return fmt.Errorf("wrapped: %w", errPortTaken)
+		}
+		return nil
+	})
+	if err != nil || len(tried) != 3 || tried[0] == 0 {
+		t.Fatalf("auto port: %v after %v", err, tried)
+	}
+	tried = nil
+	err = onFreePort(4242, func(port int) error { tried = append(tried, port); return errPortTaken })
+	if !errors.Is(err, errPortTaken) || len(tried) != 1 || tried[0] != 4242 {
+		t.Fatalf("named port: %v after %v", err, tried)
+	}
+	tried = nil
+	err = onFreePort(0, func(port int) error { tried = append(tried, port); return errPortTaken })
+	if !errors.Is(err, errPortTaken) || len(tried) != 5 {
+		t.Fatalf("always taken: %v after %d tries", err, len(tried))
+	}
+}
+
+// TestListening: who holds a listening socket, from /proc.
+func TestListening(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	if owned, known := listening(os.Getpid(), port); !owned || !known {
+		t.Fatalf("this process's listener on %d: owned %v known %v", port, owned, known)
+	}
+	free, _ := FreePort()
+	if owned, known := listening(os.Getpid(), free); owned || !known {
+		t.Fatalf("a free port %d: owned %v known %v", free, owned, known)
 	}
 }

@@ -39,17 +39,28 @@ func StartRedis(o RedisOptions) (*Redis, error) {
 	if err := os.MkdirAll(o.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("localsvc: %w", err)
 	}
-	if o.Port == 0 {
-		if o.Port, err = FreePort(); err != nil {
-			return nil, err
-		}
-	}
 	aof := "no"
 	if o.AOF {
 		aof = "yes"
 	}
+	var r *Redis
+	err = onFreePort(o.Port, func(port int) error {
+		r, err = newRedis(bin, port, aof, o)
+		if err != nil {
+			return err
+		}
+		return r.start()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// newRedis is the redis-server of StartRedis on port, not started.
+func newRedis(bin string, port int, aof string, o RedisOptions) (*Redis, error) {
 	args := []string{
-		"--bind", "127.0.0.1", "--port", strconv.Itoa(o.Port), "--dir", o.Dir,
+		"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", o.Dir,
 		"--save", "", "--appendonly", aof, "--appendfsync", "everysec",
 		"--protected-mode", "yes", "--daemonize", "no",
 		// A replica's full sync starts at once, not after the default 5s
@@ -63,14 +74,10 @@ func StartRedis(o RedisOptions) (*Redis, error) {
 		}
 		args = append(args, "--replicaof", host, port)
 	}
-	r := &Redis{Dir: o.Dir, process: process{
-		name: "redis-server", bin: bin, args: args, port: o.Port,
+	return &Redis{Dir: o.Dir, process: process{
+		name: "redis-server", bin: bin, args: args, port: port,
 		log: filepath.Join(o.Dir, "redis.log"), ready: redisReady,
-	}}
-	if err := r.start(); err != nil {
-		return nil, err
-	}
-	return r, nil
+	}}, nil
 }
 
 // Addr is host:port.
@@ -107,25 +114,24 @@ func StartS3(o S3Options) (*S3, error) {
 	if err := os.MkdirAll(data, 0o750); err != nil {
 		return nil, fmt.Errorf("localsvc: %w", err)
 	}
-	if o.Port == 0 {
-		if o.Port, err = FreePort(); err != nil {
-			return nil, err
+	var s *S3
+	err = onFreePort(o.Port, func(port int) error {
+		args := []string{
+			// Keep-alive as S3 itself does: without it every request costs a
+			// new connection, which no real deployment pays.
+			"--port", "127.0.0.1:" + strconv.Itoa(port), "--quiet", "--keep-alive",
+			"posix", data,
 		}
-	}
-	args := []string{
-		// Keep-alive as S3 itself does: without it every request costs a
-		// new connection, which no real deployment pays.
-		"--port", "127.0.0.1:" + strconv.Itoa(o.Port), "--quiet", "--keep-alive",
-		"posix", data,
-	}
-	s := &S3{Dir: o.Dir, AccessKey: o.AccessKey, SecretKey: o.SecretKey, process: process{
-		name: "versitygw", bin: bin, args: args, port: o.Port,
-		log: filepath.Join(o.Dir, "versitygw.log"), ready: dialReady,
-		// Keys go through the environment, not the command line that every
-		// user of the machine can read in the process list.
-		env: []string{"ROOT_ACCESS_KEY_ID=" + o.AccessKey, "ROOT_SECRET_ACCESS_KEY=" + o.SecretKey},
-	}}
-	if err := s.start(); err != nil {
+		s = &S3{Dir: o.Dir, AccessKey: o.AccessKey, SecretKey: o.SecretKey, process: process{
+			name: "versitygw", bin: bin, args: args, port: port,
+			log: filepath.Join(o.Dir, "versitygw.log"), ready: dialReady,
+			// Keys go through the environment, not the command line that every
+			// user of the machine can read in the process list.
+			env: []string{"ROOT_ACCESS_KEY_ID=" + o.AccessKey, "ROOT_SECRET_ACCESS_KEY=" + o.SecretKey},
+		}}
+		return s.start()
+	})
+	if err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -171,36 +177,35 @@ func StartSentinel(o SentinelOptions) (*Sentinel, error) {
 	if o.MasterName == "" || o.MasterAddr == "" || o.Quorum < 1 || o.DownAfter <= 0 || o.FailoverTimeout <= 0 {
 		return nil, fmt.Errorf("localsvc: a sentinel needs MasterName, MasterAddr, Quorum, DownAfter and FailoverTimeout")
 	}
-	host, port, err := net.SplitHostPort(o.MasterAddr)
+	host, masterPort, err := net.SplitHostPort(o.MasterAddr)
 	if err != nil {
 		return nil, fmt.Errorf("localsvc: sentinel master %q: %w", o.MasterAddr, err)
 	}
 	if err := os.MkdirAll(o.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("localsvc: %w", err)
 	}
-	if o.Port == 0 {
-		if o.Port, err = FreePort(); err != nil {
-			return nil, err
-		}
-	}
-	conf := fmt.Sprintf(`bind 127.0.0.1
+	var s *Sentinel
+	err = onFreePort(o.Port, func(port int) error {
+		conf := fmt.Sprintf(`bind 127.0.0.1
 port %d
 dir %s
 sentinel monitor %s %s %s %d
 sentinel down-after-milliseconds %s %d
 sentinel failover-timeout %s %d
 sentinel parallel-syncs %s 1
-`, o.Port, o.Dir, o.MasterName, host, port, o.Quorum,
-		o.MasterName, o.DownAfter.Milliseconds(), o.MasterName, o.FailoverTimeout.Milliseconds(), o.MasterName)
-	path := filepath.Join(o.Dir, "sentinel.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o640); err != nil {
-		return nil, fmt.Errorf("localsvc: %w", err)
-	}
-	s := &Sentinel{Dir: o.Dir, process: process{
-		name: "redis-sentinel", bin: bin, args: []string{path, "--sentinel"}, port: o.Port,
-		log: filepath.Join(o.Dir, "sentinel.log"), ready: redisReady,
-	}}
-	if err := s.start(); err != nil {
+`, port, o.Dir, o.MasterName, host, masterPort, o.Quorum,
+			o.MasterName, o.DownAfter.Milliseconds(), o.MasterName, o.FailoverTimeout.Milliseconds(), o.MasterName)
+		path := filepath.Join(o.Dir, "sentinel.conf")
+		if err := os.WriteFile(path, []byte(conf), 0o640); err != nil {
+			return fmt.Errorf("localsvc: %w", err)
+		}
+		s = &Sentinel{Dir: o.Dir, process: process{
+			name: "redis-sentinel", bin: bin, args: []string{path, "--sentinel"}, port: port,
+			log: filepath.Join(o.Dir, "sentinel.log"), ready: redisReady,
+		}}
+		return s.start()
+	})
+	if err != nil {
 		return nil, err
 	}
 	return s, nil
