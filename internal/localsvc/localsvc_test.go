@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -172,5 +173,19 @@ func TestListening(t *testing.T) {
 	free, _ := FreePort()
 	if owned, known := listening(os.Getpid(), free); owned || !known {
 		t.Fatalf("a free port %d: owned %v known %v", free, owned, known)
+	}
+}
+
+// TestListeningOfAnExitedProcess: a process that is gone holds nothing
+// (a server that lost its port exits while another answers on it).
+func TestListeningOfAnExitedProcess(t *testing.T) {
+	t.Parallel()
+	port := fakeRedis(t)
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if owned, known := listening(cmd.Process.Pid, port); owned || !known {
+		t.Fatalf("an exited process: owned %v known %v", owned, known)
 	}
 }

@@ -12,7 +12,8 @@ import (
 	"time"
 )
 
-// dropFile writes a file and returns its state as a watcher would see it.
+// dropFile writes a file and returns its state as a watcher would see it,
+// once no process has it open for writing (waitNoWriter).
 func dropFile(t *testing.T, path, content string) FileState {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
@@ -21,6 +22,7 @@ func dropFile(t *testing.T, path, content string) FileState {
 	if err := os.WriteFile(path, []byte(content), 0o640); err != nil {
 		t.Fatal(err)
 	}
+	waitNoWriter(t, path)
 	st, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
@@ -150,5 +152,21 @@ func TestClaimLargeFiles(t *testing.T) {
 	}
 	if st, err := os.Stat(filepath.Join(dir, "changed.bin")); err != nil || st.Size() != int64(len(a)+4) {
 		t.Errorf("changed file not put back whole: %v", err)
+	}
+}
+
+// waitNoWriter waits until no process has path open for writing. A file
+// this test process just wrote and closed can still be open for writing
+// for a moment in a child another test is starting (forked, not yet
+// exec'ed: it holds a copy of every descriptor), and a claim would
+// rightly refuse it (ErrInUse), as the watcher's would.
+func waitNoWriter(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for openForWriting(path) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s stays open for writing", path)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
