@@ -87,8 +87,9 @@ func (a *app) runDev(ctx context.Context) error {
 	if a.cfg.Explicit("DAB_REDIS_URL") {
 		notes = append(notes, "redis:  "+redact.URL(a.cfg.RedisURL)+" (from DAB_REDIS_URL)")
 	} else {
-		port := reusePort(prev.RedisPort)
-		r, err := localsvc.StartRedis(localsvc.RedisOptions{Dir: filepath.Join(devDir, "redis"), Port: port, AOF: true})
+		r, err := startPreferring(prev.RedisPort, func(port int) (*localsvc.Redis, error) {
+			return localsvc.StartRedis(localsvc.RedisOptions{Dir: filepath.Join(devDir, "redis"), Port: port, AOF: true})
+		})
 		switch {
 		case err == nil:
 			defer r.Stop()
@@ -97,7 +98,7 @@ func (a *app) runDev(ctx context.Context) error {
 			state.RedisPort, _ = strconv.Atoi(r.Addr()[len("127.0.0.1:"):])
 			notes = append(notes, "redis:  "+r.URL()+" (redis-server, append-only file in "+r.Dir+")")
 		case errors.Is(err, localsvc.ErrNotInstalled):
-			er, eerr := localsvc.StartEmbeddedRedis(port)
+			er, eerr := localsvc.StartEmbeddedRedis(reusePort(prev.RedisPort))
 			if eerr != nil {
 				return eerr
 			}
@@ -120,8 +121,9 @@ func (a *app) runDev(ctx context.Context) error {
 		if access == "" || secret == "" {
 			access, secret = "dabdev"+randomHex(4), randomHex(20)
 		}
-		port := reusePort(prev.S3Port)
-		s, err := localsvc.StartS3(localsvc.S3Options{Dir: filepath.Join(devDir, "s3"), Port: port, AccessKey: access, SecretKey: secret})
+		s, err := startPreferring(prev.S3Port, func(port int) (*localsvc.S3, error) {
+			return localsvc.StartS3(localsvc.S3Options{Dir: filepath.Join(devDir, "s3"), Port: port, AccessKey: access, SecretKey: secret})
+		})
 		var endpoint, where string
 		checksum := storage.ChecksumSHA256
 		switch {
@@ -130,7 +132,7 @@ func (a *app) runDev(ctx context.Context) error {
 			watch = append(watch, func(ctx context.Context) { a.supervise(ctx, "versitygw", s, fail) })
 			endpoint, where = s.Endpoint(), "versitygw, objects in "+filepath.Join(s.Dir, "buckets", devBucket)
 		case errors.Is(err, localsvc.ErrNotInstalled):
-			es, eerr := localsvc.StartEmbeddedS3(filepath.Join(devDir, "gofakes3"), port)
+			es, eerr := localsvc.StartEmbeddedS3(filepath.Join(devDir, "gofakes3"), reusePort(prev.S3Port))
 			if eerr != nil {
 				return eerr
 			}
@@ -197,8 +199,19 @@ func (a *app) runDev(ctx context.Context) error {
 	return err
 }
 
-// reusePort returns p when it is free, so `dab dev` keeps its URLs across
-// restarts, and 0 (pick any) otherwise.
+// startPreferring starts a child server on the port of the last run, so
+// `dab dev` keeps its URLs across restarts, and on a free port when another
+// process holds that one (a first start, or a port taken since, has 0: any).
+func startPreferring[S any](port int, start func(port int) (S, error)) (S, error) {
+	s, err := start(max(port, 0))
+	if port > 0 && errors.Is(err, localsvc.ErrPortTaken) {
+		return start(0)
+	}
+	return s, err
+}
+
+// reusePort returns p when it is free, and 0 (pick any) otherwise: the
+// in-process stand-ins' choice of port, which is checked before they bind.
 func reusePort(p int) int {
 	if p <= 0 {
 		return 0

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -402,7 +403,8 @@ func TestWorkerKilledMidMultipart(t *testing.T) {
 
 // TestDevRestartKeepsData runs `dab dev` with real child servers, uploads
 // through it from another process that finds it by its data folder, stops it
-// with SIGTERM (exit 0), starts it again and finds the asset still there.
+// with SIGTERM (exit 0), starts it again while another program holds the
+// ports of its first run, and finds the asset still there.
 func TestDevRestartKeepsData(t *testing.T) {
 	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "data")
@@ -430,11 +432,29 @@ func TestDevRestartKeepsData(t *testing.T) {
 		t.Fatalf("dab dev exit %d after SIGTERM:\n%s", c, dev.output())
 	}
 
+	// Another program took the ports of the last run meanwhile: dab dev
+	// starts its servers on others, with the same data.
+	st, err := config.ReadDevState(dataDir)
+	if err != nil || st == nil || st.RedisPort == 0 || st.S3Port == 0 {
+		t.Fatalf("dev state after the first run: %+v %v", st, err)
+	}
+	for _, port := range []int{st.RedisPort, st.S3Port} {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			t.Fatalf("hold the last run's port %d: %v", port, err)
+		}
+		defer l.Close()
+	}
+
 	dev2 := e.start(nil, "dev")
 	dev2.waitLog(t, "worker.started", 30*time.Second)
 	out, errOut, code = e.run(nil, "assets", "list", "--json")
 	if code != 0 || !strings.Contains(out, "cyoa/HOPTO_end.png") || !strings.Contains(out, `"hop_target": "end"`) {
-		t.Fatalf("after restart: exit %d\n%s\n%s", code, out, errOut)
+		t.Fatalf("after restart: exit %d\n%s\n%s\ndab dev:\n%s", code, out, errOut, dev2.output())
+	}
+	st2, err := config.ReadDevState(dataDir)
+	if err != nil || st2 == nil || st2.RedisPort == st.RedisPort || st2.S3Port == st.S3Port || st2.RedisPort == 0 || st2.S3Port == 0 {
+		t.Fatalf("dev state after a restart with its ports taken: %+v %v (before: redis %d, s3 %d)", st2, err, st.RedisPort, st.S3Port)
 	}
 }
 

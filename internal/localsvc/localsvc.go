@@ -55,9 +55,10 @@ func FindBinary(name, hint string) (string, error) {
 	return "", fmt.Errorf("%w: %s not found on PATH or in %s: %s", ErrNotInstalled, name, strings.Join(dirs, ", "), hint)
 }
 
-// errPortTaken: the server could not bind its port, which another process
-// took after FreePort found it free.
-var errPortTaken = errors.New("its port was taken by another process")
+// ErrPortTaken: the server could not bind its port, which another process
+// holds (or took after FreePort found it free). Callers that asked for a
+// port of their own may start again on another.
+var ErrPortTaken = errors.New("its port was taken by another process")
 
 // onFreePort starts a server on port or, when port is 0, on a free port,
 // choosing another when a process takes the chosen one before the server
@@ -73,7 +74,7 @@ func onFreePort(port int, start func(port int) error) error {
 			port = p
 		}
 		err := start(port)
-		if err == nil || !auto || attempt == 5 || !errors.Is(err, errPortTaken) {
+		if err == nil || !auto || attempt == 5 || !errors.Is(err, ErrPortTaken) {
 			return err
 		}
 	}
@@ -142,7 +143,7 @@ func (p *process) start() error {
 			p.cmd = nil
 			log := tail(p.log)
 			if strings.Contains(strings.ToLower(log), "address already in use") {
-				return fmt.Errorf("localsvc: %s exited at start: %w: %s", p.name, errPortTaken, log)
+				return fmt.Errorf("localsvc: %s exited at start: %w: %s", p.name, ErrPortTaken, log)
 			}
 			return fmt.Errorf("localsvc: %s exited at start: %s", p.name, log)
 		default:

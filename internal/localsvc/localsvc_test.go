@@ -127,8 +127,8 @@ func TestStartRefusesAPortAnotherServerHolds(t *testing.T) {
 		r.Stop()
 		t.Fatalf("redis-server started on port %d, which another server holds", port)
 	}
-	if !errors.Is(err, errPortTaken) {
-		t.Fatalf("err = %v, want errPortTaken", err)
+	if !errors.Is(err, ErrPortTaken) {
+		t.Fatalf("err = %v, want ErrPortTaken", err)
 	}
 }
 
@@ -139,7 +139,7 @@ func TestOnFreePortChoosesAgain(t *testing.T) {
 	var tried []int
 	err := onFreePort(0, func(port int) error {
 		if tried = append(tried, port); len(tried) < 3 {
-			return fmt.Errorf("wrapped: %w", errPortTaken)
+			return fmt.Errorf("wrapped: %w", ErrPortTaken)
 		}
 		return nil
 	})
@@ -147,13 +147,13 @@ func TestOnFreePortChoosesAgain(t *testing.T) {
 		t.Fatalf("auto port: %v after %v", err, tried)
 	}
 	tried = nil
-	err = onFreePort(4242, func(port int) error { tried = append(tried, port); return errPortTaken })
-	if !errors.Is(err, errPortTaken) || len(tried) != 1 || tried[0] != 4242 {
+	err = onFreePort(4242, func(port int) error { tried = append(tried, port); return ErrPortTaken })
+	if !errors.Is(err, ErrPortTaken) || len(tried) != 1 || tried[0] != 4242 {
 		t.Fatalf("named port: %v after %v", err, tried)
 	}
 	tried = nil
-	err = onFreePort(0, func(port int) error { tried = append(tried, port); return errPortTaken })
-	if !errors.Is(err, errPortTaken) || len(tried) != 5 {
+	err = onFreePort(0, func(port int) error { tried = append(tried, port); return ErrPortTaken })
+	if !errors.Is(err, ErrPortTaken) || len(tried) != 5 {
 		t.Fatalf("always taken: %v after %d tries", err, len(tried))
 	}
 }
