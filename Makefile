@@ -28,6 +28,9 @@ deps:
 	@command -v systemd-analyze >/dev/null 2>&1 || { \
 		echo "installing systemd's tools (the tests verify the units in deploy/systemd)"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq systemd; }
+	@command -v strace >/dev/null 2>&1 || { \
+		echo "installing strace from Debian's packages (a spool test checks the order of a claim's fsyncs)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq strace; }
 	@command -v chromium >/dev/null 2>&1 || { \
 		echo "installing Chromium from Debian's packages (the console test drives a real browser)"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }

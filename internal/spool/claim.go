@@ -90,8 +90,17 @@ func (s *Spool) Claim(src string, in Input, seen FileState) (*Manifest, error) {
 	o := &origin{Source: src}
 	o.Input.Type, o.Input.Path, o.Input.Metadata, o.Input.Source = in.Type, m.Path, in.Metadata, in.Source
 	// Durable before the file moves: from then on it is what tells
-	// Recover where the file came from.
+	// Recover where the file came from. The note, its folder's entry for it
+	// and .incoming's entry for the folder (new, or renamed from .free):
+	// without a journal that orders them (ext4 without one, or another
+	// filesystem), the rename below may reach the disk first, and a power
+	// cut would leave the file in a folder the disk does not have. The
+	// batch claim makes the same three durable with one sync.
 	if err := writeOrigin(tmp, o, true); err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
+	if err := errors.Join(syncDir(tmp), syncDir(filepath.Dir(tmp))); err != nil {
 		os.RemoveAll(tmp)
 		return nil, err
 	}
@@ -101,7 +110,12 @@ func (s *Spool) Claim(src string, in Input, seen FileState) (*Manifest, error) {
 		// The spool is on another filesystem: the atomic step is a rename to
 		// a hidden name beside the file, and the copy is made from there.
 		o.Claim = filepath.Join(filepath.Dir(src), ".dab-claim-"+m.ID)
+		// The note now names the claim name; its rename into place must be
+		// on disk before the file takes that name.
 		if err = writeJSONSync(filepath.Join(tmp, originFile), o); err == nil {
+			err = syncDir(tmp)
+		}
+		if err == nil {
 			err = rename(src, o.Claim)
 		}
 	}
