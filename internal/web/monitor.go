@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
+	"mime"
 	"net/http"
 	"strconv"
-	"strings"
 )
 
 // backLink is put into the monitor's pages: asynqmon has no place for a
@@ -16,8 +16,11 @@ const backLink = `<a href="/assets" style="position:fixed;right:12px;bottom:12px
 
 // MonitorBackLink wraps the Asynq monitor so that every HTML page it serves
 // carries a link back to the console and a Content-Security-Policy
-// (monitorPolicy). Its API, scripts and styles pass untouched (buffered:
-// what is HTML is known from the answer, not from the path).
+// (monitorPolicy). Its API, scripts and styles pass untouched: an answer
+// that declares a type other than HTML before its first byte goes straight
+// through (the monitor's scripts are about a megabyte); one that declares
+// HTML or nothing is held until complete (what is HTML is known from the
+// answer, not from the path).
 func MonitorBackLink(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Every GET is looked at, whatever its path: asynqmon answers any
@@ -27,8 +30,11 @@ func MonitorBackLink(h http.Handler) http.Handler {
 			h.ServeHTTP(w, r)
 			return
 		}
-		buf := &bufferedResponse{header: http.Header{}, status: http.StatusOK}
+		buf := &monitorResponse{w: w, header: http.Header{}, status: http.StatusOK}
 		h.ServeHTTP(buf, r)
+		if buf.passing {
+			return
+		}
 		body := buf.body.Bytes()
 		ct := buf.header.Get("Content-Type")
 		if ct == "" {
@@ -36,7 +42,7 @@ func MonitorBackLink(h http.Handler) http.Handler {
 			ct = http.DetectContentType(body)
 			buf.header.Set("Content-Type", ct)
 		}
-		if strings.HasPrefix(ct, "text/html") {
+		if isHTML(ct) {
 			if i := bytes.LastIndex(body, []byte("</body>")); i >= 0 {
 				body = append(body[:i:i], append([]byte(backLink), body[i:]...)...)
 			}
@@ -81,13 +87,54 @@ func monitorPolicy(page []byte) string {
 	return "default-src 'self'; script-src " + scripts + "; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 }
 
-// bufferedResponse holds a page until it is complete.
-type bufferedResponse struct {
-	header http.Header
-	status int
-	body   bytes.Buffer
+// monitorResponse holds an answer until it is complete, unless it declares
+// a type other than HTML when it starts (its status or first byte): then it
+// passes straight through.
+type monitorResponse struct {
+	w       http.ResponseWriter
+	header  http.Header
+	status  int
+	started bool
+	passing bool
+	body    bytes.Buffer
 }
 
-func (b *bufferedResponse) Header() http.Header         { return b.header }
-func (b *bufferedResponse) WriteHeader(status int)      { b.status = status }
-func (b *bufferedResponse) Write(p []byte) (int, error) { return b.body.Write(p) }
+func (m *monitorResponse) Header() http.Header { return m.header }
+
+func (m *monitorResponse) WriteHeader(status int) {
+	if m.started {
+		return // as net/http: the first status counts
+	}
+	m.status = status
+	m.start()
+}
+
+func (m *monitorResponse) Write(p []byte) (int, error) {
+	if !m.started {
+		m.start()
+	}
+	if m.passing {
+		return m.w.Write(p)
+	}
+	return m.body.Write(p)
+}
+
+// start decides, on the answer's first status or byte, whether it is held.
+func (m *monitorResponse) start() {
+	m.started = true
+	if ct := m.header.Get("Content-Type"); ct == "" || isHTML(ct) {
+		return
+	}
+	m.passing = true
+	for k, v := range m.header {
+		m.w.Header()[k] = v
+	}
+	m.w.WriteHeader(m.status)
+}
+
+// isHTML: a Content-Type that a browser renders as a page. One it cannot
+// parse counts as HTML: it is held and given the policy.
+func isHTML(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err != nil || mt == "text/html"
+}

@@ -109,3 +109,49 @@ func TestMonitorPolicyOnEveryPage(t *testing.T) {
 		}
 	}
 }
+
+// TestMonitorPassesScriptsThrough: an answer that declares a type other
+// than HTML is not held: its first bytes reach the client while the monitor
+// still writes (its scripts are about a megabyte); HTML, declared in any
+// spelling, or undeclared, is held and gets the policy.
+func TestMonitorPassesScriptsThrough(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		contentType string
+		held        bool
+	}{
+		{"application/javascript; charset=utf-8", false},
+		{"application/json", false},
+		{"text/css", false},
+		{"text/html; charset=utf-8", true},
+		{"Text/HTML", true},
+		{"text/html;;;", true}, // unparseable: held
+		{"", true},
+	} {
+		rec := httptest.NewRecorder()
+		var seenWhileWriting string
+		h := MonitorBackLink(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if tc.contentType != "" {
+				w.Header().Set("Content-Type", tc.contentType)
+			}
+			w.WriteHeader(http.StatusOK)
+			io.WriteString(w, "<html><body>first part ")
+			seenWhileWriting = rec.Body.String()
+			io.WriteString(w, "second part</body></html>")
+		}))
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/monitoring/x", nil))
+		body := rec.Body.String()
+		if tc.held {
+			if seenWhileWriting != "" || !strings.Contains(body, "dab console") || rec.Header().Get("Content-Security-Policy") == "" {
+				t.Errorf("%q: not held as a page: seen while writing %q, then %q", tc.contentType, seenWhileWriting, body)
+			}
+			continue
+		}
+		if seenWhileWriting != "<html><body>first part " || body != "<html><body>first part second part</body></html>" {
+			t.Errorf("%q: held or changed: seen while writing %q, then %q", tc.contentType, seenWhileWriting, body)
+		}
+		if rec.Header().Get("Content-Type") != tc.contentType || rec.Header().Get("Content-Security-Policy") != "" {
+			t.Errorf("%q: headers %v", tc.contentType, rec.Header())
+		}
+	}
+}
