@@ -138,8 +138,19 @@ func verbArgs(c *cobra.Command, args []string) error {
 	return nil
 }
 
-// showUsage prints c's help to stderr: c needs a verb.
+// showUsage answers a command that needs a verb and got none: one line
+// naming its verbs; bare dab prints its help (to stderr), as it has no
+// shorter answer.
 func showUsage(c *cobra.Command, _ []string) error {
+	if c.HasParent() {
+		var verbs []string
+		for _, sub := range c.Commands() {
+			if sub.IsAvailableCommand() {
+				verbs = append(verbs, sub.Name())
+			}
+		}
+		return usagef("name a verb: %s; see %s --help", strings.Join(verbs, ", "), c.CommandPath())
+	}
 	c.SetOut(c.ErrOrStderr())
 	if err := c.Help(); err != nil {
 		return err

@@ -147,6 +147,11 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"credits", "grant", "amy"}, "wants 2 arguments, got 1"},
 		{[]string{"work", "now"}, `dab work: takes no arguments, got ["now"]`},
 		{[]string{"purchase", "--credits", "1", "--buyer", "amy"}, "--asset is required"},
+		// No default price: a purchase names what it pays, even 0.
+		{[]string{"purchase", "--asset", "0123456789abcdef0123", "--buyer", "amy"}, "dab purchase: --credits is required"},
+		{[]string{"assets"}, "dab assets: name a verb: count, get, list, price, show; see dab assets --help"},
+		{[]string{"tasks"}, "dab tasks: name a verb: show; see dab tasks --help"},
+		{[]string{"ledger"}, "dab ledger: name a verb:"},
 		{[]string{"purchase", "--asset", "0123456789abcdef0123", "--credits", "1"}, "dab purchase: --buyer is required"},
 		{[]string{"assets", "list", "--type", "images"}, `unknown asset type "images": known types are cyoa, generic`},
 		{[]string{"assets", "list", "--limit", "0"}, "--limit 0: use 1 to 1000"},
@@ -159,8 +164,8 @@ func TestUsageErrors(t *testing.T) {
 			t.Errorf("dab %s: exit %d\nstdout %q\nstderr %q\nwant exit 2 and one line with %q", strings.Join(tt.args, " "), code, out, errOut, tt.want)
 		}
 	}
-	// Without a command or a verb: the help, on stderr.
-	for _, args := range [][]string{nil, {"assets"}, {"--poll"}} {
+	// Without a command: the help, on stderr.
+	for _, args := range [][]string{nil, {"--poll"}} {
 		out, errOut, code := runIn(t, nil, args...)
 		if code != 2 || out != "" || !strings.Contains(errOut, "Usage:") {
 			t.Errorf("dab %v: exit %d, stdout %q, stderr %q; want 2 and the help on stderr", args, code, out, errOut)

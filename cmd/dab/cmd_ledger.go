@@ -164,6 +164,16 @@ buyer is required.`,
 		Args:              noArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// Checked before anything connects: a usage error is one,
+			// whatever state Redis or the server is in.
+			if p.AssetID == "" {
+				return usagef("--asset is required: the ID of the asset to buy (see dab assets list)")
+			}
+			if !cmd.Flags().Changed("credits") {
+				// No default: a purchase without an amount would offer 0,
+				// buying a free asset by mistake or recording a rejection.
+				return usagef("--credits is required: the asset's price or listing, as dab assets show ID says (0 for a free asset)")
+			}
 			a, err := c.app(args, roleClient)
 			if err != nil {
 				return err
@@ -174,7 +184,7 @@ buyer is required.`,
 	fs := cmd.Flags()
 	fs.StringVar(&p.AssetID, "asset", "", "`ID` of the asset to buy (see dab assets list)")
 	fs.StringVar(&p.BuyerID, "buyer", "", "the `ACCOUNT` that pays (through DAB_SERVER a token bound to an account buys as it: leave this out)")
-	fs.Int64Var(&p.Credits, "credits", 0, "`N` credits to pay: the asset's price (0 for a free asset)")
+	fs.Int64Var(&p.Credits, "credits", 0, "`N` credits to pay, required: the asset's price or listing (0 for a free asset)")
 	fs.StringVar(&p.PurchaseID, "key", "", "purchase ID, the idempotency `KEY`: the same purchase sent again buys once (default: a new one, printed)")
 	fs.DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for the result (a `DURATION` such as 30s or 5m)")
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
@@ -183,9 +193,6 @@ buyer is required.`,
 
 // purchase sends p, waits up to timeout for its result and prints it.
 func (a *app) purchase(ctx context.Context, p ledger.PurchaseRequest, timeout time.Duration, asJSON bool) error {
-	if p.AssetID == "" {
-		return usagef("--asset is required: the ID of the asset to buy (see dab assets list)")
-	}
 	if p.BuyerID == "" && a.cfg.Server == "" {
 		return usagef("--buyer is required: the account that pays (only a token bound to an account, through DAB_SERVER, buys without it)")
 	}
