@@ -96,10 +96,10 @@ func (w *Watcher) recover(ctx context.Context) {
 			w.log.Info("watcher.recovered", "spool_id", r.ID, "action", r.Action, "path", r.Path)
 		}
 	}
+	// Entries List could read are queued even when others could not be.
 	entries, err := w.spool.List()
 	if err != nil {
 		w.log.Error("watcher.recover_failed", "error", err.Error())
-		return
 	}
 	for _, m := range entries {
 		if _, ok, _ := w.spool.FailureMark(m.ID); ok {

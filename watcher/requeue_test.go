@@ -3,6 +3,9 @@ package watcher
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,5 +49,32 @@ func TestRequeueOrphans(t *testing.T) {
 	b.redis.Stop()
 	if _, err := RequeueOrphans(ctx, b.spool, b.client, task.Lookup{RDB: b.rdb}, task.QueueUploads, later); err == nil {
 		t.Fatal("no error with Redis down")
+	}
+}
+
+// TestStartQueuesPastADamagedEntry: at start the watcher queues every spool
+// entry without a task, even when another entry's manifest is damaged; the
+// damaged one is logged with its file and what to do.
+func TestStartQueuesPastADamagedEntry(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	good, err := b.spool.Put(bytes.NewReader([]byte("good")), spool.Input{Type: "generic", Path: "good.bin", Source: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, err := b.spool.Put(bytes.NewReader([]byte("bad")), spool.Input{Type: "generic", Path: "bad.bin", Source: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(b.spool.Dir(), bad.ID, "manifest.json"), []byte("{"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	b.start(b.config(), b.spool)
+	b.eventually(10*time.Second, "the good entry queued", func() bool {
+		_, err := b.insp.GetTaskInfo(task.QueueUploads, task.UploadTaskID(good.ID))
+		return err == nil
+	})
+	if logs := b.logs.String(); !strings.Contains(logs, "watcher.recover_failed") || !strings.Contains(logs, bad.ID) {
+		t.Fatalf("the damaged entry was not reported:\n%s", logs)
 	}
 }

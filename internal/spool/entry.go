@@ -144,7 +144,7 @@ func (s *Spool) Get(id string) (*Manifest, error) {
 	}
 	var m Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("spool: manifest of %s is damaged: %w", id, err)
+		return nil, fmt.Errorf("spool: manifest of %s is damaged (%w): its file is %s; move it into the drop folder to bank it again, then delete %s", id, err, filepath.Join(dir, dataFile), dir)
 	}
 	return &m, nil
 }
@@ -188,25 +188,34 @@ func (s *Spool) OpenData(id string) (*os.File, *Manifest, error) {
 // DataPath is where an entry's bytes are.
 func (s *Spool) DataPath(id string) string { return filepath.Join(s.dir, id, dataFile) }
 
-// List returns the manifests of all entries, oldest first.
+// List returns the manifests of all entries, oldest first. An entry removed
+// while List runs (a worker finished it) is left out; one that cannot be
+// read (a damaged manifest) is too, and its problem is in err, joined with
+// the others': the entries List could read are returned all the same, so
+// one bad entry does not hold up the rest.
 func (s *Spool) List() ([]*Manifest, error) {
 	des, err := os.ReadDir(s.dir)
 	if err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
 	var out []*Manifest
+	var problems []error
 	for _, de := range des {
 		if !de.IsDir() || !ValidID(de.Name()) {
 			continue
 		}
 		m, err := s.Get(de.Name())
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
 		if err != nil {
-			return nil, err
+			problems = append(problems, err)
+			continue
 		}
 		out = append(out, m)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out, nil
+	return out, errors.Join(problems...)
 }
 
 // Remove deletes an entry. Removing a missing entry is not an error, so a

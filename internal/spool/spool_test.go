@@ -175,3 +175,37 @@ func TestOpenHelpers(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestListPastBadEntries: an entry removed while List runs (its manifest
+// gone: a worker finished it) is left out without an error, and a damaged
+// manifest does not hide the other entries; its problem names the file and
+// what to do. The watcher's start-up recovery queues what List returns.
+func TestListPastBadEntries(t *testing.T) {
+	t.Parallel()
+	s, err := Open(filepath.Join(t.TempDir(), "spool"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, name := range []string{"a.bin", "b.bin", "c.bin", "d.bin"} {
+		m, err := s.Put(strings.NewReader("bytes of "+name), Input{Type: "generic", Path: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, m.ID)
+	}
+	if err := os.WriteFile(filepath.Join(s.Dir(), ids[1], manifestFile), []byte("{not json"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(s.Dir(), ids[2], manifestFile)); err != nil { // as Remove would, midway
+		t.Fatal(err)
+	}
+	list, err := s.List()
+	if len(list) != 2 || list[0].ID != ids[0] || list[1].ID != ids[3] {
+		t.Fatalf("List = %v, want %s and %s", list, ids[0], ids[3])
+	}
+	if err == nil || !strings.Contains(err.Error(), "manifest of "+ids[1]+" is damaged") || !strings.Contains(err.Error(), "move it into the drop folder") ||
+		strings.Contains(err.Error(), ids[2]) {
+		t.Fatalf("List error = %v, want the damaged manifest of %s only", err, ids[1])
+	}
+}
