@@ -206,6 +206,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	defer func() {
 		close(w.claims)
 		claimers.Wait()
+		w.log.Info("watcher.stopped")
 	}()
 
 	// Rescans walk the whole tree (100,000 files take seconds): they run
@@ -249,8 +250,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		case feed <- next:
 			queue = queue[len(next):]
 		case <-ctx.Done():
-			w.log.Info("watcher.stopped")
-			return nil
+			return nil // watcher.stopped once the claims under way are done
 		case ev := <-events:
 			w.handleEvent(ev)
 		case err := <-errs:

@@ -476,3 +476,55 @@ func TestLongFileNameFailsWithItsNote(t *testing.T) {
 		t.Fatalf("%d entries spooled", n)
 	}
 }
+
+// TestStopDuringABurst: a watcher stopped while it claims a burst logs no
+// error (the claims under way are queued, not put back with an
+// enqueue_failed each), says watcher.stopped last, and every file is either
+// still in the drop folder or in the spool with its upload queued.
+func TestStopDuringABurst(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const n = 600
+	src := filepath.Join(filepath.Dir(b.drop), "outside")
+	for i := range n {
+		write(t, filepath.Join(src, fmt.Sprintf("f%04d.bin", i)), []byte(fmt.Sprint(i)))
+	}
+	w, err := New(b.config(), b.spool, b.client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	b.eventually(10*time.Second, "the start-up rescan", func() bool { return w.Stats().Rescans >= 1 })
+	for i := range n {
+		name := fmt.Sprintf("f%04d.bin", i)
+		if err := os.Rename(filepath.Join(src, name), filepath.Join(b.drop, "generic", name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.eventually(10*time.Second, "claims under way", func() bool { return w.Stats().Claimed > 0 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	logs := b.logs.String()
+	if strings.Contains(logs, `"level":"ERROR"`) || strings.Contains(logs, "watcher.returned") {
+		t.Errorf("a stop logged errors or put claimed files back:\n%s", b.logs.Tail(3000))
+	}
+	lines := strings.Split(strings.TrimSpace(logs), "\n")
+	if !strings.Contains(lines[len(lines)-1], "watcher.stopped") {
+		t.Errorf("the last line is %s, want watcher.stopped", lines[len(lines)-1])
+	}
+	left, _ := os.ReadDir(filepath.Join(b.drop, "generic"))
+	entries := spooltest.Entries(t, b.spool)
+	if len(left)+len(entries) != n {
+		t.Fatalf("%d files in the drop folder and %d in the spool, want %d in all", len(left), len(entries), n)
+	}
+	for key, m := range entries {
+		if _, err := b.insp.GetTaskInfo(task.QueueUploads, task.UploadTaskID(m.ID)); err != nil {
+			t.Errorf("%s is in the spool without its upload task: %v", key, err)
+		}
+	}
+	t.Logf("stopped with %d files claimed and queued, %d left in the drop folder", len(entries), len(left))
+}
