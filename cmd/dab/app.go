@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 
@@ -148,6 +149,35 @@ func (v visibleWriter) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// visibleText is s as a terminal should show it: every character a name
+// may not have (naming.RuneProblem) and every byte that is not UTF-8 are
+// written as escapes (\x01, \u202e, \xff), so that a message quoting a
+// file name shows the name as it is, and the name cannot reorder, hide or
+// break the line. With keepLines, newlines and tabs stay: a message may
+// span lines (a server's log tail), a name may not.
+func visibleText(s string, keepLines bool) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case keepLines && (r == '\n' || r == '\t'):
+			b.WriteRune(r)
+		case naming.RuneProblem(r) == "":
+			b.WriteString(s[i : i+size])
+		case r < utf8.RuneSelf:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case r > 0xffff:
+			fmt.Fprintf(&b, `\U%08x`, r)
+		default:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		}
+		i += size
+	}
+	return b.String()
 }
 
 // connectRedis opens a client for DAB_REDIS_URL and checks that Redis

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -84,6 +86,70 @@ func FuzzVisibleWriter(f *testing.F) {
 		}
 		if utf8.ValidString(s) && line["v"] != s {
 			t.Fatalf("%q decodes to %q", s, line["v"])
+		}
+	})
+}
+
+// TestErrorsShowInvisibleCharacters: a file name in a command's error lines
+// (the file's line, its message and the summary) is shown with every character a name may not
+// have escaped: a control character, a bidi override, bytes that are not
+// UTF-8. Raw, they would reorder or hide the line in a terminal.
+func TestErrorsShowInvisibleCharacters(t *testing.T) {
+	t.Parallel()
+	e := newE2E(t)
+	dir := t.TempDir()
+	for _, tc := range []struct{ name, shown string }{
+		{"up\x01load.bin", `up\x01load.bin`},
+		{"evil\u202egpj.exe", `evil\u202egpj.exe`},
+		{"bad\xffbyte.bin", `bad\xffbyte.bin`},
+		{"new\nline.bin", `new\x0aline.bin`},
+	} {
+		file := filepath.Join(dir, tc.name)
+		if err := os.WriteFile(file, []byte("x"), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		_, errOut, code := e.run(nil, "upload", file)
+		if code == 0 || !strings.Contains(errOut, tc.shown) {
+			t.Errorf("%q: exit %d, stderr %q; want the name shown as %s", tc.name, code, errOut, tc.shown)
+		}
+		// The file's line and the summary, each whole.
+		lines := strings.Split(strings.TrimSuffix(errOut, "\n"), "\n")
+		if len(lines) != 2 || !utf8.ValidString(errOut) || !strings.Contains(lines[1], "1 of 1 file failed: "+filepath.Join(dir, tc.shown)) {
+			t.Errorf("%q: want the file's line and the summary, valid UTF-8: %q", tc.name, errOut)
+		}
+		for _, r := range strings.Join(lines, "") {
+			if naming.RuneProblem(r) != "" {
+				t.Errorf("%q: %U reached the terminal: %q", tc.name, r, errOut)
+			}
+		}
+	}
+}
+
+func FuzzVisibleText(f *testing.F) {
+	for _, s := range []string{"a\u202eb", "plain", "\xff\xfe", "tab\there", "line\nbreak", "\U000e0041", "\ufffd"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, keepLines := range []bool{false, true} {
+			out := visibleText(s, keepLines)
+			if !utf8.ValidString(out) {
+				t.Fatalf("%q: not UTF-8: %q", s, out)
+			}
+			for _, r := range out {
+				if naming.RuneProblem(r) != "" && !(keepLines && (r == '\n' || r == '\t')) {
+					t.Fatalf("%q (keepLines %v): %U left in %q", s, keepLines, r, out)
+				}
+			}
+			// Nothing to escape: the text is as it was.
+			clean := true
+			for _, r := range s {
+				if naming.RuneProblem(r) != "" {
+					clean = false
+				}
+			}
+			if clean && utf8.ValidString(s) && out != s {
+				t.Fatalf("%q changed to %q", s, out)
+			}
 		}
 	})
 }
