@@ -65,6 +65,18 @@ func TestSameNameConflictKeepsBoth(t *testing.T) {
 		strings.Contains(fs[0].Reason+fs[0].Fix, b.failed) {
 		t.Fatalf("upload.failed events %+v, want one Conflict naming no server path", fs)
 	}
+	// An operator runs the archived task again (the monitor's "run"): it
+	// says where the file is, not that it vanished.
+	if err := b.insp.RunTask(task.QueueUploads, task.UploadTaskID(m2.ID)); err != nil {
+		t.Fatal(err)
+	}
+	again := b.pollTask(t, task.QueueUploads, task.UploadTaskID(m2.ID), "archived again", func(i *asynq.TaskInfo) bool {
+		return i.State == asynq.TaskStateArchived && i.LastErr != info.LastErr
+	})
+	if !strings.Contains(again.LastErr, "an earlier run of this task moved the file to the failed folder as "+kept) ||
+		!strings.Contains(again.LastErr, "put the file into the drop folder again") || strings.Contains(again.LastErr, "is not in") {
+		t.Fatalf("re-run error = %q, want where the file is", again.LastErr)
+	}
 }
 
 func TestPermanentErrorsThenFixAndRerun(t *testing.T) {

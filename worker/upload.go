@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"path"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -44,7 +45,20 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 			log.Info("upload.done", "asset_id", id, "rerun", true)
 			return w.writeResult(t, task.UploadResult{AssetID: id, Existed: true})
 		}
-		return fmt.Errorf("upload: spool entry %s is not in %s: the file was removed, or this worker uses another DAB_DATA_DIR or host than the producer; upload the file again: %w",
+		// A run that gave the file up moved it to the failed folder: an
+		// operator who runs the archived task again learns where it is,
+		// not that it vanished. The payload's key is only a hint, checked
+		// before it names a place (spool.RejectedFile stays under the
+		// failed folder).
+		if typ, rel, ok := strings.Cut(p.Key, "/"); ok && w.failedDir != "" {
+			if key, kerr := naming.Key(typ, rel); kerr == nil && key == p.Key {
+				if where := spool.RejectedFile(w.failedDir, typ, rel, taskID); where != "" {
+					return fmt.Errorf("upload: an earlier run of this task moved the file to the failed folder as %s, with the reason in %s.error.json: running the task again cannot bring it back; fix the cause, then put the file into the drop folder again (or upload it again): %w",
+						where, filepath.Base(where), asynq.SkipRetry)
+				}
+			}
+		}
+		return fmt.Errorf("upload: spool entry %s is not in %s: the file was removed, or moved to the failed folder (DAB_FAILED_DIR) by an earlier run, or this worker uses another DAB_DATA_DIR or host than the producer; upload the file again: %w",
 			p.SpoolID, w.deps.Spool.Dir(), asynq.SkipRetry)
 	}
 	if errors.Is(err, spool.ErrDataChanged) {

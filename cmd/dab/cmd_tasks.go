@@ -76,7 +76,9 @@ func (c *cli) tasksCmd() *cobra.Command {
 		Use:   "show ID [--json]",
 		Short: "show an upload's or a purchase's task: state, attempts, last error, asset",
 		Long: `Show a task: its state (pending, active, retry, completed, archived: failed
-for good), how many times it ran, its last error and, once done, the asset.
+for good), how many times it ran (asynq's count: a run of an archived task
+that fails again is not counted again), its last error and, once done, the
+asset.
 ID is a task ID as dab upload prints it (upload-...), or a purchase ID as
 dab purchase prints it. Finished tasks are kept for 7 days.`,
 		Example: `  dab tasks show upload-0f6c2d1e9a8b7c6d5e4f3a2b

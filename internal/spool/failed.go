@@ -174,6 +174,29 @@ func (s *Spool) Archive(id, root string) (string, error) {
 	return target, nil
 }
 
+// RejectedFile is where a run of task taskID moved a file of type typ and
+// path p into the failed folder root (Reject), as the note beside it says;
+// "" when no note there names that task. It looks at the file's place and
+// at the numbered names moveFile gives when that is taken.
+func RejectedFile(root, typ, p, taskID string) string {
+	dst, err := placeUnder(root, typ, p)
+	if err != nil || taskID == "" {
+		return ""
+	}
+	for i := 0; i <= 9; i++ {
+		name := dst
+		if i > 0 {
+			name += "." + strconv.Itoa(i)
+		}
+		b, err := readFile(name + ".error.json")
+		var n FailureNote
+		if err == nil && json.Unmarshal(b, &n) == nil && n.Failure.TaskID == taskID {
+			return name
+		}
+	}
+	return ""
+}
+
 // placeUnder is root/<typ>/<p>, the place of a file of type typ and path p
 // in the failed or done folder root. A type or path that would leave root
 // ("..", an absolute path: a manifest dab did not write) is refused.

@@ -20,7 +20,7 @@ func TestReject(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := s.Reject(m.ID, root, Failure{Code: "Conflict", Message: "why"})
+		got, err := s.Reject(m.ID, root, Failure{Code: "Conflict", Message: "why", TaskID: "upload-" + m.ID})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -37,6 +37,17 @@ func TestReject(t *testing.T) {
 		}
 		if _, err := s.Get(m.ID); !errors.Is(err, ErrNotFound) {
 			t.Fatal("entry kept after Reject")
+		}
+		// The task that moved it finds it again by its note; another task,
+		// or a path that leaves the folder, finds nothing.
+		if where := RejectedFile(root, "cyoa", "forest/NODE_a.png", "upload-"+m.ID); where != got {
+			t.Fatalf("RejectedFile = %q, want %s", where, got)
+		}
+		for _, bad := range [][3]string{{"cyoa", "forest/NODE_a.png", "upload-other"}, {"cyoa", "../../etc/NODE_a.png", "upload-" + m.ID},
+			{"cyoa", "forest/NODE_a.png", ""}, {"", "cyoa/forest/NODE_a.png", "upload-" + m.ID}} {
+			if where := RejectedFile(root, bad[0], bad[1], bad[2]); where != "" {
+				t.Fatalf("RejectedFile(%q) = %q, want none", bad, where)
+			}
 		}
 	}
 }
