@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/harness"
 )
@@ -259,6 +260,27 @@ func TestShellQuote(t *testing.T) {
 	for in, want := range map[string]string{"/srv/dab-data": "/srv/dab-data", "/tmp/my data": "'/tmp/my data'", "it's": `'it'\''s'`, "": "''"} {
 		if got := shellQuote(in); got != want {
 			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+// TestForSale: dab assets show says whether an asset can be bought and for
+// what, by the market rules; a price left on a sold asset does not count.
+func TestForSale(t *testing.T) {
+	t.Parallel()
+	n := func(v int64) *int64 { return &v }
+	for _, tc := range []struct {
+		r    asset.Record
+		want string
+	}{
+		{asset.Record{ID: "a"}, "no: nobody owns it and it has no price (an admin prices it: dab assets price a N)"},
+		{asset.Record{ID: "a", Price: n(3)}, "yes, 3 credits: the house's price"},
+		{asset.Record{ID: "a", Price: n(0)}, "yes, 0 credits: the house's price"},
+		{asset.Record{ID: "a", Owner: "alice", Price: n(5)}, "no: owned and not listed (its owner lists it: dab listing set a N)"},
+		{asset.Record{ID: "a", Owner: "alice", Price: n(5), Listing: n(1)}, "yes, 1 credit: listed by its owner"},
+	} {
+		if got := forSale(tc.r); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.r, got, tc.want)
 		}
 	}
 }

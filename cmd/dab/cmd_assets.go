@@ -127,7 +127,7 @@ func (c *cli) assetsShowCmd() *cobra.Command {
 				for _, kv := range [][2]string{
 					{"id", r.ID}, {"name", r.Name}, {"type", r.Type}, {"s3", "s3://" + r.S3Bucket + "/" + r.S3Key},
 					{"size", fmt.Sprint(r.Size)}, {"sha256", r.SHA256}, {"content_type", r.ContentType},
-					{"owner", r.Owner}, {"created_at", r.CreatedAt.Format(time.RFC3339)}, {"task_id", r.TaskID},
+					{"owner", r.Owner}, {"for_sale", forSale(r)}, {"created_at", r.CreatedAt.Format(time.RFC3339)}, {"task_id", r.TaskID},
 				} {
 					fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
 				}
@@ -145,6 +145,22 @@ func (c *cli) assetsShowCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// forSale says whether and for what an asset can be bought, by the market
+// rules: an owned asset while its owner lists it, at the listing; an
+// unowned one once it is priced, at the house's price (a price the record
+// still holds after a sale no longer applies).
+func forSale(r asset.Record) string {
+	switch {
+	case r.Owner != "" && r.Listing != nil:
+		return fmt.Sprintf("yes, %s: listed by its owner", plural(*r.Listing, "credit", "credits"))
+	case r.Owner != "":
+		return "no: owned and not listed (its owner lists it: dab listing set " + r.ID + " N)"
+	case r.Price != nil:
+		return fmt.Sprintf("yes, %s: the house's price", plural(*r.Price, "credit", "credits"))
+	}
+	return "no: nobody owns it and it has no price (an admin prices it: dab assets price " + r.ID + " N)"
 }
 
 func (c *cli) assetsGetCmd() *cobra.Command {

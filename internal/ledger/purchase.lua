@@ -107,7 +107,7 @@ local ask, what
 if owner ~= '' then
   ask, what = redis.call('HGET', KEYS[2], 'listing') or '', 'listed at'
   if ask == '' then
-    return reject('not_for_sale', aid .. ' is owned by ' .. owner .. ' and not listed: it is for sale only while its owner lists it (PUT /v1/assets/' .. aid .. '/listing)')
+    return reject('not_for_sale', aid .. ' is owned by ' .. owner .. ' and not listed: it is for sale only while its owner lists it (dab listing set ' .. aid .. ' N, or PUT /v1/assets/' .. aid .. '/listing)')
   end
 else
   ask, what = redis.call('HGET', KEYS[2], 'price') or '', 'priced at'
