@@ -143,7 +143,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"work", "--concurrency", "many"}, `dab work: --concurrency "many": "many" is not a whole number; see dab help config`},
 		{[]string{"upload", "f", "--timeout", "soon"}, `--timeout "soon"`},
 		{[]string{"upload"}, "dab upload: name at least one file; usage: dab upload FILE..."},
-		{[]string{"assets", "get"}, "usage: dab assets get ID [-o FILE] [--force]"},
+		{[]string{"assets", "get"}, "usage: dab assets get ID|KEY [-o FILE] [--force]"},
 		{[]string{"tasks", "show", "a", "b"}, "dab tasks show: wants 1 argument, got 2"},
 		{[]string{"credits", "grant", "amy"}, "wants 2 arguments, got 1"},
 		{[]string{"work", "now"}, `dab work: takes no arguments, got ["now"]`},

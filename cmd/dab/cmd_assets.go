@@ -21,6 +21,7 @@ import (
 
 	"github.com/dab-assets/dab/internal/apiclient"
 	"github.com/dab-assets/dab/internal/asset"
+	"github.com/dab-assets/dab/internal/naming"
 	"github.com/dab-assets/dab/internal/plugin/builtin"
 	"github.com/dab-assets/dab/internal/storage"
 )
@@ -108,9 +109,10 @@ command that shows the next page (with --json: next_cursor).`,
 func (c *cli) assetsShowCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "show ID [--json]",
-		Short: "show one asset record",
+		Use:   "show ID|KEY [--json]",
+		Short: "show one asset record, by ID or key (type/path)",
 		Example: `  dab assets show 0123456789abcdef0123
+  dab assets show cyoa/forest/NODE_intro.png     # by key, as dab assets list shows it
   dab assets show 0123456789abcdef0123 --json | jq .metadata`,
 		Args:              exactArgs(1),
 		ValidArgsFunction: cobra.NoFileCompletions,
@@ -169,7 +171,7 @@ func (c *cli) assetsGetCmd() *cobra.Command {
 		force  bool
 	)
 	cmd := &cobra.Command{
-		Use:   "get ID [-o FILE] [--force]",
+		Use:   "get ID|KEY [-o FILE] [--force]",
 		Short: "download an asset, checked against its record's size and SHA-256",
 		Long: `Download an asset: through DAB_SERVER (the owner's bound token or admin; the
 bytes come straight from S3 by a presigned URL, the token never goes there)
@@ -178,17 +180,14 @@ here (or FILE, or into a folder), never replaces a file without --force, and
 checks size and SHA-256 against the record: on a mismatch it exits 1 and
 nothing is saved.`,
 		Example: `  dab assets get 0123456789abcdef0123
+  dab assets get cyoa/forest/NODE_intro.png       # by key, as dab assets list shows it
   dab assets get 0123456789abcdef0123 -o downloads/
   dab assets get 0123456789abcdef0123 -o intro.png --force`,
 		Args:              exactArgs(1),
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id := args[0]
-			if !asset.ValidID(id) {
-				return fmt.Errorf("no asset with ID %q (IDs are 20 hex digits): list IDs with `dab assets list`", id)
-			}
 			return c.withAssets(cmd, args, func(a *app, src *assetSource) error {
-				r, err := src.record(cmd.Context(), id)
+				r, err := src.record(cmd.Context(), args[0])
 				if err != nil {
 					return err
 				}
@@ -216,12 +215,25 @@ func (c *cli) withAssets(cmd *cobra.Command, args []string, f func(*app, *assetS
 	return f(a, src)
 }
 
-// record reads the record of asset id; when there is none, the error says
-// where to find IDs.
-func (s *assetSource) record(ctx context.Context, id string) (asset.Record, error) {
+// record reads the record of the asset ref names: its ID, or its key
+// (type/path, as dab assets list shows it; the ID is derived from the
+// bucket and the key). When there is none, the error says where to look.
+func (s *assetSource) record(ctx context.Context, ref string) (asset.Record, error) {
+	id := ref
+	if !asset.ValidID(ref) {
+		typ, p, _ := strings.Cut(ref, "/")
+		if key, err := naming.Key(typ, p); err != nil || key != ref {
+			return asset.Record{}, fmt.Errorf("%q is neither an asset ID (20 hex digits) nor an asset's key (type/path, such as generic/report.pdf): list them with `dab assets list`", ref)
+		}
+		bucket, err := s.bucket(ctx)
+		if err != nil {
+			return asset.Record{}, err
+		}
+		id = asset.ID(bucket, ref)
+	}
 	r, err := s.get(ctx, id)
 	if errors.Is(err, asset.ErrNotFound) {
-		return r, fmt.Errorf("no asset with ID %q: list IDs with `dab assets list`", id)
+		return r, fmt.Errorf("no asset %q: list them with `dab assets list`", ref)
 	}
 	return r, err
 }
@@ -229,10 +241,13 @@ func (s *assetSource) record(ctx context.Context, id string) (asset.Record, erro
 // assetSource reads records, and the bytes of assets, from DAB_SERVER or
 // from the local Redis (the bytes through a presigned URL either way).
 type assetSource struct {
-	list  func(context.Context, asset.ListOptions) (asset.Page, error)
-	get   func(context.Context, string) (asset.Record, error)
-	open  func(context.Context, asset.Record) (io.ReadCloser, int64, error)
-	close func()
+	list func(context.Context, asset.ListOptions) (asset.Page, error)
+	get  func(context.Context, string) (asset.Record, error)
+	// bucket is the bucket of the records, whose name with the key gives
+	// an asset's ID.
+	bucket func(context.Context) (string, error)
+	open   func(context.Context, asset.Record) (io.ReadCloser, int64, error)
+	close  func()
 }
 
 func (a *app) assetSource(ctx context.Context) (*assetSource, error) {
@@ -251,6 +266,15 @@ func (a *app) assetSource(ctx context.Context) (*assetSource, error) {
 				}
 				return r, err
 			},
+			// A client does not know the server's bucket; every record
+			// names it.
+			bucket: func(ctx context.Context) (string, error) {
+				page, err := c.Assets(ctx, asset.ListOptions{Limit: 1})
+				if err != nil || len(page.Records) == 0 {
+					return "", errors.Join(err, errors.New("there are no assets yet: list them with `dab assets list`"))
+				}
+				return page.Records[0].S3Bucket, nil
+			},
 			open:  func(ctx context.Context, r asset.Record) (io.ReadCloser, int64, error) { return c.Download(ctx, r.ID) },
 			close: func() {},
 		}, nil
@@ -261,8 +285,9 @@ func (a *app) assetSource(ctx context.Context) (*assetSource, error) {
 	}
 	st := a.assets(rdb)
 	return &assetSource{
-		list: st.List,
-		get:  st.Get,
+		list:   st.List,
+		get:    st.Get,
+		bucket: func(context.Context) (string, error) { return a.cfg.S3.Bucket, nil },
 		open: func(ctx context.Context, r asset.Record) (io.ReadCloser, int64, error) {
 			// Local access (Redis and the store's credentials) is an
 			// operator's: no owner check, as for every local verb.

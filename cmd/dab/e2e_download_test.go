@@ -119,6 +119,14 @@ func TestAssetsGetLocal(t *testing.T) {
 	if names := onlyFiles(t, folder); len(names) != 1 {
 		t.Fatalf("the folder holds %v", names)
 	}
+	// By key, as dab assets list shows it.
+	byKey := filepath.Join(t.TempDir(), "by-key.png")
+	if _, errOut, code = e.run(nil, "assets", "get", "generic/small.png", "-o", byKey); code != 0 || fileSHA(t, byKey) != small.SHA256 {
+		t.Fatalf("get by key: exit %d %s", code, errOut)
+	}
+	if out, errOut, code := e.run(nil, "assets", "show", "generic/art/big.png"); code != 0 || !strings.Contains(out, big.ID) {
+		t.Fatalf("show by key: exit %d\n%s%s", code, out, errOut)
+	}
 
 	for _, tt := range []struct {
 		args []string
@@ -126,7 +134,9 @@ func TestAssetsGetLocal(t *testing.T) {
 		want string
 	}{
 		{[]string{"assets", "get", "0123456789abcdef0123"}, 1, "no asset"},
-		{[]string{"assets", "get", "../../etc/passwd"}, 1, "no asset"},
+		{[]string{"assets", "get", "../../etc/passwd"}, 1, "neither an asset ID (20 hex digits) nor an asset's key"},
+		{[]string{"assets", "get", "generic/../../etc/passwd"}, 1, "neither an asset ID"},
+		{[]string{"assets", "get", "generic/nothing.png"}, 1, `no asset "generic/nothing.png"`},
 		{[]string{"assets", "get"}, 2, "dab assets get ID"},
 		{[]string{"assets", "get", small.ID, "-o", filepath.Join(t.TempDir(), "missing", "x")}, 1, "missing"},
 	} {
@@ -263,6 +273,10 @@ func TestAssetsGetThroughAPI(t *testing.T) {
 	out, errOut, code := e.run(viaServer(server, dlAliceTok), "assets", "get", rec.ID, "-o", dest)
 	if code != 0 || fileSHA(t, dest) != rec.SHA256 {
 		t.Fatalf("owner: exit %d\n%s%s", code, out, errOut)
+	}
+	// By key through the API too: the ID comes from the bucket the records name.
+	if out, errOut, code := e.run(viaServer(server, dlAliceTok), "assets", "show", "generic/alice/pic.png"); code != 0 || !strings.Contains(out, rec.ID) {
+		t.Fatalf("show by key through the API: exit %d\n%s%s", code, out, errOut)
 	}
 	spy.mu.Lock()
 	requests, leaked := spy.requests, spy.leaked
