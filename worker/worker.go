@@ -315,7 +315,20 @@ func (w *Worker) logFailure(ctx context.Context, t *asynq.Task, err error) {
 type asynqLogger struct{ l *slog.Logger }
 
 func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...)) }
-func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...)) }
+
+// Info is mostly asynq's start and stop chatter ("Starting processing",
+// "Send signal TSTP ...", "Exiting"), once for each of the worker's
+// servers: sixteen lines with the defaults, saying what worker.started and
+// worker.stopped say once. Debug, but for a task handed back to its queue
+// at a stop.
+func (a asynqLogger) Info(args ...any) {
+	msg := fmt.Sprint(args...)
+	if strings.HasPrefix(msg, "Pushed task") {
+		a.l.Info(msg)
+		return
+	}
+	a.l.Debug(msg)
+}
 func (a asynqLogger) Warn(args ...any) {
 	msg := fmt.Sprint(args...)
 	if strings.HasPrefix(msg, "Retry exhausted for task") {

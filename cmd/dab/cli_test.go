@@ -155,6 +155,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"ledger"}, "dab ledger: name a verb:"},
 		{[]string{"purchase", "--asset", "0123456789abcdef0123", "--credits", "1"}, "dab purchase: --buyer is required"},
 		{[]string{"assets", "list", "--type", "images"}, `unknown asset type "images": known types are cyoa, generic`},
+		{[]string{"upload", "f.bin", "--type", "images"}, `dab upload: --type: invalid: unknown asset type "images"`},
 		{[]string{"assets", "list", "--limit", "0"}, "--limit 0: use 1 to 1000"},
 		{[]string{"help", "frob"}, `unknown command "frob"`},
 		{[]string{"completion", "tcsh"}, `unknown verb "tcsh"`},
@@ -186,7 +187,7 @@ func TestHelp(t *testing.T) {
 	if out, _, _ := runIn(t, nil, "help"); !strings.Contains(out, "dab: Digital Asset Banking") || !strings.Contains(out, "purchase") {
 		t.Errorf("dab help:\n%s", out)
 	}
-	if out, _, _ := runIn(t, nil, "help", "assets", "get"); !strings.Contains(out, "dab assets get ID [-o FILE] [--force]") {
+	if out, _, _ := runIn(t, nil, "help", "assets", "get"); !strings.Contains(out, "dab assets get ID|KEY [-o FILE] [--force]") {
 		t.Errorf("dab help assets get:\n%s", out)
 	}
 }
@@ -281,6 +282,21 @@ func TestForSale(t *testing.T) {
 	} {
 		if got := forSale(tc.r); got != tc.want {
 			t.Errorf("%+v: %q, want %q", tc.r, got, tc.want)
+		}
+	}
+}
+
+// TestConfigShowsWhatEmptyMeans: dab config shows where the failed folder
+// is when DAB_FAILED_DIR is not set, and what an empty DAB_DONE_DIR does.
+func TestConfigShowsWhatEmptyMeans(t *testing.T) {
+	t.Parallel()
+	out, errOut, code := runIn(t, map[string]string{"DAB_DATA_DIR": "/srv/dab"}, "config")
+	if code != 0 {
+		t.Fatalf("dab config: exit %d %s", code, errOut)
+	}
+	for _, want := range []string{"/srv/dab/failed (<data dir>/failed)", "- (uploaded originals are deleted)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dab config lacks %q:\n%s", want, out)
 		}
 	}
 }

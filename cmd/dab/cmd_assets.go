@@ -29,7 +29,7 @@ import (
 func (c *cli) assetsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "assets VERB",
-		Short: "list, show and download assets",
+		Short: "list, count, show, download and price assets",
 		Long: `List, show and download assets: from the local Redis and store, or through
 DAB_SERVER when it is set.`,
 		Example: `  dab assets list --type cyoa

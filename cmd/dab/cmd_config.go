@@ -33,10 +33,18 @@ What each setting means, its flag and its default: dab help config.`,
 func (a *app) printConfig() error {
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "VARIABLE\tFLAG\tVALUE\tFROM")
+	// What an empty value of these means, shown instead of "-".
+	empty := map[string]string{
+		"DAB_FAILED_DIR": a.cfg.FailedRoot() + " (<data dir>/failed)",
+		"DAB_DONE_DIR":   "- (uploaded originals are deleted)",
+	}
 	for _, l := range a.cfg.Effective() {
 		v := l.Value
 		if v == "" {
 			v = "-"
+			if e, ok := empty[l.Env]; ok {
+				v = e
+			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", l.Env, l.Flag, v, l.Source)
 	}

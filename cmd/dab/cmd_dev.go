@@ -30,12 +30,15 @@ func (c *cli) devCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "dev",
 		Short: "run everything on this machine with a local Redis and S3-compatible store",
-		Long: `Run the whole pipeline on this machine until SIGINT or SIGTERM: the watcher,
-the HTTP API with console and monitor, and a worker. Without configuration
-it starts redis-server (append-only file on) and versitygw as child
-processes with their data under DAB_DATA_DIR/dev (or in-process stand-ins
-when they are missing, with a warning); a Redis URL or bucket given
-explicitly is used instead. Client commands run from the same folder, or
+		Long: `Run the whole pipeline on this machine until SIGINT or SIGTERM: the watcher
+of the drop folder (./drop: drop files into drop/<type>/), the HTTP API with
+console and monitor (http://127.0.0.1:8080/ unless --http-addr), and a
+worker. Without configuration it starts redis-server (append-only file on)
+and versitygw as child processes with their data under DAB_DATA_DIR/dev
+(./dab-data/dev; or in-process stand-ins when they are missing, with a
+warning); a Redis URL or bucket given explicitly is used instead. It
+prints the admin token, and keeps it (with its ports) for the next start in
+DAB_DATA_DIR/dev/dev.json. Client commands run from the same folder, or
 with the same DAB_DATA_DIR (dab dev prints the export line), find it without
 configuration. Logs are text when stderr is a terminal, JSON otherwise,
 unless DAB_LOG_FORMAT is given.`,

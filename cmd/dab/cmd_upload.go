@@ -134,7 +134,7 @@ after errors and by running the same command again.`,
 // upload spools each file and queues its upload task.
 func (a *app) upload(ctx context.Context, f uploadFlags) error {
 	if err := builtin.Registry().CheckType(f.assetType); err != nil {
-		return fmt.Errorf("--type: %w", err)
+		return usagef("--type: %w", err)
 	}
 	// The metadata travels on the S3 object (for `dab reconcile`): refuse
 	// now what S3 would refuse at upload.
