@@ -80,11 +80,16 @@ func newApp(e *env, loader *config.Loader, args []string, r role) (*app, error) 
 	}
 	a := &app{env: e, cfg: cfg, args: args, role: r}
 	if r != roleDev && cfg.UsesDev() {
-		st, err := config.ReadDevState(cfg.DataDir)
+		dataDir := cfg.DataDir
+		if !cfg.Explicit("DAB_DATA_DIR") {
+			dataDir = config.FindDevDataDir(dataDir)
+		}
+		st, err := config.ReadDevState(dataDir)
 		if err != nil {
 			return nil, err
 		}
 		if st.Running() {
+			cfg.DataDir = dataDir // its spool, where dab upload puts files
 			cfg.ApplyDev(st)
 			a.dev = st
 		}

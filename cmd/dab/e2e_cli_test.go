@@ -15,6 +15,7 @@ import (
 
 	"github.com/dab-assets/dab/internal/config"
 	"github.com/dab-assets/dab/internal/harness"
+	"github.com/dab-assets/dab/internal/storage/storagetest"
 )
 
 // TestNoRedisConfigured: without DAB_REDIS_URL, from a folder where no `dab
@@ -306,5 +307,39 @@ func TestAssetsCountAndPrice(t *testing.T) {
 		if code != s.code || !strings.Contains(out+errOut, s.want) {
 			t.Errorf("dab %v: exit %d\n%s%s\nwant exit %d and %q", s.args, code, out, errOut, s.code, s.want)
 		}
+	}
+}
+
+// TestClientFindsDevFromASubfolder: a client command run below the folder
+// where `dab dev` runs (the drop folder, say), without DAB_DATA_DIR, finds
+// it through the nearest dab-data above; a state file someone else could
+// have written (its folder writable by others) is refused, not followed.
+func TestClientFindsDevFromASubfolder(t *testing.T) {
+	t.Parallel()
+	e := newE2E(t)
+	rec := e.putAsset(t, "generic/found.png", "found.png", "", 100)
+	c := storagetest.Options(e.s3)
+	root := t.TempDir()
+	dataDir := filepath.Join(root, "dab-data")
+	st := &config.DevState{PID: os.Getpid(), RedisURL: e.redis, S3Endpoint: c.Endpoint, Bucket: c.Bucket,
+		AccessKey: c.AccessKeyID, SecretKey: c.SecretAccessKey, ChecksumMode: c.ChecksumMode}
+	if err := config.WriteDevState(dataDir, st); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(root, "drop", "generic", "deeper")
+	if err := os.MkdirAll(sub, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	client := &e2e{t: t, dir: sub, env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}}
+	if out, errOut, code := client.run(nil, "assets", "show", "generic/found.png"); code != 0 || !strings.Contains(out, rec.ID) {
+		t.Fatalf("from a subfolder: exit %d\n%s%s", code, out, errOut)
+	}
+
+	if err := os.Chmod(config.DevDir(dataDir), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := client.run(nil, "assets", "count")
+	if code != 1 || out != "" || !strings.Contains(errOut, "dab follows only a `dab dev` state of your own") {
+		t.Fatalf("a state others may write: exit %d\n%s%s", code, out, errOut)
 	}
 }

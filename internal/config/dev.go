@@ -37,6 +37,11 @@ func DevDir(dataDir string) string { return filepath.Join(dataDir, "dev") }
 func devStatePath(dataDir string) string { return filepath.Join(DevDir(dataDir), "dev.json") }
 
 // ReadDevState reads the state file; it returns nil, nil when there is none.
+// A state file that is not the current user's, or that another user could
+// have written (it, its folder or the data folder is someone else's or
+// writable by others: a dab-data planted in a shared folder), is refused:
+// following it would send files, commands and the token to someone else's
+// Redis and store.
 func ReadDevState(dataDir string) (*DevState, error) {
 	b, err := os.ReadFile(devStatePath(dataDir))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -45,11 +50,71 @@ func ReadDevState(dataDir string) (*DevState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dev state: %w", err)
 	}
+	if err := checkOwnDevState(dataDir); err != nil {
+		return nil, err
+	}
 	var st DevState
 	if err := json.Unmarshal(b, &st); err != nil {
 		return nil, fmt.Errorf("dev state %s is damaged (%v): remove it and start `dab dev` again", devStatePath(dataDir), err)
 	}
 	return &st, nil
+}
+
+// checkOwnDevState refuses a state file whose file, dev folder or data
+// folder another user owns or may write.
+func checkOwnDevState(dataDir string) error {
+	uid := os.Geteuid()
+	for _, p := range []string{devStatePath(dataDir), DevDir(dataDir), dataDir} {
+		st, err := os.Lstat(p)
+		if err == nil && st.Mode()&fs.ModeSymlink != 0 && p == dataDir {
+			st, err = os.Stat(p) // a data folder may be a link to one of yours
+		}
+		if err != nil {
+			return fmt.Errorf("dev state: %w", err)
+		}
+		sys, ok := st.Sys().(*syscall.Stat_t)
+		if !ok {
+			return nil // no owners to check on this system
+		}
+		if st.Mode()&fs.ModeSymlink != 0 || int(sys.Uid) != uid || st.Mode().Perm()&0o022 != 0 {
+			return fmt.Errorf("%w: %s belongs to user %d (you are %d), is a link, or other users may write it (%v): dab follows only a `dab dev` state of your own; remove %s, or set DAB_DATA_DIR or DAB_REDIS_URL",
+				ErrForeignDevState, p, sys.Uid, uid, st.Mode(), DevDir(dataDir))
+		}
+	}
+	return nil
+}
+
+// ErrForeignDevState: a `dab dev` state file that another user could have
+// written is not followed.
+var ErrForeignDevState = errors.New("not following a dab dev state someone else could have written")
+
+// FindDevDataDir is where a client command looks for the state of a running
+// `dab dev` when no data folder was given: dataDir (./dab-data) here, or
+// the dab-data of the nearest folder above that has a state file, so that
+// a command run from a subfolder of where `dab dev` runs (the drop folder,
+// say) finds it. It returns dataDir when there is none.
+func FindDevDataDir(dataDir string) string {
+	if filepath.IsAbs(dataDir) {
+		return dataDir
+	}
+	if _, err := os.Lstat(devStatePath(dataDir)); err == nil {
+		return dataDir
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return dataDir
+	}
+	for {
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return dataDir
+		}
+		dir = parent
+		cand := filepath.Join(dir, dataDir)
+		if _, err := os.Lstat(devStatePath(cand)); err == nil {
+			return cand
+		}
+	}
 }
 
 // WriteDevState writes the state file, readable by its owner only (it holds
