@@ -26,24 +26,29 @@ type claimJob struct {
 // commit (spool.ClaimBatch) for all of them.
 const claimBatchMax = 64
 
-// stopGrace bounds how long a claim batch under way may go on enqueueing
-// after the watcher was told to stop (a queue that does not answer then
-// gets its files back, as at any time).
-const stopGrace = 10 * time.Second
+// StopGraceDefault bounds how long a claim batch under way may go on
+// enqueueing after the watcher was told to stop (a queue that does not
+// answer then gets its files back, as at any time).
+const StopGraceDefault = 10 * time.Second
 
 // claimBatch takes complete files into the spool, with one group commit for
 // all of them, and enqueues their uploads.
 //
 // Once ctx ends (the watcher stops) a batch not begun is left alone (its
 // files stay in the drop folder, untouched), and one begun is finished:
-// its enqueues outlive ctx by up to stopGrace, so that a stop queues what
+// its enqueues outlive ctx by up to Config.StopGrace, so that a stop queues what
 // was claimed instead of putting it all back with an error each.
 func (w *Watcher) claimBatch(ctx context.Context, jobs []claimJob) {
 	if ctx.Err() != nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopGrace)
+	// The grace starts at the stop, not now: a batch of large files may
+	// hash for longer than the grace.
+	graced, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(w.cfg.StopGrace, cancel) })
+	defer stop()
+	ctx = graced
 	var ready []claimJob
 	var reqs []spool.ClaimRequest
 	for _, job := range jobs {

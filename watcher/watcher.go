@@ -66,6 +66,9 @@ type Config struct {
 	// Claimers is the number of files claimed at once (default
 	// ClaimersDefault).
 	Claimers int
+	// StopGrace is how long the claims under way at a stop may go on
+	// queueing their files (default StopGraceDefault).
+	StopGrace time.Duration
 	// Logger receives the watcher's events; default slog.Default().
 	Logger *slog.Logger
 	// Queue receives the upload tasks (task.UploadQueue of this host);
@@ -137,6 +140,9 @@ func New(cfg Config, sp *spool.Spool, queue Enqueuer) (*Watcher, error) {
 	}
 	if cfg.Claimers <= 0 {
 		cfg.Claimers = ClaimersDefault
+	}
+	if cfg.StopGrace <= 0 {
+		cfg.StopGrace = StopGraceDefault
 	}
 	if cfg.Queue == "" {
 		cfg.Queue = task.QueueUploads

@@ -528,3 +528,30 @@ func TestStopDuringABurst(t *testing.T) {
 	}
 	t.Logf("stopped with %d files claimed and queued, %d left in the drop folder", len(entries), len(left))
 }
+
+// TestSlowClaimIsQueuedWithoutAStop: the stop grace runs from a stop, not
+// from the start of a claim: a file whose claim (its hash) takes longer
+// than the grace is queued all the same when nothing stops.
+func TestSlowClaimIsQueuedWithoutAStop(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := b.config()
+	cfg.StopGrace = time.Millisecond
+	w := b.start(cfg, b.spool)
+	big := filepath.Join(filepath.Dir(b.drop), "big.bin")
+	f, err := os.Create(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(256 << 20); err != nil { // sparse: hashing it still reads 256 MiB
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := os.Rename(big, filepath.Join(b.drop, "generic", "big.bin")); err != nil {
+		t.Fatal(err)
+	}
+	b.eventually(60*time.Second, "the big file queued", func() bool { return w.Stats().Enqueued == 1 })
+	if s := w.Stats(); s.EnqueueErrors != 0 {
+		t.Fatalf("%d enqueue errors:\n%s", s.EnqueueErrors, b.logs.Tail(2000))
+	}
+}
