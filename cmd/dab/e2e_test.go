@@ -279,7 +279,7 @@ func TestCLIErrors(t *testing.T) {
 		code int
 		want string
 	}{
-		{"unknown type", nil, []string{"upload", file, "--type", "photos"}, 1, "known types are cyoa, generic"},
+		{"unknown type", nil, []string{"upload", file, "--type", "photos"}, 2, "known types are cyoa, generic"},
 		{"no file", nil, []string{"upload", "/nonexistent/file"}, 1, "no such file"},
 		{"bad env", []string{"DAB_CONCURRENCY=many"}, []string{"work"}, 1, `DAB_CONCURRENCY: "many" is not a whole number`},
 		{"wrong secret", []string{"AWS_SECRET_ACCESS_KEY=wrong"}, []string{"work"}, 1, "SignatureDoesNotMatch: the secret key is wrong: check AWS_SECRET_ACCESS_KEY"},
