@@ -183,7 +183,7 @@ func New(rdb redis.UniversalClient, cfg Config, d Deps) (*Worker, error) {
 	fetchers = min(fetchers, cfg.Concurrency)
 	for _, q := range cfg.Queues {
 		for i := range fetchers {
-			w.srvs = append(w.srvs, w.newServer(cfg, q, share(cfg.Concurrency, fetchers, i)))
+			w.srvs = append(w.srvs, w.newServer(cfg, q, share(cfg.Concurrency, fetchers, i), idleCheck(q, i)))
 		}
 	}
 	w.mux = asynq.NewServeMux()
@@ -204,19 +204,34 @@ func share(total, n, i int) int {
 	return part
 }
 
+// idleCheck is how long fetcher i of queue naps when the queue is empty
+// (asynq sleeps 0.5 to 1.5 times it, default 1 s); each look is a Redis
+// script. The first fetcher of uploads and purchases looks every 100 ms,
+// so that a dropped file or a purchase starts within about that; the
+// others, which only add fetch rate in a burst, join it within a second;
+// imports and webhook deliveries, whose tasks take seconds, nap asynq's
+// second. An idle worker runs about 34 scripts a second with the default
+// four fetchers (it was 160 with every fetcher at 100 ms: 7% of a core for
+// dab dev doing nothing, and Redis load that grew with every worker).
+func idleCheck(queue string, i int) time.Duration {
+	switch {
+	case queue == task.QueueImports || queue == task.QueueWebhooks:
+		return time.Second
+	case i == 0:
+		return 100 * time.Millisecond
+	}
+	return time.Second
+}
+
 // newServer is one of the worker's asynq servers, running concurrency tasks
-// of queue.
-func (w *Worker) newServer(cfg Config, queue string, concurrency int) *asynq.Server {
+// of queue, napping about idle when the queue is empty.
+func (w *Worker) newServer(cfg Config, queue string, concurrency int, idle time.Duration) *asynq.Server {
 	return asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
-		Concurrency:     concurrency,
-		Queues:          map[string]int{queue: 1},
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		RetryDelayFunc:  w.retryDelay,
-		// asynq sleeps 0.5 to 1.5 times this when its queue is empty
-		// (default 1s); a shorter nap keeps a file's drop-to-record latency
-		// low, for about Fetchers x queues x 10 cheap scripts a second on
-		// an idle worker (160 with the defaults).
-		TaskCheckInterval: 100 * time.Millisecond,
+		Concurrency:       concurrency,
+		Queues:            map[string]int{queue: 1},
+		ShutdownTimeout:   cfg.ShutdownTimeout,
+		RetryDelayFunc:    w.retryDelay,
+		TaskCheckInterval: idle,
 		// Retries become due when their delay is over, but asynq moves
 		// them back to their queue only at this interval (default 5s): a
 		// webhook's first retry comes after about 5 s, and must come
