@@ -157,20 +157,18 @@ func (v visibleWriter) Write(p []byte) (int, error) {
 }
 
 // visibleText is s as a terminal should show it: every character a name
-// may not have (naming.RuneProblem) and every byte that is not UTF-8 are
-// written as escapes (\x01, \u202e, \xff), so that a message quoting a
-// file name shows the name as it is, and the name cannot reorder, hide or
-// break the line. With keepLines, newlines and tabs stay: a message may
-// span lines (a server's log tail), a name may not.
-func visibleText(s string, keepLines bool) string {
+// may not have (naming.RuneProblem: controls, newlines and tabs included)
+// and every byte that is not UTF-8 are written as escapes (\x01, \x0a,
+// \u202e, \xff), so that a message quoting a file name, a record or a
+// server's answer shows it as it is, and it cannot reorder, hide or add
+// lines.
+func visibleText(s string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); {
 		r, size := utf8.DecodeRuneInString(s[i:])
 		switch {
 		case r == utf8.RuneError && size == 1:
 			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case keepLines && (r == '\n' || r == '\t'):
-			b.WriteRune(r)
 		case naming.RuneProblem(r) == "":
 			b.WriteString(s[i : i+size])
 		case r < utf8.RuneSelf:

@@ -194,8 +194,8 @@ func (a *app) upload(ctx context.Context, f uploadFlags) error {
 			err = waitTask(ctx, up.task, line, f.timeout)
 		}
 		if err != nil {
-			failed = append(failed, visibleText(file, false))
-			fmt.Fprintf(a.stderr, "dab upload: %s: %s\n", visibleText(file, false), visibleText(err.Error(), true))
+			failed = append(failed, visibleText(file))
+			fmt.Fprintf(a.stderr, "dab upload: %s: %s\n", visibleText(file), visibleText(err.Error()))
 			if line == nil {
 				continue
 			}
@@ -204,7 +204,7 @@ func (a *app) upload(ctx context.Context, f uploadFlags) error {
 			b, _ := json.Marshal(line)
 			fmt.Fprintln(a.stdout, string(b))
 		} else {
-			fmt.Fprintf(a.stdout, "%s\t%s\t%s\t%s\n", line.TaskID, line.Key, visibleText(line.File, false), plural(line.Size, "byte", "bytes"))
+			fmt.Fprintf(a.stdout, "%s\t%s\t%s\t%s\n", line.TaskID, line.Key, visibleText(line.File), plural(line.Size, "byte", "bytes"))
 			if line.State != "" {
 				fmt.Fprintf(a.stdout, "  %s %s%s\n", line.State, string(line.Result), line.LastErr)
 			}

@@ -125,31 +125,46 @@ func TestErrorsShowInvisibleCharacters(t *testing.T) {
 	}
 }
 
+// TestErrorsAddNoLines: a name with a newline in an error (here the
+// operating system's, quoting a file that does not exist) cannot add a
+// line of its own to the terminal.
+func TestErrorsAddNoLines(t *testing.T) {
+	t.Parallel()
+	e := newE2E(t)
+	_, errOut, code := e.run(nil, "upload", "nofile\ndab: spoofed line")
+	if code == 0 || !strings.Contains(errOut, `nofile\x0adab: spoofed line`) {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	for _, line := range strings.Split(strings.TrimSuffix(errOut, "\n"), "\n") {
+		if strings.HasPrefix(line, "dab: spoofed") {
+			t.Fatalf("a name added a line: %q", errOut)
+		}
+	}
+}
+
 func FuzzVisibleText(f *testing.F) {
-	for _, s := range []string{"a\u202eb", "plain", "\xff\xfe", "tab\there", "line\nbreak", "\U000e0041", "\ufffd"} {
+	for _, s := range []string{"a\u202eb", "plain", "\xff\xfe", "tab\there", "line\nbreak", "\U000e0041", "\ufffd", "\x1b[2J"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		for _, keepLines := range []bool{false, true} {
-			out := visibleText(s, keepLines)
-			if !utf8.ValidString(out) {
-				t.Fatalf("%q: not UTF-8: %q", s, out)
+		out := visibleText(s)
+		if !utf8.ValidString(out) {
+			t.Fatalf("%q: not UTF-8: %q", s, out)
+		}
+		for _, r := range out {
+			if naming.RuneProblem(r) != "" {
+				t.Fatalf("%q: %U left in %q", s, r, out)
 			}
-			for _, r := range out {
-				if naming.RuneProblem(r) != "" && !(keepLines && (r == '\n' || r == '\t')) {
-					t.Fatalf("%q (keepLines %v): %U left in %q", s, keepLines, r, out)
-				}
+		}
+		// Nothing to escape: the text is as it was.
+		clean := utf8.ValidString(s)
+		for _, r := range s {
+			if naming.RuneProblem(r) != "" {
+				clean = false
 			}
-			// Nothing to escape: the text is as it was.
-			clean := true
-			for _, r := range s {
-				if naming.RuneProblem(r) != "" {
-					clean = false
-				}
-			}
-			if clean && utf8.ValidString(s) && out != s {
-				t.Fatalf("%q changed to %q", s, out)
-			}
+		}
+		if clean && out != s {
+			t.Fatalf("%q changed to %q", s, out)
 		}
 	})
 }

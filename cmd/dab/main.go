@@ -46,10 +46,10 @@ func run(ctx context.Context, e *env, args []string) int {
 	case errors.Is(err, errUsageShown):
 		return 2
 	case errors.As(err, &usage):
-		fmt.Fprintf(e.stderr, "%s: %s\n", cmd.CommandPath(), visibleText(err.Error(), true))
+		fmt.Fprintf(e.stderr, "%s: %s\n", cmd.CommandPath(), visibleText(err.Error()))
 		return 2
 	default:
-		fmt.Fprintf(e.stderr, "%s: %s\n", cmd.CommandPath(), visibleText(err.Error(), true))
+		fmt.Fprintf(e.stderr, "%s: %s\n", cmd.CommandPath(), visibleText(err.Error()))
 		return 1
 	}
 }

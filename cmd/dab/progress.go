@@ -23,7 +23,7 @@ type progressBar struct {
 }
 
 func newProgressBar(w io.Writer, name string, total int64) *progressBar {
-	return &progressBar{w: w, name: name, total: total}
+	return &progressBar{w: w, name: visibleText(name), total: total}
 }
 
 func (p *progressBar) update(n int64) {
