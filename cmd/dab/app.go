@@ -80,11 +80,7 @@ func newApp(e *env, loader *config.Loader, args []string, r role) (*app, error) 
 	}
 	a := &app{env: e, cfg: cfg, args: args, role: r}
 	if r != roleDev && cfg.UsesDev() {
-		dataDir := cfg.DataDir
-		if !cfg.Explicit("DAB_DATA_DIR") {
-			dataDir = config.FindDevDataDir(dataDir)
-		}
-		st, err := config.ReadDevState(dataDir)
+		dataDir, st, err := config.FindDevState(cfg.DataDir, !cfg.Explicit("DAB_DATA_DIR"))
 		if err != nil {
 			return nil, err
 		}

@@ -313,7 +313,8 @@ func TestAssetsCountAndPrice(t *testing.T) {
 // TestClientFindsDevFromASubfolder: a client command run below the folder
 // where `dab dev` runs (the drop folder, say), without DAB_DATA_DIR, finds
 // it through the nearest dab-data above; a state file someone else could
-// have written (its folder writable by others) is refused, not followed.
+// have written (its folder writable by everyone) is never followed: passed
+// over above, refused in the folder itself.
 func TestClientFindsDevFromASubfolder(t *testing.T) {
 	t.Parallel()
 	e := newE2E(t)
@@ -338,8 +339,14 @@ func TestClientFindsDevFromASubfolder(t *testing.T) {
 	if err := os.Chmod(config.DevDir(dataDir), 0o777); err != nil {
 		t.Fatal(err)
 	}
+	// Above the folder, it is passed over; in the folder, it is refused.
 	out, errOut, code := client.run(nil, "assets", "count")
-	if code != 1 || out != "" || !strings.Contains(errOut, "dab follows only a `dab dev` state of your own") {
-		t.Fatalf("a state others may write: exit %d\n%s%s", code, out, errOut)
+	if code != 1 || out != "" || !strings.Contains(errOut, "DAB_REDIS_URL is not set") {
+		t.Fatalf("a state above that others may write: exit %d\n%s%s", code, out, errOut)
+	}
+	client.dir = root
+	out, errOut, code = client.run(nil, "assets", "count")
+	if code != 1 || out != "" || !strings.Contains(errOut, "make it yours alone (chmod o-w") {
+		t.Fatalf("a state here that others may write: exit %d\n%s%s", code, out, errOut)
 	}
 }

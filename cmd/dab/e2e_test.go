@@ -421,6 +421,11 @@ func TestDevRestartKeepsData(t *testing.T) {
 	if strings.Contains(dev.output(), "embedded") {
 		t.Fatalf("dab dev fell back to a stand-in although redis-server and versitygw are installed:\n%s", dev.output())
 	}
+	// A second dab dev on the same data folder is refused, whatever its
+	// state file says (two started at once would both find none running).
+	if out, errOut, code := e.run(nil, "dev"); code != 1 || !strings.Contains(errOut, "another dab dev") || !strings.Contains(errOut, dataDir) {
+		t.Fatalf("a second dab dev: exit %d\n%s%s", code, out, errOut)
+	}
 	file, _ := writeRandomFile(t, t.TempDir(), "HOPTO_end.png", 100)
 	out, errOut, code := e.run(nil, "upload", file, "--type", "cyoa", "--wait")
 	if code != 0 || !strings.Contains(out, "completed") {

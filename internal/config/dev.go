@@ -4,11 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // DevState is what a running `dab dev` writes into its data folder so that
@@ -38,19 +41,18 @@ func devStatePath(dataDir string) string { return filepath.Join(DevDir(dataDir),
 
 // ReadDevState reads the state file; it returns nil, nil when there is none.
 // A state file that is not the current user's, or that another user could
-// have written (it, its folder or the data folder is someone else's or
-// writable by others: a dab-data planted in a shared folder), is refused:
-// following it would send files, commands and the token to someone else's
-// Redis and store.
+// have written (it, its folder or the data folder belongs to someone else
+// or is writable by everyone: a dab-data planted in a shared folder), is
+// refused with ErrForeignDevState: following it would send files, commands
+// and the token to someone else's Redis and store. What is checked is what
+// is read: the folders and the file are opened once, without following a
+// link below the data folder, and checked and read through those handles.
 func ReadDevState(dataDir string) (*DevState, error) {
-	b, err := os.ReadFile(devStatePath(dataDir))
+	b, err := readOwnDevState(dataDir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("dev state: %w", err)
-	}
-	if err := checkOwnDevState(dataDir); err != nil {
 		return nil, err
 	}
 	var st DevState
@@ -60,61 +62,125 @@ func ReadDevState(dataDir string) (*DevState, error) {
 	return &st, nil
 }
 
-// checkOwnDevState refuses a state file whose file, dev folder or data
-// folder another user owns or may write.
-func checkOwnDevState(dataDir string) error {
-	uid := os.Geteuid()
-	for _, p := range []string{devStatePath(dataDir), DevDir(dataDir), dataDir} {
-		st, err := os.Lstat(p)
-		if err == nil && st.Mode()&fs.ModeSymlink != 0 && p == dataDir {
-			st, err = os.Stat(p) // a data folder may be a link to one of yours
-		}
-		if err != nil {
-			return fmt.Errorf("dev state: %w", err)
-		}
-		sys, ok := st.Sys().(*syscall.Stat_t)
-		if !ok {
-			return nil // no owners to check on this system
-		}
-		if st.Mode()&fs.ModeSymlink != 0 || int(sys.Uid) != uid || st.Mode().Perm()&0o022 != 0 {
-			return fmt.Errorf("%w: %s belongs to user %d (you are %d), is a link, or other users may write it (%v): dab follows only a `dab dev` state of your own; remove %s, or set DAB_DATA_DIR or DAB_REDIS_URL",
-				ErrForeignDevState, p, sys.Uid, uid, st.Mode(), DevDir(dataDir))
-		}
-	}
-	return nil
-}
-
 // ErrForeignDevState: a `dab dev` state file that another user could have
 // written is not followed.
 var ErrForeignDevState = errors.New("not following a dab dev state someone else could have written")
 
-// FindDevDataDir is where a client command looks for the state of a running
-// `dab dev` when no data folder was given: dataDir (./dab-data) here, or
-// the dab-data of the nearest folder above that has a state file, so that
-// a command run from a subfolder of where `dab dev` runs (the drop folder,
-// say) finds it. It returns dataDir when there is none.
-func FindDevDataDir(dataDir string) string {
-	if filepath.IsAbs(dataDir) {
-		return dataDir
+// readOwnDevState reads dataDir/dev/dev.json through handles whose owner
+// and mode it checks: the data folder (a link to it is followed: it may
+// live elsewhere), then dev and dev.json below it (never links).
+func readOwnDevState(dataDir string) ([]byte, error) {
+	const flags = unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW
+	dir, err := unix.Open(dataDir, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, devStateError(dataDir, err)
 	}
-	if _, err := os.Lstat(devStatePath(dataDir)); err == nil {
-		return dataDir
+	defer unix.Close(dir)
+	if err := checkOwn(dir, dataDir); err != nil {
+		return nil, err
+	}
+	dev, err := unix.Openat(dir, "dev", flags|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, devStateError(DevDir(dataDir), err)
+	}
+	defer unix.Close(dev)
+	if err := checkOwn(dev, DevDir(dataDir)); err != nil {
+		return nil, err
+	}
+	fd, err := unix.Openat(dev, "dev.json", flags, 0)
+	if err != nil {
+		return nil, devStateError(devStatePath(dataDir), err)
+	}
+	f := os.NewFile(uintptr(fd), devStatePath(dataDir))
+	defer f.Close()
+	if err := checkOwn(fd, devStatePath(dataDir)); err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("dev state: %w", err)
+	}
+	return b, nil
+}
+
+// devStateError reports a failed open: a missing file or folder is
+// fs.ErrNotExist (no state), a link where none may be is foreign.
+func devStateError(path string, err error) error {
+	if errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+		if st, lerr := os.Lstat(path); lerr == nil && st.Mode()&fs.ModeSymlink != 0 {
+			err = unix.ELOOP
+		} else if errors.Is(err, unix.ENOTDIR) {
+			err = unix.ENOENT // a file where a folder belongs: no state
+		}
+	}
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return fs.ErrNotExist
+	case errors.Is(err, unix.ELOOP):
+		return fmt.Errorf("%w: %s is a link: dab follows only a `dab dev` state of your own; set DAB_DATA_DIR or DAB_REDIS_URL", ErrForeignDevState, path)
+	}
+	return fmt.Errorf("dev state %s: %w", path, err)
+}
+
+// checkOwn refuses what fd holds unless the current user owns it and not
+// everyone may write it (a group-writable folder of one's own is fine: many
+// systems give each user a group of their own, umask 002).
+func checkOwn(fd int, path string) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("dev state %s: %w", path, err)
+	}
+	uid := os.Geteuid()
+	if int(st.Uid) != uid {
+		return fmt.Errorf("%w: %s belongs to user %d, not to you (%d): dab follows only a `dab dev` state of your own; set DAB_DATA_DIR or DAB_REDIS_URL",
+			ErrForeignDevState, path, st.Uid, uid)
+	}
+	if st.Mode&0o002 != 0 {
+		return fmt.Errorf("%w: every user may write %s (mode %o): make it yours alone (chmod o-w %s), or set DAB_DATA_DIR or DAB_REDIS_URL",
+			ErrForeignDevState, path, st.Mode&0o7777, path)
+	}
+	return nil
+}
+
+// FindDevState reads the state of a running `dab dev` for a client
+// command: in dataDir, and, with search (no data folder was given, dataDir
+// is the relative default), in the dab-data of each folder above when there
+// is none in dataDir, so that a command run from a subfolder of where `dab
+// dev` runs (the drop folder, say) finds it. A state above that is not
+// one's own is passed over, not followed (nor an error: someone else's
+// folder must not stop a command); one in dataDir itself is an error. It
+// returns the data folder the state was found in (links resolved, so that
+// it cannot be swapped for another afterwards), or dataDir and nil.
+func FindDevState(dataDir string, search bool) (string, *DevState, error) {
+	st, err := ReadDevState(dataDir)
+	if st != nil || err != nil || !search || filepath.IsAbs(dataDir) {
+		return resolved(dataDir), st, err
 	}
 	dir, err := os.Getwd()
 	if err != nil {
-		return dataDir
+		return dataDir, nil, nil
 	}
 	for {
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return dataDir
+			return dataDir, nil, nil
 		}
 		dir = parent
 		cand := filepath.Join(dir, dataDir)
-		if _, err := os.Lstat(devStatePath(cand)); err == nil {
-			return cand
+		if st, err := ReadDevState(cand); st != nil && err == nil {
+			return resolved(cand), st, nil
 		}
 	}
+}
+
+// resolved is dir with its links resolved, or dir when that fails.
+func resolved(dir string) string {
+	if r, err := filepath.EvalSymlinks(dir); err == nil {
+		if abs, err := filepath.Abs(r); err == nil {
+			return abs
+		}
+	}
+	return dir
 }
 
 // WriteDevState writes the state file, readable by its owner only (it holds
@@ -142,8 +208,9 @@ func (st *DevState) Running() bool {
 	if st == nil || st.PID <= 0 {
 		return false
 	}
-	err := syscall.Kill(st.PID, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+	// EPERM: a process of another user has the PID now (this state's
+	// dab dev is gone), so it is not followed.
+	return syscall.Kill(st.PID, 0) == nil
 }
 
 // UsesDev reports whether this configuration should follow a running `dab
@@ -166,7 +233,9 @@ func (c *Config) ApplyDev(st *DevState) {
 	set("AWS_ACCESS_KEY_ID", &c.S3.AccessKeyID, st.AccessKey)
 	set("AWS_SECRET_ACCESS_KEY", &c.S3.SecretAccessKey, st.SecretKey)
 	set("DAB_S3_CHECKSUM", &c.S3.ChecksumMode, st.ChecksumMode)
-	if c.Token == "" {
+	// The admin token goes only to this dab dev's own API: DAB_SERVER may
+	// name another server.
+	if c.Token == "" && c.Server != "" && c.Server == st.HTTPURL {
 		set("DAB_TOKEN", &c.Token, st.AdminToken)
 	}
 	if st.S3Endpoint != "" {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -17,15 +18,25 @@ func TestReadDevStateRefusesForeign(t *testing.T) {
 		spoil func(t *testing.T, dataDir string)
 	}{
 		{"own", func(*testing.T, string) {}},
-		{"file writable by others", func(t *testing.T, d string) { chmod(t, devStatePath(d), 0o666) }},
-		{"dev folder writable by others", func(t *testing.T, d string) { chmod(t, DevDir(d), 0o777) }},
-		{"data folder writable by its group", func(t *testing.T, d string) { chmod(t, d, 0o770) }},
+		{"own, group-writable (umask 002)", func(t *testing.T, d string) { chmod(t, d, 0o770); chmod(t, DevDir(d), 0o770) }},
+		{"file writable by everyone", func(t *testing.T, d string) { chmod(t, devStatePath(d), 0o602) }},
+		{"dev folder writable by everyone", func(t *testing.T, d string) { chmod(t, DevDir(d), 0o777) }},
+		{"data folder writable by everyone", func(t *testing.T, d string) { chmod(t, d, 0o757) }},
 		{"file a link", func(t *testing.T, d string) {
 			other := filepath.Join(t.TempDir(), "elsewhere.json")
 			if err := os.Rename(devStatePath(d), other); err != nil {
 				t.Fatal(err)
 			}
 			if err := os.Symlink(other, devStatePath(d)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"dev folder a link", func(t *testing.T, d string) {
+			other := filepath.Join(t.TempDir(), "elsewhere")
+			if err := os.Rename(DevDir(d), other); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(other, DevDir(d)); err != nil {
 				t.Fatal(err)
 			}
 		}},
@@ -46,7 +57,7 @@ func TestReadDevStateRefusesForeign(t *testing.T) {
 			}
 			tc.spoil(t, dataDir)
 			st, err := ReadDevState(dataDir)
-			if tc.name == "own" {
+			if strings.HasPrefix(tc.name, "own") {
 				if err != nil || st == nil || st.RedisURL != "redis://127.0.0.1:1" {
 					t.Fatalf("own state: %+v, %v", st, err)
 				}
@@ -66,32 +77,54 @@ func chmod(t *testing.T, p string, mode os.FileMode) {
 	}
 }
 
-// TestFindDevDataDir: without a data folder given, the state is looked for
-// in ./dab-data, then in the dab-data of each folder above; an absolute
-// data folder is taken as it is.
-func TestFindDevDataDir(t *testing.T) {
+// TestFindDevState: without a data folder given, the state is looked for
+// in ./dab-data, then in the dab-data of each folder above, passing over
+// one that is not the user's own; a data folder given is not searched from.
+func TestFindDevState(t *testing.T) {
 	root, err := filepath.EvalSymlinks(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteDevState(filepath.Join(root, "dab-data"), &DevState{PID: 1}); err != nil {
+	if err := WriteDevState(filepath.Join(root, "dab-data"), &DevState{PID: 1, RedisURL: "redis://root"}); err != nil {
 		t.Fatal(err)
 	}
-	sub := filepath.Join(root, "drop", "cyoa", "forest")
+	// Closer to where the command runs, a state others may have written.
+	mid := filepath.Join(root, "drop")
+	if err := WriteDevState(filepath.Join(mid, "dab-data"), &DevState{PID: 1, RedisURL: "redis://planted"}); err != nil {
+		t.Fatal(err)
+	}
+	chmod(t, DevDir(filepath.Join(mid, "dab-data")), 0o777)
+	sub := filepath.Join(mid, "cyoa", "forest")
 	if err := os.MkdirAll(sub, 0o750); err != nil {
 		t.Fatal(err)
 	}
 	t.Chdir(sub)
-	if got := FindDevDataDir("./dab-data"); got != filepath.Join(root, "dab-data") {
-		t.Fatalf("from %s: %s", sub, got)
+	dir, st, err := FindDevState("./dab-data", true)
+	if err != nil || st == nil || st.RedisURL != "redis://root" || dir != filepath.Join(root, "dab-data") {
+		t.Fatalf("from %s: %s, %+v, %v; want root's", sub, dir, st, err)
 	}
-	if got := FindDevDataDir("/srv/dab"); got != "/srv/dab" {
-		t.Fatalf("absolute: %s", got)
+	if dir, st, err := FindDevState("./dab-data", false); err != nil || st != nil || dir != "./dab-data" {
+		t.Fatalf("without search: %s, %+v, %v", dir, st, err)
 	}
-	// A folder beside root's tree does not find root's state (what is above
-	// the test's temporary folders is the machine's, not checked here).
-	t.Chdir(t.TempDir())
-	if got := FindDevDataDir("./dab-data"); got == filepath.Join(root, "dab-data") {
-		t.Fatalf("from outside its tree: %s", got)
+	// Where the command runs, a foreign state is an error, not passed over.
+	t.Chdir(mid)
+	if _, st, err := FindDevState("./dab-data", true); !errors.Is(err, ErrForeignDevState) || st != nil {
+		t.Fatalf("in the folder itself: %+v, %v", st, err)
+	}
+}
+
+// TestDevTokenGoesOnlyToItsServer: the admin token of a followed dab dev is
+// used only when DAB_SERVER names that dab dev's own API.
+func TestDevTokenGoesOnlyToItsServer(t *testing.T) {
+	t.Parallel()
+	st := &DevState{PID: 1, HTTPURL: "http://127.0.0.1:8080", AdminToken: "dev-admin-token"}
+	for _, tc := range []struct {
+		server, want string
+	}{{"", ""}, {"http://127.0.0.1:8080", "dev-admin-token"}, {"https://dab.example.org", ""}} {
+		c := &Config{Server: tc.server, Sources: map[string]string{}}
+		c.ApplyDev(st)
+		if c.Token != tc.want {
+			t.Errorf("DAB_SERVER %q: token %q, want %q", tc.server, c.Token, tc.want)
+		}
 	}
 }
