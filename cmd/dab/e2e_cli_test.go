@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -24,7 +26,7 @@ import (
 // guess, and nothing is spooled.
 func TestNoRedisConfigured(t *testing.T) {
 	t.Parallel()
-	e := &e2e{t: t, dir: t.TempDir(), env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}}
+	e := &e2e{t: t, dir: t.TempDir(), env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), testCache}}
 	var dials atomic.Int64
 	if ln, err := net.Listen("tcp", "127.0.0.1:6379"); err == nil {
 		defer ln.Close()
@@ -238,7 +240,7 @@ func TestCLIOutputs(t *testing.T) {
 func TestDevPrintsExport(t *testing.T) {
 	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "my data")
-	e := &e2e{t: t, dataDir: dataDir, dir: t.TempDir(), env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(),
+	e := &e2e{t: t, dataDir: dataDir, dir: t.TempDir(), env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), testCache,
 		"DAB_DATA_DIR=" + dataDir, "DAB_HTTP_ADDR=127.0.0.1:0", "DAB_DROP_DIR=" + filepath.Join(t.TempDir(), "drop")}}
 	if gp := os.Getenv("GOPATH"); gp != "" {
 		e.env = append(e.env, "GOPATH="+gp)
@@ -254,7 +256,7 @@ func TestDevPrintsExport(t *testing.T) {
 		t.Fatalf("dab dev printed no %q:\n%s", want, stdout.String())
 	}
 	// Another folder finds it through the printed line's variable.
-	out, errOut, code := (&e2e{t: t, dir: t.TempDir(), env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "DAB_DATA_DIR=" + dataDir}}).run(nil, "config")
+	out, errOut, code := (&e2e{t: t, dir: t.TempDir(), env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), testCache, "DAB_DATA_DIR=" + dataDir}}).run(nil, "config")
 	if code != 0 || !strings.Contains(out, "Following the `dab dev`") {
 		t.Fatalf("dab config with the dev's DAB_DATA_DIR: exit %d\n%s%s", code, out, errOut)
 	}
@@ -331,7 +333,7 @@ func TestClientFindsDevFromASubfolder(t *testing.T) {
 	if err := os.MkdirAll(sub, 0o750); err != nil {
 		t.Fatal(err)
 	}
-	client := &e2e{t: t, dir: sub, env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}}
+	client := &e2e{t: t, dir: sub, env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), testCache}}
 	if out, errOut, code := client.run(nil, "assets", "show", "generic/found.png"); code != 0 || !strings.Contains(out, rec.ID) {
 		t.Fatalf("from a subfolder: exit %d\n%s%s", code, out, errOut)
 	}
@@ -348,5 +350,57 @@ func TestClientFindsDevFromASubfolder(t *testing.T) {
 	out, errOut, code = client.run(nil, "assets", "count")
 	if code != 1 || out != "" || !strings.Contains(errOut, "make it yours alone (chmod o-w") {
 		t.Fatalf("a state here that others may write: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// TestGraphvizCacheIsPrivate: go-graphviz's compiled WebAssembly goes into
+// the user's own cache folder (~/.cache/dab, 0700), never into the shared
+// $TMPDIR/go-graphviz, so code another user planted there is never loaded;
+// what is there does not stop dab either; and without a folder of one's
+// own it compiles into a private temporary folder that it removes.
+func TestGraphvizCacheIsPrivate(t *testing.T) {
+	t.Parallel()
+	run := func(tmp, cache string) {
+		t.Helper()
+		cmd := exec.Command(dabBin, "--help")
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "TMPDIR=" + tmp, "XDG_CACHE_HOME=" + cache}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("dab --help with TMPDIR=%s: %v\n%s", tmp, err, out)
+		}
+	}
+	tmp, cache := t.TempDir(), t.TempDir()
+	run(tmp, cache)
+	if _, err := os.Stat(filepath.Join(tmp, "go-graphviz")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a cache in the shared TMPDIR: %v", err)
+	}
+	if st, err := os.Stat(filepath.Join(cache, "dab", "go-graphviz")); err != nil || !st.IsDir() {
+		t.Errorf("no cache in the user's own folder: %v", err)
+	}
+	if st, err := os.Stat(filepath.Join(cache, "dab")); err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("the user's cache folder: %v, %v", st.Mode(), err)
+	}
+
+	// Something planted in the shared place: ignored.
+	planted := t.TempDir()
+	if err := os.WriteFile(filepath.Join(planted, "go-graphviz"), []byte("not a cache"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(planted, t.TempDir())
+
+	// A cache folder others may write: a private one for the run, removed.
+	open := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(open, "dab"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(open, "dab"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	tmp2 := t.TempDir()
+	run(tmp2, open)
+	if left, _ := os.ReadDir(tmp2); len(left) != 0 {
+		t.Errorf("left in TMPDIR: %v", left)
+	}
+	if left, _ := os.ReadDir(filepath.Join(open, "dab")); len(left) != 0 {
+		t.Errorf("a cache in a folder others may write: %v", left)
 	}
 }

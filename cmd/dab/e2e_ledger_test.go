@@ -206,7 +206,7 @@ func TestCreditsGrantChecksBeforeSending(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := &e2e{t: t, dir: t.TempDir()}
-	base := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "DAB_DATA_DIR=" + filepath.Join(e.dir, "data")}
+	base := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), testCache, "DAB_DATA_DIR=" + filepath.Join(e.dir, "data")}
 	viaServer := append(append([]string{}, base...), "DAB_SERVER="+srv.URL, "DAB_TOKEN="+e2eToken)
 	viaRedis := append(append([]string{}, base...), fmt.Sprintf("DAB_REDIS_URL=redis://127.0.0.1:%d/0", port))
 	rangeMsg := fmt.Sprintf("from 1 to %d", int64(ledger.CreditsMax))

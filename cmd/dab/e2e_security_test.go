@@ -25,7 +25,7 @@ import (
 func TestSecurityURLSecretsNotPrinted(t *testing.T) {
 	t.Parallel()
 	// No servers needed: nothing here reaches Redis or S3.
-	e := &e2e{t: t, dir: t.TempDir(), env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(),
+	e := &e2e{t: t, dir: t.TempDir(), env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), testCache,
 		"DAB_DATA_DIR=" + filepath.Join(t.TempDir(), "data"), "AWS_S3_BUCKET=dab-test-bucket", "AWS_REGION=us-east-1"}}
 	secrets := []string{"sentinel-pw-1", "master-pw-2", "cluster-pw-3", "server-tok-4", "server-pw-5"}
 	// No retries: go-redis otherwise spends about 40 s on unreachable sentinels.

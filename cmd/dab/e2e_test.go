@@ -36,6 +36,9 @@ import (
 
 var dabBin string
 
+// testCache points the dab processes of the tests at one cache folder.
+var testCache string
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "dab-e2e-")
 	if err != nil {
@@ -46,6 +49,16 @@ func TestMain(m *testing.M) {
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build dab:", err)
+		os.Exit(1)
+	}
+	// One cache of go-graphviz's compiled WebAssembly (wasmcache) for every
+	// dab the tests run, each with a HOME of its own: compiled once here,
+	// not in every process (about a second of CPU each).
+	testCache = "XDG_CACHE_HOME=" + filepath.Join(dir, "cache")
+	warm := exec.Command(dabBin, "--help")
+	warm.Env = append(os.Environ(), testCache)
+	if out, err := warm.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "dab --help: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -83,7 +96,7 @@ func newE2EOn(t *testing.T, redisURL string) *e2e {
 	c := storagetest.Options(s)
 	// A clean environment: nothing of the developer's AWS or dab settings leaks in.
 	e.env = []string{
-		"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(),
+		"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), testCache,
 		"DAB_REDIS_URL=" + redisURL, "DAB_DATA_DIR=" + e.dataDir,
 		"AWS_S3_BUCKET=" + c.Bucket, "AWS_REGION=us-east-1", "AWS_ENDPOINT_URL_S3=" + c.Endpoint,
 		"AWS_ACCESS_KEY_ID=" + c.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + c.SecretAccessKey,
@@ -408,7 +421,7 @@ func TestWorkerKilledMidMultipart(t *testing.T) {
 func TestDevRestartKeepsData(t *testing.T) {
 	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "data")
-	e := &e2e{t: t, dataDir: dataDir, dir: t.TempDir(), env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "DAB_DATA_DIR=" + dataDir, "DAB_HTTP_ADDR=127.0.0.1:0"}}
+	e := &e2e{t: t, dataDir: dataDir, dir: t.TempDir(), env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), testCache, "DAB_DATA_DIR=" + dataDir, "DAB_HTTP_ADDR=127.0.0.1:0"}}
 	if home, err := os.UserHomeDir(); err == nil {
 		// Let dab find versitygw where `go install` put it.
 		e.env = append(e.env, "GOPATH="+filepath.Join(home, "go"))
@@ -469,7 +482,7 @@ func TestDevRestartKeepsData(t *testing.T) {
 func TestDevRestartsItsRedis(t *testing.T) {
 	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "data")
-	e := &e2e{t: t, dataDir: dataDir, dir: t.TempDir(), env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "DAB_DATA_DIR=" + dataDir, "DAB_HTTP_ADDR=127.0.0.1:0"}}
+	e := &e2e{t: t, dataDir: dataDir, dir: t.TempDir(), env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), testCache, "DAB_DATA_DIR=" + dataDir, "DAB_HTTP_ADDR=127.0.0.1:0"}}
 	if gp := os.Getenv("GOPATH"); gp != "" {
 		e.env = append(e.env, "GOPATH="+gp)
 	} else if home, err := os.UserHomeDir(); err == nil {

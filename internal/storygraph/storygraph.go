@@ -17,7 +17,13 @@ import (
 	"github.com/goccy/go-graphviz"
 
 	"github.com/dab-assets/dab/internal/plugin/cyoa"
+	"github.com/dab-assets/dab/internal/wasmcache"
 )
+
+// go-graphviz, initialized before this package, compiled its WebAssembly
+// with TMPDIR pointing at the user's own cache folder (wasmcache); the
+// rest of the process gets TMPDIR back.
+func init() { wasmcache.Restore() }
 
 // Links makes the URLs that nodes, edges and ends link to.
 type Links struct {
