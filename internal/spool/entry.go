@@ -190,8 +190,8 @@ func (s *Spool) DataPath(id string) string { return filepath.Join(s.dir, id, dat
 
 // List returns the manifests of all entries, oldest first. An entry removed
 // while List runs (a worker finished it) is left out; one that cannot be
-// read (a damaged manifest) is too, and its problem is in err, joined with
-// the others': the entries List could read are returned all the same, so
+// read (a damaged or missing manifest) is too, and its problem is in err,
+// joined with the others': the entries List could read are returned all the same, so
 // one bad entry does not hold up the rest.
 func (s *Spool) List() ([]*Manifest, error) {
 	des, err := os.ReadDir(s.dir)
@@ -206,6 +206,13 @@ func (s *Spool) List() ([]*Manifest, error) {
 		}
 		m, err := s.Get(de.Name())
 		if errors.Is(err, ErrNotFound) {
+			// Removed meanwhile (Remove moves the whole folder away first),
+			// unless the folder is still there without its manifest:
+			// damage, or a hand's work, to report.
+			if _, serr := os.Lstat(filepath.Join(s.dir, de.Name())); serr == nil {
+				problems = append(problems, fmt.Errorf("spool: entry %s has no manifest (damaged, or changed by hand): its file, if any, is %s; move it into the drop folder to bank it again, then delete %s",
+					de.Name(), s.DataPath(de.Name()), filepath.Join(s.dir, de.Name())))
+			}
 			continue
 		}
 		if err != nil {

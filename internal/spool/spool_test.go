@@ -176,10 +176,10 @@ func TestOpenHelpers(t *testing.T) {
 	}
 }
 
-// TestListPastBadEntries: an entry removed while List runs (its manifest
-// gone: a worker finished it) is left out without an error, and a damaged
-// manifest does not hide the other entries; its problem names the file and
-// what to do. The watcher's start-up recovery queues what List returns.
+// TestListPastBadEntries: an entry removed while List runs (a worker
+// finished it) is left out without an error; a damaged or missing manifest
+// does not hide the other entries, and its problem names the file and what
+// to do. The watcher's start-up recovery queues what List returns.
 func TestListPastBadEntries(t *testing.T) {
 	t.Parallel()
 	s, err := Open(filepath.Join(t.TempDir(), "spool"))
@@ -197,7 +197,7 @@ func TestListPastBadEntries(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(s.Dir(), ids[1], manifestFile), []byte("{not json"), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Remove(filepath.Join(s.Dir(), ids[2], manifestFile)); err != nil { // as Remove would, midway
+	if err := os.Remove(filepath.Join(s.Dir(), ids[2], manifestFile)); err != nil {
 		t.Fatal(err)
 	}
 	list, err := s.List()
@@ -205,7 +205,14 @@ func TestListPastBadEntries(t *testing.T) {
 		t.Fatalf("List = %v, want %s and %s", list, ids[0], ids[3])
 	}
 	if err == nil || !strings.Contains(err.Error(), "manifest of "+ids[1]+" is damaged") || !strings.Contains(err.Error(), "move it into the drop folder") ||
-		strings.Contains(err.Error(), ids[2]) {
-		t.Fatalf("List error = %v, want the damaged manifest of %s only", err, ids[1])
+		!strings.Contains(err.Error(), "entry "+ids[2]+" has no manifest") {
+		t.Fatalf("List error = %v, want the damaged manifest of %s and the missing one of %s", err, ids[1], ids[2])
+	}
+	// A folder removed whole (as Remove does) is not a problem.
+	if err := os.RemoveAll(filepath.Join(s.Dir(), ids[2])); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.List(); err == nil || strings.Contains(err.Error(), ids[2]) {
+		t.Fatalf("List error = %v, want only %s's", err, ids[1])
 	}
 }

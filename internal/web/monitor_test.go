@@ -123,6 +123,7 @@ func TestMonitorPassesScriptsThrough(t *testing.T) {
 		{"application/javascript; charset=utf-8", false},
 		{"application/json", false},
 		{"text/css", false},
+		{"image/svg+xml", false},
 		{"text/html; charset=utf-8", true},
 		{"Text/HTML", true},
 		{"text/html;;;", true}, // unparseable: held
@@ -150,7 +151,8 @@ func TestMonitorPassesScriptsThrough(t *testing.T) {
 		if seenWhileWriting != "<html><body>first part " || body != "<html><body>first part second part</body></html>" {
 			t.Errorf("%q: held or changed: seen while writing %q, then %q", tc.contentType, seenWhileWriting, body)
 		}
-		if rec.Header().Get("Content-Type") != tc.contentType || rec.Header().Get("Content-Security-Policy") != "" {
+		if rec.Header().Get("Content-Type") != tc.contentType || !strings.HasPrefix(rec.Header().Get("Content-Security-Policy"), "default-src 'none'") ||
+			rec.Header().Get("X-Content-Type-Options") != "nosniff" {
 			t.Errorf("%q: headers %v", tc.contentType, rec.Header())
 		}
 	}
