@@ -357,7 +357,7 @@ func TestClientFindsDevFromASubfolder(t *testing.T) {
 // the user's own cache folder (~/.cache/dab, 0700), never into the shared
 // $TMPDIR/go-graphviz, so code another user planted there is never loaded;
 // what is there does not stop dab either; and without a folder of one's
-// own it compiles into a private temporary folder that it removes.
+// own (one others may write) it keeps no cache at all.
 func TestGraphvizCacheIsPrivate(t *testing.T) {
 	t.Parallel()
 	run := func(tmp, cache string) {
@@ -387,7 +387,7 @@ func TestGraphvizCacheIsPrivate(t *testing.T) {
 	}
 	run(planted, t.TempDir())
 
-	// A cache folder others may write: a private one for the run, removed.
+	// A cache folder others may write: no cache, nothing left anywhere.
 	open := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(open, "dab"), 0o700); err != nil {
 		t.Fatal(err)

@@ -9,8 +9,10 @@
 // Packages are initialized in the order of their import paths, each once
 // its imports are: this package (github.com/dab-assets/...) before
 // go-graphviz's (github.com/goccy/...). Its init points TMPDIR at the
-// user's cache folder for that moment, and storygraph, which imports
-// go-graphviz and so is initialized after it, puts TMPDIR back (Restore).
+// user's cache folder, as the descriptor it checked (so that a swap of the
+// path cannot hand go-graphviz another folder), or, without one, at a path
+// where no cache can be made; storygraph, which imports go-graphviz and so
+// is initialized after it, puts TMPDIR back (Restore).
 // The hand-over goes through the environment, the one state both share.
 package wasmcache
 
@@ -18,33 +20,32 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
+	"strconv"
+
+	"golang.org/x/sys/unix"
 )
 
-const (
-	// savedEnv holds TMPDIR as it was ("=" and the value) or "unset".
-	savedEnv = "DAB_GRAPHVIZ_SAVED_TMPDIR"
-	// removeEnv names a folder made for this process alone, to remove.
-	removeEnv = "DAB_GRAPHVIZ_REMOVE_DIR"
-)
+// savedEnv holds TMPDIR as it was ("=" and the value) or "unset".
+const savedEnv = "DAB_GRAPHVIZ_SAVED_TMPDIR"
+
+// noCache is a TMPDIR in which no folder can be made: go-graphviz then
+// compiles without a cache (about a second) rather than use a shared one.
+const noCache = "/dev/null/dab-no-graphviz-cache"
 
 func init() {
-	dir, err := ownCacheDir()
-	remove := ""
-	if err != nil {
-		// No folder of one's own to keep the cache in: one for this
-		// process alone (go-graphviz then compiles anew, about a second).
-		if dir, err = os.MkdirTemp("", "dab-graphviz-"); err != nil {
-			return
-		}
-		remove = dir
+	dir := noCache
+	if fd, err := openOwnCacheDir(); err == nil {
+		// The folder as opened and checked, whatever its path names by
+		// the time go-graphviz looks (a parent another user may write
+		// could swap it). The descriptor stays open: the cache may be
+		// read again later.
+		dir = "/proc/self/fd/" + strconv.Itoa(fd)
 	}
 	saved := "unset"
 	if v, ok := os.LookupEnv("TMPDIR"); ok {
 		saved = "=" + v
 	}
 	os.Setenv(savedEnv, saved)
-	os.Setenv(removeEnv, remove)
 	os.Setenv("TMPDIR", dir)
 }
 
@@ -60,32 +61,34 @@ func Restore() {
 	} else {
 		os.Setenv("TMPDIR", saved[1:])
 	}
-	if dir := os.Getenv(removeEnv); dir != "" {
-		os.RemoveAll(dir)
-	}
 	os.Unsetenv(savedEnv)
-	os.Unsetenv(removeEnv)
 }
 
-// ownCacheDir is <user cache folder>/dab (~/.cache/dab), made if missing,
-// refused unless it is a folder of the current user's that no one else may
-// write.
-func ownCacheDir() (string, error) {
+// openOwnCacheDir opens <user cache folder>/dab (~/.cache/dab), made if
+// missing, and returns its descriptor if it is a folder (not a link) of
+// the current user's that no one else may write (one others may read is
+// made private).
+func openOwnCacheDir() (int, error) {
 	base, err := os.UserCacheDir()
 	if err != nil {
-		return "", err
+		return -1, err
 	}
 	dir := filepath.Join(base, "dab")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", err
+		return -1, err
 	}
-	st, err := os.Lstat(dir)
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return "", err
+		return -1, err
 	}
-	sys, ok := st.Sys().(*syscall.Stat_t)
-	if !ok || !st.IsDir() || int(sys.Uid) != os.Geteuid() || st.Mode().Perm()&0o022 != 0 {
-		return "", fmt.Errorf("wasmcache: %s is not a folder of yours that only you may write", dir)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || int(st.Uid) != os.Geteuid() || st.Mode&0o022 != 0 {
+		// Someone else's, or others may have written into it already.
+		unix.Close(fd)
+		return -1, fmt.Errorf("wasmcache: %s is not a folder of yours that only you may write", dir)
 	}
-	return dir, nil
+	if st.Mode&0o077 != 0 {
+		unix.Fchmod(fd, 0o700) // readable by others: the cache is nobody else's business
+	}
+	return fd, nil
 }
