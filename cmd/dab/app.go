@@ -84,8 +84,12 @@ func newApp(e *env, loader *config.Loader, args []string, r role) (*app, error) 
 		if err != nil {
 			return nil, err
 		}
-		if st.Running() {
-			cfg.DataDir = dataDir // its spool, where dab upload puts files
+		if st != nil {
+			// Its spool is where dab upload puts files; and a dab dev
+			// that is not running is reported by its folder.
+			cfg.DataDir = dataDir
+		}
+		if st != nil && config.DevRunning(dataDir) {
 			cfg.ApplyDev(st)
 			a.dev = st
 		}

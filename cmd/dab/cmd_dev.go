@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -70,7 +69,14 @@ func (a *app) runDev(ctx context.Context) error {
 	// One dab dev per data folder, for as long as it runs: two started at
 	// once would both find no state running and share one Redis folder and
 	// one bucket. The lock goes with the process.
-	unlock, err := lockDevDir(dataDir)
+	unlock, err := config.LockDevDir(dataDir)
+	if errors.Is(err, config.ErrDevRunning) {
+		who := "another dab dev"
+		if st, _ := config.ReadDevState(dataDir); st != nil && st.PID > 0 {
+			who = fmt.Sprintf("another dab dev (pid %d, by its state file)", st.PID)
+		}
+		return fmt.Errorf("%s runs with the data folder %s: stop it, or use another DAB_DATA_DIR", who, dataDir)
+	}
 	if err != nil {
 		return err
 	}
@@ -206,28 +212,6 @@ func (a *app) runDev(ctx context.Context) error {
 		return fmt.Errorf("dab dev stopped: %w", cause)
 	}
 	return err
-}
-
-// lockDevDir takes the lock of a data folder's dev folder (creating it), or
-// says which dab dev holds it.
-func lockDevDir(dataDir string) (func(), error) {
-	devDir := config.DevDir(dataDir)
-	if err := os.MkdirAll(devDir, 0o750); err != nil {
-		return nil, fmt.Errorf("dab dev: %w", err)
-	}
-	f, err := os.OpenFile(filepath.Join(devDir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("dab dev: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		who := "another dab dev"
-		if st, _ := config.ReadDevState(dataDir); st != nil && st.PID > 0 {
-			who = fmt.Sprintf("another dab dev (pid %d, by its last state)", st.PID)
-		}
-		return nil, fmt.Errorf("%s runs with the data folder %s: stop it, or use another DAB_DATA_DIR", who, dataDir)
-	}
-	return func() { f.Close() }, nil
 }
 
 // startPreferring starts a child server on the port of the last run, so

@@ -334,6 +334,16 @@ func TestClientFindsDevFromASubfolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	client := &e2e{t: t, dir: sub, env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), testCache}}
+	// A state whose dab dev is gone is not followed, whatever process has
+	// its PID now (here this test's): what runs is who holds the lock.
+	if out, errOut, code := client.run(nil, "assets", "count"); code != 1 || !strings.Contains(errOut, "is not running") {
+		t.Fatalf("a state without its dab dev: exit %d\n%s%s", code, out, errOut)
+	}
+	unlock, err := config.LockDevDir(dataDir) // as the running dab dev holds it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
 	if out, errOut, code := client.run(nil, "assets", "show", "generic/found.png"); code != 0 || !strings.Contains(out, rec.ID) {
 		t.Fatalf("from a subfolder: exit %d\n%s%s", code, out, errOut)
 	}

@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -70,37 +69,128 @@ var ErrForeignDevState = errors.New("not following a dab dev state someone else 
 // and mode it checks: the data folder (a link to it is followed: it may
 // live elsewhere), then dev and dev.json below it (never links).
 func readOwnDevState(dataDir string) ([]byte, error) {
-	const flags = unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW
-	dir, err := unix.Open(dataDir, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_DIRECTORY, 0)
+	dir, dev, err := openDevDirs(dataDir, false)
 	if err != nil {
-		return nil, devStateError(dataDir, err)
+		return nil, err
 	}
 	defer unix.Close(dir)
-	if err := checkOwn(dir, dataDir); err != nil {
-		return nil, err
-	}
-	dev, err := unix.Openat(dir, "dev", flags|unix.O_DIRECTORY, 0)
-	if err != nil {
-		return nil, devStateError(DevDir(dataDir), err)
-	}
 	defer unix.Close(dev)
-	if err := checkOwn(dev, DevDir(dataDir)); err != nil {
-		return nil, err
-	}
-	fd, err := unix.Openat(dev, "dev.json", flags, 0)
+	fd, err := openOwnFile(dev, "dev.json", devStatePath(dataDir), unix.O_RDONLY)
 	if err != nil {
-		return nil, devStateError(devStatePath(dataDir), err)
+		return nil, err
 	}
 	f := os.NewFile(uintptr(fd), devStatePath(dataDir))
 	defer f.Close()
-	if err := checkOwn(fd, devStatePath(dataDir)); err != nil {
-		return nil, err
-	}
 	b, err := io.ReadAll(f)
 	if err != nil {
 		return nil, fmt.Errorf("dev state: %w", err)
 	}
 	return b, nil
+}
+
+// openDevDirs opens and checks (checkOwn) the data folder (a link to it is
+// followed) and its dev folder (never a link), making dev first with
+// create. The caller closes both.
+func openDevDirs(dataDir string, create bool) (dir, dev int, err error) {
+	dir, err = unix.Open(dataDir, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return -1, -1, devStateError(dataDir, err)
+	}
+	if err := checkOwn(dir, dataDir); err != nil {
+		unix.Close(dir)
+		return -1, -1, err
+	}
+	if create {
+		if err := unix.Mkdirat(dir, "dev", 0o750); err != nil && !errors.Is(err, unix.EEXIST) {
+			unix.Close(dir)
+			return -1, -1, fmt.Errorf("dev state %s: %w", DevDir(dataDir), err)
+		}
+	}
+	dev, err = unix.Openat(dir, "dev", unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_DIRECTORY, 0)
+	if err == nil {
+		err = checkOwn(dev, DevDir(dataDir))
+		if err != nil {
+			unix.Close(dev)
+		}
+	} else {
+		err = devStateError(DevDir(dataDir), err)
+	}
+	if err != nil {
+		unix.Close(dir)
+		return -1, -1, err
+	}
+	return dir, dev, nil
+}
+
+// openOwnFile opens name below the folder dev (never a link, never a
+// device or FIFO: O_NONBLOCK, then a regular file is required) and checks
+// it is the user's own.
+func openOwnFile(dev int, name, path string, mode int) (int, error) {
+	fd, err := unix.Openat(dev, name, mode|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0o600)
+	if err != nil {
+		return -1, devStateError(path, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return -1, fmt.Errorf("%w: %s is not a regular file", ErrForeignDevState, path)
+	}
+	if err := checkOwn(fd, path); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// LockDevDir takes the lock that a running `dab dev` holds on its data
+// folder for its whole life (dev/lock), making the dev folder if needed:
+// one dab dev per data folder, and how client commands know one runs
+// (DevRunning). Nothing is made or opened through a link or in a folder
+// that is not the user's own. It fails with ErrDevRunning when another
+// dab dev holds the lock.
+func LockDevDir(dataDir string) (unlock func(), err error) {
+	if err := os.MkdirAll(dataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("dev state: %w", err)
+	}
+	dir, dev, err := openDevDirs(dataDir, true)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(dir)
+	defer unix.Close(dev)
+	fd, err := openOwnFile(dev, "lock", filepath.Join(DevDir(dataDir), "lock"), unix.O_RDWR|unix.O_CREAT)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, ErrDevRunning
+		}
+		return nil, fmt.Errorf("dev state: lock %s: %w", DevDir(dataDir), err)
+	}
+	return func() { unix.Close(fd) }, nil
+}
+
+// ErrDevRunning: another `dab dev` holds the data folder's lock.
+var ErrDevRunning = errors.New("another dab dev runs with this data folder")
+
+// DevRunning reports whether a `dab dev` holds the lock of dataDir: it
+// runs, whatever PID its state file names (a PID can be reused by any
+// process after a crash or a reboot).
+func DevRunning(dataDir string) bool {
+	dir, dev, err := openDevDirs(dataDir, false)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(dir)
+	defer unix.Close(dev)
+	fd, err := openOwnFile(dev, "lock", filepath.Join(DevDir(dataDir), "lock"), unix.O_RDONLY)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	return errors.Is(unix.Flock(fd, unix.LOCK_SH|unix.LOCK_NB), unix.EWOULDBLOCK)
 }
 
 // devStateError reports a failed open: a missing file or folder is
@@ -201,16 +291,6 @@ func WriteDevState(dataDir string, st *DevState) error {
 		return fmt.Errorf("dev state: %w", err)
 	}
 	return nil
-}
-
-// Running reports whether the process that wrote the state is alive.
-func (st *DevState) Running() bool {
-	if st == nil || st.PID <= 0 {
-		return false
-	}
-	// EPERM: a process of another user has the PID now (this state's
-	// dab dev is gone), so it is not followed.
-	return syscall.Kill(st.PID, 0) == nil
 }
 
 // UsesDev reports whether this configuration should follow a running `dab

@@ -128,3 +128,56 @@ func TestDevTokenGoesOnlyToItsServer(t *testing.T) {
 		}
 	}
 }
+
+// TestDevLock: a dab dev holds its data folder's lock for its life; a
+// second cannot take it, and DevRunning says so only while it is held. The
+// lock is never made through a link another user planted.
+func TestDevLock(t *testing.T) {
+	t.Parallel()
+	dataDir := filepath.Join(t.TempDir(), "dab-data")
+	if DevRunning(dataDir) {
+		t.Fatal("running before any dab dev")
+	}
+	unlock, err := LockDevDir(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !DevRunning(dataDir) {
+		t.Fatal("not running while the lock is held")
+	}
+	if _, err := LockDevDir(dataDir); !errors.Is(err, ErrDevRunning) {
+		t.Fatalf("a second lock: %v, want ErrDevRunning", err)
+	}
+	unlock()
+	if DevRunning(dataDir) {
+		t.Fatal("running after the lock was let go")
+	}
+
+	// A lock planted as a link to elsewhere: nothing is made there.
+	planted := filepath.Join(t.TempDir(), "dab-data")
+	if err := os.MkdirAll(DevDir(planted), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(t.TempDir(), "made-through-a-link")
+	if err := os.Symlink(target, filepath.Join(DevDir(planted), "lock")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LockDevDir(planted); !errors.Is(err, ErrForeignDevState) {
+		t.Fatalf("a linked lock: %v, want ErrForeignDevState", err)
+	}
+	if _, err := os.Lstat(target); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a file was made through the link: %v", err)
+	}
+	// A dev folder others may write: refused before anything is made in it.
+	open := filepath.Join(t.TempDir(), "dab-data")
+	if err := os.MkdirAll(DevDir(open), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	chmod(t, DevDir(open), 0o777)
+	if _, err := LockDevDir(open); !errors.Is(err, ErrForeignDevState) {
+		t.Fatalf("an open dev folder: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(DevDir(open), "lock")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a lock was made in it: %v", err)
+	}
+}
