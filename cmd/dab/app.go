@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -181,6 +182,39 @@ func visibleText(s string) string {
 		i += size
 	}
 	return b.String()
+}
+
+// outf is fmt.Fprintf for what a command prints as text: every string
+// argument goes through visibleText, since any may hold a file name, a
+// record's field or a server's words. The format is the command's own.
+func outf(w io.Writer, format string, args ...any) {
+	fmt.Fprintf(w, format, visibleArgs(args)...)
+}
+
+// outln is fmt.Fprintln with outf's escaping.
+func outln(w io.Writer, args ...any) {
+	fmt.Fprintln(w, visibleArgs(args)...)
+}
+
+func visibleArgs(args []any) []any {
+	out := make([]any, len(args))
+	for i, a := range args {
+		switch v := a.(type) {
+		case string:
+			out[i] = visibleText(v)
+		case []byte:
+			out[i] = visibleText(string(v))
+		case json.RawMessage:
+			out[i] = visibleText(string(v))
+		case error:
+			out[i] = visibleText(v.Error())
+		case fmt.Stringer:
+			out[i] = visibleText(v.String())
+		default:
+			out[i] = a
+		}
+	}
+	return out
 }
 
 // connectRedis opens a client for DAB_REDIS_URL and checks that Redis

@@ -80,7 +80,7 @@ command that shows the next page (with --json: next_cursor).`,
 					if owner == "" {
 						owner = "-"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", r.ID, r.Type, r.Size, visibleText(owner), r.CreatedAt.Format(time.DateTime), visibleText(r.S3Key))
+					outf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", r.ID, r.Type, r.Size, visibleText(owner), r.CreatedAt.Format(time.DateTime), visibleText(r.S3Key))
 				}
 				tw.Flush()
 				if page.Next != "" {
@@ -91,7 +91,7 @@ command that shows the next page (with --json: next_cursor).`,
 					if limit != asset.ListLimitDefault {
 						more += fmt.Sprintf(" --limit %d", limit)
 					}
-					fmt.Fprintf(a.stdout, "more: %s --cursor %s\n", more, shellQuote(page.Next))
+					outf(a.stdout, "more: %s --cursor %s\n", more, shellQuote(page.Next))
 				}
 				return nil
 			})
@@ -131,7 +131,7 @@ func (c *cli) assetsShowCmd() *cobra.Command {
 					{"size", fmt.Sprint(r.Size)}, {"sha256", r.SHA256}, {"content_type", r.ContentType},
 					{"owner", r.Owner}, {"for_sale", forSale(r)}, {"created_at", r.CreatedAt.Format(time.RFC3339)}, {"task_id", r.TaskID},
 				} {
-					fmt.Fprintf(tw, "%s:\t%s\n", kv[0], visibleText(kv[1]))
+					outf(tw, "%s:\t%s\n", kv[0], visibleText(kv[1]))
 				}
 				keys := make([]string, 0, len(r.Metadata))
 				for k := range r.Metadata {
@@ -139,7 +139,7 @@ func (c *cli) assetsShowCmd() *cobra.Command {
 				}
 				sort.Strings(keys)
 				for _, k := range keys {
-					fmt.Fprintf(tw, "metadata.%s:\t%s\n", visibleText(k), visibleText(r.Metadata[k]))
+					outf(tw, "metadata.%s:\t%s\n", visibleText(k), visibleText(r.Metadata[k]))
 				}
 				return tw.Flush()
 			})
@@ -392,7 +392,7 @@ func (a *app) getAsset(ctx context.Context, r asset.Record, open func(context.Co
 		return err
 	}
 	kept = true
-	fmt.Fprintf(a.stdout, "saved %s (%s, sha256 verified)\n", visibleText(dest), plural(r.Size, "byte", "bytes"))
+	outf(a.stdout, "saved %s (%s, sha256 verified)\n", visibleText(dest), plural(r.Size, "byte", "bytes"))
 	return nil
 }
 
@@ -461,7 +461,9 @@ func (c *countingReader) Read(p []byte) (int, error) {
 }
 
 func writeJSON(a *app, v any) error {
-	enc := json.NewEncoder(a.stdout)
+	// JSON escapes control characters itself; visibleWriter escapes the
+	// others a name may not have (a bidi override), as JSON's \u escapes.
+	enc := json.NewEncoder(visibleWriter{a.stdout})
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }

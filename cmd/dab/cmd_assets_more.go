@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -35,7 +34,7 @@ func (c *cli) assetsCountCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(a.stdout, n)
+			outln(a.stdout, n)
 			return nil
 		},
 	}
@@ -139,9 +138,9 @@ here (or they are uploaded with --meta price=N).`,
 				}
 			}
 			if clear {
-				fmt.Fprintf(a.stdout, "asset %s (%s) is not for sale by the house\n", rec.ID, rec.Name)
+				outf(a.stdout, "asset %s (%s) is not for sale by the house\n", rec.ID, rec.Name)
 			} else {
-				fmt.Fprintf(a.stdout, "asset %s (%s) is for sale by the house for %s\n", rec.ID, rec.Name, plural(credits, "credit", "credits"))
+				outf(a.stdout, "asset %s (%s) is for sale by the house for %s\n", rec.ID, rec.Name, plural(credits, "credit", "credits"))
 			}
 			return nil
 		},

@@ -46,16 +46,16 @@ func (a *app) printConfig() error {
 				v = e
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", l.Env, l.Flag, v, l.Source)
+		outf(tw, "%s\t%s\t%s\t%s\n", l.Env, l.Flag, v, l.Source)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	if a.dev != nil {
-		fmt.Fprintf(a.stdout, "\nFollowing the `dab dev` running as pid %d (data dir %s).\n", a.dev.PID, a.cfg.DataDir)
+		outf(a.stdout, "\nFollowing the `dab dev` running as pid %d (data dir %s).\n", a.dev.PID, a.cfg.DataDir)
 	}
 	if a.cfg.RedisURL == "" && a.cfg.Server == "" {
-		fmt.Fprintf(a.stdout, "\nNo Redis: %v.\n", a.noRedis())
+		outf(a.stdout, "\nNo Redis: %v.\n", a.noRedis())
 	}
 	return nil
 }

@@ -197,15 +197,15 @@ func (a *app) runDev(ctx context.Context) error {
 		if err := config.WriteDevState(dataDir, state); err != nil {
 			return err
 		}
-		fmt.Fprintf(a.stdout, "dab dev is running (pid %d)\n  data:   %s\n", os.Getpid(), dataDir)
+		outf(a.stdout, "dab dev is running (pid %d)\n  data:   %s\n", os.Getpid(), dataDir)
 		for _, n := range notes {
-			fmt.Fprintln(a.stdout, "  "+n)
+			outln(a.stdout, "  "+n)
 		}
-		fmt.Fprintf(a.stdout, "  api:    %s (admin token: %s)\n", a.httpURL, a.cfg.AdminToken)
-		fmt.Fprintf(a.stdout, "          curl -H 'Authorization: Bearer %s' -F type=cyoa -F file=@NODE_intro.png %s/v1/assets\n", a.cfg.AdminToken, a.httpURL)
+		outf(a.stdout, "  api:    %s (admin token: %s)\n", a.httpURL, a.cfg.AdminToken)
+		outf(a.stdout, "          curl -H 'Authorization: Bearer %s' -F type=cyoa -F file=@NODE_intro.png %s/v1/assets\n", a.cfg.AdminToken, a.httpURL)
 		drop, _ := filepath.Abs(a.cfg.DropDir)
-		fmt.Fprintf(a.stdout, "  drop:   %s (drop files into %s/<type>/, e.g. %s/cyoa/forest/NODE_intro.png)\n", drop, drop, drop)
-		fmt.Fprintf(a.stdout, "Client commands find this dab dev through its data folder; in another terminal (or folder) first run:\n  export DAB_DATA_DIR=%s\nthen try (with the dab binary; from a checkout: go build -o dab ./cmd/dab, then ./dab):\n  dab upload FILE --type cyoa --wait\n  dab assets list\nStop with Ctrl-C.\n", shellQuote(dataDir))
+		outf(a.stdout, "  drop:   %s (drop files into %s/<type>/, e.g. %s/cyoa/forest/NODE_intro.png)\n", drop, drop, drop)
+		outf(a.stdout, "Client commands find this dab dev through its data folder; in another terminal (or folder) first run:\n  export DAB_DATA_DIR=%s\nthen try (with the dab binary; from a checkout: go build -o dab ./cmd/dab, then ./dab):\n  dab upload FILE --type cyoa --wait\n  dab assets list\nStop with Ctrl-C.\n", shellQuote(dataDir))
 		return nil
 	})
 	if cause := context.Cause(ctx); err == nil && cause != nil && !errors.Is(cause, context.Canceled) {

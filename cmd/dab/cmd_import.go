@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"net/url"
 	"path"
 	"strings"
@@ -99,9 +98,9 @@ or a new one, printed) makes a retried import run once.`,
 			if replayed {
 				how = "queued before (the same key): not queued again"
 			}
-			fmt.Fprintf(a.stdout, "import %s -> %s: %s, task %s (key %s)\n", line.File, line.Key, how, id, req.Key)
+			outf(a.stdout, "import %s -> %s: %s, task %s (key %s)\n", line.File, line.Key, how, id, req.Key)
 			if wait {
-				fmt.Fprintf(a.stdout, "  %s %s\n", line.State, string(line.Result))
+				outf(a.stdout, "  %s %s\n", line.State, string(line.Result))
 			}
 			return nil
 		},

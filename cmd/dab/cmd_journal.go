@@ -74,11 +74,11 @@ func (a *app) ledgerRestore(ctx context.Context, rdb redis.UniversalClient, forc
 	if asJSON {
 		writeJSON(a, res)
 	} else {
-		fmt.Fprintf(a.stdout, "restored %s from s3://%s/%s: %s, %s, %s and %s; last entry %s\n",
+		outf(a.stdout, "restored %s from s3://%s/%s: %s, %s, %s and %s; last entry %s\n",
 			plural(res.Entries, "entry", "entries"), st.Bucket(), a.journalPrefix(), plural(res.Grants, "grant", "grants"), plural(res.Purchases, "purchase", "purchases"),
 			plural(res.Prices, "price change", "price changes"), plural(res.Listings, "listing change", "listing changes"), res.LastID)
 		for _, id := range res.MissingAssets {
-			fmt.Fprintf(a.stdout, "PROBLEM: asset %s has no record in Redis: its owner, price and listing were not set\n", id)
+			outf(a.stdout, "PROBLEM: asset %s has no record in Redis: its owner, price and listing were not set\n", id)
 		}
 	}
 	if len(res.MissingAssets) > 0 {
@@ -100,13 +100,13 @@ func (a *app) ledgerVerifyJournal(ctx context.Context, rdb redis.UniversalClient
 	if asJSON {
 		writeJSON(a, r)
 	} else {
-		fmt.Fprintf(a.stdout, "journal: %s in s3://%s/%s", plural(r.Journaled, "entry", "entries"), st.Bucket(), a.journalPrefix())
+		outf(a.stdout, "journal: %s in s3://%s/%s", plural(r.Journaled, "entry", "entries"), st.Bucket(), a.journalPrefix())
 		if r.Behind > 0 {
-			fmt.Fprintf(a.stdout, "; Redis is ahead of it by %s (not journaled yet)", plural(r.Behind, "entry", "entries"))
+			outf(a.stdout, "; Redis is ahead of it by %s (not journaled yet)", plural(r.Behind, "entry", "entries"))
 		}
 		fmt.Fprintln(a.stdout)
 		for _, p := range r.Problems {
-			fmt.Fprintln(a.stdout, "PROBLEM: "+p)
+			outln(a.stdout, "PROBLEM: "+p)
 		}
 	}
 	if !r.OK() {

@@ -71,7 +71,7 @@ amount grants nothing more, with another amount it is refused. Without
 			if asJSON {
 				return writeJSON(a, res)
 			}
-			fmt.Fprintf(a.stdout, "granted %s to %s (entry %s, key %s); balance %d\n", plural(res.Credits, "credit", "credits"), res.Account, res.EntryID, key, res.Balance)
+			outf(a.stdout, "granted %s to %s (entry %s, key %s); balance %d\n", plural(res.Credits, "credit", "credits"), res.Account, res.EntryID, key, res.Balance)
 			return nil
 		},
 	}
@@ -115,7 +115,7 @@ func (c *cli) accountCmd() *cobra.Command {
 			if asJSON {
 				return writeJSON(a, acct)
 			}
-			fmt.Fprintf(a.stdout, "%s: %s\n", acct.ID, plural(acct.Balance, "credit", "credits"))
+			outf(a.stdout, "%s: %s\n", acct.ID, plural(acct.Balance, "credit", "credits"))
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ENTRY\tKIND\tFROM\tTO\tCREDITS\tREFERENCE\tAT")
 			for _, en := range acct.Entries {
@@ -126,7 +126,7 @@ func (c *cli) accountCmd() *cobra.Command {
 				if en.AssetID != "" {
 					ref += " (asset " + en.AssetID + ")"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", en.ID, en.Kind, en.Debit, en.Credit, en.Amount, ref, en.At)
+				outf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", en.ID, en.Kind, en.Debit, en.Credit, en.Amount, ref, en.At)
 			}
 			return tw.Flush()
 		},
@@ -259,9 +259,9 @@ func (a *app) purchase(ctx context.Context, p ledger.PurchaseRequest, timeout ti
 			return err
 		}
 	} else if res.Status == ledger.StatusSucceeded {
-		fmt.Fprintf(a.stdout, "purchase %s succeeded: %s paid %s to %s for asset %s (entry %s)\n", res.PurchaseID, res.BuyerID, plural(res.Credits, "credit", "credits"), res.Seller, res.AssetID, res.EntryID)
+		outf(a.stdout, "purchase %s succeeded: %s paid %s to %s for asset %s (entry %s)\n", res.PurchaseID, res.BuyerID, plural(res.Credits, "credit", "credits"), res.Seller, res.AssetID, res.EntryID)
 	} else {
-		fmt.Fprintf(a.stdout, "purchase %s rejected (%s): %s; nothing was charged\n", res.PurchaseID, res.Reason, res.Detail)
+		outf(a.stdout, "purchase %s rejected (%s): %s; nothing was charged\n", res.PurchaseID, res.Reason, res.Detail)
 	}
 	if res.Status == ledger.StatusRejected {
 		return errRejected
@@ -304,7 +304,7 @@ changes nothing.`,
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(a.stdout, "rebuilt the sales history of %s\n", plural(len(ids), "asset", "assets"))
+				outf(a.stdout, "rebuilt the sales history of %s\n", plural(len(ids), "asset", "assets"))
 				return nil
 			})
 		},
@@ -366,17 +366,17 @@ func (a *app) ledgerVerify(ctx context.Context, rdb redis.UniversalClient, journ
 	if asJSON {
 		writeJSON(a, r)
 	} else {
-		fmt.Fprintf(a.stdout, "%s, %s, %s issued, %s succeeded, %d rejected\n", plural(r.Entries, "entry", "entries"), plural(r.Accounts, "account", "accounts"),
+		outf(a.stdout, "%s, %s, %s issued, %s succeeded, %d rejected\n", plural(r.Entries, "entry", "entries"), plural(r.Accounts, "account", "accounts"),
 			plural(r.Issued, "credit", "credits"), plural(r.Purchases, "purchase", "purchases"), r.Rejected)
 		for _, p := range r.Problems {
-			fmt.Fprintln(a.stdout, "PROBLEM: "+p)
+			outln(a.stdout, "PROBLEM: "+p)
 		}
 	}
 	if !r.OK() {
 		return fmt.Errorf("ledger verify found %s", plural(len(r.Problems), "problem", "problems"))
 	}
 	if !asJSON {
-		fmt.Fprintln(a.stdout, "ok: every balance is the sum of its entries, none but issuance is negative, balances sum to zero, every purchase is applied once")
+		outln(a.stdout, "ok: every balance is the sum of its entries, none but issuance is negative, balances sum to zero, every purchase is applied once")
 	}
 	return nil
 }
@@ -475,9 +475,9 @@ func (a *app) listing(ctx context.Context, id string, set bool, credits int64, a
 		return writeJSON(a, offer)
 	}
 	if !set {
-		fmt.Fprintf(a.stdout, "asset %s is not listed: not for sale\n", id)
+		outf(a.stdout, "asset %s is not listed: not for sale\n", id)
 	} else {
-		fmt.Fprintf(a.stdout, "asset %s is listed by %s for %s\n", id, offer.Seller, plural(credits, "credit", "credits"))
+		outf(a.stdout, "asset %s is listed by %s for %s\n", id, offer.Seller, plural(credits, "credit", "credits"))
 	}
 	return nil
 }

@@ -295,28 +295,28 @@ func printReconcile(w io.Writer, r *reconcileReport) {
 		verb, note = "would recreate", " (dry run: nothing changed)"
 	}
 	for _, it := range r.Recreated {
-		fmt.Fprintf(w, "%s %s s3://%s/%s\n", verb, it.AssetID, r.Bucket, it.Key)
+		outf(w, "%s %s s3://%s/%s\n", verb, it.AssetID, r.Bucket, it.Key)
 	}
 	for _, it := range r.NoMetadata {
-		fmt.Fprintf(w, "NO METADATA: s3://%s/%s has no dab record metadata (put there by something else, or by a dab from before records were kept on objects): upload the file through dab again, or remove the object\n", r.Bucket, it.Key)
+		outf(w, "NO METADATA: s3://%s/%s has no dab record metadata (put there by something else, or by a dab from before records were kept on objects): upload the file through dab again, or remove the object\n", r.Bucket, it.Key)
 	}
 	for _, it := range r.BadMetadata {
-		fmt.Fprintf(w, "BAD METADATA: %s\n", it.Detail)
+		outf(w, "BAD METADATA: %s\n", it.Detail)
 	}
 	for _, it := range r.Failed {
-		fmt.Fprintf(w, "FAILED: s3://%s/%s: %s\n", r.Bucket, it.Key, it.Detail)
+		outf(w, "FAILED: s3://%s/%s: %s\n", r.Bucket, it.Key, it.Detail)
 	}
 	for _, it := range r.NoObject {
-		fmt.Fprintf(w, "NO OBJECT: asset %s: s3://%s/%s is gone: restore the object (bucket versioning, a backup), or upload the file again\n", it.AssetID, r.Bucket, it.Key)
+		outf(w, "NO OBJECT: asset %s: s3://%s/%s is gone: restore the object (bucket versioning, a backup), or upload the file again\n", it.AssetID, r.Bucket, it.Key)
 	}
-	fmt.Fprintf(w, "s3://%s/%s: %s: %d recorded, %d %s, %d without dab metadata, %d with bad metadata, %d failed, %d of the ledger's journal; %s: %d without their object",
+	outf(w, "s3://%s/%s: %s: %d recorded, %d %s, %d without dab metadata, %d with bad metadata, %d failed, %d of the ledger's journal; %s: %d without their object",
 		r.Bucket, r.Prefix, plural(r.Objects, "object", "objects"), r.Recorded, len(r.Recreated), verb, len(r.NoMetadata), len(r.BadMetadata), len(r.Failed), r.Journal,
 		plural(r.Records, "record", "records"), len(r.NoObject))
 	if r.OtherBucket > 0 {
-		fmt.Fprintf(w, " (%s of other buckets not checked)", plural(r.OtherBucket, "record", "records"))
+		outf(w, " (%s of other buckets not checked)", plural(r.OtherBucket, "record", "records"))
 	}
 	if r.Staged > 0 {
-		fmt.Fprintf(w, "; %s left under s3://%s/%s (not assets: delete them once no import runs; the lifecycle rule in deploy/ expires them)",
+		outf(w, "; %s left under s3://%s/%s (not assets: delete them once no import runs; the lifecycle rule in deploy/ expires them)",
 			plural(r.Staged, "staged import copy", "staged import copies"), r.Bucket, storage.StagingPrefix)
 	}
 	fmt.Fprintln(w, note)

@@ -126,7 +126,7 @@ func (a *app) showTask(ctx context.Context, id string, asJSON bool) error {
 		{"id", t.ID}, {"type", t.Type}, {"queue", t.Queue}, {"state", t.State},
 		{"attempts", fmt.Sprint(t.Attempts)}, {"last_error", t.LastError}, {"asset_id", t.AssetID},
 	} {
-		fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
+		outf(tw, "%s:\t%s\n", kv[0], kv[1])
 	}
 	return tw.Flush()
 }

@@ -202,11 +202,11 @@ func (a *app) upload(ctx context.Context, f uploadFlags) error {
 		}
 		if f.asJSON {
 			b, _ := json.Marshal(line)
-			fmt.Fprintln(a.stdout, string(b))
+			outln(a.stdout, string(b))
 		} else {
-			fmt.Fprintf(a.stdout, "%s\t%s\t%s\t%s\n", line.TaskID, line.Key, visibleText(line.File), plural(line.Size, "byte", "bytes"))
+			outf(a.stdout, "%s\t%s\t%s\t%s\n", line.TaskID, line.Key, visibleText(line.File), plural(line.Size, "byte", "bytes"))
 			if line.State != "" {
-				fmt.Fprintf(a.stdout, "  %s %s%s\n", line.State, string(line.Result), line.LastErr)
+				outf(a.stdout, "  %s %s%s\n", line.State, string(line.Result), line.LastErr)
 			}
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -167,4 +169,29 @@ func FuzzVisibleText(f *testing.F) {
 			t.Fatalf("%q changed to %q", s, out)
 		}
 	})
+}
+
+// TestOutputShowsNoControls: what a server answers (here a task whose
+// fields carry an escape sequence, a bidi override, a bell and a newline)
+// reaches the terminal escaped, in text and in JSON: nothing it sends can
+// colour, clear, reorder or add a line.
+func TestOutputShowsNoControls(t *testing.T) {
+	t.Parallel()
+	hostile := "x\x1b[2J\x1b[31m\u202eevil\x07\nFAKE: line"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"id": "upload-" + hostile, "type": "dab:upload", "queue": "uploads",
+			"state": "archived", "attempts": 1, "last_error": hostile, "asset_id": hostile})
+	}))
+	defer srv.Close()
+	env := map[string]string{"DAB_SERVER": srv.URL, "DAB_TOKEN": "t0k3n-for-the-test-server"}
+	for _, args := range [][]string{{"tasks", "show", "upload-x"}, {"tasks", "show", "upload-x", "--json"}} {
+		out, errOut, code := runIn(t, env, args...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d %s", args, code, errOut)
+		}
+		if strings.Contains(out, "\nFAKE") || strings.ContainsAny(out, "\x1b\x07\u202e") {
+			t.Errorf("%v printed controls raw:\n%q", args, out)
+		}
+	}
 }
