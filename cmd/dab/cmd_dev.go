@@ -102,16 +102,23 @@ func (a *app) runDev(ctx context.Context) error {
 	if a.cfg.Explicit("DAB_REDIS_URL") {
 		notes = append(notes, "redis:  "+redact.URL(a.cfg.RedisURL)+" (from DAB_REDIS_URL)")
 	} else {
+		// A password, as every local user can reach 127.0.0.1: kept in the
+		// state file (its owner's alone) with the URL clients use.
+		password := prev.RedisPassword
+		if len(password) < 32 {
+			password = randomHex(24)
+		}
 		r, err := startPreferring(prev.RedisPort, func(port int) (*localsvc.Redis, error) {
-			return localsvc.StartRedis(localsvc.RedisOptions{Dir: filepath.Join(devDir, "redis"), Port: port, AOF: true})
+			return localsvc.StartRedis(localsvc.RedisOptions{Dir: filepath.Join(devDir, "redis"), Port: port, AOF: true, Password: password})
 		})
 		switch {
 		case err == nil:
 			defer r.Stop()
 			watch = append(watch, func(ctx context.Context) { a.supervise(ctx, "redis-server", r, fail) })
 			a.cfg.RedisURL = r.URL()
+			state.RedisPassword = password
 			state.RedisPort, _ = strconv.Atoi(r.Addr()[len("127.0.0.1:"):])
-			notes = append(notes, "redis:  "+r.URL()+" (redis-server, append-only file in "+r.Dir+")")
+			notes = append(notes, "redis:  "+redact.URL(r.URL())+" (redis-server with a password, in the state file; append-only file in "+r.Dir+")")
 		case errors.Is(err, localsvc.ErrNotInstalled):
 			er, eerr := localsvc.StartEmbeddedRedis(reusePort(prev.RedisPort))
 			if eerr != nil {

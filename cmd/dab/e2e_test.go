@@ -498,7 +498,21 @@ func TestDevRestartsItsRedis(t *testing.T) {
 	if out, errOut, code := e.run(nil, "upload", file, "--wait"); code != 0 {
 		t.Fatalf("upload: exit %d\n%s%s", code, out, errOut)
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", st.RedisPort)})
+	// Its Redis wants the password of the state file: another local user
+	// gets nothing from it.
+	open := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", st.RedisPort)})
+	if err := open.Ping(context.Background()).Err(); err == nil || !strings.Contains(err.Error(), "NOAUTH") {
+		t.Fatalf("dab dev's Redis without its password: %v, want NOAUTH", err)
+	}
+	open.Close()
+	if strings.Contains(dev.output(), st.RedisPassword) {
+		t.Fatal("dab dev printed its Redis password")
+	}
+	opts, err := redis.ParseURL(st.RedisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opts)
 	defer rdb.Close()
 	rdb.Do(context.Background(), "SHUTDOWN") // the connection drops: no answer to check
 	dev.waitLog(t, "dev.child_died", 30*time.Second)

@@ -25,6 +25,9 @@ type DevState struct {
 	SecretKey  string    `json:"secret_key"`
 	// ChecksumMode of the store dab dev started (off for the in-process stand-in).
 	ChecksumMode string `json:"checksum_mode"`
+	// RedisPassword is what its redis-server requires of every client
+	// (also in RedisURL): any local user could reach an open one.
+	RedisPassword string `json:"redis_password,omitempty"`
 	// Ports are reused at the next start so URLs stay stable.
 	RedisPort int `json:"redis_port"`
 	S3Port    int `json:"s3_port"`

@@ -297,7 +297,8 @@ func redisReady(addr string) error {
 	if err != nil {
 		return err
 	}
-	if !strings.HasPrefix(line, "+PONG") {
+	// A server that wants a password answers, and is up.
+	if !strings.HasPrefix(line, "+PONG") && !strings.HasPrefix(line, "-NOAUTH") {
 		return fmt.Errorf("redis answered %q", strings.TrimSpace(line))
 	}
 	return nil

@@ -3,6 +3,7 @@ package localsvc
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,7 +13,8 @@ import (
 // Redis is a redis-server child process.
 type Redis struct {
 	process
-	Dir string
+	Dir      string
+	password string
 }
 
 // RedisOptions configure StartRedis.
@@ -28,6 +30,10 @@ type RedisOptions struct {
 	// that master (--replicaof). It answers PING before its first sync:
 	// wait for master_link_status:up if a test needs the data there.
 	ReplicaOf string
+	// Password, when set, is required of every client (requirepass) and is
+	// in URL. It goes to the server in a config file only its owner may
+	// read, never on the command line, which every user can see.
+	Password string
 }
 
 // StartRedis starts redis-server and waits until it answers PING.
@@ -67,6 +73,13 @@ func newRedis(bin string, port int, aof string, o RedisOptions) (*Redis, error) 
 		// wait for more replicas to join it.
 		"--repl-diskless-sync-delay", "0",
 	}
+	if o.Password != "" {
+		conf := filepath.Join(o.Dir, "auth.conf")
+		if err := os.WriteFile(conf, []byte("requirepass \""+o.Password+"\"\n"), 0o600); err != nil {
+			return nil, fmt.Errorf("localsvc: %w", err)
+		}
+		args = append([]string{conf}, args...) // the config file comes first
+	}
 	if o.ReplicaOf != "" {
 		host, port, err := net.SplitHostPort(o.ReplicaOf)
 		if err != nil {
@@ -74,7 +87,7 @@ func newRedis(bin string, port int, aof string, o RedisOptions) (*Redis, error) 
 		}
 		args = append(args, "--replicaof", host, port)
 	}
-	return &Redis{Dir: o.Dir, process: process{
+	return &Redis{Dir: o.Dir, password: o.Password, process: process{
 		name: "redis-server", bin: bin, args: args, port: port,
 		log: filepath.Join(o.Dir, "redis.log"), ready: redisReady,
 	}}, nil
@@ -83,8 +96,14 @@ func newRedis(bin string, port int, aof string, o RedisOptions) (*Redis, error) 
 // Addr is host:port.
 func (r *Redis) Addr() string { return r.addr() }
 
-// URL is the redis:// URL of database 0.
-func (r *Redis) URL() string { return "redis://" + r.addr() + "/0" }
+// URL is the redis:// URL of database 0, with the password if there is one.
+func (r *Redis) URL() string {
+	u := url.URL{Scheme: "redis", Host: r.addr(), Path: "/0"}
+	if r.password != "" {
+		u.User = url.UserPassword("", r.password)
+	}
+	return u.String()
+}
 
 // S3 is a versitygw child process serving a folder as an S3-compatible store.
 type S3 struct {
