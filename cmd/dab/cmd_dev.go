@@ -120,15 +120,16 @@ func (a *app) runDev(ctx context.Context) error {
 			state.RedisPort, _ = strconv.Atoi(r.Addr()[len("127.0.0.1:"):])
 			notes = append(notes, "redis:  "+redact.URL(r.URL())+" (redis-server with a password, in the state file; append-only file in "+r.Dir+")")
 		case errors.Is(err, localsvc.ErrNotInstalled):
-			er, eerr := localsvc.StartEmbeddedRedis(reusePort(prev.RedisPort))
+			er, eerr := localsvc.StartEmbeddedRedis(reusePort(prev.RedisPort), password)
 			if eerr != nil {
 				return eerr
 			}
 			defer er.Stop()
 			a.cfg.RedisURL = er.URL()
+			state.RedisPassword = password
 			a.log.Warn("dev.redis.embedded", "reason", err.Error(),
 				"warning", "using in-process miniredis: queues and asset records are kept in memory and LOST when dab dev stops; install redis-server for durable data")
-			notes = append(notes, "redis:  "+er.URL()+" (in-process miniredis: NOT durable, install redis-server)")
+			notes = append(notes, "redis:  "+redact.URL(er.URL())+" (in-process miniredis with a password, in the state file: NOT durable, install redis-server)")
 		default:
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"time"
@@ -20,19 +21,33 @@ import (
 // and gofakes3 checks neither signatures nor checksums. Tests never use them.
 
 // EmbeddedRedis is an in-process miniredis listening on loopback.
-type EmbeddedRedis struct{ m *miniredis.Miniredis }
+type EmbeddedRedis struct {
+	m        *miniredis.Miniredis
+	password string
+}
 
-// StartEmbeddedRedis starts miniredis on 127.0.0.1:port (0 picks one).
-func StartEmbeddedRedis(port int) (*EmbeddedRedis, error) {
+// StartEmbeddedRedis starts miniredis on 127.0.0.1:port (0 picks one),
+// requiring password of every client when it is set (every local user
+// can reach loopback).
+func StartEmbeddedRedis(port int, password string) (*EmbeddedRedis, error) {
 	m := miniredis.NewMiniRedis()
+	if password != "" {
+		m.RequireAuth(password)
+	}
 	if err := m.StartAddr("127.0.0.1:" + strconv.Itoa(port)); err != nil {
 		return nil, fmt.Errorf("localsvc: start in-process redis: %w", err)
 	}
-	return &EmbeddedRedis{m: m}, nil
+	return &EmbeddedRedis{m: m, password: password}, nil
 }
 
-// URL is the redis:// URL of database 0.
-func (r *EmbeddedRedis) URL() string { return "redis://" + r.m.Addr() + "/0" }
+// URL is the redis:// URL of database 0, with the password if there is one.
+func (r *EmbeddedRedis) URL() string {
+	u := url.URL{Scheme: "redis", Host: r.m.Addr(), Path: "/0"}
+	if r.password != "" {
+		u.User = url.UserPassword("", r.password)
+	}
+	return u.String()
+}
 
 // Stop ends the server; its data is gone.
 func (r *EmbeddedRedis) Stop() error { r.m.Close(); return nil }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -69,13 +70,20 @@ func TestRedisKillAndRestartKeepsData(t *testing.T) {
 
 func TestStandInsServe(t *testing.T) {
 	t.Parallel()
-	er, err := StartEmbeddedRedis(0)
+	er, err := StartEmbeddedRedis(0, "pw-of-the-stand-in")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer er.Stop()
-	if got := redisDo(t, strings.TrimSuffix(strings.TrimPrefix(er.URL(), "redis://"), "/0"), "PING"); got != "+PONG" {
-		t.Fatalf("PING = %q", got)
+	u, err := url.Parse(er.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pw, _ := u.User.Password(); pw != "pw-of-the-stand-in" {
+		t.Fatalf("URL %s lacks the password", er.URL())
+	}
+	if got := redisDo(t, u.Host, "PING"); !strings.HasPrefix(got, "-NOAUTH") {
+		t.Fatalf("PING without the password = %q", got)
 	}
 	es, err := StartEmbeddedS3(t.TempDir(), 0)
 	if err != nil {
