@@ -413,4 +413,17 @@ func TestGraphvizCacheIsPrivate(t *testing.T) {
 	if left, _ := os.ReadDir(filepath.Join(open, "dab")); len(left) != 0 {
 		t.Errorf("a cache in a folder others may write: %v", left)
 	}
+
+	// A cache folder of another user's (sudo keeping HOME): nothing is
+	// made in it.
+	if os.Geteuid() == 0 {
+		theirs := t.TempDir()
+		if err := os.Chown(theirs, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		run(t.TempDir(), theirs)
+		if left, _ := os.ReadDir(theirs); len(left) != 0 {
+			t.Errorf("made in another user's cache folder: %v", left)
+		}
+	}
 }

@@ -19,7 +19,6 @@ package wasmcache
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -67,28 +66,52 @@ func Restore() {
 // openOwnCacheDir opens <user cache folder>/dab (~/.cache/dab), made if
 // missing, and returns its descriptor if it is a folder (not a link) of
 // the current user's that no one else may write (one others may read is
-// made private).
+// made private). Nothing is made, and there is no cache, unless the user
+// cache folder is the current user's too: with another user's HOME (sudo
+// keeping it), a link there could point the new folder anywhere.
 func openOwnCacheDir() (int, error) {
 	base, err := os.UserCacheDir()
 	if err != nil {
 		return -1, err
 	}
-	dir := filepath.Join(base, "dab")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return -1, err
+	if _, err := os.Stat(base); err != nil {
+		home, herr := os.UserHomeDir()
+		if herr != nil || !ownedByMe(home) {
+			return -1, fmt.Errorf("wasmcache: no cache folder of yours: %w", err)
+		}
+		if err := os.MkdirAll(base, 0o700); err != nil {
+			return -1, err
+		}
 	}
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	bfd, err := unix.Open(base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, err
 	}
+	defer unix.Close(bfd)
 	var st unix.Stat_t
+	if err := unix.Fstat(bfd, &st); err != nil || int(st.Uid) != os.Geteuid() {
+		return -1, fmt.Errorf("wasmcache: %s is not yours", base)
+	}
+	if err := unix.Mkdirat(bfd, "dab", 0o700); err != nil && err != unix.EEXIST {
+		return -1, err
+	}
+	fd, err := unix.Openat(bfd, "dab", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
 	if err := unix.Fstat(fd, &st); err != nil || int(st.Uid) != os.Geteuid() || st.Mode&0o022 != 0 {
 		// Someone else's, or others may have written into it already.
 		unix.Close(fd)
-		return -1, fmt.Errorf("wasmcache: %s is not a folder of yours that only you may write", dir)
+		return -1, fmt.Errorf("wasmcache: %s/dab is not a folder of yours that only you may write", base)
 	}
 	if st.Mode&0o077 != 0 {
 		unix.Fchmod(fd, 0o700) // readable by others: the cache is nobody else's business
 	}
 	return fd, nil
+}
+
+// ownedByMe reports whether path is the current user's.
+func ownedByMe(path string) bool {
+	var st unix.Stat_t
+	return unix.Stat(path, &st) == nil && int(st.Uid) == os.Geteuid()
 }
