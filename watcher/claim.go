@@ -36,8 +36,9 @@ const StopGraceDefault = 10 * time.Second
 //
 // Once ctx ends (the watcher stops) a batch not begun is left alone (its
 // files stay in the drop folder, untouched), and one begun is finished:
-// its enqueues outlive ctx by up to Config.StopGrace, so that a stop queues what
-// was claimed instead of putting it all back with an error each.
+// its enqueues outlive ctx by up to Config.StopGrace, so that a stop
+// queues what was claimed instead of putting it all back with an error
+// each.
 func (w *Watcher) claimBatch(ctx context.Context, jobs []claimJob) {
 	if ctx.Err() != nil {
 		return

@@ -80,7 +80,7 @@ command that shows the next page (with --json: next_cursor).`,
 					if owner == "" {
 						owner = "-"
 					}
-					outf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", r.ID, r.Type, r.Size, visibleText(owner), r.CreatedAt.Format(time.DateTime), visibleText(r.S3Key))
+					outf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", r.ID, r.Type, r.Size, owner, r.CreatedAt.Format(time.DateTime), r.S3Key)
 				}
 				tw.Flush()
 				if page.Next != "" {
@@ -131,7 +131,7 @@ func (c *cli) assetsShowCmd() *cobra.Command {
 					{"size", fmt.Sprint(r.Size)}, {"sha256", r.SHA256}, {"content_type", r.ContentType},
 					{"owner", r.Owner}, {"for_sale", forSale(r)}, {"created_at", r.CreatedAt.Format(time.RFC3339)}, {"task_id", r.TaskID},
 				} {
-					outf(tw, "%s:\t%s\n", kv[0], visibleText(kv[1]))
+					outf(tw, "%s:\t%s\n", kv[0], kv[1])
 				}
 				keys := make([]string, 0, len(r.Metadata))
 				for k := range r.Metadata {
@@ -139,7 +139,7 @@ func (c *cli) assetsShowCmd() *cobra.Command {
 				}
 				sort.Strings(keys)
 				for _, k := range keys {
-					outf(tw, "metadata.%s:\t%s\n", visibleText(k), visibleText(r.Metadata[k]))
+					outf(tw, "metadata.%s:\t%s\n", k, r.Metadata[k])
 				}
 				return tw.Flush()
 			})
@@ -392,7 +392,7 @@ func (a *app) getAsset(ctx context.Context, r asset.Record, open func(context.Co
 		return err
 	}
 	kept = true
-	outf(a.stdout, "saved %s (%s, sha256 verified)\n", visibleText(dest), plural(r.Size, "byte", "bytes"))
+	outf(a.stdout, "saved %s (%s, sha256 verified)\n", dest, plural(r.Size, "byte", "bytes"))
 	return nil
 }
 

@@ -204,7 +204,7 @@ func (a *app) upload(ctx context.Context, f uploadFlags) error {
 			b, _ := json.Marshal(line)
 			outln(a.stdout, string(b))
 		} else {
-			outf(a.stdout, "%s\t%s\t%s\t%s\n", line.TaskID, line.Key, visibleText(line.File), plural(line.Size, "byte", "bytes"))
+			outf(a.stdout, "%s\t%s\t%s\t%s\n", line.TaskID, line.Key, line.File, plural(line.Size, "byte", "bytes"))
 			if line.State != "" {
 				outf(a.stdout, "  %s %s%s\n", line.State, string(line.Result), line.LastErr)
 			}

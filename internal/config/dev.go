@@ -235,11 +235,11 @@ func checkOwn(fd int, path string) error {
 	return nil
 }
 
-// FindDevState reads the state of a running `dab dev` for a client
-// command: in dataDir, and, with search (no data folder was given, dataDir
-// is the relative default), in the dab-data of each folder above when there
-// is none in dataDir, so that a command run from a subfolder of where `dab
-// dev` runs (the drop folder, say) finds it. A state above that is not
+// FindDevState reads the state of a `dab dev` (running or not: see
+// DevRunning) for a client command: in dataDir, and, with search (no data
+// folder was given, dataDir is the relative default), in the dab-data of
+// each folder above when there is none in dataDir, so that a command run
+// from a subfolder of where `dab dev` runs (the drop folder, say) finds it. A state above that is not
 // one's own is passed over, not followed (nor an error: someone else's
 // folder must not stop a command); one in dataDir itself is an error. It
 // returns the data folder the state was found in (links resolved, so that

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"strconv"
 	"time"
@@ -41,13 +40,7 @@ func StartEmbeddedRedis(port int, password string) (*EmbeddedRedis, error) {
 }
 
 // URL is the redis:// URL of database 0, with the password if there is one.
-func (r *EmbeddedRedis) URL() string {
-	u := url.URL{Scheme: "redis", Host: r.m.Addr(), Path: "/0"}
-	if r.password != "" {
-		u.User = url.UserPassword("", r.password)
-	}
-	return u.String()
-}
+func (r *EmbeddedRedis) URL() string { return redisURL(r.m.Addr(), r.password) }
 
 // Stop ends the server; its data is gone.
 func (r *EmbeddedRedis) Stop() error { r.m.Close(); return nil }

@@ -197,3 +197,17 @@ func TestListeningOfAnExitedProcess(t *testing.T) {
 		t.Fatalf("an exited process: owned %v known %v", owned, known)
 	}
 }
+
+// TestRedisPasswordIsLettersAndDigits: the password goes into a config file
+// as it is, so anything that could end its line or its quotes is refused.
+func TestRedisPasswordIsLettersAndDigits(t *testing.T) {
+	t.Parallel()
+	for _, pw := range []string{"pw\"\nrename-command CONFIG \"\"", "pw with space", "pw\\"} {
+		if _, err := newRedis("redis-server", 6379, "no", RedisOptions{Dir: t.TempDir(), Password: pw}); err == nil {
+			t.Errorf("password %q accepted", pw)
+		}
+	}
+	if _, err := newRedis("redis-server", 6379, "no", RedisOptions{Dir: t.TempDir(), Password: "0123abcdefXYZ"}); err != nil {
+		t.Fatal(err)
+	}
+}

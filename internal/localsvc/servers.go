@@ -1,12 +1,14 @@
 package localsvc
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -74,6 +76,9 @@ func newRedis(bin string, port int, aof string, o RedisOptions) (*Redis, error) 
 		"--repl-diskless-sync-delay", "0",
 	}
 	if o.Password != "" {
+		if strings.Trim(o.Password, "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") != "" {
+			return nil, errors.New("localsvc: a Redis password is letters and digits (it goes into a config file as it is)")
+		}
 		conf := filepath.Join(o.Dir, "auth.conf")
 		if err := os.WriteFile(conf, []byte("requirepass \""+o.Password+"\"\n"), 0o600); err != nil {
 			return nil, fmt.Errorf("localsvc: %w", err)
@@ -97,10 +102,13 @@ func newRedis(bin string, port int, aof string, o RedisOptions) (*Redis, error) 
 func (r *Redis) Addr() string { return r.addr() }
 
 // URL is the redis:// URL of database 0, with the password if there is one.
-func (r *Redis) URL() string {
-	u := url.URL{Scheme: "redis", Host: r.addr(), Path: "/0"}
-	if r.password != "" {
-		u.User = url.UserPassword("", r.password)
+func (r *Redis) URL() string { return redisURL(r.addr(), r.password) }
+
+// redisURL is the redis:// URL of database 0 at addr, with password if set.
+func redisURL(addr, password string) string {
+	u := url.URL{Scheme: "redis", Host: addr, Path: "/0"}
+	if password != "" {
+		u.User = url.UserPassword("", password)
 	}
 	return u.String()
 }

@@ -191,8 +191,8 @@ func (s *Spool) DataPath(id string) string { return filepath.Join(s.dir, id, dat
 // List returns the manifests of all entries, oldest first. An entry removed
 // while List runs (a worker finished it) is left out; one that cannot be
 // read (a damaged or missing manifest) is too, and its problem is in err,
-// joined with the others': the entries List could read are returned all the same, so
-// one bad entry does not hold up the rest.
+// joined with the others'. The entries List could read are returned all
+// the same: one bad entry does not hold up the rest.
 func (s *Spool) List() ([]*Manifest, error) {
 	des, err := os.ReadDir(s.dir)
 	if err != nil {
