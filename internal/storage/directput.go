@@ -14,6 +14,7 @@ package storage
 // failed) is first checked with a HEAD: see Store.Put.
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
@@ -37,6 +38,18 @@ import (
 // request's own cost dwarfs the pipeline's, and the SDK's handling of
 // large bodies (Expect: 100-continue) is worth keeping.
 const DirectPutMax = 1 << 20
+
+// requestBufferSize is the HTTP client's write buffer per connection. A
+// request whose headers and body fit in it goes out in one write.
+const requestBufferSize = 32 << 10
+
+// directPutInMemoryMax is the largest object whose bytes directPut reads
+// into memory before it sends them: with the headers (S3 allows 2 KiB of
+// user metadata) the request fits requestBufferSize and leaves in one
+// write. A body read from a file instead makes the HTTP client send the
+// headers first and the body after: two writes, and a system call is dear
+// next to a PUT of a few KiB.
+const directPutInMemoryMax = requestBufferSize - 4<<10
 
 // directPut sends small PUTs of one bucket.
 type directPut struct {
@@ -110,9 +123,18 @@ func (d *directPut) put(ctx context.Context, bucket string, in PutInput, meta ma
 	u.Path = smithyhttp.JoinPath(u.Path, in.Key)
 	u.RawPath = smithyhttp.JoinPath(u.RawPath, httpbinding.EscapePath(in.Key, false))
 	body := func() (io.ReadCloser, error) { return io.NopCloser(io.NewSectionReader(in.File, 0, in.Size)), nil }
-	if in.Size == 0 {
+	switch {
+	case in.Size == 0:
 		// A body of unknown length would go chunked; an empty one is none.
 		body = func() (io.ReadCloser, error) { return http.NoBody, nil }
+	case in.Size <= directPutInMemoryMax:
+		b := make([]byte, in.Size)
+		if _, err := in.File.ReadAt(b, 0); err != nil {
+			return "", false, fmt.Errorf("%w: read %s: %v", errDirectPutDeclined, in.Key, err)
+		}
+		// An in-memory body is sent with the headers (net/http flushes
+		// the headers apart only for other bodies).
+		body = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
 	}
 	rc, _ := body()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u.String(), rc)

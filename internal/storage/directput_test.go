@@ -83,6 +83,8 @@ func TestDirectPut(t *testing.T) {
 		{"checksum off", "generic/off.bin", 100, storage.ChecksumOff, true},
 		{"spaces and unicode", "cyoa/forêt sombre/NODE_café (1).png", 10, storage.ChecksumSHA256, true},
 		{"reserved characters", "generic/a+b=c&d;e,f'g!h$i*j@k~l%41.txt", 10, storage.ChecksumSHA256, true},
+		{"largest sent from memory", "generic/mem.bin", storage.DirectPutInMemoryMax, storage.ChecksumSHA256, true},
+		{"smallest sent from the file", "generic/file.bin", storage.DirectPutInMemoryMax + 1, storage.ChecksumSHA256, true},
 		{"largest direct", "generic/max.bin", storage.DirectPutMax, storage.ChecksumSHA256, true},
 		{"over the limit", "generic/over.bin", storage.DirectPutMax + 1, storage.ChecksumSHA256, false},
 	} {

@@ -27,3 +27,7 @@ func WriteTestFile(t *testing.T, n int) (*os.File, string) {
 	s := sha256.Sum256(b)
 	return f, hex.EncodeToString(s[:])
 }
+
+// DirectPutInMemoryMax is directPutInMemoryMax, for the tests of the
+// storage_test package.
+const DirectPutInMemoryMax = directPutInMemoryMax

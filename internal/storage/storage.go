@@ -91,6 +91,9 @@ func NewClient(ctx context.Context, c Options) (*s3.Client, error) {
 	opts = append(opts, awsconfig.WithHTTPClient(awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
 		t.MaxIdleConns = IdleConnsMax
 		t.MaxIdleConnsPerHost = IdleConnsMax
+		// Room for a small object's whole PUT, so that it leaves in one
+		// write (see directPutInMemoryMax); Go's default is 4 KiB.
+		t.WriteBufferSize = requestBufferSize
 	})))
 	if c.AccessKeyID != "" {
 		opts = append(opts, awsconfig.WithCredentialsProvider(
