@@ -173,7 +173,7 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 		if _, err := w.deps.Spool.Archive(m.ID, w.doneDir); err != nil {
 			return fmt.Errorf("upload: archive the original: %w", err)
 		}
-	} else if err := w.deps.Spool.Remove(m.ID); err != nil {
+	} else if err := w.deps.Spool.RemoveOpened(m); err != nil {
 		return fmt.Errorf("upload: %w", err)
 	}
 	if w.metrics != nil {

@@ -174,23 +174,33 @@ func (s *Spool) Claim(src string, in Input, seen FileState) (*Manifest, error) {
 // other entry, and where the original cannot be seen (a worker on another
 // host than the drop folder's).
 func (s *Spool) keptOriginal(id string) (o *origin, st fs.FileInfo, ok bool) {
+	o, st, ok, _ = s.keptOriginalNoted(id)
+	return o, st, ok
+}
+
+// keptOriginalNoted is keptOriginal that also tells an entry without an
+// origin note (noted false) from the others.
+func (s *Spool) keptOriginalNoted(id string) (o *origin, st fs.FileInfo, ok, noted bool) {
 	if !ValidID(id) {
-		return nil, nil, false
+		return nil, nil, false, true
 	}
 	b, err := readFile(filepath.Join(s.dir, id, originFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, false, false
+	}
 	if err != nil {
-		return nil, nil, false
+		return nil, nil, false, true
 	}
 	o = &origin{}
 	// Only the name Claim gives (beside the drop path, named after the
 	// entry) is ever deleted, moved or read as the original.
 	if json.Unmarshal(b, o) != nil || o.Claim == "" || o.Claim != filepath.Join(filepath.Dir(o.Source), ".dab-claim-"+id) {
-		return nil, nil, false
+		return nil, nil, false, true
 	}
 	if st, err = os.Lstat(o.Claim); err != nil || !st.Mode().IsRegular() {
-		return nil, nil, false
+		return nil, nil, false, true
 	}
-	return o, st, true
+	return o, st, true, true
 }
 
 // endKept ends the claim of entry id when its original is kept (see

@@ -206,13 +206,14 @@ func TestCrossFilesystemOriginalKeptUntilTheEntryEnds(t *testing.T) {
 		s, drop := acrossFilesystems(t)
 		src := filepath.Join(drop, "slow.bin")
 		m, finish := claim(t, s, src)
-		f, _, err := s.OpenData(m.ID)
+		f, opened, err := s.OpenData(m.ID)
 		if err != nil {
 			t.Fatal(err)
 		}
 		f.Close()
 		finish(second)
-		if err := s.Remove(m.ID); err != nil {
+		// As the worker removes it: with what OpenData saw (its origin note).
+		if err := s.RemoveOpened(opened); err != nil {
 			t.Fatal(err)
 		}
 		if b, err := os.ReadFile(src); err != nil || harness.SHA256Hex(b) != harness.SHA256Hex(all) {

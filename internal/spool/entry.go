@@ -52,6 +52,11 @@ type Manifest struct {
 	// Source names the producer: cli, watcher, http.
 	Source    string    `json:"source"`
 	CreatedAt time.Time `json:"created_at"`
+
+	// noOrigin: OpenData found no origin note in the entry. None appears
+	// later (a claim writes its note before the entry is committed), so
+	// RemoveOpened does not look for one again.
+	noOrigin bool
 }
 
 // Key is the S3 object key of the entry.
@@ -175,7 +180,9 @@ func (s *Spool) OpenData(id string) (*os.File, *Manifest, error) {
 		return nil, m, fmt.Errorf("spool: entry %s (%s): its file has %d bytes, the manifest says %d: a writer kept writing after dab took the file, which must be taken again whole: %w",
 			id, m.Key(), st.Size(), m.Size, ErrDataChanged)
 	}
-	if _, ost, ok := s.keptOriginal(id); ok && ost.Size() != m.Size {
+	_, ost, kept, noted := s.keptOriginalNoted(id)
+	m.noOrigin = !noted
+	if kept && ost.Size() != m.Size {
 		// Claimed across filesystems: the writer wrote into the original,
 		// which is kept until the entry ends.
 		f.Close()
@@ -229,13 +236,23 @@ func (s *Spool) List() ([]*Manifest, error) {
 // re-run task can call it again. An entry claimed across filesystems ends
 // its claim first (endKept): its original goes, or, if it grew after the
 // copy, goes back into the drop folder to be taken again whole.
-func (s *Spool) Remove(id string) error {
+func (s *Spool) Remove(id string) error { return s.remove(id, false) }
+
+// RemoveOpened is Remove for an entry whose manifest m OpenData returned:
+// what OpenData saw of it saves Remove some looks.
+func (s *Spool) RemoveOpened(m *Manifest) error { return s.remove(m.ID, m.noOrigin) }
+
+// remove is Remove; noOrigin says the entry has no origin note (so no
+// claim to end, and no note to keep as the recycled folder's spare).
+func (s *Spool) remove(id string, noOrigin bool) error {
 	dir, err := s.entryDir(id)
 	if err != nil {
 		return err
 	}
-	if err := s.endKept(id); err != nil && !errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("spool: remove %s: %w", id, err)
+	if !noOrigin {
+		if err := s.endKept(id); err != nil && !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("spool: remove %s: %w", id, err)
+		}
 	}
 	// Locked while it is removed, so that Recover in another process
 	// (which deletes what an interrupted Remove left) keeps off a folder
@@ -258,7 +275,7 @@ func (s *Spool) Remove(id string) error {
 		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}
 	s.crash("remove.renamed")
-	if lerr == nil && s.recycle(trash, id) {
+	if lerr == nil && s.recycle(trash, id, noOrigin) {
 		return nil
 	}
 	if err := os.RemoveAll(trash); err != nil {

@@ -37,17 +37,17 @@ func writeJSONInPlace(name string, v any, sync bool) error {
 	// Not O_TRUNC: over a recycled note (recycle.go) the file keeps its
 	// block, which truncating to 0 would free (and TRIM, on a disk mounted
 	// with discard) only for the write to take one again.
-	f, err := openFile(name, os.O_CREATE|os.O_WRONLY, 0o640)
+	f, err := openFD(name, os.O_CREATE|os.O_WRONLY, 0o640)
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
 	b = append(b, '\n')
-	_, err = f.Write(b)
+	err = f.write(b)
 	if err == nil {
-		err = f.Truncate(int64(len(b)))
+		err = unix.Ftruncate(int(f), int64(len(b)))
 	}
 	if err == nil && sync {
-		err = f.Sync()
+		err = f.sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -109,12 +109,12 @@ func writeFileSync(name string, data []byte) error {
 
 // syncDir fsyncs a folder (or a file: syncFile).
 func syncDir(dir string) error {
-	d, err := openRead(dir)
+	d, err := openFD(dir, unix.O_RDONLY, 0)
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
 	defer d.Close()
-	if err := d.Sync(); err != nil {
+	if err := d.sync(); err != nil {
 		return fmt.Errorf("spool: sync %s: %w", dir, err)
 	}
 	return nil

@@ -34,11 +34,62 @@ func openFile(name string, flag int, perm os.FileMode) (*os.File, error) {
 // openRead is os.Open through openFile.
 func openRead(name string) (*os.File, error) { return openFile(name, os.O_RDONLY, 0) }
 
-// readFile is os.ReadFile through openFile, for the spool's small notes
-// (a manifest is under a KiB): without os.ReadFile's fstat, and in two
-// reads where io.ReadAll, starting at 512 bytes, would need three.
+// fd is a descriptor the spool opened with open(2) alone and uses through
+// system calls of its own, for its notes, locks and folder syncs: wrapping
+// it in an *os.File (os.NewFile) costs a system call more per open (an
+// fcntl asking for the descriptor's flags), two of them per claim and per
+// upload.
+type fd int
+
+// openFD opens name with open(2), close-on-exec.
+func openFD(name string, flag int, perm uint32) (fd, error) {
+	for {
+		n, err := unix.Open(name, flag|unix.O_CLOEXEC, perm)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return -1, &os.PathError{Op: "open", Path: name, Err: err}
+		}
+		return fd(n), nil
+	}
+}
+
+// Close closes the descriptor. Not retried on EINTR: on Linux the
+// descriptor is gone whatever close(2) answers.
+func (f fd) Close() error { return unix.Close(int(f)) }
+
+// write writes all of b.
+func (f fd) write(b []byte) error {
+	for len(b) > 0 {
+		n, err := unix.Write(int(f), b)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return io.ErrShortWrite
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func (f fd) sync() error {
+	for {
+		if err := unix.Fsync(int(f)); !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
+}
+
+// readFile is os.ReadFile through openFD, for the spool's small notes (a
+// manifest is under a KiB): without os.ReadFile's fstat, and in two reads
+// where io.ReadAll, starting at 512 bytes, would need three.
 func readFile(name string) ([]byte, error) {
-	f, err := openRead(name)
+	f, err := openFD(name, unix.O_RDONLY, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -48,14 +99,17 @@ func readFile(name string) ([]byte, error) {
 		if len(b) == cap(b) {
 			b = append(b, 0)[:len(b)] // grow
 		}
-		n, err := f.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if errors.Is(err, io.EOF) {
-			return b, nil
+		n, err := unix.Read(int(f), b[len(b):cap(b)])
+		if errors.Is(err, unix.EINTR) {
+			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, &os.PathError{Op: "read", Path: name, Err: err}
 		}
+		if n == 0 {
+			return b, nil
+		}
+		b = b[:len(b)+n]
 	}
 }
 

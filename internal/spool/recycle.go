@@ -9,10 +9,11 @@
 // from there, renames its spare note to origin.json and writes its notes
 // over the old ones in place. In steady state a claim allocates no inode.
 //
-// What a recycled folder may hold: manifest.json and spare, nothing else
-// (recycle removes every other file first, and refuses a folder with
-// subfolders; takeFree removes anything else a power cut may have brought
-// back). The old manifest in an incoming folder is never read (Recover
+// What a recycled folder holds when a new entry takes it: manifest.json
+// and spare, nothing else. recycle removes the data file (the bytes); the
+// rest of what the old entry held (a failure mark, an upload ID, what a
+// power cut brought back) takeFree removes when it takes the folder, and
+// it refuses a folder with subfolders. The old manifest in an incoming folder is never read (Recover
 // reads origin.json there, and every commit writes the manifest before the
 // folder is renamed into place); a stream's entry never gets an
 // origin.json from it (only claims rename spare). The data file is never
@@ -29,6 +30,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -158,17 +161,23 @@ func (s *Spool) nextFree() (string, bool) {
 }
 
 // recycle moves the folder of a removed entry (trash, already out of
-// place) to .free as name, after removing every file but its manifest and
-// spare note. false: it was not recycled (.free is full, the folder holds
-// something else), and the caller removes it.
-func (s *Spool) recycle(trash, name string) bool {
+// place) to .free as name, after removing its data file. What else the
+// entry held (a failure mark, an upload ID: a few bytes) stays until the
+// folder is taken again: takeFree cleans every folder it takes, so a look
+// at the folder here (five system calls) would be made twice. noOrigin
+// says the entry has no origin note to keep as the spare. false: it was
+// not recycled (.free is full, the data file could not be removed), and
+// the caller removes it.
+func (s *Spool) recycle(trash, name string, noOrigin bool) bool {
 	if !s.roomInFree() {
 		return false
 	}
-	// A claim that ended with its entry (a kept original): its note is a
-	// spare now.
-	rename(filepath.Join(trash, originFile), filepath.Join(trash, spareFile))
-	if !clean(trash) {
+	if !noOrigin {
+		// A claim that ended with its entry (a kept original): its note
+		// is a spare now.
+		rename(filepath.Join(trash, originFile), filepath.Join(trash, spareFile))
+	}
+	if err := unix.Unlink(filepath.Join(trash, dataFile)); err != nil && !errors.Is(err, unix.ENOENT) {
 		return false
 	}
 	return renameNoReplace(trash, filepath.Join(s.dir, freeDir, name)) == nil

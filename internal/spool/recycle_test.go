@@ -2,6 +2,7 @@ package spool
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -84,10 +85,12 @@ func TestRemovedEntriesAreRecycled(t *testing.T) {
 		if err := s.Remove(m.ID); err != nil {
 			t.Fatal(err)
 		}
+		// The bytes go at once; the rest, a few bytes, when the folder is
+		// taken (below: no new entry inherits them).
 		names := dirNames(t, filepath.Join(s.Dir(), freeDir, m.ID))
 		slices.Sort(names)
-		if !slices.Equal(names, []string{manifestFile, spareFile}) {
-			t.Fatalf("recycled folder holds %v, want only %s and %s", names, manifestFile, spareFile)
+		if !slices.Equal(names, []string{failedFile, manifestFile, spareFile, uploadIDFile}) {
+			t.Fatalf("recycled folder holds %v, want %s, %s, %s and %s", names, failedFile, manifestFile, spareFile, uploadIDFile)
 		}
 	}
 	if n := len(freeNames(t, s)); n != 5 {
@@ -124,6 +127,39 @@ func TestRemovedEntriesAreRecycled(t *testing.T) {
 	}
 	if n := len(freeNames(t, s)); n != 0 {
 		t.Fatalf(".free holds %d folders after 5 claims took them, want 0", n)
+	}
+}
+
+// TestRemoveOpenedRecycles: an entry removed with what OpenData saw of it
+// (as the worker removes an uploaded one) goes to .free like any other,
+// without its bytes, and the next claim takes it.
+func TestRemoveOpenedRecycles(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	m := claimFiles(t, s, 1, "opened")[0]
+	f, opened, err := s.OpenData(m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := s.RemoveOpened(opened); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(m.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get after RemoveOpened = %v, want ErrNotFound", err)
+	}
+	names := dirNames(t, filepath.Join(s.Dir(), freeDir, m.ID))
+	slices.Sort(names)
+	if !slices.Equal(names, []string{manifestFile, spareFile}) {
+		t.Fatalf("recycled folder holds %v, want only %s and %s", names, manifestFile, spareFile)
+	}
+	lookAtFreeNow(s)
+	next := claimFiles(t, s, 1, "next")[0]
+	if got, err := s.Get(next.ID); err != nil || got.SHA256 != next.SHA256 {
+		t.Fatalf("the next entry reads back %+v, %v", got, err)
+	}
+	if n := len(freeNames(t, s)); n != 0 {
+		t.Fatalf(".free holds %d folders after the next claim, want 0", n)
 	}
 }
 

@@ -143,7 +143,7 @@ func (s *Spool) newIncoming(id string) (string, func(), error) {
 // with unix.EWOULDBLOCK when another process holds it. The lock goes away
 // with the process, so a crashed claimer never blocks recovery.
 func lockDir(dir string, wait bool) (func(), error) {
-	f, err := openRead(dir)
+	f, err := openFD(dir, unix.O_RDONLY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("spool: lock %s: %w", dir, err)
 	}
@@ -151,11 +151,17 @@ func lockDir(dir string, wait bool) (func(), error) {
 	if !wait {
 		how |= unix.LOCK_NB
 	}
-	if err := unix.Flock(int(f.Fd()), how); err != nil {
-		f.Close()
-		return nil, err
+	for {
+		err := unix.Flock(int(f), how)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		return func() { f.Close() }, nil
 	}
-	return func() { f.Close() }, nil
 }
 
 // commit writes the manifest into tmp and renames tmp into place.
