@@ -25,6 +25,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dab-assets/dab/internal/event"
+	"github.com/dab-assets/dab/internal/redisbatch"
 )
 
 // Sentinel errors.
@@ -166,6 +167,8 @@ type Store struct {
 	events event.Keys
 	opts   Options
 	record *redis.Script
+	// batch sends the record scripts of uploads recorded at once together.
+	batch *redisbatch.Batcher
 }
 
 // Options are a Store's optional settings; the zero value is what NewStore
@@ -183,7 +186,8 @@ func NewStore(rdb redis.UniversalClient, prefix string) *Store {
 
 // NewStoreWithOptions is NewStore with options.
 func NewStoreWithOptions(rdb redis.UniversalClient, prefix string, o Options) *Store {
-	return &Store{rdb: rdb, keys: Keys{Prefix: prefix}, events: event.Keys{Prefix: prefix}, opts: o, record: redis.NewScript(recordLua)}
+	return &Store{rdb: rdb, keys: Keys{Prefix: prefix}, events: event.Keys{Prefix: prefix}, opts: o, record: redis.NewScript(recordLua),
+		batch: redisbatch.New(rdb)}
 }
 
 // Keys returns the store's key names.
@@ -243,7 +247,7 @@ func (s *Store) Put(ctx context.Context, r Record) (Record, bool, error) {
 	} {
 		args = append(args, kv[0], kv[1])
 	}
-	res, err := s.record.Run(ctx, s.rdb, keys, args...).Slice()
+	res, err := s.record.Run(ctx, s.batch, keys, args...).Slice()
 	if err != nil {
 		return r, false, fmt.Errorf("asset: record %s: %w", r.S3Key, err)
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/event"
+	"github.com/dab-assets/dab/internal/redisbatch"
 )
 
 // Issuance is the account every grant comes from; its balance is minus all
@@ -208,6 +209,9 @@ type Store struct {
 	offer    *redis.Script
 	rebuild  *redis.Script
 	opts     Options
+	// batch sends the purchase scripts of purchases applied at once
+	// together.
+	batch *redisbatch.Batcher
 }
 
 // New returns a Store; house receives the price of assets that have no
@@ -216,7 +220,7 @@ type Store struct {
 func New(rdb redis.UniversalClient, prefix, house string) *Store {
 	return &Store{rdb: rdb, keys: Keys{Prefix: prefix}, assets: asset.Keys{Prefix: prefix}, events: event.Keys{Prefix: prefix}, house: house,
 		purchase: redis.NewScript(purchaseLua), grant: redis.NewScript(grantLua), accept: redis.NewScript(acceptLua),
-		offer: redis.NewScript(offerLua), rebuild: redis.NewScript(rebuildSalesLua)}
+		offer: redis.NewScript(offerLua), rebuild: redis.NewScript(rebuildSalesLua), batch: redisbatch.New(rdb)}
 }
 
 // Keys returns the key names.
@@ -373,7 +377,7 @@ func (s *Store) Apply(ctx context.Context, p PurchaseRequest) (PurchaseResult, e
 	if s.replicated() {
 		return s.applyReplicated(ctx, p)
 	}
-	return s.apply(ctx, s.rdb, p)
+	return s.apply(ctx, s.batch, p)
 }
 
 // apply runs the purchase script through c.

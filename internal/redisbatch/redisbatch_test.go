@@ -1,0 +1,122 @@
+package redisbatch
+
+import (
+	"context"
+	"runtime"
+	"sort"
+	"sync"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dab-assets/dab/internal/harness"
+)
+
+// slowScript keeps Redis busy for about 100 ms: the commands given
+// meanwhile wait for the next batch.
+var slowScript = redis.NewScript(`
+local t = redis.call('TIME')
+repeat
+  local n = redis.call('TIME')
+until (n[1] - t[1]) * 1000000 + (n[2] - t[2]) > 100000
+return 1`)
+
+var incrScript = redis.NewScript(`return redis.call('INCR', KEYS[1])`)
+
+func TestBatches(t *testing.T) {
+	t.Parallel()
+	rdb := harness.RedisClient(t, harness.Redis(t))
+	ctx := context.Background()
+	b := New(rdb)
+
+	// While a slow command is on its way, 50 callers give theirs: they go
+	// in the next batch (or a few), and each gets its own answer.
+	slow := make(chan error, 1)
+	busy := func() {
+		before := b.batches.Load()
+		go func() { slow <- slowScript.Run(ctx, b, []string{"slow"}).Err() }()
+		for b.batches.Load() == before {
+			runtime.Gosched() // the slow batch is on its way once it is counted
+		}
+	}
+	busy()
+	const n = 50
+	var wg sync.WaitGroup
+	got := make([]int, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i], errs[i] = incrScript.Run(ctx, b, []string{"counter"}).Int()
+		}()
+	}
+	wg.Wait()
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	sort.Ints(got)
+	for i, v := range got {
+		if v != i+1 {
+			t.Fatalf("answers %v, want 1..%d once each", got, n)
+		}
+	}
+	if sent := b.batches.Load(); sent > 1+n/2 {
+		t.Fatalf("%d batches for 1 + %d commands given while the first was on its way, want them sent together", sent, n)
+	}
+
+	// One command's error is its own.
+	if err := rdb.Set(ctx, "text", "not a number", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	bad, good := redis.NewIntCmd(ctx, "incr", "text"), redis.NewIntCmd(ctx, "incr", "counter")
+	busy()
+	var both sync.WaitGroup
+	for _, c := range []redis.Cmder{bad, good} {
+		both.Add(1)
+		go func() { defer both.Done(); _ = b.Do(ctx, c) }()
+	}
+	both.Wait()
+	<-slow
+	if bad.Err() == nil || good.Err() != nil || good.Val() != n+1 {
+		t.Fatalf("INCR of a string: %v; INCR of the counter: %d, %v", bad.Err(), good.Val(), good.Err())
+	}
+}
+
+// A script Redis no longer has (a restart, a failover, SCRIPT FLUSH) is
+// sent again as text by (*redis.Script).Run, through the Batcher.
+func TestScriptAfterFlush(t *testing.T) {
+	t.Parallel()
+	rdb := harness.RedisClient(t, harness.Redis(t))
+	ctx := context.Background()
+	b := New(rdb)
+	if v, err := incrScript.Run(ctx, b, []string{"k"}).Int(); err != nil || v != 1 {
+		t.Fatalf("first run = %d, %v", v, err)
+	}
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := incrScript.Run(ctx, b, []string{"k"}).Int(); err != nil || v != 2 {
+		t.Fatalf("run after SCRIPT FLUSH = %d, %v", v, err)
+	}
+}
+
+// The caller that sends a batch may give up (its context ends); the
+// commands of the others in it are sent and answered all the same.
+func TestSenderGivingUpFailsNoOne(t *testing.T) {
+	t.Parallel()
+	rdb := harness.RedisClient(t, harness.Redis(t))
+	b := New(rdb)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	cmd := redis.NewStatusCmd(ctx, "set", "k", "v")
+	_ = b.Do(ctx, cmd)
+	if v, err := rdb.Get(context.Background(), "k").Result(); err != nil || v != "v" {
+		t.Fatalf("GET after a batch sent with an ended context = %q, %v (the command: %v)", v, err, cmd.Err())
+	}
+}
