@@ -94,7 +94,7 @@ func (w *Worker) handleImport(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("import: %w", err)
 	}
 	existed := in.put.Existed || !recorded
-	if err := w.writeResult(t, task.UploadResult{AssetID: rec.ID, Bucket: in.put.Bucket, Key: in.put.Key, SHA256: in.put.SHA256, Existed: existed, Method: in.method}); err != nil {
+	if err := w.writeResult(ctx, t, task.UploadResult{AssetID: rec.ID, Bucket: in.put.Bucket, Key: in.put.Key, SHA256: in.put.SHA256, Existed: existed, Method: in.method}); err != nil {
 		return err
 	}
 	log.Info("import.done", "asset_id", rec.ID, "key", in.put.Key, "bytes", in.put.Size, "existed", existed, "method", in.method,

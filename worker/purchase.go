@@ -38,10 +38,8 @@ func (w *Worker) handlePurchase(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("purchase %s: %w", p.PurchaseID, err)
 	}
 	b, _ := json.Marshal(res)
-	if rw := t.ResultWriter(); rw != nil {
-		if _, err := rw.Write(b); err != nil {
-			return fmt.Errorf("purchase %s: write task result: %w", p.PurchaseID, err)
-		}
+	if err := w.writeTaskResult(ctx, t, b); err != nil {
+		return fmt.Errorf("purchase %s: %w", p.PurchaseID, err)
 	}
 	if w.metrics != nil {
 		outcome := res.Status

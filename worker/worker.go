@@ -26,6 +26,7 @@ import (
 	"github.com/dab-assets/dab/internal/metrics"
 	"github.com/dab-assets/dab/internal/netguard"
 	"github.com/dab-assets/dab/internal/plugin"
+	"github.com/dab-assets/dab/internal/redisbatch"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/internal/storage"
 	"github.com/dab-assets/dab/internal/webhook"
@@ -133,6 +134,9 @@ type Worker struct {
 	importS3     []string
 	importDir    string
 	webhookDelay func(retried int) time.Duration
+	// results sends the results of tasks finishing at about the same time
+	// together (writeTaskResult).
+	results *redisbatch.Batcher
 }
 
 // New builds a worker; Run starts it.
@@ -165,8 +169,8 @@ func New(rdb redis.UniversalClient, cfg Config, d Deps) (*Worker, error) {
 		d.Events = event.NewWriter(rdb, d.Assets.Keys().Prefix, event.Trim{})
 	}
 	w := &Worker{rdb: rdb, deps: d, log: cfg.Logger, failedDir: cfg.FailedDir, doneDir: cfg.DoneDir, metrics: cfg.Metrics,
-		webhookDelay: cfg.WebhookRetryDelay,
-		imports:      cfg.Imports, importMax: cfg.ImportMaxBytes, importS3: cfg.ImportS3Buckets, importDir: importDirFor(d.Spool.Dir())}
+		webhookDelay: cfg.WebhookRetryDelay, results: redisbatch.New(rdb),
+		imports: cfg.Imports, importMax: cfg.ImportMaxBytes, importS3: cfg.ImportS3Buckets, importDir: importDirFor(d.Spool.Dir())}
 	if cfg.Imports != nil {
 		w.importClient = cfg.Imports.Client()
 	}
