@@ -14,6 +14,7 @@ package redisbatch
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -72,33 +73,46 @@ func (b *Batcher) Do(ctx context.Context, cmd redis.Cmder) error {
 }
 
 // send sends every pending command in one batch, then hands the sending on
-// to a command that came meanwhile, if any.
+// to a command that came meanwhile, if any: also when go-redis panics, so
+// that the callers waiting are answered (with the panic as their error) and
+// the next batch still goes; the panic then goes on up the sender's stack.
 func (b *Batcher) send(ctx context.Context) {
 	ctx = context.WithoutCancel(ctx)
 	b.mu.Lock()
 	batch := b.pending
 	b.pending = nil
 	b.mu.Unlock()
+	defer func() {
+		r := recover()
+		if r != nil {
+			for _, c := range batch {
+				c.cmd.SetErr(fmt.Errorf("redisbatch: the batch's sender panicked: %v", r))
+			}
+		}
+		for _, c := range batch {
+			close(c.done)
+		}
+		b.mu.Lock()
+		if len(b.pending) > 0 {
+			close(b.pending[0].lead)
+		} else {
+			b.sending = false
+		}
+		b.mu.Unlock()
+		if r != nil {
+			panic(r)
+		}
+	}()
 	b.batches.Add(1)
 	if len(batch) == 1 {
 		_ = b.rdb.Process(ctx, batch[0].cmd)
-	} else {
-		pipe := b.rdb.Pipeline()
-		for _, c := range batch {
-			_ = pipe.Process(ctx, c.cmd)
-		}
-		_, _ = pipe.Exec(ctx) // each command has its own answer or error
+		return
 	}
+	pipe := b.rdb.Pipeline()
 	for _, c := range batch {
-		close(c.done)
+		_ = pipe.Process(ctx, c.cmd)
 	}
-	b.mu.Lock()
-	if len(b.pending) > 0 {
-		close(b.pending[0].lead)
-	} else {
-		b.sending = false
-	}
-	b.mu.Unlock()
+	_, _ = pipe.Exec(ctx) // each command has its own answer or error
 }
 
 // evalCmd is the command go-redis's Eval family sends: name, the script or

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -118,5 +119,51 @@ func TestSenderGivingUpFailsNoOne(t *testing.T) {
 	_ = b.Do(ctx, cmd)
 	if v, err := rdb.Get(context.Background(), "k").Result(); err != nil || v != "v" {
 		t.Fatalf("GET after a batch sent with an ended context = %q, %v (the command: %v)", v, err, cmd.Err())
+	}
+}
+
+// panicHook panics on the command "boom", after a pause in which others
+// give their commands.
+type panicHook struct{}
+
+func (panicHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (panicHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "boom" {
+			time.Sleep(50 * time.Millisecond)
+			panic("boom")
+		}
+		return next(ctx, cmd)
+	}
+}
+func (panicHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A sender that panics still hands the sending on: the command given
+// meanwhile is sent, and the Batcher keeps working.
+func TestPanicKeepsTheBatcherGoing(t *testing.T) {
+	t.Parallel()
+	rdb := harness.RedisClient(t, harness.Redis(t))
+	rdb.AddHook(panicHook{})
+	ctx := context.Background()
+	b := New(rdb)
+	panicked := make(chan any, 1)
+	go func() {
+		defer func() { panicked <- recover() }()
+		_ = b.Do(ctx, redis.NewStatusCmd(ctx, "boom"))
+	}()
+	for b.batches.Load() == 0 {
+		runtime.Gosched()
+	}
+	during := redis.NewStatusCmd(ctx, "set", "during", "1")
+	if err := b.Do(ctx, during); err != nil {
+		t.Fatalf("a command given while the sender panicked: %v", err)
+	}
+	if r := <-panicked; r != "boom" {
+		t.Fatalf("the sender's panic: %v, want it to reach the sender", r)
+	}
+	if err := b.Do(ctx, redis.NewStatusCmd(ctx, "set", "after", "1")); err != nil {
+		t.Fatalf("a command after the panic: %v", err)
 	}
 }
