@@ -13,13 +13,13 @@
 // and spare, nothing else. recycle removes the data file (the bytes); the
 // rest of what the old entry held (a failure mark, an upload ID, what a
 // power cut brought back) takeFree removes when it takes the folder, and
-// it refuses a folder with subfolders. The old manifest in an incoming folder is never read (Recover
-// reads origin.json there, and every commit writes the manifest before the
-// folder is renamed into place); a stream's entry never gets an
-// origin.json from it (only claims rename spare). The data file is never
-// reused: a claimed file is the user's inode, which a reader may still
-// hold open and must keep reading the bytes it gave. See newIncoming and
-// writeOrigin.
+// it refuses a folder with subfolders. The old manifest in an incoming
+// folder is never read (Recover reads origin.json there, and every commit
+// writes the manifest before the folder is renamed into place); a
+// stream's entry never gets an origin.json from it (only claims rename
+// spare). The data file is never reused: a claimed file is the user's
+// inode, which a reader may still hold open and must keep reading the
+// bytes it gave. See newIncoming and writeOrigin.
 
 package spool
 
