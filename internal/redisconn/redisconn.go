@@ -41,15 +41,6 @@ type Options struct {
 // option (for the monitor, which opens its own). Its errors never quote a
 // secret of the URL (go-redis quotes the whole URL when it does not parse).
 func Open(o Options) (redis.UniversalClient, asynq.RedisConnOpt, error) {
-	c, opt, err := open(o)
-	if err != nil {
-		return nil, nil, err
-	}
-	addPeekHook(c)
-	return c, opt, nil
-}
-
-func open(o Options) (redis.UniversalClient, asynq.RedisConnOpt, error) {
 	var roots *x509.CertPool
 	if o.CAFile != "" {
 		pem, err := os.ReadFile(o.CAFile)
