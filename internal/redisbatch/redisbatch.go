@@ -49,11 +49,20 @@ type call struct {
 func New(rdb redis.UniversalClient) *Batcher { return &Batcher{rdb: rdb} }
 
 // Do sends cmd, in a batch with the commands given meanwhile, and returns
-// its error (cmd holds the answer). A batch is sent with the context of the
-// caller that sends it, without its cancellation: one caller giving up does
-// not fail the others' commands. go-redis's timeouts bound the wait, as
-// for any command.
+// its error (cmd holds the answer). A caller whose context ends while its
+// command waits for a batch leaves with the context's error, its command
+// unsent; one whose command is on its way waits for the answer, as for any
+// command (go-redis's timeouts bound it). A batch is sent with the context
+// of the caller that sends it, without its cancellation: one caller giving
+// up does not fail the others' commands.
+//
+// go-redis sends a whole pipeline again when its first command meets a
+// retryable error (LOADING, READONLY, ...): batch only commands that may
+// run twice, as dab's record and purchase scripts and task results may.
 func (b *Batcher) Do(ctx context.Context, cmd redis.Cmder) error {
+	if err := ctx.Err(); err != nil {
+		return err // as go-redis does: nothing is sent
+	}
 	c := &call{cmd: cmd, done: make(chan struct{}), lead: make(chan struct{})}
 	b.mu.Lock()
 	b.pending = append(b.pending, c)
@@ -68,8 +77,36 @@ func (b *Batcher) Do(ctx context.Context, cmd redis.Cmder) error {
 	case <-c.done:
 	case <-c.lead:
 		b.send(ctx) // takes c with the others waiting
+	case <-ctx.Done():
+		if b.leave(c) {
+			return ctx.Err()
+		}
+		select {
+		case <-c.done: // taken into a batch on its way
+		case <-c.lead:
+			b.send(ctx) // made the sender meanwhile: the others wait for it
+		}
 	}
 	return cmd.Err()
+}
+
+// leave takes c out of the pending commands; false: it is not there any
+// more (taken into a batch, or made the next sender, which must send).
+func (b *Batcher) leave(c *call) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	select {
+	case <-c.lead:
+		return false
+	default:
+	}
+	for i, p := range b.pending {
+		if p == c {
+			b.pending = append(b.pending[:i], b.pending[i+1:]...)
+			return true
+		}
+	}
+	return false
 }
 
 // send sends every pending command in one batch, then hands the sending on
@@ -117,7 +154,9 @@ func (b *Batcher) send(ctx context.Context) {
 
 // evalCmd is the command go-redis's Eval family sends: name, the script or
 // its hash, the number of keys, the keys, the arguments; its first key
-// (position 3) names the Cluster slot.
+// (position 3) names the Cluster slot. The arguments are sent as they are
+// (go-redis's Eval flattens a lone slice or map argument; no caller here
+// passes one).
 func evalCmd(ctx context.Context, name, script string, keys []string, args []any) *redis.Cmd {
 	a := make([]any, 0, 3+len(keys)+len(args))
 	a = append(a, name, script, len(keys))

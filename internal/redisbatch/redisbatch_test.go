@@ -2,6 +2,7 @@ package redisbatch
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"sort"
 	"sync"
@@ -22,6 +23,15 @@ repeat
 until (n[1] - t[1]) * 1000000 + (n[2] - t[2]) > 100000
 return 1`)
 
+// loadSlowScript loads slowScript, so that its first EVALSHA is slow (a
+// NOSCRIPT answer would come at once).
+func loadSlowScript(t *testing.T, rdb *redis.Client) {
+	t.Helper()
+	if err := slowScript.Load(context.Background(), rdb).Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 var incrScript = redis.NewScript(`return redis.call('INCR', KEYS[1])`)
 
 func TestBatches(t *testing.T) {
@@ -29,6 +39,7 @@ func TestBatches(t *testing.T) {
 	rdb := harness.RedisClient(t, harness.Redis(t))
 	ctx := context.Background()
 	b := New(rdb)
+	loadSlowScript(t, rdb)
 
 	// While a slow command is on its way, 50 callers give theirs: they go
 	// in the next batch (or a few), and each gets its own answer.
@@ -107,21 +118,6 @@ func TestScriptAfterFlush(t *testing.T) {
 	}
 }
 
-// The caller that sends a batch may give up (its context ends); the
-// commands of the others in it are sent and answered all the same.
-func TestSenderGivingUpFailsNoOne(t *testing.T) {
-	t.Parallel()
-	rdb := harness.RedisClient(t, harness.Redis(t))
-	b := New(rdb)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	cmd := redis.NewStatusCmd(ctx, "set", "k", "v")
-	_ = b.Do(ctx, cmd)
-	if v, err := rdb.Get(context.Background(), "k").Result(); err != nil || v != "v" {
-		t.Fatalf("GET after a batch sent with an ended context = %q, %v (the command: %v)", v, err, cmd.Err())
-	}
-}
-
 // panicHook panics on the command "boom", after a pause in which others
 // give their commands.
 type panicHook struct{}
@@ -165,5 +161,50 @@ func TestPanicKeepsTheBatcherGoing(t *testing.T) {
 	}
 	if err := b.Do(ctx, redis.NewStatusCmd(ctx, "set", "after", "1")); err != nil {
 		t.Fatalf("a command after the panic: %v", err)
+	}
+}
+
+// A caller whose context ends while its command waits for a batch leaves
+// at once, its command unsent; the others waiting are answered. A command
+// whose context has ended already is not sent at all.
+func TestCallersLeaveWhenTheirContextEnds(t *testing.T) {
+	t.Parallel()
+	rdb := harness.RedisClient(t, harness.Redis(t))
+	ctx := context.Background()
+	b := New(rdb)
+	loadSlowScript(t, rdb)
+
+	ended, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := b.Do(ended, redis.NewStatusCmd(ended, "set", "ended", "1")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Do with an ended context = %v, want context.Canceled", err)
+	}
+
+	slow := make(chan error, 1)
+	go func() { slow <- slowScript.Run(ctx, b, []string{"slow"}).Err() }()
+	for b.batches.Load() == 0 {
+		runtime.Gosched()
+	}
+	stays := make(chan error, 1)
+	go func() { stays <- b.Do(ctx, redis.NewStatusCmd(ctx, "set", "stays", "1")) }()
+	short, cancelShort := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancelShort()
+	start := time.Now()
+	if err := b.Do(short, redis.NewStatusCmd(short, "set", "left", "1")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Do whose context ended while it waited = %v, want context.DeadlineExceeded", err)
+	}
+	if waited := time.Since(start); waited > 90*time.Millisecond {
+		t.Fatalf("the caller whose context ended waited %s, about the batch on its way", waited)
+	}
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-stays; err != nil {
+		t.Fatalf("the caller that stayed: %v", err)
+	}
+	for key, want := range map[string]int64{"ended": 0, "left": 0, "stays": 1} {
+		if n, err := rdb.Exists(ctx, key).Result(); err != nil || n != want {
+			t.Fatalf("EXISTS %s = %d, %v; want %d", key, n, err, want)
+		}
 	}
 }

@@ -44,7 +44,7 @@ func writeJSONInPlace(name string, v any, sync bool) error {
 	b = append(b, '\n')
 	err = f.write(b)
 	if err == nil {
-		err = unix.Ftruncate(int(f), int64(len(b)))
+		err = f.truncate(int64(len(b)))
 	}
 	if err == nil && sync {
 		err = f.sync()

@@ -77,6 +77,14 @@ func (f fd) write(b []byte) error {
 	return nil
 }
 
+func (f fd) truncate(size int64) error {
+	for {
+		if err := unix.Ftruncate(int(f), size); !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
+}
+
 func (f fd) sync() error {
 	for {
 		if err := unix.Fsync(int(f)); !errors.Is(err, unix.EINTR) {

@@ -18,6 +18,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -160,7 +161,10 @@ func lockDir(dir string, wait bool) (func(), error) {
 			f.Close()
 			return nil, err
 		}
-		return func() { f.Close() }, nil
+		// Once only: a second close of a bare descriptor would close
+		// whatever file took its number meanwhile.
+		var once sync.Once
+		return func() { once.Do(func() { f.Close() }) }, nil
 	}
 }
 
