@@ -14,44 +14,49 @@ import (
 	"github.com/dab-assets/dab/internal/harness"
 )
 
-// slowScript keeps Redis busy for about 100 ms: the commands given
+// slowScript keeps Redis busy for about 300 ms: the commands given
 // meanwhile wait for the next batch.
 var slowScript = redis.NewScript(`
 local t = redis.call('TIME')
 repeat
   local n = redis.call('TIME')
-until (n[1] - t[1]) * 1000000 + (n[2] - t[2]) > 100000
+until (n[1] - t[1]) * 1000000 + (n[2] - t[2]) > 300000
 return 1`)
 
-// loadSlowScript loads slowScript, so that its first EVALSHA is slow (a
-// NOSCRIPT answer would come at once).
-func loadSlowScript(t *testing.T, rdb *redis.Client) {
+// setup starts a Redis for the test and returns a client, a Batcher on it,
+// and busy, which gives the Batcher slowScript and returns once that batch
+// is on its way, with the channel its error comes on.
+func setup(t *testing.T) (rdb *redis.Client, b *Batcher, busy func() <-chan error) {
 	t.Helper()
+	rdb = harness.RedisClient(t, harness.Redis(t))
+	b = New(rdb)
+	// Loaded, so that its first EVALSHA is slow (a NOSCRIPT answer would
+	// come at once).
 	if err := slowScript.Load(context.Background(), rdb).Err(); err != nil {
 		t.Fatal(err)
 	}
+	busy = func() <-chan error {
+		slow := make(chan error, 1)
+		before := b.batches.Load()
+		go func() { slow <- slowScript.Run(context.Background(), b, []string{"slow"}).Err() }()
+		for b.batches.Load() == before {
+			runtime.Gosched() // the slow batch is on its way once it is counted
+		}
+		return slow
+	}
+	return rdb, b, busy
 }
 
 var incrScript = redis.NewScript(`return redis.call('INCR', KEYS[1])`)
 
 func TestBatches(t *testing.T) {
 	t.Parallel()
-	rdb := harness.RedisClient(t, harness.Redis(t))
+	rdb, b, busy := setup(t)
 	ctx := context.Background()
-	b := New(rdb)
-	loadSlowScript(t, rdb)
 
 	// While a slow command is on its way, 50 callers give theirs: they go
 	// in the next batch (or a few), and each gets its own answer.
-	slow := make(chan error, 1)
-	busy := func() {
-		before := b.batches.Load()
-		go func() { slow <- slowScript.Run(ctx, b, []string{"slow"}).Err() }()
-		for b.batches.Load() == before {
-			runtime.Gosched() // the slow batch is on its way once it is counted
-		}
-	}
-	busy()
+	slow := busy()
 	const n = 50
 	var wg sync.WaitGroup
 	got := make([]int, n)
@@ -87,7 +92,7 @@ func TestBatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	bad, good := redis.NewIntCmd(ctx, "incr", "text"), redis.NewIntCmd(ctx, "incr", "counter")
-	busy()
+	slow = busy()
 	var both sync.WaitGroup
 	for _, c := range []redis.Cmder{bad, good} {
 		both.Add(1)
@@ -104,9 +109,8 @@ func TestBatches(t *testing.T) {
 // sent again as text by (*redis.Script).Run, through the Batcher.
 func TestScriptAfterFlush(t *testing.T) {
 	t.Parallel()
-	rdb := harness.RedisClient(t, harness.Redis(t))
+	rdb, b, _ := setup(t)
 	ctx := context.Background()
-	b := New(rdb)
 	if v, err := incrScript.Run(ctx, b, []string{"k"}).Int(); err != nil || v != 1 {
 		t.Fatalf("first run = %d, %v", v, err)
 	}
@@ -169,10 +173,8 @@ func TestPanicKeepsTheBatcherGoing(t *testing.T) {
 // whose context has ended already is not sent at all.
 func TestCallersLeaveWhenTheirContextEnds(t *testing.T) {
 	t.Parallel()
-	rdb := harness.RedisClient(t, harness.Redis(t))
+	rdb, b, busy := setup(t)
 	ctx := context.Background()
-	b := New(rdb)
-	loadSlowScript(t, rdb)
 
 	ended, cancel := context.WithCancel(ctx)
 	cancel()
@@ -180,11 +182,7 @@ func TestCallersLeaveWhenTheirContextEnds(t *testing.T) {
 		t.Fatalf("Do with an ended context = %v, want context.Canceled", err)
 	}
 
-	slow := make(chan error, 1)
-	go func() { slow <- slowScript.Run(ctx, b, []string{"slow"}).Err() }()
-	for b.batches.Load() == 0 {
-		runtime.Gosched()
-	}
+	slow := busy()
 	stays := make(chan error, 1)
 	go func() { stays <- b.Do(ctx, redis.NewStatusCmd(ctx, "set", "stays", "1")) }()
 	short, cancelShort := context.WithTimeout(ctx, 20*time.Millisecond)
@@ -193,7 +191,7 @@ func TestCallersLeaveWhenTheirContextEnds(t *testing.T) {
 	if err := b.Do(short, redis.NewStatusCmd(short, "set", "left", "1")); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Do whose context ended while it waited = %v, want context.DeadlineExceeded", err)
 	}
-	if waited := time.Since(start); waited > 90*time.Millisecond {
+	if waited := time.Since(start); waited > 200*time.Millisecond {
 		t.Fatalf("the caller whose context ended waited %s, about the batch on its way", waited)
 	}
 	if err := <-slow; err != nil {
