@@ -159,6 +159,27 @@ func TestDirectPutFallsBackToTheSDK(t *testing.T) {
 	}
 }
 
+// TestDirectPutOfAShortFile: a small file that has fewer bytes than the
+// size it was given (it shrank after its claim) is not sent from memory:
+// the read comes up short, the SDK's PUT refuses it too, and no object is
+// stored under the key.
+func TestDirectPutOfAShortFile(t *testing.T) {
+	t.Parallel()
+	srv := harness.StartS3(t)
+	st, rec := recordedStore(t, storagetest.Options(srv))
+	f, sum := storage.WriteTestFile(t, 100)
+	_, err := st.Put(context.Background(), storage.PutInput{Key: "generic/short", File: f, Size: 200, SHA256: sum})
+	if err == nil {
+		t.Fatal("a put of 200 bytes from a file of 100 succeeded")
+	}
+	if sdk, direct := rec.counts(); direct != 0 || sdk == 0 {
+		t.Fatalf("PUTs through the SDK %d, direct %d; want none direct (the read came up short), then the SDK", sdk, direct)
+	}
+	if _, _, err := st.Get(context.Background(), "generic/short"); err == nil {
+		t.Fatal("the store kept an object from a file shorter than its size")
+	}
+}
+
 // resettingStore is a store that holds the object already and breaks
 // every PUT's connection while the body comes in, with no answer: as a
 // store that answers a conditional PUT of a key it holds (412) before it
