@@ -18,6 +18,7 @@ import (
 
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/ledger"
+	"github.com/dab-assets/dab/internal/redisbatch"
 	"github.com/dab-assets/dab/worker/task"
 )
 
@@ -37,8 +38,11 @@ func (b *bench) p3Purchases(ctx context.Context, t *table) error {
 		return err
 	}
 	defer r.stopAll(nil)
-	assets := asset.NewStore(b.rdb, r.prefix)
-	led := ledger.New(b.rdb, r.prefix, "house")
+	// The enqueuers do what dab's HTTP intake does, on a client as dab's
+	// (its scripts batched, one batcher for the ledger and the queue).
+	rdb := redisbatch.Wrap(b.rdb)
+	assets := asset.NewStore(rdb, r.prefix)
+	led := ledger.New(rdb, r.prefix, "house")
 	ids := make([]string, o.purchases)
 	for i := range ids {
 		rec, _, err := assets.Put(ctx, asset.Record{Name: "p", Type: "generic", Path: fmt.Sprint(i), S3Bucket: bucket, S3Key: r.key(fmt.Sprint(i)), SHA256: "s",
@@ -57,7 +61,7 @@ func (b *bench) p3Purchases(ctx context.Context, t *table) error {
 	if _, err := r.start(ctx, "work"); err != nil {
 		return err
 	}
-	client := asynq.NewClientFromRedisClient(b.rdb)
+	client := asynq.NewClientFromRedisClient(rdb)
 	cpu0, err := b.redisCPU(ctx)
 	if err != nil {
 		return err

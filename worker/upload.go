@@ -319,7 +319,7 @@ func (w *Worker) writeTaskResult(ctx context.Context, t *asynq.Task, b []byte) e
 		}
 		return nil
 	}
-	if err := w.results.Do(ctx, redis.NewIntCmd(ctx, "hset", "asynq:{"+queue+"}:t:"+rw.TaskID(), "result", b)); err != nil {
+	if err := w.results.Batch(ctx, redis.NewIntCmd(ctx, "hset", "asynq:{"+queue+"}:t:"+rw.TaskID(), "result", b)); err != nil {
 		return fmt.Errorf("write task result: %w", err)
 	}
 	return nil

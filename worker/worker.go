@@ -135,8 +135,8 @@ type Worker struct {
 	importDir    string
 	webhookDelay func(retried int) time.Duration
 	// results sends the results of tasks finishing at about the same time
-	// together (writeTaskResult).
-	results *redisbatch.Batcher
+	// together (writeTaskResult), in the batches of rdb's scripts.
+	results *redisbatch.Client
 }
 
 // New builds a worker; Run starts it.
@@ -165,11 +165,16 @@ func New(rdb redis.UniversalClient, cfg Config, d Deps) (*Worker, error) {
 	if cfg.WebhookRetryDelay == nil {
 		cfg.WebhookRetryDelay = WebhookRetryDelay
 	}
+	// asynq's fetch and completion, dab's scripts and the task results of
+	// tasks running at once share round trips; a client already wrapped
+	// (one per process, cmd/dab) shares its batches with the stores.
+	batched := redisbatch.Wrap(rdb)
+	rdb = batched
 	if d.Events == nil {
 		d.Events = event.NewWriter(rdb, d.Assets.Keys().Prefix, event.Trim{})
 	}
 	w := &Worker{rdb: rdb, deps: d, log: cfg.Logger, failedDir: cfg.FailedDir, doneDir: cfg.DoneDir, metrics: cfg.Metrics,
-		webhookDelay: cfg.WebhookRetryDelay, results: redisbatch.New(rdb),
+		webhookDelay: cfg.WebhookRetryDelay, results: batched,
 		imports: cfg.Imports, importMax: cfg.ImportMaxBytes, importS3: cfg.ImportS3Buckets, importDir: importDirFor(d.Spool.Dir())}
 	if cfg.Imports != nil {
 		w.importClient = cfg.Imports.Client()

@@ -22,6 +22,7 @@ import (
 	"github.com/dab-assets/dab/internal/metrics"
 	"github.com/dab-assets/dab/internal/naming"
 	"github.com/dab-assets/dab/internal/redact"
+	"github.com/dab-assets/dab/internal/redisbatch"
 	"github.com/dab-assets/dab/internal/redisconn"
 	"github.com/dab-assets/dab/internal/spool"
 	"github.com/dab-assets/dab/internal/storage"
@@ -240,7 +241,10 @@ func (a *app) connectRedis(ctx context.Context) (redis.UniversalClient, error) {
 		}
 		return nil, fmt.Errorf("redis at %s is unreachable: %w: %s", redact.URL(a.cfg.RedisURL), redact.Error(err, a.cfg.RedisURL), hint)
 	}
-	return rdb, nil
+	// One batcher for the process: every script (dab's stores, asynq's
+	// enqueue, fetch and completion) given at about the same time shares a
+	// round trip with the others.
+	return redisbatch.Wrap(rdb), nil
 }
 
 // noRedis says, without trying any Redis, that none is configured and

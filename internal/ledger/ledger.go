@@ -209,18 +209,16 @@ type Store struct {
 	offer    *redis.Script
 	rebuild  *redis.Script
 	opts     Options
-	// batch sends the purchase scripts of purchases applied at once
-	// together.
-	batch *redisbatch.Batcher
 }
 
 // New returns a Store; house receives the price of assets that have no
 // owner and no uploader account. Its writes wait for no replicas
-// (NewWithOptions).
+// (NewWithOptions). Its scripts go through rdb's batches (redisbatch.Wrap):
+// the purchases applied at once share round trips.
 func New(rdb redis.UniversalClient, prefix, house string) *Store {
-	return &Store{rdb: rdb, keys: Keys{Prefix: prefix}, assets: asset.Keys{Prefix: prefix}, events: event.Keys{Prefix: prefix}, house: house,
+	return &Store{rdb: redisbatch.Wrap(rdb), keys: Keys{Prefix: prefix}, assets: asset.Keys{Prefix: prefix}, events: event.Keys{Prefix: prefix}, house: house,
 		purchase: redis.NewScript(purchaseLua), grant: redis.NewScript(grantLua), accept: redis.NewScript(acceptLua),
-		offer: redis.NewScript(offerLua), rebuild: redis.NewScript(rebuildSalesLua), batch: redisbatch.New(rdb)}
+		offer: redis.NewScript(offerLua), rebuild: redis.NewScript(rebuildSalesLua)}
 }
 
 // Keys returns the key names.
@@ -377,7 +375,7 @@ func (s *Store) Apply(ctx context.Context, p PurchaseRequest) (PurchaseResult, e
 	if s.replicated() {
 		return s.applyReplicated(ctx, p)
 	}
-	return s.apply(ctx, s.batch, p)
+	return s.apply(ctx, s.rdb, p)
 }
 
 // apply runs the purchase script through c.

@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dab-assets/dab/internal/event"
+	"github.com/dab-assets/dab/internal/redisbatch"
 )
 
 // ErrNotReplicated: a ledger write was applied on the Redis master, but
@@ -114,7 +115,7 @@ func (s *Store) replicated() bool { return s.opts.MinReplicas > 0 }
 // slot that moved meanwhile answers MOVED: an error, and the request is
 // retried. The caller closes the connection.
 func (s *Store) master(ctx context.Context) (*redis.Conn, error) {
-	switch c := s.rdb.(type) {
+	switch c := redisbatch.Unwrap(s.rdb).(type) {
 	case *redis.Client: // a single Redis, or Sentinel's current master
 		return c.Conn(), nil
 	case *redis.ClusterClient:

@@ -9,6 +9,8 @@ import (
 	"strconv"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/dab-assets/dab/internal/redisbatch"
 )
 
 // ErrLedgerNotEmpty: a restore into a Redis that has ledger entries.
@@ -190,7 +192,7 @@ func (s *Store) deleteLedger(ctx context.Context) error {
 		return iter.Err()
 	}
 	var err error
-	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+	if cc, ok := redisbatch.Unwrap(s.rdb).(*redis.ClusterClient); ok {
 		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return del(ctx, c) })
 	} else {
 		err = del(ctx, s.rdb)
