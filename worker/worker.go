@@ -135,7 +135,7 @@ type Worker struct {
 	importDir    string
 	webhookDelay func(retried int) time.Duration
 	// results sends the results of tasks finishing at about the same time
-	// together (writeTaskResult), in the batches of rdb's scripts.
+	// together (writeTaskResult), in the batches of rdb's Client.
 	results *redisbatch.Client
 }
 
@@ -165,9 +165,10 @@ func New(rdb redis.UniversalClient, cfg Config, d Deps) (*Worker, error) {
 	if cfg.WebhookRetryDelay == nil {
 		cfg.WebhookRetryDelay = WebhookRetryDelay
 	}
-	// asynq's fetch and completion, dab's scripts and the task results of
-	// tasks running at once share round trips; a client already wrapped
-	// (one per process, cmd/dab) shares its batches with the stores.
+	// asynq's completions, the records, purchases and task results of tasks
+	// running at once share round trips (redisbatch.Client); a client
+	// already wrapped (one per process, cmd/dab) shares its batches with the
+	// stores.
 	batched := redisbatch.Wrap(rdb)
 	rdb = batched
 	if d.Events == nil {

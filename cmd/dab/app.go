@@ -241,9 +241,9 @@ func (a *app) connectRedis(ctx context.Context) (redis.UniversalClient, error) {
 		}
 		return nil, fmt.Errorf("redis at %s is unreachable: %w: %s", redact.URL(a.cfg.RedisURL), redact.Error(err, a.cfg.RedisURL), hint)
 	}
-	// One batcher for the process: every script (dab's stores, asynq's
-	// enqueue, fetch and completion) given at about the same time shares a
-	// round trip with the others.
+	// One batcher for the process: the scripts that may run twice (records,
+	// purchases, task results, asynq's enqueue and completion) given at
+	// about the same time share a round trip.
 	return redisbatch.Wrap(rdb), nil
 }
 

@@ -209,16 +209,19 @@ type Store struct {
 	offer    *redis.Script
 	rebuild  *redis.Script
 	opts     Options
+	// batch sends the purchase scripts of purchases applied at once
+	// together (a purchase script run twice answers the stored result).
+	batch *redisbatch.Batcher
 }
 
 // New returns a Store; house receives the price of assets that have no
 // owner and no uploader account. Its writes wait for no replicas
-// (NewWithOptions). Its scripts go through rdb's batches (redisbatch.Wrap):
-// the purchases applied at once share round trips.
+// (NewWithOptions). Its purchases go in the batches of rdb's
+// redisbatch.Client (a client of its own when rdb is not one).
 func New(rdb redis.UniversalClient, prefix, house string) *Store {
-	return &Store{rdb: redisbatch.Wrap(rdb), keys: Keys{Prefix: prefix}, assets: asset.Keys{Prefix: prefix}, events: event.Keys{Prefix: prefix}, house: house,
+	return &Store{rdb: rdb, keys: Keys{Prefix: prefix}, assets: asset.Keys{Prefix: prefix}, events: event.Keys{Prefix: prefix}, house: house,
 		purchase: redis.NewScript(purchaseLua), grant: redis.NewScript(grantLua), accept: redis.NewScript(acceptLua),
-		offer: redis.NewScript(offerLua), rebuild: redis.NewScript(rebuildSalesLua)}
+		offer: redis.NewScript(offerLua), rebuild: redis.NewScript(rebuildSalesLua), batch: redisbatch.Wrap(rdb).Batcher()}
 }
 
 // Keys returns the key names.
@@ -375,7 +378,7 @@ func (s *Store) Apply(ctx context.Context, p PurchaseRequest) (PurchaseResult, e
 	if s.replicated() {
 		return s.applyReplicated(ctx, p)
 	}
-	return s.apply(ctx, s.rdb, p)
+	return s.apply(ctx, s.batch, p)
 }
 
 // apply runs the purchase script through c.

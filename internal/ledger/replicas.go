@@ -125,7 +125,7 @@ func (s *Store) master(ctx context.Context) (*redis.Conn, error) {
 		}
 		return node.Conn(), nil
 	default:
-		return nil, fmt.Errorf("ledger: waiting for replicas needs a single, Sentinel or Cluster client, not %T", s.rdb)
+		return nil, fmt.Errorf("ledger: waiting for replicas needs a single, Sentinel or Cluster client, not %T", c)
 	}
 }
 

@@ -5,9 +5,9 @@
 // CPU than most scripts do (a PING about 30 µs on the development machine,
 // dab's purchase script 26 µs more).
 //
-// A process wraps its client once (Wrap): every script it runs then goes
-// through one Batcher, dab's own (records, purchases) and asynq's (enqueue,
-// fetch, completion), and task results are written in the same batches.
+// A process wraps its client once (Wrap): the scripts that may run twice go
+// through its one Batcher, dab's own (records, purchases, task results) and
+// asynq's enqueue and completion; the rest go alone (see Client).
 //
 // It adds no wait: a command given while no batch is on its way is sent at
 // once, alone; one given while a batch is on its way goes in the next,
@@ -78,8 +78,14 @@ func (b *Batcher) laneOf(cmd redis.Cmder) string {
 		return ""
 	}
 	args := cmd.Args()
+	if len(args) == 0 {
+		return ""
+	}
 	pos := 1
-	if name, _ := args[0].(string); strings.HasPrefix(name, "eval") {
+	if name, _ := args[0].(string); strings.HasPrefix(strings.ToLower(name), "eval") {
+		if len(args) < 3 {
+			return ""
+		}
 		if n, _ := args[2].(int); n == 0 {
 			return ""
 		}
@@ -105,9 +111,11 @@ func (b *Batcher) laneOf(cmd redis.Cmder) string {
 // of the caller that sends it, without its cancellation: one caller giving
 // up does not fail the others' commands.
 //
-// go-redis sends a whole pipeline again when its first command meets a
+// go-redis sends a whole pipeline again when its connection breaks after
+// some of the answers came back, or when its first command meets a
 // retryable error (LOADING, READONLY, ...): batch only commands that may
-// run twice, as dab's record and purchase scripts and task results may.
+// run twice, as dab's record and purchase scripts and task results may
+// (see Client).
 func (b *Batcher) Do(ctx context.Context, cmd redis.Cmder) error {
 	if err := ctx.Err(); err != nil {
 		return err // as go-redis does: nothing is sent
@@ -208,6 +216,23 @@ func (b *Batcher) send(ctx context.Context, name string, l *lane) {
 		_ = pipe.Process(ctx, c.cmd)
 	}
 	_, _ = pipe.Exec(ctx) // each command has its own answer or error
+	// go-redis looks at the first command's answer only for the errors on
+	// which it sends a command again (READONLY while a replica is promoted,
+	// LOADING, ...): a later command answered so was not run, and goes
+	// again alone, as it would have had it been sent alone.
+	for _, c := range batch[1:] {
+		if refusedUnrun(c.cmd.Err()) {
+			_ = b.rdb.Process(ctx, c.cmd)
+		}
+	}
+}
+
+// refusedUnrun: an answer with which Redis refused a command without
+// running it, on which go-redis sends a lone command again.
+func refusedUnrun(err error) bool {
+	return redis.IsReadOnlyError(err) || redis.IsLoadingError(err) || redis.IsTryAgainError(err) ||
+		redis.IsClusterDownError(err) || redis.IsMasterDownError(err) || redis.IsMaxClientsError(err) ||
+		redis.IsNoReplicasError(err)
 }
 
 // evalCmd is the command go-redis's Eval family sends: name, the script or
@@ -269,25 +294,28 @@ func (b *Batcher) ScriptLoad(ctx context.Context, script string) *redis.StringCm
 
 var _ redis.Scripter = (*Batcher)(nil)
 
-// Client is a Redis client whose scripts (Eval, EvalSha and their
-// read-only forms) go through one Batcher; every other command goes as it
-// would. A process makes one and hands it to everything that runs scripts:
-// its own stores and asynq's server and client, whose fetch, completion and
-// enqueue are scripts. asynq sends each alone, one round trip per task and
-// step; through a Client those that goroutines give at about the same time
-// share one.
+// Client is a Redis client on which the scripts that may run twice go
+// through one Batcher: asynq's enqueue and completion (asynqMayRepeat),
+// and those a caller sends through Batcher() or Batch. Every other script
+// and command goes alone, as it would. A process makes one and hands it
+// to everything that talks to Redis, so that all of them share its
+// batches.
 //
-// Scripts are safe to batch: none blocks, none depends on which connection
-// it comes on (a Conn or Tx made from the client sends its own, unbatched),
-// and go-redis sends a script again after a dropped connection whether it
-// went alone or in a pipeline (asynq's and dab's scripts allow it).
+// Only scripts that may run twice: go-redis sends a whole pipeline again
+// when its connection breaks after some of the answers came back (a
+// restart, a failover's CLIENT KILL), so a batched script whose answer was
+// received runs again, and its caller gets the second run's answer. Sent
+// alone, a script whose answer was received is never sent again. asynq's
+// fetch run twice would leave a task active that nobody runs until its
+// lease expires; an Idempotency-Key claim run twice would find its own
+// claim: neither is batched.
 type Client struct {
 	redis.UniversalClient
 	batch *Batcher
 }
 
-// Wrap returns rdb with its scripts batched; a Client as it is, so that
-// everything wrapping the client it was given shares that one's batches.
+// Wrap returns rdb as a Client; a Client as it is, so that everything
+// wrapping the client it was given shares that one's batches.
 func Wrap(rdb redis.UniversalClient) *Client {
 	if c, ok := rdb.(*Client); ok {
 		return c
@@ -304,27 +332,52 @@ func Unwrap(rdb redis.UniversalClient) redis.UniversalClient {
 	return rdb
 }
 
-// Batch sends cmd in a batch, as Batcher.Do does.
+// Batcher is the Client's Batcher, a redis.Scripter: a script that may run
+// twice (a second run changes nothing and answers as the first did) runs
+// in the Client's batches with script.Run(ctx, c.Batcher(), ...).
+func (c *Client) Batcher() *Batcher { return c.batch }
+
+// Batch sends cmd, which must be one that may run twice, in a batch, as
+// Batcher.Do does.
 func (c *Client) Batch(ctx context.Context, cmd redis.Cmder) error { return c.batch.Do(ctx, cmd) }
 
-// Eval runs a script by its text, batched.
+// asynqMayRepeat recognises, by their keys, the scripts of asynq v0.26
+// that a second run leaves as the first did, and that every task runs:
+//   - the enqueue (KEYS: the task's hash asynq:{queue}:t:<id>, the queue's
+//     pending list), which does nothing when the task's hash exists (the
+//     client then answers ErrTaskIDConflict, which dab takes for queued);
+//   - the completions (done, mark as complete, requeue; KEYS[1]: the
+//     queue's active list), which answer NOT FOUND without a change when
+//     the task is not active any more (asynq logs it).
+//
+// The fetch (KEYS[1]: the pending list) pops a new task on each run and is
+// never batched; nor is any other script of asynq's.
+func asynqMayRepeat(keys []string) bool {
+	if len(keys) == 0 || !strings.HasPrefix(keys[0], "asynq:{") {
+		return false
+	}
+	if strings.HasSuffix(keys[0], "}:active") {
+		return true
+	}
+	return len(keys) == 2 && strings.Contains(keys[0], "}:t:") && strings.HasSuffix(keys[1], "}:pending")
+}
+
+// Eval runs a script by its text; batched if it is asynq's enqueue or
+// completion.
 func (c *Client) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
-	return c.batch.Eval(ctx, script, keys, args...)
+	if asynqMayRepeat(keys) {
+		return c.batch.Eval(ctx, script, keys, args...)
+	}
+	return c.UniversalClient.Eval(ctx, script, keys, args...)
 }
 
-// EvalSha runs a loaded script by its hash, batched.
+// EvalSha runs a loaded script by its hash; batched if it is asynq's
+// enqueue or completion.
 func (c *Client) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
-	return c.batch.EvalSha(ctx, sha1, keys, args...)
-}
-
-// EvalRO runs a read-only script by its text, batched.
-func (c *Client) EvalRO(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
-	return c.batch.EvalRO(ctx, script, keys, args...)
-}
-
-// EvalShaRO runs a loaded read-only script by its hash, batched.
-func (c *Client) EvalShaRO(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
-	return c.batch.EvalShaRO(ctx, sha1, keys, args...)
+	if asynqMayRepeat(keys) {
+		return c.batch.EvalSha(ctx, sha1, keys, args...)
+	}
+	return c.UniversalClient.EvalSha(ctx, sha1, keys, args...)
 }
 
 var _ redis.UniversalClient = (*Client)(nil)
