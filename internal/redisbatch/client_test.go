@@ -3,7 +3,6 @@ package redisbatch
 import (
 	"context"
 	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,15 +13,16 @@ import (
 	"github.com/dab-assets/dab/internal/harness"
 )
 
-// A Client sends the scripts given through its Batcher in batches, and
-// other scripts alone: one given while a batch is on its way does not
-// join it. Wrapping a Client again gives the same one; a script Redis
-// lost (SCRIPT FLUSH) is sent again as text either way.
-func TestClientBatchesOnlyWhatMayRepeat(t *testing.T) {
+// A Client sends its scripts in batches: those given while a batch is on
+// its way share the next; every other command goes as it would. Wrapping a
+// Client again gives the same one; a script Redis lost (SCRIPT FLUSH) is
+// sent again as text.
+func TestClientBatchesScripts(t *testing.T) {
 	t.Parallel()
 	rdb := harness.RedisClient(t, harness.Redis(t))
 	ctx := context.Background()
 	c := Wrap(rdb)
+	t.Cleanup(func() { c.batch.Close() })
 	if Wrap(c) != c {
 		t.Fatal("Wrap of a Client made another: its batches would not be shared")
 	}
@@ -34,17 +34,16 @@ func TestClientBatchesOnlyWhatMayRepeat(t *testing.T) {
 	}
 
 	slow := make(chan error, 1)
-	go func() { slow <- slowScript.Run(ctx, c.Batcher(), []string{"slow"}).Err() }()
+	go func() { slow <- slowScript.Run(ctx, c, []string{"slow"}).Err() }()
 	for c.batch.batches.Load() == 0 {
 		runtime.Gosched()
 	}
-	// A script that is not asynq's enqueue or completion, given through
-	// the Client while the slow batch is on its way, is sent alone.
-	if err := incrScript.Run(ctx, c, []string{"alone"}).Err(); err != nil {
+	// A plain command is not batched.
+	if err := c.Set(ctx, "plain", "1", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if sent := c.batch.batches.Load(); sent != 1 {
-		t.Fatalf("a script given through the Client made %d batches, want it sent alone", sent-1)
+		t.Fatalf("a plain command made %d batches, want it sent as it is", sent-1)
 	}
 	const n = 40
 	var wg sync.WaitGroup
@@ -53,7 +52,7 @@ func TestClientBatchesOnlyWhatMayRepeat(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = incrScript.Run(ctx, c.Batcher(), []string{"counter"}).Err()
+			errs[i] = incrScript.Run(ctx, c, []string{"counter"}).Err()
 		}()
 	}
 	wg.Wait()
@@ -75,47 +74,18 @@ func TestClientBatchesOnlyWhatMayRepeat(t *testing.T) {
 	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := incrScript.Run(ctx, c.Batcher(), []string{"counter"}).Int(); err != nil || v != n+1 {
-		t.Fatalf("batched run after SCRIPT FLUSH = %d, %v", v, err)
-	}
-	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if v, err := incrScript.Run(ctx, c, []string{"alone"}).Int(); err != nil || v != 2 {
-		t.Fatalf("run through the Client after SCRIPT FLUSH = %d, %v", v, err)
-	}
-}
-
-// pipelineKeys records the first key of every script sent in a pipeline.
-type pipelineKeys struct {
-	mu    sync.Mutex
-	first []string
-}
-
-func (*pipelineKeys) DialHook(next redis.DialHook) redis.DialHook          { return next }
-func (*pipelineKeys) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
-func (p *pipelineKeys) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		p.mu.Lock()
-		for _, c := range cmds {
-			if a := c.Args(); len(a) > 3 && strings.HasPrefix(c.Name(), "eval") {
-				p.first = append(p.first, a[3].(string))
-			}
-		}
-		p.mu.Unlock()
-		return next(ctx, cmds)
+	if v, err := incrScript.Run(ctx, c, []string{"counter"}).Int(); err != nil || v != n+1 {
+		t.Fatalf("run after SCRIPT FLUSH = %d, %v", v, err)
 	}
 }
 
 // asynq's client and server on a Client run every task once; their
-// enqueues given while a batch is on its way go together, and their fetch
-// (which pops a new task on each run) is never in a batch.
+// enqueues given while a batch is on its way go together.
 func TestAsynqOnAClient(t *testing.T) {
 	t.Parallel()
 	rdb := harness.RedisClient(t, harness.Redis(t))
-	seen := &pipelineKeys{}
-	rdb.AddHook(seen)
 	c := Wrap(rdb)
+	t.Cleanup(func() { c.batch.Close() })
 	ctx := context.Background()
 	if err := slowScript.Load(ctx, rdb).Err(); err != nil {
 		t.Fatal(err)
@@ -127,7 +97,7 @@ func TestAsynqOnAClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	slow := make(chan error, 1)
-	go func() { slow <- slowScript.Run(ctx, c.Batcher(), []string{"slow"}).Err() }()
+	go func() { slow <- slowScript.Run(ctx, c, []string{"slow"}).Err() }()
 	for c.batch.batches.Load() == 0 {
 		runtime.Gosched()
 	}
@@ -184,37 +154,6 @@ func TestAsynqOnAClient(t *testing.T) {
 	for id, times := range ran {
 		if times != 1 {
 			t.Fatalf("task %s ran %d times", id, times)
-		}
-	}
-	seen.mu.Lock()
-	defer seen.mu.Unlock()
-	for _, k := range seen.first {
-		if strings.HasSuffix(k, "}:pending") {
-			t.Fatalf("asynq's fetch (first key %s) went in a batch", k)
-		}
-	}
-}
-
-func TestAsynqMayRepeat(t *testing.T) {
-	t.Parallel()
-	q := "asynq:{uploads:h1}:"
-	for _, tc := range []struct {
-		what string
-		keys []string
-		want bool
-	}{
-		{"enqueue", []string{q + "t:upload-1", q + "pending"}, true},
-		{"done, mark as complete, requeue", []string{q + "active", q + "lease", q + "t:upload-1", q + "processed:2026-12-02", q + "processed"}, true},
-		{"fetch", []string{q + "pending", q + "paused", q + "active", q + "lease"}, false},
-		{"retry", []string{q + "t:upload-1", q + "active", q + "lease", q + "retry", q + "processed:2026-12-02", q + "failed:2026-12-02", q + "processed", q + "failed"}, false},
-		{"schedule", []string{q + "t:upload-1", q + "scheduled"}, false},
-		{"forward", []string{q + "scheduled", q + "pending", q + "completed"}, false},
-		{"heartbeat", []string{"asynq:servers:{host:1:abc}", "asynq:workers:{host:1:abc}"}, false},
-		{"dab's own", []string{"dab:{bank}:asset:1"}, false},
-		{"no keys", nil, false},
-	} {
-		if got := asynqMayRepeat(tc.keys); got != tc.want {
-			t.Errorf("%s (%v): %v, want %v", tc.what, tc.keys, got, tc.want)
 		}
 	}
 }

@@ -5,9 +5,9 @@
 // CPU than most scripts do (a PING about 30 µs on the development machine,
 // dab's purchase script 26 µs more).
 //
-// A process wraps its client once (Wrap): the scripts that may run twice go
-// through its one Batcher, dab's own (records, purchases, task results) and
-// asynq's enqueue and completion; the rest go alone (see Client).
+// A process wraps its client once (Wrap): every script it runs then goes
+// through one Batcher, dab's own and asynq's (enqueue, fetch, completion),
+// and task results are written in the same batches.
 //
 // It adds no wait: a command given while no batch is on its way is sent at
 // once, alone; one given while a batch is on its way goes in the next,
@@ -17,6 +17,7 @@ package redisbatch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -36,6 +37,13 @@ import (
 // that node's timeouts.
 type Batcher struct {
 	rdb redis.UniversalClient
+	// pipe sends the batches of more than one command: a client like rdb
+	// that never sends a command again (nil: rdb is of a kind it cannot
+	// copy, and every command goes alone). go-redis sends a whole pipeline
+	// again when its connection breaks after some answers came back,
+	// running the answered commands twice; send sends again, alone and
+	// through rdb, only those left without an answer.
+	pipe redis.UniversalClient
 	// perSlot: give each hash tag a lane of its own (a Cluster client).
 	perSlot bool
 
@@ -62,10 +70,40 @@ type call struct {
 	lead chan struct{}
 }
 
-// New returns a Batcher that sends through rdb.
+// New returns a Batcher that sends through rdb; Close closes the
+// connections of its batches.
 func New(rdb redis.UniversalClient) *Batcher {
 	_, cluster := rdb.(*redis.ClusterClient)
-	return &Batcher{rdb: rdb, perSlot: cluster, lanes: map[string]*lane{}}
+	return &Batcher{rdb: rdb, pipe: noRetries(rdb), perSlot: cluster, lanes: map[string]*lane{}}
+}
+
+// noRetries returns a client with rdb's settings that never sends a
+// command or pipeline again, and follows no MOVED or ASK, with a pool of
+// its own; nil for a kind of client it cannot copy.
+func noRetries(rdb redis.UniversalClient) redis.UniversalClient {
+	switch c := rdb.(type) {
+	case *redis.Client: // a single Redis, or Sentinel's master (its dialer finds the master)
+		o := *c.Options()
+		o.MaxRetries = -1
+		// The one setting go-redis changes while connecting (under a lock
+		// of the client's): the new client makes its own.
+		o.MaintNotificationsConfig = nil
+		return redis.NewClient(&o)
+	case *redis.ClusterClient:
+		o := *c.Options()
+		o.MaxRetries = -1
+		o.MaxRedirects = -1
+		return redis.NewClusterClient(&o)
+	}
+	return nil
+}
+
+// Close closes the connections the Batcher's batches go on (not rdb's).
+func (b *Batcher) Close() error {
+	if b.pipe == nil {
+		return nil
+	}
+	return b.pipe.Close()
 }
 
 // laneOf names cmd's lane: "" when all commands share one; on a Cluster
@@ -111,11 +149,10 @@ func (b *Batcher) laneOf(cmd redis.Cmder) string {
 // of the caller that sends it, without its cancellation: one caller giving
 // up does not fail the others' commands.
 //
-// go-redis sends a whole pipeline again when its connection breaks after
-// some of the answers came back, or when its first command meets a
-// retryable error (LOADING, READONLY, ...): batch only commands that may
-// run twice, as dab's record and purchase scripts and task results may
-// (see Client).
+// A command runs as often as it would have alone: a batch goes on
+// connections that never send it again, and a command left without an
+// answer (or refused unrun, as READONLY) then goes alone, with go-redis's
+// retries (see send).
 func (b *Batcher) Do(ctx context.Context, cmd redis.Cmder) error {
 	if err := ctx.Err(); err != nil {
 		return err // as go-redis does: nothing is sent
@@ -207,32 +244,72 @@ func (b *Batcher) send(ctx context.Context, name string, l *lane) {
 		}
 	}()
 	b.batches.Add(1)
-	if len(batch) == 1 {
-		_ = b.rdb.Process(ctx, batch[0].cmd)
+	if len(batch) == 1 || b.pipe == nil {
+		for _, c := range batch {
+			_ = b.rdb.Process(ctx, c.cmd)
+		}
 		return
 	}
-	pipe := b.rdb.Pipeline()
+	pipe := b.pipe.Pipeline()
 	for _, c := range batch {
 		_ = pipe.Process(ctx, c.cmd)
 	}
 	_, _ = pipe.Exec(ctx) // each command has its own answer or error
-	// go-redis looks at the first command's answer only for the errors on
-	// which it sends a command again (READONLY while a replica is promoted,
-	// LOADING, ...): a later command answered so was not run, and goes
-	// again alone, as it would have had it been sent alone.
-	for _, c := range batch[1:] {
-		if refusedUnrun(c.cmd.Err()) {
+	for _, c := range batch {
+		switch state(c.cmd) {
+		case answered:
+		case answeredThenBroken:
+			// go-redis gives every command of a broken pipeline the
+			// pipeline's error, also those answered before the break.
+			c.cmd.SetErr(nil)
+		case unanswered:
+			// As it would have gone, had it gone alone from the start:
+			// with go-redis's retries, through rdb. An answered command
+			// is never sent again.
+			c.cmd.SetErr(nil)
 			_ = b.rdb.Process(ctx, c.cmd)
 		}
 	}
 }
 
-// refusedUnrun: an answer with which Redis refused a command without
-// running it, on which go-redis sends a lone command again.
-func refusedUnrun(err error) bool {
-	return redis.IsReadOnlyError(err) || redis.IsLoadingError(err) || redis.IsTryAgainError(err) ||
+// What a command of a batch got.
+const (
+	answered = iota
+	// answeredThenBroken: a script's answer, and then the connection broke.
+	answeredThenBroken
+	// unanswered: no answer (the connection broke first, or none was
+	// made), or Redis refused it without running it (READONLY while a
+	// replica is promoted, LOADING, MOVED, ...), on which go-redis sends a
+	// lone command again.
+	unanswered
+)
+
+// state tells what cmd got. A Redis answer is one that is not an error, or
+// a Redis error (also redis.Nil). A script answered with a value and then
+// left with a connection's error was answered: its reply had been read (a
+// script answering nil or an error keeps that answer). Any other command
+// left with a connection's error is taken for unanswered: only commands
+// that may run twice go through Batch.
+func state(cmd redis.Cmder) int {
+	err := cmd.Err()
+	if err == nil {
+		return answered
+	}
+	var reply redis.Error
+	if !errors.As(err, &reply) {
+		if script, ok := cmd.(*redis.Cmd); ok && script.Val() != nil {
+			return answeredThenBroken
+		}
+		return unanswered
+	}
+	_, moved := redis.IsMovedError(err)
+	_, ask := redis.IsAskError(err)
+	if moved || ask || redis.IsReadOnlyError(err) || redis.IsLoadingError(err) || redis.IsTryAgainError(err) ||
 		redis.IsClusterDownError(err) || redis.IsMasterDownError(err) || redis.IsMaxClientsError(err) ||
-		redis.IsNoReplicasError(err)
+		redis.IsNoReplicasError(err) {
+		return unanswered
+	}
+	return answered
 }
 
 // evalCmd is the command go-redis's Eval family sends: name, the script or
@@ -294,28 +371,24 @@ func (b *Batcher) ScriptLoad(ctx context.Context, script string) *redis.StringCm
 
 var _ redis.Scripter = (*Batcher)(nil)
 
-// Client is a Redis client on which the scripts that may run twice go
-// through one Batcher: asynq's enqueue and completion (asynqMayRepeat),
-// and those a caller sends through Batcher() or Batch. Every other script
-// and command goes alone, as it would. A process makes one and hands it
-// to everything that talks to Redis, so that all of them share its
-// batches.
+// Client is a Redis client whose scripts (Eval, EvalSha and their
+// read-only forms) go through one Batcher; every other command goes as it
+// would. A process makes one and hands it to everything that talks to
+// Redis: its own stores and asynq's server and client, whose enqueue,
+// fetch and completion are scripts, sent alone by asynq, one round trip per
+// task and step.
 //
-// Only scripts that may run twice: go-redis sends a whole pipeline again
-// when its connection breaks after some of the answers came back (a
-// restart, a failover's CLIENT KILL), so a batched script whose answer was
-// received runs again, and its caller gets the second run's answer. Sent
-// alone, a script whose answer was received is never sent again. asynq's
-// fetch run twice would leave a task active that nobody runs until its
-// lease expires; an Idempotency-Key claim run twice would find its own
-// claim: neither is batched.
+// Scripts may go in batches: none blocks, none depends on which connection
+// it comes on (a Conn or Tx made from the client sends its own, unbatched),
+// and a batched script runs exactly as often as it would alone (see
+// Batcher.send).
 type Client struct {
 	redis.UniversalClient
 	batch *Batcher
 }
 
-// Wrap returns rdb as a Client; a Client as it is, so that everything
-// wrapping the client it was given shares that one's batches.
+// Wrap returns rdb with its scripts batched; a Client as it is, so that
+// everything wrapping the client it was given shares that one's batches.
 func Wrap(rdb redis.UniversalClient) *Client {
 	if c, ok := rdb.(*Client); ok {
 		return c
@@ -332,52 +405,35 @@ func Unwrap(rdb redis.UniversalClient) redis.UniversalClient {
 	return rdb
 }
 
-// Batcher is the Client's Batcher, a redis.Scripter: a script that may run
-// twice (a second run changes nothing and answers as the first did) runs
-// in the Client's batches with script.Run(ctx, c.Batcher(), ...).
+// Close closes the client and the connections of its batches.
+func (c *Client) Close() error {
+	return errors.Join(c.batch.Close(), c.UniversalClient.Close())
+}
+
+// Batcher is the Client's Batcher (a redis.Scripter).
 func (c *Client) Batcher() *Batcher { return c.batch }
 
-// Batch sends cmd, which must be one that may run twice, in a batch, as
-// Batcher.Do does.
+// Batch sends cmd in a batch, as Batcher.Do does.
 func (c *Client) Batch(ctx context.Context, cmd redis.Cmder) error { return c.batch.Do(ctx, cmd) }
 
-// asynqMayRepeat recognises, by their keys, the scripts of asynq v0.26
-// that a second run leaves as the first did, and that every task runs:
-//   - the enqueue (KEYS: the task's hash asynq:{queue}:t:<id>, the queue's
-//     pending list), which does nothing when the task's hash exists (the
-//     client then answers ErrTaskIDConflict, which dab takes for queued);
-//   - the completions (done, mark as complete, requeue; KEYS[1]: the
-//     queue's active list), which answer NOT FOUND without a change when
-//     the task is not active any more (asynq logs it).
-//
-// The fetch (KEYS[1]: the pending list) pops a new task on each run and is
-// never batched; nor is any other script of asynq's.
-func asynqMayRepeat(keys []string) bool {
-	if len(keys) == 0 || !strings.HasPrefix(keys[0], "asynq:{") {
-		return false
-	}
-	if strings.HasSuffix(keys[0], "}:active") {
-		return true
-	}
-	return len(keys) == 2 && strings.Contains(keys[0], "}:t:") && strings.HasSuffix(keys[1], "}:pending")
-}
-
-// Eval runs a script by its text; batched if it is asynq's enqueue or
-// completion.
+// Eval runs a script by its text, batched.
 func (c *Client) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
-	if asynqMayRepeat(keys) {
-		return c.batch.Eval(ctx, script, keys, args...)
-	}
-	return c.UniversalClient.Eval(ctx, script, keys, args...)
+	return c.batch.Eval(ctx, script, keys, args...)
 }
 
-// EvalSha runs a loaded script by its hash; batched if it is asynq's
-// enqueue or completion.
+// EvalSha runs a loaded script by its hash, batched.
 func (c *Client) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
-	if asynqMayRepeat(keys) {
-		return c.batch.EvalSha(ctx, sha1, keys, args...)
-	}
-	return c.UniversalClient.EvalSha(ctx, sha1, keys, args...)
+	return c.batch.EvalSha(ctx, sha1, keys, args...)
+}
+
+// EvalRO runs a read-only script by its text, batched.
+func (c *Client) EvalRO(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
+	return c.batch.EvalRO(ctx, script, keys, args...)
+}
+
+// EvalShaRO runs a loaded read-only script by its hash, batched.
+func (c *Client) EvalShaRO(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
+	return c.batch.EvalShaRO(ctx, sha1, keys, args...)
 }
 
 var _ redis.UniversalClient = (*Client)(nil)
