@@ -241,10 +241,17 @@ func (a *app) connectRedis(ctx context.Context) (redis.UniversalClient, error) {
 		}
 		return nil, fmt.Errorf("redis at %s is unreachable: %w: %s", redact.URL(a.cfg.RedisURL), redact.Error(err, a.cfg.RedisURL), hint)
 	}
-	// One batcher for the process: the scripts that may run twice (records,
-	// purchases, task results, asynq's enqueue and completion) given at
-	// about the same time share a round trip.
-	return redisbatch.Wrap(rdb), nil
+	// One batcher for the process: every script (dab's stores, asynq's
+	// enqueue, fetch and completion) given at about the same time shares a
+	// round trip with the others. Its batches go on a client of their own
+	// that never sends a command again (redisbatch decides what goes
+	// again); made here, it follows a Sentinel failover as rdb does.
+	pipe, _, err := redisconn.Open(redisconn.Options{URL: a.cfg.RedisURL, Mode: a.cfg.RedisMode, CAFile: a.cfg.RedisCAFile, NoRetries: true})
+	if err != nil {
+		rdb.Close()
+		return nil, err
+	}
+	return redisbatch.WrapWithPipe(rdb, pipe), nil
 }
 
 // noRedis says, without trying any Redis, that none is configured and

@@ -226,3 +226,54 @@ func TestLanesAreApart(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The copy a Batcher sends its batches on keeps the client's timeouts
+// (go-redis stores "none" as 0, which a new client would take for its
+// default), never sends a command again, and is not made for a Sentinel
+// client (it would keep its connections to a master that failed over).
+func TestCopyNoRetries(t *testing.T) {
+	t.Parallel()
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", ReadTimeout: -1, WriteTimeout: 7 * time.Second})
+	defer rdb.Close()
+	c := copyNoRetries(rdb).(*redis.Client)
+	defer c.Close()
+	got, want := c.Options(), rdb.Options()
+	if got.ReadTimeout != want.ReadTimeout || got.WriteTimeout != want.WriteTimeout || got.MaxRetries != 0 || got.PoolSize != want.PoolSize {
+		t.Fatalf("the copy: read %s write %s, %d retries, pool %d; the client: read %s write %s, pool %d",
+			got.ReadTimeout, got.WriteTimeout, got.MaxRetries, got.PoolSize, want.ReadTimeout, want.WriteTimeout, want.PoolSize)
+	}
+	sentinel := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: "m", SentinelAddrs: []string{"127.0.0.1:1"}})
+	defer sentinel.Close()
+	if p := copyNoRetries(sentinel); p != nil {
+		p.Close()
+		t.Fatal("a copy of a Sentinel client was made")
+	}
+}
+
+// A batch holds at most maxBatch commands; those given past it go in the
+// next, and every one is answered.
+func TestBatchesAreBounded(t *testing.T) {
+	t.Parallel()
+	_, b, busy := setup(t)
+	ctx := context.Background()
+	slow := busy()
+	const n = 3*maxBatch + 5
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = incrScript.Run(ctx, b, []string{"bounded"}).Err() }()
+	}
+	wg.Wait()
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if sent := b.batches.Load(); sent < 1+(n+maxBatch-1)/maxBatch {
+		t.Fatalf("%d batches for %d commands given while one was on its way: more than %d in one", sent, n, maxBatch)
+	}
+}

@@ -22,8 +22,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 // Batcher sends commands in batches (see the package comment). It is a
@@ -71,32 +73,70 @@ type call struct {
 }
 
 // New returns a Batcher that sends through rdb; Close closes the
-// connections of its batches.
+// connections of its batches. Its batches go on a copy of rdb that never
+// sends a command again; a Sentinel client cannot be copied
+// (the copy would not drop its connections to a master that failed over),
+// and its commands go alone: NewWithPipe takes the copy from who made rdb.
 func New(rdb redis.UniversalClient) *Batcher {
-	_, cluster := rdb.(*redis.ClusterClient)
-	return &Batcher{rdb: rdb, pipe: noRetries(rdb), perSlot: cluster, lanes: map[string]*lane{}}
+	return NewWithPipe(rdb, copyNoRetries(rdb))
 }
 
-// noRetries returns a client with rdb's settings that never sends a
+// NewWithPipe returns a Batcher that sends through rdb, and its batches of
+// more than one command through pipe, a client to the same Redis that
+// never sends a command again (MaxRetries -1; MaxRedirects -1 on a
+// Cluster); nil: every command goes alone. Close closes pipe.
+func NewWithPipe(rdb, pipe redis.UniversalClient) *Batcher {
+	_, cluster := rdb.(*redis.ClusterClient)
+	return &Batcher{rdb: rdb, pipe: pipe, perSlot: cluster, lanes: map[string]*lane{}}
+}
+
+// copyNoRetries returns a client with rdb's settings that never sends a
 // command or pipeline again, and follows no MOVED or ASK, with a pool of
-// its own; nil for a kind of client it cannot copy.
-func noRetries(rdb redis.UniversalClient) redis.UniversalClient {
+// its own; nil for a Sentinel client or a kind of client it cannot copy.
+func copyNoRetries(rdb redis.UniversalClient) redis.UniversalClient {
 	switch c := rdb.(type) {
-	case *redis.Client: // a single Redis, or Sentinel's master (its dialer finds the master)
+	case *redis.Client:
 		o := *c.Options()
+		if o.Addr == "FailoverClient" { // go-redis's mark of a Sentinel client
+			return nil
+		}
 		o.MaxRetries = -1
-		// The one setting go-redis changes while connecting (under a lock
-		// of the client's): the new client makes its own.
-		o.MaintNotificationsConfig = nil
+		o.ReadTimeout, o.WriteTimeout = unnormalized(o.ReadTimeout), unnormalized(o.WriteTimeout)
+		// go-redis changes the maintenance-notification settings of a
+		// client while it connects, and gives it a push processor of its
+		// own: the copy has neither (Redis Enterprise's notifications are
+		// the original's business).
+		o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+		o.PushNotificationProcessor = nil
 		return redis.NewClient(&o)
 	case *redis.ClusterClient:
 		o := *c.Options()
 		o.MaxRetries = -1
 		o.MaxRedirects = -1
+		o.ReadTimeout, o.WriteTimeout = unnormalized(o.ReadTimeout), unnormalized(o.WriteTimeout)
+		o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 		return redis.NewClusterClient(&o)
 	}
 	return nil
 }
+
+// unnormalized gives back a timeout as it was before go-redis's options
+// took it (Options hold 0 for "none" and -1 for "no deadline set", which a
+// new client would read as "the default" and "none").
+func unnormalized(d time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return -1
+	case d < 0:
+		return -2
+	}
+	return d
+}
+
+// maxBatch bounds a batch: the commands given meanwhile past it wait for
+// the next. A batch's answers share one read deadline (the client's
+// ReadTimeout), as commands queued on Redis behind each other do.
+const maxBatch = 64
 
 // Close closes the connections the Batcher's batches go on (not rdb's).
 func (b *Batcher) Close() error {
@@ -220,6 +260,9 @@ func (b *Batcher) send(ctx context.Context, name string, l *lane) {
 	b.mu.Lock()
 	batch := l.pending
 	l.pending = nil
+	if len(batch) > maxBatch {
+		batch, l.pending = batch[:maxBatch], append([]*call(nil), batch[maxBatch:]...)
+	}
 	b.mu.Unlock()
 	defer func() {
 		r := recover()
@@ -396,6 +439,12 @@ func Wrap(rdb redis.UniversalClient) *Client {
 	return &Client{UniversalClient: rdb, batch: New(rdb)}
 }
 
+// WrapWithPipe is Wrap with the batches of more than one command sent
+// through pipe (NewWithPipe).
+func WrapWithPipe(rdb, pipe redis.UniversalClient) *Client {
+	return &Client{UniversalClient: rdb, batch: NewWithPipe(rdb, pipe)}
+}
+
 // Unwrap returns the client under a Client (rdb itself otherwise), for the
 // code that needs a *redis.Client or *redis.ClusterClient.
 func Unwrap(rdb redis.UniversalClient) redis.UniversalClient {
@@ -407,7 +456,7 @@ func Unwrap(rdb redis.UniversalClient) redis.UniversalClient {
 
 // Close closes the client and the connections of its batches.
 func (c *Client) Close() error {
-	return errors.Join(c.batch.Close(), c.UniversalClient.Close())
+	return errors.Join(c.UniversalClient.Close(), c.batch.Close())
 }
 
 // Batcher is the Client's Batcher (a redis.Scripter).

@@ -35,6 +35,11 @@ type Options struct {
 	// CAFile, when set, is a PEM file of the CAs that sign the server's
 	// certificate (for rediss:// with a private CA).
 	CAFile string
+	// NoRetries makes a client that never sends a command again and
+	// follows no Cluster redirection (MaxRetries and MaxRedirects -1): the
+	// one a redisbatch.Client sends its batches on, which decides itself
+	// what goes again.
+	NoRetries bool
 }
 
 // Open returns a client for dab's keys and the equivalent asynq connection
@@ -66,6 +71,9 @@ func Open(o Options) (redis.UniversalClient, asynq.RedisConnOpt, error) {
 		}
 		opt.TLSConfig = withCA(opt.TLSConfig)
 		opt.PoolSize = poolSize(opt.PoolSize)
+		if o.NoRetries {
+			opt.MaxRetries = -1
+		}
 		return redis.NewClient(opt), asynq.RedisClientOpt{Addr: opt.Addr, Username: opt.Username, Password: opt.Password, DB: opt.DB, TLSConfig: opt.TLSConfig}, nil
 	case Sentinel:
 		opt, err := redis.ParseFailoverURL(o.URL)
@@ -77,6 +85,9 @@ func Open(o Options) (redis.UniversalClient, asynq.RedisConnOpt, error) {
 		}
 		opt.TLSConfig = withCA(opt.TLSConfig)
 		opt.PoolSize = poolSize(opt.PoolSize)
+		if o.NoRetries {
+			opt.MaxRetries = -1
+		}
 		return redis.NewFailoverClient(opt), asynq.RedisFailoverClientOpt{MasterName: opt.MasterName, SentinelAddrs: opt.SentinelAddrs,
 			SentinelPassword: opt.SentinelPassword, Username: opt.Username, Password: opt.Password, DB: opt.DB, TLSConfig: opt.TLSConfig}, nil
 	case Cluster:
@@ -86,6 +97,9 @@ func Open(o Options) (redis.UniversalClient, asynq.RedisConnOpt, error) {
 		}
 		opt.TLSConfig = withCA(opt.TLSConfig)
 		opt.PoolSize = poolSize(opt.PoolSize)
+		if o.NoRetries {
+			opt.MaxRetries, opt.MaxRedirects = -1, -1
+		}
 		return redis.NewClusterClient(opt), asynq.RedisClusterClientOpt{Addrs: opt.Addrs, Username: opt.Username, Password: opt.Password, TLSConfig: opt.TLSConfig}, nil
 	default:
 		return nil, nil, fmt.Errorf("DAB_REDIS_MODE %q: use single, sentinel or cluster", o.Mode)

@@ -103,3 +103,34 @@ func TestPoolSize(t *testing.T) {
 		t.Errorf("default pool size %d < %d", poolSize(0), PoolSizeMin)
 	}
 }
+
+// TestNoRetries: the client redisbatch sends its batches on never sends a
+// command again, in every mode (go-redis keeps -1 retries as 0; a Cluster
+// client retries by its redirections, and its nodes never).
+func TestNoRetries(t *testing.T) {
+	t.Parallel()
+	for _, o := range []Options{
+		{URL: "redis://10.0.0.1:6379"},
+		{URL: "redis://10.0.0.1:26379?master_name=main", Mode: Sentinel},
+		{URL: "redis://10.0.0.1:7000", Mode: Cluster},
+	} {
+		for _, noRetries := range []bool{false, true} {
+			o.NoRetries = noRetries
+			c, _, err := Open(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			retries, redirects := 0, -1
+			switch c := c.(type) {
+			case *redis.Client:
+				retries = c.Options().MaxRetries
+			case *redis.ClusterClient:
+				retries, redirects = c.Options().MaxRetries, c.Options().MaxRedirects
+			}
+			c.Close()
+			if sends := retries > 0 || redirects > 0; sends == noRetries {
+				t.Errorf("%s with NoRetries %v: %d retries, %d redirects", o.URL, noRetries, retries, redirects)
+			}
+		}
+	}
+}
