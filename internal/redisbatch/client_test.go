@@ -59,11 +59,7 @@ func TestClientBatchesScripts(t *testing.T) {
 	if err := <-slow; err != nil {
 		t.Fatal(err)
 	}
-	for _, err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	noErrors(t, errs)
 	if v, err := rdb.Get(ctx, "counter").Int(); err != nil || v != n {
 		t.Fatalf("counter = %d, %v, want %d", v, err, n)
 	}
@@ -268,11 +264,7 @@ func TestBatchesAreBounded(t *testing.T) {
 	if err := <-slow; err != nil {
 		t.Fatal(err)
 	}
-	for _, err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	noErrors(t, errs)
 	if sent := b.batches.Load(); sent < 1+(n+maxBatch-1)/maxBatch {
 		t.Fatalf("%d batches for %d commands given while one was on its way: more than %d in one", sent, n, maxBatch)
 	}

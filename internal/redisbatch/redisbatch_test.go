@@ -49,6 +49,16 @@ func setup(t *testing.T) (rdb *redis.Client, b *Batcher, busy func() <-chan erro
 
 var incrScript = redis.NewScript(`return redis.call('INCR', KEYS[1])`)
 
+// noErrors fails the test on the first error of errs.
+func noErrors(t *testing.T, errs []error) {
+	t.Helper()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func TestBatches(t *testing.T) {
 	t.Parallel()
 	rdb, b, busy := setup(t)
@@ -72,11 +82,7 @@ func TestBatches(t *testing.T) {
 	if err := <-slow; err != nil {
 		t.Fatal(err)
 	}
-	for _, err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	noErrors(t, errs)
 	sort.Ints(got)
 	for i, v := range got {
 		if v != i+1 {
