@@ -29,8 +29,10 @@ func TestClientBatchesScripts(t *testing.T) {
 	if Unwrap(c) != redis.UniversalClient(rdb) || Unwrap(rdb) != redis.UniversalClient(rdb) {
 		t.Fatal("Unwrap does not give the client under the Client")
 	}
-	if err := slowScript.Load(ctx, rdb).Err(); err != nil {
-		t.Fatal(err)
+	for _, s := range []*redis.Script{slowScript, incrScript} { // as in setup
+		if err := s.Load(ctx, rdb).Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	slow := make(chan error, 1)

@@ -31,9 +31,12 @@ func setup(t *testing.T) (rdb *redis.Client, b *Batcher, busy func() <-chan erro
 	rdb = harness.RedisClient(t, harness.Redis(t))
 	b = New(rdb)
 	// Loaded, so that its first EVALSHA is slow (a NOSCRIPT answer would
-	// come at once).
-	if err := slowScript.Load(context.Background(), rdb).Err(); err != nil {
-		t.Fatal(err)
+	// come at once), and so that the commands of a batch are answered in
+	// it (after a NOSCRIPT, each sends its text again when it wakes).
+	for _, s := range []*redis.Script{slowScript, incrScript} {
+		if err := s.Load(context.Background(), rdb).Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	busy = func() <-chan error {
 		slow := make(chan error, 1)
