@@ -3,6 +3,7 @@ package redisbatch
 import (
 	"context"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -269,5 +270,44 @@ func TestBatchesAreBounded(t *testing.T) {
 	noErrors(t, errs)
 	if sent := b.batches.Load(); sent < 1+(n+maxBatch-1)/maxBatch {
 		t.Fatalf("%d batches for %d commands given while one was on its way: more than %d in one", sent, n, maxBatch)
+	}
+}
+
+// A Batcher without a client for its batches (a Sentinel client wrapped
+// by whoever did not make it) sends every command alone and at once: none
+// waits for another's answer.
+func TestWithoutAPipeEachGoesAtOnce(t *testing.T) {
+	t.Parallel()
+	rdb := harness.RedisClient(t, harness.Redis(t))
+	ctx := context.Background()
+	b := NewWithPipe(rdb, nil)
+	blocked := make(chan error, 1)
+	go func() { blocked <- b.Do(ctx, redis.NewStringSliceCmd(ctx, "blpop", "list", 0)) }()
+	for {
+		clients, err := rdb.ClientList(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(clients, "cmd=blpop") {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := b.Do(ctx, redis.NewStatusCmd(ctx, "set", "key", "1")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-blocked:
+		t.Fatalf("the BLPOP ended (%v) before its list had an element", err)
+	default:
+	}
+	if err := rdb.RPush(ctx, "list", "x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-blocked; err != nil {
+		t.Fatal(err)
+	}
+	if n := b.batches.Load(); n != 0 {
+		t.Fatalf("%d batches made without a client for them", n)
 	}
 }

@@ -197,6 +197,9 @@ func (b *Batcher) Do(ctx context.Context, cmd redis.Cmder) error {
 	if err := ctx.Err(); err != nil {
 		return err // as go-redis does: nothing is sent
 	}
+	if b.pipe == nil {
+		return b.rdb.Process(ctx, cmd) // no batches: each goes alone, at once
+	}
 	c := &call{cmd: cmd, done: make(chan struct{}), lead: make(chan struct{})}
 	name := b.laneOf(cmd)
 	b.mu.Lock()
@@ -287,10 +290,8 @@ func (b *Batcher) send(ctx context.Context, name string, l *lane) {
 		}
 	}()
 	b.batches.Add(1)
-	if len(batch) == 1 || b.pipe == nil {
-		for _, c := range batch {
-			_ = b.rdb.Process(ctx, c.cmd)
-		}
+	if len(batch) == 1 {
+		_ = b.rdb.Process(ctx, batch[0].cmd)
 		return
 	}
 	pipe := b.pipe.Pipeline()
