@@ -41,6 +41,7 @@ func (b *bench) p3Purchases(ctx context.Context, t *table) error {
 	// The enqueuers do what dab's HTTP intake does, on a client as dab's
 	// (its scripts batched, one batcher for the ledger and the queue).
 	rdb := redisbatch.Wrap(b.rdb)
+	defer rdb.Batcher().Close()
 	assets := asset.NewStore(rdb, r.prefix)
 	led := ledger.New(rdb, r.prefix, "house")
 	ids := make([]string, o.purchases)

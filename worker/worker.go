@@ -165,10 +165,10 @@ func New(rdb redis.UniversalClient, cfg Config, d Deps) (*Worker, error) {
 	if cfg.WebhookRetryDelay == nil {
 		cfg.WebhookRetryDelay = WebhookRetryDelay
 	}
-	// asynq's completions, the records, purchases and task results of tasks
-	// running at once share round trips (redisbatch.Client); a client
-	// already wrapped (one per process, cmd/dab) shares its batches with the
-	// stores.
+	// The scripts of tasks running at once (asynq's fetch and completion,
+	// records, purchases) and their results share round trips
+	// (redisbatch.Client); a client already wrapped (one per process,
+	// cmd/dab) shares its batches with the stores.
 	batched := redisbatch.Wrap(rdb)
 	rdb = batched
 	if d.Events == nil {

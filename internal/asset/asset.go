@@ -25,7 +25,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dab-assets/dab/internal/event"
-	"github.com/dab-assets/dab/internal/redisbatch"
 )
 
 // Sentinel errors.
@@ -167,9 +166,6 @@ type Store struct {
 	events event.Keys
 	opts   Options
 	record *redis.Script
-	// batch sends the record scripts of uploads recorded at once together
-	// (a record script run twice answers "exists" with the same record).
-	batch *redisbatch.Batcher
 }
 
 // Options are a Store's optional settings; the zero value is what NewStore
@@ -185,12 +181,11 @@ func NewStore(rdb redis.UniversalClient, prefix string) *Store {
 	return NewStoreWithOptions(rdb, prefix, Options{})
 }
 
-// NewStoreWithOptions is NewStore with options. Its records go in the
-// batches of rdb's redisbatch.Client (a client of its own when rdb is not
-// one).
+// NewStoreWithOptions is NewStore with options. On a redisbatch.Client
+// (dab's, one per process) the records of uploads made at once share
+// round trips.
 func NewStoreWithOptions(rdb redis.UniversalClient, prefix string, o Options) *Store {
-	return &Store{rdb: rdb, keys: Keys{Prefix: prefix}, events: event.Keys{Prefix: prefix}, opts: o, record: redis.NewScript(recordLua),
-		batch: redisbatch.Wrap(rdb).Batcher()}
+	return &Store{rdb: rdb, keys: Keys{Prefix: prefix}, events: event.Keys{Prefix: prefix}, opts: o, record: redis.NewScript(recordLua)}
 }
 
 // Keys returns the store's key names.
@@ -250,7 +245,7 @@ func (s *Store) Put(ctx context.Context, r Record) (Record, bool, error) {
 	} {
 		args = append(args, kv[0], kv[1])
 	}
-	res, err := s.record.Run(ctx, s.batch, keys, args...).Slice()
+	res, err := s.record.Run(ctx, s.rdb, keys, args...).Slice()
 	if err != nil {
 		return r, false, fmt.Errorf("asset: record %s: %w", r.S3Key, err)
 	}

@@ -22,7 +22,6 @@ import (
 
 	"github.com/dab-assets/dab/internal/asset"
 	"github.com/dab-assets/dab/internal/event"
-	"github.com/dab-assets/dab/internal/redisbatch"
 )
 
 // Issuance is the account every grant comes from; its balance is minus all
@@ -209,19 +208,16 @@ type Store struct {
 	offer    *redis.Script
 	rebuild  *redis.Script
 	opts     Options
-	// batch sends the purchase scripts of purchases applied at once
-	// together (a purchase script run twice answers the stored result).
-	batch *redisbatch.Batcher
 }
 
 // New returns a Store; house receives the price of assets that have no
 // owner and no uploader account. Its writes wait for no replicas
-// (NewWithOptions). Its purchases go in the batches of rdb's
-// redisbatch.Client (a client of its own when rdb is not one).
+// (NewWithOptions). On a redisbatch.Client (dab's, one per process) the
+// purchases applied at once share round trips.
 func New(rdb redis.UniversalClient, prefix, house string) *Store {
 	return &Store{rdb: rdb, keys: Keys{Prefix: prefix}, assets: asset.Keys{Prefix: prefix}, events: event.Keys{Prefix: prefix}, house: house,
 		purchase: redis.NewScript(purchaseLua), grant: redis.NewScript(grantLua), accept: redis.NewScript(acceptLua),
-		offer: redis.NewScript(offerLua), rebuild: redis.NewScript(rebuildSalesLua), batch: redisbatch.Wrap(rdb).Batcher()}
+		offer: redis.NewScript(offerLua), rebuild: redis.NewScript(rebuildSalesLua)}
 }
 
 // Keys returns the key names.
@@ -378,7 +374,7 @@ func (s *Store) Apply(ctx context.Context, p PurchaseRequest) (PurchaseResult, e
 	if s.replicated() {
 		return s.applyReplicated(ctx, p)
 	}
-	return s.apply(ctx, s.batch, p)
+	return s.apply(ctx, s.rdb, p)
 }
 
 // apply runs the purchase script through c.
